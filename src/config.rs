@@ -1,0 +1,199 @@
+//! Command-line and environment configuration. Every flag can also be set by
+//! a `JOBCAST_*` variable; a bad value is a one-line error naming the fix.
+
+use crate::gateway::GatewayConfig;
+use crate::publish::PublishOptions;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// jobcast: live progress for long-running jobs behind AWS API Gateway.
+///
+/// With no command, runs `serve`: a local API Gateway (WebSocket API,
+/// @connections management API, jobs API and web demo) on one port.
+#[derive(Debug, Parser)]
+#[command(name = "jobcast", version, propagate_version = true)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the local gateway (the default command).
+    Serve(ServeArgs),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses durations such as `90s`, `10m`, `2h` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|_| format!("expected a duration such as 90s, 10m or 2h, got '{s}'"))?;
+    if d.is_zero() {
+        return Err("the duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_stage(s: &str) -> Result<String, String> {
+    let reserved = ["jobs", "healthz", "metrics", "@connections"];
+    if s.is_empty()
+        || s.len() > 128
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(
+            "a stage name uses only letters, digits, '-' and '_' (like dev or prod)".into(),
+        );
+    }
+    if reserved.contains(&s) {
+        return Err(format!(
+            "'{s}' is a reserved path; pick another stage name such as dev"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a whole number above 0, got '{s}'")),
+    }
+}
+
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let ok = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .any(|p| s.starts_with(p) && s.len() > p.len());
+    if ok {
+        Ok(s.trim_end_matches('/').to_string())
+    } else {
+        Err(format!(
+            "expected an absolute URL such as https://api.example.com, got '{s}'"
+        ))
+    }
+}
+
+/// Options of `jobcast serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (HTTP and WebSocket share it).
+    #[arg(
+        long,
+        env = "JOBCAST_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// WebSocket API stage: clients connect to ws://HOST/{stage}.
+    #[arg(long, env = "JOBCAST_STAGE", default_value = "dev", value_parser = parse_stage)]
+    pub stage: String,
+
+    /// Close connections idle this long with 1001 (API Gateway: 10m).
+    #[arg(long, env = "JOBCAST_IDLE_TIMEOUT", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Close every connection after this long with 1001 (API Gateway: 2h).
+    #[arg(long, env = "JOBCAST_MAX_LIFETIME", default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_lifetime: Duration,
+
+    /// Most concurrent WebSocket connections; handshakes beyond get 429.
+    #[arg(long, env = "JOBCAST_MAX_CONNECTIONS", default_value = "100000", value_parser = parse_positive, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Messages queued per connection before it is closed as a slow consumer (1008).
+    #[arg(long, env = "JOBCAST_OUTBOUND_QUEUE", default_value = "1024", value_parser = parse_positive, value_name = "N")]
+    pub outbound_queue: usize,
+
+    /// Demo jobs run at once by the in-process worker pool.
+    #[arg(long, env = "JOBCAST_WORKERS", default_value = "64", value_parser = parse_positive, value_name = "N")]
+    pub workers: usize,
+
+    /// Time a client has to send its request headers (cuts slowloris handshakes).
+    #[arg(long, env = "JOBCAST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub handshake_timeout: Duration,
+
+    /// Lifetime of job tokens issued by POST /jobs.
+    #[arg(long, env = "JOBCAST_TOKEN_TTL", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub token_ttl: Duration,
+
+    /// Public base URL of the jobs API used in statusUrl (default: from the Host header).
+    #[arg(long, env = "JOBCAST_PUBLIC_URL", value_parser = parse_base_url, value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Public WebSocket URL including the stage, used in websocketUrl (default: from the Host header).
+    #[arg(long, env = "JOBCAST_WEBSOCKET_URL", value_parser = parse_base_url, value_name = "URL")]
+    pub websocket_url: Option<String>,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "JOBCAST_LOG_FORMAT", default_value = "pretty", value_enum)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// The gateway settings these options describe.
+    pub fn gateway_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            listen: self.listen,
+            stage: self.stage.clone(),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+            max_connections: self.max_connections,
+            outbound_queue: self.outbound_queue,
+            workers: self.workers,
+            handshake_timeout: self.handshake_timeout,
+            shutdown_grace: Duration::from_secs(10),
+            public_url: self.public_url.clone(),
+            websocket_url: self.websocket_url.clone(),
+            webhook_secret: std::env::var("JOBCAST_WEBHOOK_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            publish: PublishOptions::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").unwrap_err().contains("90s"));
+    }
+
+    #[test]
+    fn stages() {
+        assert!(parse_stage("dev").is_ok());
+        assert!(parse_stage("jobs").is_err());
+        assert!(parse_stage("a/b").is_err());
+        assert!(parse_stage("").is_err());
+    }
+
+    #[test]
+    fn no_arguments_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["jobcast"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.stage, "dev");
+        assert_eq!(cli.serve.idle_timeout, Duration::from_secs(600));
+        let err = Cli::try_parse_from(["jobcast", "--idle-timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("90s"));
+    }
+}

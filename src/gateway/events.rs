@@ -1,0 +1,198 @@
+//! Building the events API Gateway sends to its integrations, from live
+//! sockets and HTTP requests, so the handlers receive exactly what they
+//! would receive in Lambda.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayWebsocketProxyRequest};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, Method};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The API id the local gateway reports in every event.
+pub const LOCAL_API_ID: &str = "jobcastlocal";
+
+/// A fresh connection id shaped like API Gateway's: the standard base64 of
+/// 11 random bytes (15 characters and one `=`).
+pub fn new_connection_id() -> String {
+    let mut b = [0u8; 11];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A request id shaped like API Gateway's (base64 of 6 bytes, 8 characters).
+fn new_request_id() -> String {
+    let mut b = [0u8; 6];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// `requestTime` in API Gateway's format: `24/Nov/2026:17:00:00 +0000`.
+fn request_time(t: DateTime<Utc>) -> String {
+    t.format("%d/%b/%Y:%H:%M:%S %z").to_string()
+}
+
+/// What stays the same for every event of one connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionMeta {
+    pub connection_id: String,
+    pub connected_at: DateTime<Utc>,
+    pub source_ip: String,
+    pub user_agent: Option<String>,
+    pub domain_name: String,
+    pub stage: String,
+}
+
+impl ConnectionMeta {
+    fn base(&self, event_type: &str, route_key: &str) -> ApiGatewayWebsocketProxyRequest {
+        let now = Utc::now();
+        let mut e = ApiGatewayWebsocketProxyRequest::default();
+        let c = &mut e.request_context;
+        c.route_key = Some(route_key.to_string());
+        c.event_type = Some(event_type.to_string());
+        c.connection_id = Some(self.connection_id.clone());
+        c.connected_at = self.connected_at.timestamp_millis();
+        c.request_time_epoch = now.timestamp_millis();
+        c.request_time = Some(request_time(now));
+        c.domain_name = Some(self.domain_name.clone());
+        c.stage = Some(self.stage.clone());
+        c.apiid = Some(LOCAL_API_ID.to_string());
+        c.request_id = Some(new_request_id());
+        c.extended_request_id = c.request_id.clone();
+        c.message_direction = Some("IN".to_string());
+        c.identity.source_ip = Some(self.source_ip.clone());
+        c.identity.user_agent = self.user_agent.clone();
+        e
+    }
+
+    /// The `$connect` event: handshake headers and query string included.
+    pub fn connect_event(
+        &self,
+        headers: &HeaderMap,
+        query: HashMap<String, Vec<String>>,
+    ) -> ApiGatewayWebsocketProxyRequest {
+        let mut e = self.base("CONNECT", "$connect");
+        e.headers = headers.clone();
+        e.multi_value_headers = headers.clone();
+        e.query_string_parameters = query.clone().into();
+        e.multi_value_query_string_parameters = query.into();
+        e.http_method = Some(Method::GET);
+        e.request_context.http_method = Some(Method::GET);
+        e
+    }
+
+    /// A `MESSAGE` event for one text frame, routed by `$request.body.action`.
+    pub fn message_event(&self, body: &str) -> ApiGatewayWebsocketProxyRequest {
+        let route = crate::protocol::select_route(body);
+        let mut e = self.base("MESSAGE", route);
+        e.request_context.message_id = Some(new_request_id());
+        e.body = Some(body.to_string());
+        e.is_base64_encoded = false;
+        e
+    }
+
+    /// The `$disconnect` event, with who closed and why.
+    pub fn disconnect_event(&self, code: u16, reason: &str) -> ApiGatewayWebsocketProxyRequest {
+        let mut e = self.base("DISCONNECT", "$disconnect");
+        e.request_context.disconnect_status_code = Some(code as i64);
+        e.request_context.disconnect_reason = Some(reason.to_string());
+        e
+    }
+}
+
+/// Parses a query string into the multi-value map API Gateway provides.
+pub fn parse_query(query: Option<&str>) -> HashMap<String, Vec<String>> {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            percent_encoding::percent_decode_str(&s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        map.entry(decode(k)).or_default().push(decode(v));
+    }
+    map
+}
+
+/// An HTTP API (payload format 2.0) event for a jobs API request.
+pub fn http_event(
+    parts: &http::request::Parts,
+    body: &[u8],
+    peer: SocketAddr,
+    job_id: Option<&str>,
+) -> ApiGatewayV2httpRequest {
+    let now = Utc::now();
+    let path = parts.uri.path().to_string();
+    let mut e = ApiGatewayV2httpRequest::default();
+    e.version = Some("2.0".into());
+    e.route_key = Some(match job_id {
+        Some(_) => format!("{} /jobs/{{jobId}}", parts.method),
+        None => format!("{} /jobs", parts.method),
+    });
+    e.raw_path = Some(path.clone());
+    e.raw_query_string = Some(parts.uri.query().unwrap_or("").to_string());
+    e.headers = parts.headers.clone();
+    e.query_string_parameters = parse_query(parts.uri.query()).into();
+    if let Some(id) = job_id {
+        e.path_parameters.insert("jobId".into(), id.to_string());
+    }
+    match std::str::from_utf8(body) {
+        Ok(s) => e.body = Some(s.to_string()),
+        Err(_) => {
+            e.body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+            e.is_base64_encoded = true;
+        }
+    }
+    let c = &mut e.request_context;
+    c.route_key = e.route_key.clone();
+    c.stage = Some("$default".into());
+    c.apiid = Some(LOCAL_API_ID.into());
+    c.request_id = Some(new_request_id());
+    c.domain_name = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    c.time = Some(request_time(now));
+    c.time_epoch = now.timestamp_millis();
+    c.http.method = parts.method.clone();
+    c.http.path = Some(path);
+    c.http.protocol = Some(format!("{:?}", parts.version));
+    c.http.source_ip = Some(peer.ip().to_string());
+    c.http.user_agent = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_are_aws_shaped() {
+        for _ in 0..100 {
+            let id = new_connection_id();
+            assert_eq!(id.len(), 16);
+            assert!(id.ends_with('='));
+            assert!(
+                id[..15]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+            );
+        }
+    }
+
+    #[test]
+    fn query_parsing_decodes_once() {
+        let q = parse_query(Some("jobId=a%2Bb&token=1.x%3D&empty&jobId=2"));
+        assert_eq!(q["jobId"], vec!["a+b".to_string(), "2".to_string()]);
+        assert_eq!(q["token"], vec!["1.x=".to_string()]);
+        assert_eq!(q["empty"], vec![String::new()]);
+    }
+}

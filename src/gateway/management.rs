@@ -1,0 +1,164 @@
+//! The API Gateway Management API (`@connections`) as the AWS SDKs expect
+//! it: typed errors in `x-amzn-ErrorType` with a JSON `{"message"}` body,
+//! connection ids percent-decoded exactly once.
+
+use super::{HttpResponse, Shared, full};
+use crate::protocol::{MAX_CONNECTION_ID_LEN, MAX_POST_BYTES, rfc3339};
+use crate::push::{Payload, PushError, Pusher};
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+/// An AWS-shaped error response.
+pub(crate) fn aws_error(status: u16, error_type: &str, message: &str) -> HttpResponse {
+    let mut r = Response::new(full(json!({ "message": message }).to_string()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(error_type) {
+        h.insert("x-amzn-errortype", v);
+    }
+    r
+}
+
+fn push_error(e: &PushError) -> HttpResponse {
+    match e {
+        PushError::Gone => aws_error(410, "GoneException", "Gone"),
+        PushError::PayloadTooLarge => aws_error(
+            413,
+            "PayloadTooLargeException",
+            "Message is larger than the 128 KiB limit",
+        ),
+        PushError::LimitExceeded => aws_error(429, "LimitExceededException", "Too many requests"),
+        PushError::Forbidden(m) => aws_error(403, "ForbiddenException", m),
+        PushError::BadRequest(m) => aws_error(400, "BadRequestException", m),
+        PushError::Unavailable(m) => aws_error(500, "InternalServerErrorException", m),
+    }
+}
+
+/// Decodes the raw path segment of a connection id and checks its shape.
+pub fn decode_connection_id(raw: &str) -> Result<String, PushError> {
+    let bad = || PushError::BadRequest("Invalid connectionId".into());
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| bad())?;
+    if decoded.is_empty()
+        || decoded.len() > MAX_CONNECTION_ID_LEN
+        || !decoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    {
+        return Err(bad());
+    }
+    Ok(decoded.into_owned())
+}
+
+/// Handles one `@connections/{id}` request.
+pub(crate) async fn handle(
+    shared: &Shared,
+    method: &Method,
+    raw_id: &str,
+    body: Incoming,
+    content_length: Option<u64>,
+) -> HttpResponse {
+    let resp = match handle_inner(shared, method, raw_id, body, content_length).await {
+        Ok(r) => r,
+        Err(e) => push_error(&e),
+    };
+    shared
+        .deps
+        .metrics
+        .management_call(method.as_str(), resp.status().as_u16());
+    resp
+}
+
+async fn handle_inner(
+    shared: &Shared,
+    method: &Method,
+    raw_id: &str,
+    body: Incoming,
+    content_length: Option<u64>,
+) -> Result<HttpResponse, PushError> {
+    let registry = &shared.registry;
+    match *method {
+        Method::POST => {
+            let id = decode_connection_id(raw_id)?;
+            if content_length.is_some_and(|n| n > MAX_POST_BYTES as u64) {
+                return Err(PushError::PayloadTooLarge);
+            }
+            let bytes = Limited::new(body, MAX_POST_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        PushError::PayloadTooLarge
+                    } else {
+                        PushError::BadRequest(format!("could not read body: {e}"))
+                    }
+                })?
+                .to_bytes();
+            registry.post(&id, Payload::from_bytes(bytes)).await?;
+            Ok(Response::new(full("")))
+        }
+        Method::GET => {
+            let id = decode_connection_id(raw_id)?;
+            let info = registry.get(&id).await?;
+            let body = json!({
+                "connectedAt": rfc3339(info.connected_at),
+                "identity": { "sourceIp": info.source_ip, "userAgent": info.user_agent },
+                "lastActiveAt": rfc3339(info.last_active_at),
+            });
+            let mut r = Response::new(full(body.to_string()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
+        Method::DELETE => {
+            let id = decode_connection_id(raw_id)?;
+            registry.delete(&id).await?;
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
+        }
+        _ => {
+            let mut r = aws_error(
+                405,
+                "MethodNotAllowedException",
+                "@connections supports POST, GET and DELETE",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
+            Ok(r)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_decode_exactly_once() {
+        assert_eq!(
+            decode_connection_id("L0SM9cOFvHcCIhw%3D").as_deref(),
+            Ok("L0SM9cOFvHcCIhw=")
+        );
+        assert_eq!(decode_connection_id("a%2Bb%2Fc").as_deref(), Ok("a+b/c"));
+        // %253D decodes once to "%3D", which is not base64.
+        assert!(decode_connection_id("abc%253D").is_err());
+        assert!(decode_connection_id("").is_err());
+        assert!(decode_connection_id("has space").is_err());
+        assert!(decode_connection_id("a-b").is_err());
+        assert!(decode_connection_id(&"A".repeat(129)).is_err());
+        assert!(decode_connection_id(&"A".repeat(128)).is_ok());
+        assert!(decode_connection_id("%FF%FE").is_err());
+    }
+}

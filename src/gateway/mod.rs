@@ -1,0 +1,156 @@
+//! `jobcast serve`: a local API Gateway. One port carries the WebSocket API
+//! (`/{stage}`), the management API (`@connections`), the jobs HTTP API, the
+//! web demo, `/healthz` and `/metrics`. Every WebSocket event goes through
+//! the same handlers that run in Lambda.
+
+pub mod events;
+pub mod management;
+pub mod registry;
+mod server;
+mod socket;
+mod static_files;
+pub mod workers;
+
+use crate::handlers::{Deps, Links};
+use crate::metrics::Metrics;
+use crate::publish::{PublishOptions, Publisher};
+use crate::store::Store;
+use crate::token::TokenKey;
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use bytes::Bytes;
+use http_body_util::Full;
+use registry::Registry;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+pub(crate) type HttpResponse = http::Response<Full<Bytes>>;
+
+pub(crate) fn full(b: impl Into<Bytes>) -> Full<Bytes> {
+    Full::new(b.into())
+}
+
+/// Settings of the local gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub stage: String,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub max_connections: usize,
+    /// Messages buffered per connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// Demo jobs running at once.
+    pub workers: usize,
+    /// Time a client has to send complete request headers.
+    pub handshake_timeout: Duration,
+    /// Time given to open sockets and in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    pub public_url: Option<String>,
+    pub websocket_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub publish: PublishOptions,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            stage: "dev".into(),
+            idle_timeout: crate::protocol::IDLE_TIMEOUT,
+            max_lifetime: crate::protocol::MAX_LIFETIME,
+            max_connections: 100_000,
+            outbound_queue: 1024,
+            workers: 64,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            public_url: None,
+            websocket_url: None,
+            webhook_secret: None,
+            publish: PublishOptions::default(),
+        }
+    }
+}
+
+/// State shared by every connection and request.
+pub(crate) struct Shared {
+    pub config: GatewayConfig,
+    pub deps: Deps,
+    pub registry: Arc<Registry>,
+    pub lifecycle: broadcast::Sender<ApiGatewayWebsocketProxyRequest>,
+}
+
+/// A bound, not yet running, local gateway.
+pub struct Gateway {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    workers: workers::WorkerPool,
+}
+
+impl Gateway {
+    /// Binds the listening socket and builds the handlers' dependencies.
+    pub async fn bind(
+        config: GatewayConfig,
+        store: Arc<dyn Store>,
+        tokens: TokenKey,
+    ) -> std::io::Result<Gateway> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::new(config.max_connections, Arc::clone(&metrics)));
+        let publisher = Publisher::new(
+            Arc::clone(&store),
+            registry.clone(),
+            Arc::clone(&metrics),
+            config.publish.clone(),
+        );
+        let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
+        let deps = Deps {
+            store,
+            publisher,
+            tokens,
+            queue: workers.queue(),
+            metrics,
+            links: Links {
+                public_url: config.public_url.clone(),
+                websocket_url: config.websocket_url.clone(),
+                stage: config.stage.clone(),
+            },
+            webhook_secret: config.webhook_secret.clone(),
+        };
+        let (lifecycle, _) = broadcast::channel(4096);
+        Ok(Gateway {
+            listener,
+            shared: Arc::new(Shared {
+                config,
+                deps,
+                registry,
+                lifecycle,
+            }),
+            workers,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The handlers' dependencies (store, publisher, metrics, tokens).
+    pub fn deps(&self) -> &Deps {
+        &self.shared.deps
+    }
+
+    /// Every `$disconnect` event the gateway runs, as its handler receives it.
+    pub fn lifecycle(&self) -> broadcast::Receiver<ApiGatewayWebsocketProxyRequest> {
+        self.shared.lifecycle.subscribe()
+    }
+
+    /// Serves until `shutdown` completes, then closes every socket with 1001,
+    /// runs every `$disconnect` and lets in-flight requests finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        server::run(self.listener, self.shared, self.workers, shutdown).await
+    }
+}

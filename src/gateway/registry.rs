@@ -1,0 +1,214 @@
+//! The live connections of the local gateway: connection id -> a handle with
+//! the bounded outbound queue of its writer task. Posting is a map lookup
+//! and a channel send; it never waits on a slow client.
+
+use crate::metrics::Metrics;
+use crate::push::{ConnectionInfo, Payload, PushError, Pusher};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Close code and reason requested for a connection by someone other than its client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// One live connection as the rest of the gateway sees it.
+pub struct ConnHandle {
+    tx: mpsc::Sender<Payload>,
+    close: CancellationToken,
+    close_request: Mutex<Option<CloseRequest>>,
+    pub connected_at: DateTime<Utc>,
+    last_active_ms: AtomicI64,
+    pub source_ip: String,
+    pub user_agent: Option<String>,
+}
+
+impl ConnHandle {
+    pub fn new(
+        tx: mpsc::Sender<Payload>,
+        connected_at: DateTime<Utc>,
+        source_ip: String,
+        user_agent: Option<String>,
+    ) -> ConnHandle {
+        ConnHandle {
+            tx,
+            close: CancellationToken::new(),
+            close_request: Mutex::new(None),
+            connected_at,
+            last_active_ms: AtomicI64::new(connected_at.timestamp_millis()),
+            source_ip,
+            user_agent,
+        }
+    }
+
+    /// Asks the connection's task to close with `code`; the first request wins.
+    pub fn request_close(&self, code: u16, reason: &str) {
+        if let Ok(mut slot) = self.close_request.lock()
+            && slot.is_none()
+        {
+            *slot = Some(CloseRequest {
+                code,
+                reason: reason.to_string(),
+            });
+        }
+        self.close.cancel();
+    }
+
+    /// Fires when someone asked this connection to close.
+    pub fn close_token(&self) -> &CancellationToken {
+        &self.close
+    }
+
+    /// The close requested, if any.
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        self.close_request.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Records client activity now.
+    pub fn touch(&self) {
+        self.last_active_ms
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    pub fn last_active_at(&self) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(self.last_active_ms.load(Ordering::Relaxed))
+            .single()
+            .unwrap_or(self.connected_at)
+    }
+}
+
+/// Close code used when a client's outbound queue overflows.
+pub const SLOW_CONSUMER_CLOSE: u16 = 1008;
+
+/// All live connections, plus the connection-count budget.
+pub struct Registry {
+    conns: DashMap<String, Arc<ConnHandle>>,
+    slots: AtomicUsize,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// A reserved connection slot, released on drop.
+pub struct Slot {
+    registry: Arc<Registry>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.registry.slots.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Registry {
+    pub fn new(max_connections: usize, metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            conns: DashMap::new(),
+            slots: AtomicUsize::new(0),
+            max_connections,
+            metrics,
+        }
+    }
+
+    /// Reserves room for one more connection, or `None` when at `--max-connections`.
+    pub fn try_reserve(self: &Arc<Self>) -> Option<Slot> {
+        let mut cur = self.slots.load(Ordering::Acquire);
+        loop {
+            if cur >= self.max_connections {
+                return None;
+            }
+            match self
+                .slots
+                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Some(Slot {
+                        registry: Arc::clone(self),
+                    });
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub fn insert(&self, id: String, handle: Arc<ConnHandle>) {
+        self.conns.insert(id, handle);
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn remove(&self, id: &str) {
+        if self.conns.remove(id).is_some() {
+            self.metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn handle(&self, id: &str) -> Option<Arc<ConnHandle>> {
+        self.conns.get(id).map(|h| Arc::clone(&h))
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Asks every connection to close (server shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for entry in self.conns.iter() {
+            entry.value().request_close(code, reason);
+        }
+    }
+}
+
+#[async_trait]
+impl Pusher for Registry {
+    async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
+        let handle = self.handle(connection_id).ok_or(PushError::Gone)?;
+        if handle.close.is_cancelled() {
+            return Err(PushError::Gone);
+        }
+        match handle.tx.try_send(payload) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(connection_id, "outbound queue full: closing slow consumer");
+                self.metrics
+                    .slow_consumer_closes_total
+                    .fetch_add(1, Ordering::Relaxed);
+                handle.request_close(SLOW_CONSUMER_CLOSE, "slow consumer: outbound queue full");
+                Err(PushError::Gone)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Gone),
+        }
+    }
+
+    async fn get(&self, connection_id: &str) -> Result<ConnectionInfo, PushError> {
+        let h = self.handle(connection_id).ok_or(PushError::Gone)?;
+        Ok(ConnectionInfo {
+            connected_at: h.connected_at,
+            last_active_at: h.last_active_at(),
+            source_ip: h.source_ip.clone(),
+            user_agent: h.user_agent.clone(),
+        })
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), PushError> {
+        let h = self.handle(connection_id).ok_or(PushError::Gone)?;
+        if h.close.is_cancelled() {
+            return Err(PushError::Gone);
+        }
+        h.request_close(1000, "closed by the management API");
+        Ok(())
+    }
+}

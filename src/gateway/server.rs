@@ -1,0 +1,398 @@
+//! The accept loop, the router, the WebSocket handshake and graceful shutdown.
+
+use super::events::{ConnectionMeta, http_event, new_connection_id, parse_query};
+use super::management::{self, aws_error};
+use super::registry::ConnHandle;
+use super::workers::WorkerPool;
+use super::{HttpResponse, Shared, full, socket, static_files};
+use crate::handlers::jobs_api::{self, Problem};
+use crate::handlers::websocket;
+use crate::protocol::{MAX_FRAME_BYTES, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES};
+use aws_lambda_events::encodings::Body as LambdaBody;
+use chrono::Utc;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub(super) async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    workers: WorkerPool,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let http_conns = TaskTracker::new();
+    let sockets = TaskTracker::new();
+    let stop_http = CancellationToken::new();
+    tokio::pin!(shutdown);
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        stage = %shared.config.stage,
+        "jobcast gateway listening"
+    );
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        let sockets = sockets.clone();
+        let stop = stop_http.clone();
+        http_conns.spawn(async move {
+            let svc_shared = Arc::clone(&shared);
+            let service = service_fn(move |req| {
+                let shared = Arc::clone(&svc_shared);
+                let sockets = sockets.clone();
+                async move { Ok::<_, Infallible>(route(shared, req, peer, &sockets).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(shared.config.handshake_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+
+    tracing::info!(
+        connections = shared.registry.len(),
+        "shutting down: closing every socket with 1001"
+    );
+    drop(listener);
+    let grace = shared.config.shutdown_grace;
+    shared
+        .registry
+        .close_all(1001, "Going away: server shutting down");
+    stop_http.cancel();
+    sockets.close();
+    http_conns.close();
+    if tokio::time::timeout(grace, async {
+        sockets.wait().await;
+        http_conns.wait().await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("shutdown grace period over; dropping what is left");
+    }
+    workers.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> HttpResponse {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn problem(p: Problem) -> HttpResponse {
+    let mut r = text_response(
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST),
+        "application/problem+json",
+        p.body(),
+    );
+    for (name, value) in p.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
+    }
+    r
+}
+
+async fn route(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    sockets: &TaskTracker,
+) -> HttpResponse {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    let stage = shared.config.stage.as_str();
+    match segments.as_slice() {
+        [] if method == Method::GET || method == Method::HEAD => static_files::serve("index.html"),
+        [file] if static_files::exists(file) && method == Method::GET => static_files::serve(file),
+        ["healthz"] => text_response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        ["metrics"] => text_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.deps.metrics.render(),
+        ),
+        ["jobs"] => jobs(&shared, req, peer, None).await,
+        ["jobs", id] => {
+            let id = id.to_string();
+            jobs(&shared, req, peer, Some(&id)).await
+        }
+        [s, "@connections", id] if *s == stage => connections(&shared, req, id).await,
+        ["@connections", id] => connections(&shared, req, id).await,
+        [s, "@connections", _] => {
+            tracing::warn!(
+                stage = s,
+                configured = stage,
+                "@connections call for an unknown stage"
+            );
+            aws_error(403, "ForbiddenException", "Forbidden")
+        }
+        [s] if *s == stage => upgrade(shared, req, peer, sockets).await,
+        _ => problem(Problem::new(
+            404,
+            "not_found",
+            format!(
+                "no route for {method} {path}; the WebSocket API is at /{stage}, jobs at /jobs"
+            ),
+        )),
+    }
+}
+
+async fn connections(shared: &Shared, req: Request<Incoming>, raw_id: &str) -> HttpResponse {
+    let raw_id = raw_id.to_string();
+    let method = req.method().clone();
+    let content_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    management::handle(shared, &method, &raw_id, req.into_body(), content_length).await
+}
+
+async fn jobs(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    job_id: Option<&str>,
+) -> HttpResponse {
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        problem(Problem::new(
+            413,
+            "payload_too_large",
+            format!("request body is over {MAX_JOB_BODY_BYTES} bytes"),
+        ))
+    };
+    let declared: Option<u64> = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > MAX_JOB_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let bytes = match Limited::new(body, MAX_JOB_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large();
+        }
+        Err(e) => {
+            return problem(Problem::new(
+                400,
+                "bad_request",
+                format!("could not read body: {e}"),
+            ));
+        }
+    };
+    let event = http_event(&parts, &bytes, peer, job_id);
+    let out = jobs_api::handle(&shared.deps, event).await;
+    let mut r = Response::new(full(match out.body {
+        Some(LambdaBody::Text(t)) => bytes::Bytes::from(t),
+        Some(LambdaBody::Binary(b)) => bytes::Bytes::from(b),
+        _ => bytes::Bytes::new(),
+    }));
+    *r.status_mut() = StatusCode::from_u16(out.status_code as u16).unwrap_or(StatusCode::OK);
+    *r.headers_mut() = out.headers;
+    r
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The WebSocket handshake: `$connect` runs before the upgrade, so a refusal
+/// is a real HTTP status and no socket is ever opened for it.
+async fn upgrade(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    sockets: &TaskTracker,
+) -> HttpResponse {
+    let metrics = &shared.deps.metrics;
+    let headers = req.headers();
+    let is_upgrade = req.method() == Method::GET
+        && header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket");
+    if !is_upgrade {
+        let mut r = problem(Problem::new(
+            426,
+            "upgrade_required",
+            format!(
+                "/{} is the WebSocket API: connect with a WebSocket client (GET with Upgrade: websocket)",
+                shared.config.stage
+            ),
+        ));
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return r;
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut r = problem(Problem::new(
+            426,
+            "upgrade_required",
+            "Sec-WebSocket-Version must be 13",
+        ));
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return problem(Problem::new(
+            400,
+            "bad_request",
+            "missing Sec-WebSocket-Key",
+        ));
+    };
+    let Some(slot) = shared.registry.try_reserve() else {
+        metrics
+            .connects_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            max = shared.config.max_connections,
+            "refusing connection: limit reached"
+        );
+        return aws_error(429, "LimitExceededException", "Too many connections");
+    };
+
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let domain_name = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let meta = ConnectionMeta {
+        connection_id: new_connection_id(),
+        connected_at: Utc::now(),
+        source_ip: peer.ip().to_string(),
+        user_agent: user_agent.clone(),
+        domain_name,
+        stage: shared.config.stage.clone(),
+    };
+    let event = meta.connect_event(headers, parse_query(req.uri().query()));
+    let answer = websocket::connect(&shared.deps, event).await;
+    if !(200..300).contains(&answer.status_code) {
+        metrics
+            .connects_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+        let status =
+            StatusCode::from_u16(answer.status_code as u16).unwrap_or(StatusCode::FORBIDDEN);
+        let body = match answer.body {
+            Some(LambdaBody::Text(t)) => t,
+            _ => String::new(),
+        };
+        return text_response(status, "application/json", body);
+    }
+
+    let (tx, rx) = mpsc::channel(shared.config.outbound_queue.max(1));
+    let handle = Arc::new(ConnHandle::new(
+        tx,
+        meta.connected_at,
+        meta.source_ip.clone(),
+        user_agent,
+    ));
+    // Registered before the 101 goes out, so a POST made as soon as the
+    // client sees the upgrade finds the connection.
+    shared
+        .registry
+        .insert(meta.connection_id.clone(), Arc::clone(&handle));
+    metrics.connects_total.fetch_add(1, Ordering::Relaxed);
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_shared = Arc::clone(&shared);
+    sockets.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_MESSAGE_BYTES))
+                    .max_frame_size(Some(MAX_FRAME_BYTES))
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0);
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                socket::run(task_shared, ws, meta, handle, rx, slot).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                drop(slot);
+                socket::finish(&task_shared, &meta, 1006, "upgrade failed").await;
+            }
+        }
+    });
+
+    let mut r = Response::new(full(""));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}

@@ -1,0 +1,240 @@
+//! One task per live connection: reads client frames and turns them into
+//! `MESSAGE` events, enforces the idle and lifetime limits, closes with the
+//! code API Gateway would use, and runs `$disconnect` exactly once at the end.
+//! A separate writer task drains the bounded outbound queue.
+
+use super::Shared;
+use super::events::ConnectionMeta;
+use super::registry::{ConnHandle, Slot};
+use crate::handlers::websocket;
+use crate::push::Payload;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Sink = SplitSink<Ws, Message>;
+
+/// How long a close handshake may take before the socket is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Why and how a connection ended.
+struct Ending {
+    code: u16,
+    reason: String,
+    /// Whether we still send a close frame (false when the client already
+    /// closed, or the transport is gone).
+    send_close: bool,
+}
+
+impl Ending {
+    fn server(code: u16, reason: &str) -> Ending {
+        Ending {
+            code,
+            reason: reason.to_string(),
+            send_close: true,
+        }
+    }
+
+    fn abnormal(reason: &str) -> Ending {
+        Ending {
+            code: 1006,
+            reason: reason.to_string(),
+            send_close: false,
+        }
+    }
+}
+
+fn payload_message(p: Payload) -> Message {
+    match p {
+        Payload::Text(t) => Message::Text(t),
+        Payload::Binary(b) => Message::Binary(b),
+    }
+}
+
+/// Writes queued payloads until stopped. Returns the sink when it is still
+/// usable for a close frame (not stopped in the middle of a write).
+async fn writer(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Payload>,
+    stop: CancellationToken,
+    failed: CancellationToken,
+    shared: Arc<Shared>,
+) -> Option<Sink> {
+    loop {
+        let payload = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Some(sink),
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => return Some(sink),
+            },
+        };
+        tokio::select! {
+            biased;
+            r = sink.send(payload_message(payload)) => {
+                if r.is_err() {
+                    failed.cancel();
+                    return None;
+                }
+                shared.deps.metrics.message_out();
+            }
+            _ = stop.cancelled() => return None,
+        }
+    }
+}
+
+/// Drives one upgraded connection to its end and runs `$disconnect`.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    ws: Ws,
+    meta: ConnectionMeta,
+    handle: Arc<ConnHandle>,
+    rx: mpsc::Receiver<Payload>,
+    slot: Slot,
+) {
+    let (sink, mut stream) = ws.split();
+    let stop_writer = CancellationToken::new();
+    let writer_failed = CancellationToken::new();
+    let writer_task = tokio::spawn(writer(
+        sink,
+        rx,
+        stop_writer.clone(),
+        writer_failed.clone(),
+        Arc::clone(&shared),
+    ));
+    let ending = read_loop(&shared, &meta, &handle, &mut stream, &writer_failed).await;
+
+    stop_writer.cancel();
+    let sink = match timeout(CLOSE_GRACE, writer_task).await {
+        Ok(Ok(sink)) => sink,
+        _ => None,
+    };
+    if let Some(mut sink) = sink {
+        let frame = ending.send_close.then(|| CloseFrame {
+            code: CloseCode::from(ending.code),
+            reason: Utf8Bytes::from(ending.reason.clone()),
+        });
+        let closing = async {
+            match frame {
+                Some(f) => {
+                    let _ = sink.send(Message::Close(Some(f))).await;
+                    // Wait for the client's close reply so it sees a clean close.
+                    while let Some(Ok(m)) = stream.next().await {
+                        if m.is_close() {
+                            break;
+                        }
+                    }
+                }
+                // The client closed: flush the echo of its close frame.
+                None => {
+                    let _ = sink.close().await;
+                }
+            }
+        };
+        let _ = timeout(CLOSE_GRACE, closing).await;
+    }
+
+    drop(slot);
+    finish(&shared, &meta, ending.code, &ending.reason).await;
+}
+
+/// Forgets a connection and runs its `$disconnect`: the one place that does,
+/// so it happens exactly once per connection.
+pub(super) async fn finish(shared: &Shared, meta: &ConnectionMeta, code: u16, reason: &str) {
+    shared.registry.remove(&meta.connection_id);
+    let event = meta.disconnect_event(code, reason);
+    let _ = shared.lifecycle.send(event.clone());
+    websocket::disconnect(&shared.deps, event).await;
+    shared
+        .deps
+        .metrics
+        .disconnects_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(connection_id = %meta.connection_id, code, reason, "connection closed");
+}
+
+async fn read_loop(
+    shared: &Arc<Shared>,
+    meta: &ConnectionMeta,
+    handle: &ConnHandle,
+    stream: &mut SplitStream<Ws>,
+    writer_failed: &CancellationToken,
+) -> Ending {
+    let cfg = &shared.config;
+    let lifetime = sleep_until(Instant::now() + cfg.max_lifetime);
+    tokio::pin!(lifetime);
+    let idle = sleep_until(Instant::now() + cfg.idle_timeout);
+    tokio::pin!(idle);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = handle.close_token().cancelled() => {
+                let req = handle.close_request();
+                return match req {
+                    Some(r) => Ending::server(r.code, &r.reason),
+                    None => Ending::server(1001, "Going away"),
+                };
+            }
+            _ = &mut lifetime => return Ending::server(1001, "Going away: connection lifetime reached"),
+            _ = &mut idle => return Ending::server(1001, "Going away: idle timeout"),
+            _ = writer_failed.cancelled() => return Ending::abnormal("write to client failed"),
+            f = stream.next() => f,
+        };
+        let msg = match frame {
+            None => return Ending::abnormal("connection lost without a close frame"),
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return error_ending(e),
+        };
+        handle.touch();
+        idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+        match msg {
+            Message::Text(text) => {
+                shared.deps.metrics.message_in();
+                let event = meta.message_event(text.as_str());
+                websocket::message(&shared.deps, event).await;
+            }
+            Message::Binary(_) => {
+                shared.deps.metrics.message_in();
+                return Ending::server(1003, "binary frames are not supported; send text");
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(frame) => {
+                let (code, reason) = match frame {
+                    Some(f) => (u16::from(f.code), f.reason.to_string()),
+                    None => (1005, String::new()),
+                };
+                return Ending {
+                    code,
+                    reason,
+                    send_close: false,
+                };
+            }
+        }
+    }
+}
+
+fn error_ending(e: WsError) -> Ending {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => Ending::server(
+            1009,
+            &format!("message too big: {size} bytes, limit {max_size}"),
+        ),
+        WsError::Capacity(c) => Ending::server(1009, &format!("message too big: {c}")),
+        WsError::Utf8(_) => Ending::server(1007, "invalid UTF-8 in text frame"),
+        WsError::Protocol(p) => Ending::server(1002, &format!("protocol error: {p}")),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => Ending::abnormal("connection closed"),
+        other => Ending::abnormal(&format!("transport error: {other}")),
+    }
+}

@@ -1,0 +1,127 @@
+//! The in-process worker pool of `jobcast serve`: runs accepted jobs (the
+//! built-in `demo` kind) with bounded concurrency and reacts to
+//! cancellation at once.
+
+use crate::handlers::{JobQueue, QueueError, worker};
+use crate::publish::Publisher;
+use crate::store::JobRecord;
+use async_trait::async_trait;
+use dashmap::DashMap;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Jobs waiting for a worker before `POST /jobs` answers 503.
+pub const QUEUE_CAPACITY: usize = 10_000;
+
+/// The queue side handed to the jobs API.
+pub struct LocalQueue {
+    tx: mpsc::Sender<JobRecord>,
+    cancels: DashMap<String, CancellationToken>,
+}
+
+#[async_trait]
+impl JobQueue for LocalQueue {
+    async fn enqueue(&self, job: &JobRecord) -> Result<(), QueueError> {
+        self.cancels
+            .insert(job.snapshot.job_id.clone(), CancellationToken::new());
+        self.tx.try_send(job.clone()).map_err(|e| {
+            self.cancels.remove(&job.snapshot.job_id);
+            match e {
+                mpsc::error::TrySendError::Full(_) => QueueError::Full,
+                mpsc::error::TrySendError::Closed(_) => {
+                    QueueError::Unavailable("the server is shutting down".into())
+                }
+            }
+        })
+    }
+
+    fn cancel_hint(&self, job_id: &str) {
+        if let Some(t) = self.cancels.get(job_id) {
+            t.cancel();
+        }
+    }
+}
+
+/// Owns the dispatcher and the running jobs.
+pub struct WorkerPool {
+    queue: Arc<LocalQueue>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl WorkerPool {
+    /// Starts the dispatcher; at most `concurrency` jobs run at once.
+    pub fn new(publisher: Publisher, concurrency: usize) -> WorkerPool {
+        let (tx, mut rx) = mpsc::channel::<JobRecord>(QUEUE_CAPACITY);
+        let queue = Arc::new(LocalQueue {
+            tx,
+            cancels: DashMap::new(),
+        });
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        let q = Arc::clone(&queue);
+        let t = tracker.clone();
+        let s = stop.clone();
+        tracker.spawn(async move {
+            loop {
+                let job = tokio::select! {
+                    _ = s.cancelled() => break,
+                    j = rx.recv() => match j { Some(j) => j, None => break },
+                };
+                let permit = tokio::select! {
+                    _ = s.cancelled() => break,
+                    p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                };
+                let job_id = job.snapshot.job_id.clone();
+                let cancel = q
+                    .cancels
+                    .get(&job_id)
+                    .map(|c| c.clone())
+                    .unwrap_or_default();
+                let publisher = publisher.clone();
+                let q2 = Arc::clone(&q);
+                let s2 = s.clone();
+                t.spawn(async move {
+                    // Re-read: a cancel may have landed while the job waited.
+                    let current = match publisher.store().get_job(&job_id).await {
+                        Ok(Some(j)) => j,
+                        Ok(None) => job,
+                        Err(e) => {
+                            tracing::error!(job_id, error = %e, "could not read job");
+                            job
+                        }
+                    };
+                    tokio::select! {
+                        r = worker::run_job(&publisher, &current, &cancel) => {
+                            if let Err(e) = r {
+                                tracing::error!(job_id, error = %e, "job ended with an error");
+                            }
+                        }
+                        _ = s2.cancelled() => {}
+                    }
+                    q2.cancels.remove(&job_id);
+                    drop(permit);
+                });
+            }
+        });
+        WorkerPool {
+            queue,
+            tracker,
+            stop,
+        }
+    }
+
+    pub fn queue(&self) -> Arc<dyn JobQueue> {
+        self.queue.clone()
+    }
+
+    /// Stops taking jobs and abandons running ones (their state stays as last published).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

@@ -1,0 +1,66 @@
+//! The handlers: plain async functions over the real Lambda event types and
+//! a context of dependencies. `lambdas/` wraps each in `lambda_runtime`;
+//! `jobcast serve` builds the same events from live sockets and calls the
+//! very same functions.
+
+pub mod jobs_api;
+pub mod websocket;
+pub mod worker;
+
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::store::{JobRecord, Store};
+use crate::token::TokenKey;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Why a job could not be handed to a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the job queue is full")]
+    Full,
+    #[error("the job queue is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Hands accepted jobs to workers: an in-process pool in `serve`, a queue in AWS.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Queues a job that was just stored as `queued`.
+    async fn enqueue(&self, job: &JobRecord) -> Result<(), QueueError>;
+    /// Tells a running worker, if any, that the job was cancelled. The store
+    /// already records the request; this only makes the worker react sooner.
+    fn cancel_hint(&self, job_id: &str);
+}
+
+/// Where clients reach the APIs, used to build `statusUrl` and `websocketUrl`.
+#[derive(Clone, Debug, Default)]
+pub struct Links {
+    /// Base URL of the jobs API (`https://api.example.com`); derived from the
+    /// request's `Host` when unset.
+    pub public_url: Option<String>,
+    /// Base URL of the WebSocket API including the stage
+    /// (`wss://abc.execute-api.eu-west-1.amazonaws.com/prod`); derived from
+    /// the request's `Host` and `stage` when unset.
+    pub websocket_url: Option<String>,
+    /// The WebSocket API stage.
+    pub stage: String,
+}
+
+/// Everything a handler needs, built once per process and shared.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub publisher: Publisher,
+    pub tokens: TokenKey,
+    pub queue: Arc<dyn JobQueue>,
+    pub metrics: Arc<Metrics>,
+    pub links: Links,
+    /// Secret that signs webhooks; a `callbackUrl` is refused without it.
+    pub webhook_secret: Option<String>,
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}

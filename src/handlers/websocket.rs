@@ -1,0 +1,278 @@
+//! The WebSocket API routes: `$connect`, `$disconnect`, and the message
+//! routes (`subscribe`, `unsubscribe`, `sync`, `ping`, `$default`).
+//!
+//! Replies to messages go out through the `Pusher` (the management API), so
+//! the same code answers clients in Lambda and in `jobcast serve`.
+
+use super::{Deps, now_unix};
+use crate::protocol::{ActionError, ClientAction, ErrorCode, ServerMessage};
+use crate::publish::snapshot_payload;
+use crate::push::Payload;
+use crate::token::TokenError;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use chrono::{DateTime, TimeZone, Utc};
+
+/// A response with a status code and a short JSON body, as a route answers API Gateway.
+pub fn ws_response(status: i64, message: &str) -> ApiGatewayProxyResponse {
+    let mut r = ApiGatewayProxyResponse::default();
+    r.status_code = status;
+    r.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r.body = Some(Body::Text(
+        serde_json::json!({ "message": message }).to_string(),
+    ));
+    r
+}
+
+fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Option<&str> {
+    event
+        .request_context
+        .connection_id
+        .as_deref()
+        .filter(|c| !c.is_empty())
+}
+
+fn connected_at(event: &ApiGatewayWebsocketProxyRequest) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(event.request_context.connected_at)
+        .single()
+        .unwrap_or_else(Utc::now)
+}
+
+/// `$connect`: checks the job token, if any, and records the subscription.
+/// Answers 200 to accept, 401 when a `jobId` comes without `token`, 403 for
+/// a bad, expired or foreign token, 404 for an unknown job.
+pub async fn connect(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(conn) = connection_id(&event) else {
+        return ws_response(400, "event has no connectionId");
+    };
+    let q = &event.query_string_parameters;
+    let job_id = q.first("jobId").filter(|s| !s.is_empty());
+    let token = q.first("token").filter(|s| !s.is_empty());
+    let Some(job_id) = job_id else {
+        if token.is_some() {
+            return ws_response(400, "token given without jobId");
+        }
+        return ws_response(200, "connected");
+    };
+    let Some(token) = token else {
+        return ws_response(401, "a jobId needs the token issued by POST /jobs");
+    };
+    if let Err(e) = deps.tokens.verify(job_id, token, now_unix()) {
+        tracing::info!(connection_id = conn, job_id, reason = %e, "refusing $connect");
+        return ws_response(403, &e.to_string());
+    }
+    match deps.store.get_job(job_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return ws_response(404, "job not found"),
+        Err(e) => {
+            tracing::error!(error = %e, "store failed during $connect");
+            return ws_response(500, "store unavailable");
+        }
+    }
+    if let Err(e) = deps
+        .store
+        .subscribe(job_id, conn, connected_at(&event))
+        .await
+    {
+        tracing::error!(error = %e, "store failed during $connect");
+        return ws_response(500, "store unavailable");
+    }
+    tracing::debug!(connection_id = conn, job_id, "connected and subscribed");
+    ws_response(200, "connected")
+}
+
+/// `$disconnect`: removes every subscription of the connection.
+pub async fn disconnect(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(conn) = connection_id(&event) else {
+        return ws_response(400, "event has no connectionId");
+    };
+    match deps.store.remove_connection(conn).await {
+        Ok(n) => {
+            tracing::debug!(
+                connection_id = conn,
+                subscriptions = n,
+                code = ?event.request_context.disconnect_status_code,
+                reason = ?event.request_context.disconnect_reason,
+                "disconnected"
+            );
+            ws_response(200, "disconnected")
+        }
+        Err(e) => {
+            tracing::error!(connection_id = conn, error = %e, "could not remove subscriptions");
+            ws_response(500, "store unavailable")
+        }
+    }
+}
+
+/// Every message route. Replies are posted to the sender's connection.
+pub async fn message(
+    deps: &Deps,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(conn) = connection_id(&event).map(str::to_owned) else {
+        return ws_response(400, "event has no connectionId");
+    };
+    let body = event.body.as_deref().unwrap_or("");
+    let action = match ClientAction::parse(body) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = match e {
+                ActionError::BadRequest(_) => ErrorCode::BadRequest,
+                ActionError::UnknownAction(_) => ErrorCode::UnknownAction,
+            };
+            reply_error(deps, &conn, code, None, &e.to_string()).await;
+            return ws_response(200, "ok");
+        }
+    };
+    match action {
+        ClientAction::Ping => {
+            reply(
+                deps,
+                &conn,
+                ServerMessage::Pong {
+                    connection_id: &conn,
+                },
+            )
+            .await;
+        }
+        ClientAction::Subscribe { job_id, token } => {
+            subscribe(deps, &conn, &job_id, &token, connected_at(&event)).await;
+        }
+        ClientAction::Unsubscribe { job_id } => {
+            if let Err(e) = deps.store.unsubscribe(&job_id, &conn).await {
+                tracing::error!(error = %e, "unsubscribe failed");
+                reply_error(
+                    deps,
+                    &conn,
+                    ErrorCode::Internal,
+                    Some(&job_id),
+                    "store unavailable",
+                )
+                .await;
+            } else {
+                reply(deps, &conn, ServerMessage::Unsubscribed { job_id: &job_id }).await;
+            }
+        }
+        ClientAction::Sync => sync(deps, &conn).await,
+    }
+    ws_response(200, "ok")
+}
+
+async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateTime<Utc>) {
+    if let Err(e) = deps.tokens.verify(job_id, token, now_unix()) {
+        let msg = match e {
+            TokenError::Expired => "token has expired; ask the jobs API for a new one",
+            _ => "token is not valid for this job",
+        };
+        reply_error(deps, conn, ErrorCode::Forbidden, Some(job_id), msg).await;
+        return;
+    }
+    // Record first, read second: an update published in between is either
+    // in the snapshot read below or delivered to the new subscription.
+    if let Err(e) = deps.store.subscribe(job_id, conn, at).await {
+        tracing::error!(error = %e, "subscribe failed");
+        reply_error(
+            deps,
+            conn,
+            ErrorCode::Internal,
+            Some(job_id),
+            "store unavailable",
+        )
+        .await;
+        return;
+    }
+    match deps.store.get_job(job_id).await {
+        Ok(Some(job)) => post(deps, conn, snapshot_payload(&job.snapshot)).await,
+        Ok(None) => {
+            let _ = deps.store.unsubscribe(job_id, conn).await;
+            reply_error(
+                deps,
+                conn,
+                ErrorCode::NotFound,
+                Some(job_id),
+                "job not found",
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading job failed");
+            reply_error(
+                deps,
+                conn,
+                ErrorCode::Internal,
+                Some(job_id),
+                "store unavailable",
+            )
+            .await;
+        }
+    }
+}
+
+async fn sync(deps: &Deps, conn: &str) {
+    let jobs = match deps.store.connection_jobs(conn).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(error = %e, "sync failed");
+            reply_error(deps, conn, ErrorCode::Internal, None, "store unavailable").await;
+            return;
+        }
+    };
+    for job_id in jobs {
+        match deps.store.get_job(&job_id).await {
+            Ok(Some(job)) => post(deps, conn, snapshot_payload(&job.snapshot)).await,
+            Ok(None) => {
+                let _ = deps.store.unsubscribe(&job_id, conn).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sync failed");
+                reply_error(
+                    deps,
+                    conn,
+                    ErrorCode::Internal,
+                    Some(&job_id),
+                    "store unavailable",
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn reply(deps: &Deps, conn: &str, msg: ServerMessage<'_>) {
+    post(deps, conn, Payload::text(msg.to_json())).await;
+}
+
+async fn reply_error(
+    deps: &Deps,
+    conn: &str,
+    code: ErrorCode,
+    job_id: Option<&str>,
+    message: &str,
+) {
+    reply(
+        deps,
+        conn,
+        ServerMessage::Error {
+            code,
+            job_id,
+            message,
+        },
+    )
+    .await;
+}
+
+async fn post(deps: &Deps, conn: &str, payload: Payload) {
+    if let Err(e) = deps.publisher.pusher().post(conn, payload).await {
+        // The client may have gone between its message and our answer.
+        tracing::debug!(connection_id = conn, error = %e, "reply not delivered");
+    }
+}

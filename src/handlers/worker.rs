@@ -1,0 +1,201 @@
+//! Job kinds and the code that runs them. Every progress step goes through
+//! the `Publisher`, so subscribers see it wherever the worker runs.
+
+use crate::protocol::{JobError, Status};
+use crate::publish::Publisher;
+use crate::store::{JobRecord, JobUpdate, StoreError};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Job kinds this build knows how to run.
+pub const KINDS: [&str; 1] = ["demo"];
+
+/// Input of the built-in `demo` kind: `steps` steps of `step_ms` each,
+/// optionally failing at step `fail_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DemoInput {
+    pub steps: u32,
+    pub step_ms: u64,
+    pub fail_at: Option<u32>,
+}
+
+impl DemoInput {
+    /// Validates the input object; out-of-range values are errors, never clamped.
+    pub fn parse(input: &Value) -> Result<DemoInput, String> {
+        let obj = match input {
+            Value::Object(o) => o,
+            Value::Null => return Ok(DemoInput::default()),
+            _ => return Err("input must be a JSON object".into()),
+        };
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !["steps", "stepMs", "failAt"].contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown input field '{k}'; demo accepts steps, stepMs and failAt"
+            ));
+        }
+        let int = |name: &str, lo: u64, hi: u64| -> Result<Option<u64>, String> {
+            match obj.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                    _ => Err(format!(
+                        "{name} must be an integer from {lo} to {hi}, got {v}"
+                    )),
+                },
+            }
+        };
+        let steps = int("steps", 1, 1000)?.unwrap_or(10) as u32;
+        let step_ms = int("stepMs", 0, 60_000)?.unwrap_or(500);
+        let fail_at = int("failAt", 1, steps as u64)?.map(|n| n as u32);
+        Ok(DemoInput {
+            steps,
+            step_ms,
+            fail_at,
+        })
+    }
+}
+
+impl Default for DemoInput {
+    fn default() -> DemoInput {
+        DemoInput {
+            steps: 10,
+            step_ms: 500,
+            fail_at: None,
+        }
+    }
+}
+
+/// Checks a job's kind and input before it is accepted.
+pub fn validate(kind: &str, input: &Value) -> Result<(), String> {
+    match kind {
+        "demo" => DemoInput::parse(input).map(|_| ()),
+        other => Err(format!(
+            "unknown job kind '{other}'; this server runs: {}",
+            KINDS.join(", ")
+        )),
+    }
+}
+
+/// Runs one job to a terminal state, publishing every step. `cancel` fires
+/// when `DELETE /jobs/{id}` asks for the job to stop.
+pub async fn run_job(
+    publisher: &Publisher,
+    job: &JobRecord,
+    cancel: &CancellationToken,
+) -> Result<(), StoreError> {
+    let job_id = job.snapshot.job_id.as_str();
+    if job.cancel_requested || cancel.is_cancelled() {
+        return finish_cancelled(publisher, job_id).await;
+    }
+    match job.kind.as_str() {
+        "demo" => run_demo(publisher, job, cancel).await,
+        other => {
+            let mut u = JobUpdate::status(Status::Failed);
+            u.error = Some(JobError {
+                code: "unknown_kind".into(),
+                message: format!("no worker for job kind '{other}'"),
+            });
+            publisher.publish(job_id, u).await.map(|_| ())
+        }
+    }
+}
+
+async fn finish_cancelled(publisher: &Publisher, job_id: &str) -> Result<(), StoreError> {
+    let mut u = JobUpdate::status(Status::Cancelled);
+    u.message = Some("cancelled".into());
+    match publisher.publish(job_id, u).await {
+        Ok(_) | Err(StoreError::Terminal { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn run_demo(
+    publisher: &Publisher,
+    job: &JobRecord,
+    cancel: &CancellationToken,
+) -> Result<(), StoreError> {
+    let job_id = job.snapshot.job_id.as_str();
+    let input = match DemoInput::parse(&job.input) {
+        Ok(i) => i,
+        Err(message) => {
+            let mut u = JobUpdate::status(Status::Failed);
+            u.error = Some(JobError {
+                code: "bad_input".into(),
+                message,
+            });
+            return publisher.publish(job_id, u).await.map(|_| ());
+        }
+    };
+    for k in 1..=input.steps {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(input.step_ms)) => {}
+            _ = cancel.cancelled() => return finish_cancelled(publisher, job_id).await,
+        }
+        if input.fail_at == Some(k) {
+            let mut u = JobUpdate::status(Status::Failed);
+            u.message = Some(format!("failed at step {k}/{}", input.steps));
+            u.error = Some(JobError {
+                code: "demo_failure".into(),
+                message: format!("demo job failed at step {k} as requested by failAt"),
+            });
+            return publisher.publish(job_id, u).await.map(|_| ());
+        }
+        let mut u = JobUpdate::status(Status::Running);
+        u.percent = Some(100.0 * k as f64 / input.steps as f64);
+        u.message = Some(format!("step {k}/{}", input.steps));
+        match publisher.publish(job_id, u).await {
+            // The stored record carries a cancel request made through the
+            // store alone (by a jobs API in another process).
+            Ok((record, _)) if record.cancel_requested => {
+                return finish_cancelled(publisher, job_id).await;
+            }
+            Ok(_) => {}
+            // Cancelled between our check and this update: the job is over.
+            Err(StoreError::Terminal { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut u = JobUpdate::status(Status::Succeeded);
+    u.percent = Some(100.0);
+    u.message = Some("done".into());
+    u.result = Some(json!({ "steps": input.steps }));
+    match publisher.publish(job_id, u).await {
+        Ok(_) | Err(StoreError::Terminal { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_input_defaults_and_ranges() {
+        assert_eq!(DemoInput::parse(&json!({})), Ok(DemoInput::default()));
+        assert_eq!(
+            DemoInput::parse(&json!({"steps": 3, "stepMs": 0, "failAt": 3})),
+            Ok(DemoInput {
+                steps: 3,
+                step_ms: 0,
+                fail_at: Some(3)
+            })
+        );
+        for bad in [
+            json!({"steps": 0}),
+            json!({"steps": 1001}),
+            json!({"steps": 2.5}),
+            json!({"steps": "5"}),
+            json!({"stepMs": 60001}),
+            json!({"stepMs": -1}),
+            json!({"steps": 3, "failAt": 4}),
+            json!({"failAt": 0}),
+            json!({"other": 1}),
+            json!([1]),
+        ] {
+            assert!(DemoInput::parse(&bad).is_err(), "{bad}");
+        }
+    }
+}

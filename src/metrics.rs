@@ -1,0 +1,166 @@
+//! Counters and gauges exposed at `/metrics` in the Prometheus text format.
+//! Plain atomics: recording a value on the message path costs one relaxed add.
+
+use crate::protocol::Status;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+const MANAGEMENT_METHODS: [&str; 3] = ["POST", "GET", "DELETE"];
+const MANAGEMENT_STATUSES: [u16; 8] = [200, 204, 400, 403, 410, 413, 429, 500];
+
+/// Every figure the gateway reports.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_open: AtomicI64,
+    pub connects_total: AtomicU64,
+    pub connects_refused_total: AtomicU64,
+    pub disconnects_total: AtomicU64,
+    pub messages_in_total: AtomicU64,
+    pub messages_out_total: AtomicU64,
+    pub slow_consumer_closes_total: AtomicU64,
+    pub publish_delivered_total: AtomicU64,
+    pub publish_gone_total: AtomicU64,
+    pub publish_retries_total: AtomicU64,
+    pub publish_failed_total: AtomicU64,
+    management: [[AtomicU64; MANAGEMENT_STATUSES.len() + 1]; MANAGEMENT_METHODS.len()],
+    jobs: [AtomicU64; Status::ALL.len()],
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Counts one `@connections` call by method and answered status.
+    pub fn management_call(&self, method: &str, status: u16) {
+        let Some(m) = MANAGEMENT_METHODS.iter().position(|x| *x == method) else {
+            return;
+        };
+        let s = MANAGEMENT_STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(MANAGEMENT_STATUSES.len());
+        inc(&self.management[m][s]);
+    }
+
+    /// Counts a job entering `status`.
+    pub fn job_entered(&self, status: Status) {
+        if let Some(i) = Status::ALL.iter().position(|s| *s == status) {
+            inc(&self.jobs[i]);
+        }
+    }
+
+    /// Counts one message in from a client.
+    pub fn message_in(&self) {
+        inc(&self.messages_in_total);
+    }
+
+    /// Counts one message written to a client.
+    pub fn message_out(&self) {
+        inc(&self.messages_out_total);
+    }
+
+    /// Renders everything in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        counter(
+            "jobcast_connects_total",
+            "WebSocket connections accepted by $connect.",
+            get(&self.connects_total),
+        );
+        counter(
+            "jobcast_connects_refused_total",
+            "WebSocket handshakes refused (auth, limits, bad requests).",
+            get(&self.connects_refused_total),
+        );
+        counter(
+            "jobcast_disconnects_total",
+            "$disconnect events run.",
+            get(&self.disconnects_total),
+        );
+        counter(
+            "jobcast_messages_in_total",
+            "Messages received from WebSocket clients.",
+            get(&self.messages_in_total),
+        );
+        counter(
+            "jobcast_messages_out_total",
+            "Messages written to WebSocket clients.",
+            get(&self.messages_out_total),
+        );
+        counter(
+            "jobcast_slow_consumer_closes_total",
+            "Connections closed because their outbound queue was full.",
+            get(&self.slow_consumer_closes_total),
+        );
+        counter(
+            "jobcast_publish_delivered_total",
+            "Progress messages delivered by the publisher.",
+            get(&self.publish_delivered_total),
+        );
+        counter(
+            "jobcast_publish_gone_total",
+            "Publisher posts answered 410 (subscription deleted).",
+            get(&self.publish_gone_total),
+        );
+        counter(
+            "jobcast_publish_retries_total",
+            "Publisher posts retried after 429 or 5xx.",
+            get(&self.publish_retries_total),
+        );
+        counter(
+            "jobcast_publish_failed_total",
+            "Publisher posts that failed for good.",
+            get(&self.publish_failed_total),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP jobcast_connections_open WebSocket connections open now.\n# TYPE jobcast_connections_open gauge\njobcast_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP jobcast_management_requests_total @connections calls by method and status.\n# TYPE jobcast_management_requests_total counter"
+        );
+        for (m, method) in MANAGEMENT_METHODS.iter().enumerate() {
+            for (s, cell) in self.management[m].iter().enumerate() {
+                let v = get(cell);
+                if v == 0 {
+                    continue;
+                }
+                let status = MANAGEMENT_STATUSES
+                    .get(s)
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "other".into());
+                let _ = writeln!(
+                    out,
+                    "jobcast_management_requests_total{{method=\"{method}\",status=\"{status}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP jobcast_jobs_total Jobs that entered each status.\n# TYPE jobcast_jobs_total counter"
+        );
+        for (i, st) in Status::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "jobcast_jobs_total{{status=\"{}\"}} {}",
+                st.as_str(),
+                get(&self.jobs[i])
+            );
+        }
+        out
+    }
+}

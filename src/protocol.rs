@@ -1,0 +1,314 @@
+//! The wire protocol: what clients send over the WebSocket, what the server
+//! pushes back, the job snapshot every progress message carries, and the
+//! limits API Gateway enforces (mirrored by the local gateway).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Largest client message API Gateway accepts (128 KiB); exactly this many bytes is fine.
+pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+/// Largest single WebSocket frame payload API Gateway accepts (32 KiB).
+pub const MAX_FRAME_BYTES: usize = 32 * 1024;
+/// Largest `@connections` POST body (128 KiB), answered with 413 above it.
+pub const MAX_POST_BYTES: usize = 128 * 1024;
+/// Largest jobs API request body (1 MiB).
+pub const MAX_JOB_BODY_BYTES: usize = 1024 * 1024;
+/// Longest connection id the management API accepts before answering 400.
+pub const MAX_CONNECTION_ID_LEN: usize = 128;
+/// API Gateway closes a connection idle for this long (close code 1001).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// API Gateway closes every connection after this long (close code 1001).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
+/// Subscriptions outlive the longest possible connection by this much before TTL removes them.
+pub const SUBSCRIPTION_TTL: Duration = Duration::from_secs(2 * 60 * 60 + 10 * 60);
+
+/// Formats a timestamp as RFC 3339 with milliseconds and a `Z`, as every message does.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn ser_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// Lifecycle of a job. The last three are terminal: once reached, nothing changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 5] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    /// True for `succeeded`, `failed` and `cancelled`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Why a job failed, carried in the `error` field of a `failed` snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The whole state of a job at one `seq`. Every progress message is one of
+/// these, so the latest alone is complete recovery.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub job_id: String,
+    pub seq: u64,
+    pub status: Status,
+    pub percent: f64,
+    pub message: Option<String>,
+    pub result: Option<Value>,
+    pub error: Option<JobError>,
+    #[serde(serialize_with = "ser_rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Messages the server pushes to a WebSocket client.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerMessage<'a> {
+    Progress(&'a Snapshot),
+    #[serde(rename_all = "camelCase")]
+    Pong {
+        connection_id: &'a str,
+    },
+    #[serde(rename_all = "camelCase")]
+    Unsubscribed {
+        job_id: &'a str,
+    },
+    #[serde(rename_all = "camelCase")]
+    Error {
+        code: ErrorCode,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job_id: Option<&'a str>,
+        message: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    /// Serializes the message once; the text can then go to any number of clients.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every key is a string and no
+        // value holds a non-finite float (percent is validated on update).
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// The `code` of an error message sent to a WebSocket client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownAction,
+    Forbidden,
+    NotFound,
+    Internal,
+}
+
+/// A parsed client message, after route selection on `$request.body.action`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientAction {
+    Subscribe { job_id: String, token: String },
+    Unsubscribe { job_id: String },
+    Sync,
+    Ping,
+}
+
+/// Why a client message could not be routed to an action.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ActionError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown action '{0}'; expected subscribe, unsubscribe, sync or ping")]
+    UnknownAction(String),
+}
+
+/// The route keys a client message can select, as `RouteSelectionExpression:
+/// $request.body.action` does in API Gateway.
+pub const ROUTES: [&str; 4] = ["subscribe", "unsubscribe", "sync", "ping"];
+
+/// The route key API Gateway would select for this message body: the
+/// `action` field when it names a known route, otherwise `$default`.
+pub fn select_route(body: &str) -> &'static str {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        action: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_str::<Probe>(body) {
+        Ok(Probe {
+            action: Some(action),
+        }) => ROUTES
+            .into_iter()
+            .find(|r| *r == action.as_ref())
+            .unwrap_or("$default"),
+        _ => "$default",
+    }
+}
+
+impl ClientAction {
+    /// Parses a client text frame.
+    pub fn parse(body: &str) -> Result<ClientAction, ActionError> {
+        let value: Value = serde_json::from_str(body)
+            .map_err(|e| ActionError::BadRequest(format!("message is not valid JSON ({e})")))?;
+        let Value::Object(obj) = value else {
+            return Err(ActionError::BadRequest(
+                "message must be a JSON object with an \"action\" field".into(),
+            ));
+        };
+        let action = match obj.get("action") {
+            Some(Value::String(a)) => a.as_str(),
+            Some(_) => {
+                return Err(ActionError::BadRequest(
+                    "\"action\" must be a string".into(),
+                ));
+            }
+            None => {
+                return Err(ActionError::BadRequest(
+                    "message has no \"action\" field".into(),
+                ));
+            }
+        };
+        let field = |name: &str| -> Result<String, ActionError> {
+            match obj.get(name) {
+                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(ActionError::BadRequest(format!(
+                    "action '{action}' needs a non-empty string \"{name}\""
+                ))),
+            }
+        };
+        match action {
+            "subscribe" => Ok(ClientAction::Subscribe {
+                job_id: field("jobId")?,
+                token: field("token")?,
+            }),
+            "unsubscribe" => Ok(ClientAction::Unsubscribe {
+                job_id: field("jobId")?,
+            }),
+            "sync" => Ok(ClientAction::Sync),
+            "ping" => Ok(ClientAction::Ping),
+            other => Err(ActionError::UnknownAction(other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_action() {
+        assert_eq!(
+            ClientAction::parse(r#"{"action":"subscribe","jobId":"j","token":"t"}"#),
+            Ok(ClientAction::Subscribe {
+                job_id: "j".into(),
+                token: "t".into()
+            })
+        );
+        assert_eq!(
+            ClientAction::parse(r#"{"action":"unsubscribe","jobId":"j"}"#),
+            Ok(ClientAction::Unsubscribe { job_id: "j".into() })
+        );
+        assert_eq!(
+            ClientAction::parse(r#"{"action":"sync"}"#),
+            Ok(ClientAction::Sync)
+        );
+        assert_eq!(
+            ClientAction::parse(r#"{"action":"ping","extra":1}"#),
+            Ok(ClientAction::Ping)
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_messages() {
+        for body in [
+            "",
+            "nope",
+            "[1]",
+            "42",
+            "{}",
+            r#"{"action":7}"#,
+            "{\"action\":",
+        ] {
+            assert!(
+                matches!(ClientAction::parse(body), Err(ActionError::BadRequest(_))),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            ClientAction::parse(r#"{"action":"subscribe","jobId":"j"}"#),
+            Err(ActionError::BadRequest(_))
+        ));
+        assert_eq!(
+            ClientAction::parse(r#"{"action":"dance"}"#),
+            Err(ActionError::UnknownAction("dance".into()))
+        );
+    }
+
+    #[test]
+    fn route_selection_matches_api_gateway() {
+        assert_eq!(select_route(r#"{"action":"ping"}"#), "ping");
+        assert_eq!(select_route(r#"{"action":"dance"}"#), "$default");
+        assert_eq!(select_route("not json"), "$default");
+        assert_eq!(select_route(r#"{"action":5}"#), "$default");
+    }
+
+    #[test]
+    fn snapshot_wire_shape() {
+        let snap = Snapshot {
+            job_id: "j1".into(),
+            seq: 7,
+            status: Status::Running,
+            percent: 42.5,
+            message: Some("resizing".into()),
+            result: None,
+            error: None,
+            updated_at: DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123Z")
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+        };
+        let v: Value = serde_json::from_str(&ServerMessage::Progress(&snap).to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"progress","jobId":"j1","seq":7,"status":"running",
+                "percent":42.5,"message":"resizing","result":null,"error":null,
+                "updatedAt":"2026-11-23T10:00:00.123Z"})
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Publishing progress: store the new snapshot, then push it to every
+//! subscriber of the job. The one code path used by the demo worker, the
+//! CLI and worker Lambdas.
+
+use crate::metrics::Metrics;
+use crate::protocol::{ServerMessage, Snapshot};
+use crate::push::{Payload, PushError, Pusher};
+use crate::store::{JobRecord, JobUpdate, Store, StoreError};
+use futures_util::StreamExt;
+use futures_util::stream;
+use rand::Rng;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How a fan-out behaves.
+#[derive(Clone, Debug)]
+pub struct PublishOptions {
+    /// Posts in flight at once.
+    pub concurrency: usize,
+    /// Attempts per connection for retryable errors (429, 5xx), first included.
+    pub max_attempts: u32,
+    /// First backoff; doubles each attempt, full jitter, capped by `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for PublishOptions {
+    fn default() -> PublishOptions {
+        PublishOptions {
+            concurrency: 64,
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What happened to one fan-out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishReport {
+    /// Connections that received the message.
+    pub delivered: usize,
+    /// Connections that were gone (their subscription was deleted).
+    pub gone: usize,
+    /// Retries performed after 429 / 5xx.
+    pub retried: usize,
+    /// Connections that could not be reached, with the last error.
+    pub failed: Vec<(String, PushError)>,
+}
+
+/// Stores snapshots and fans them out.
+#[derive(Clone)]
+pub struct Publisher {
+    store: Arc<dyn Store>,
+    pusher: Arc<dyn Pusher>,
+    metrics: Arc<Metrics>,
+    options: PublishOptions,
+}
+
+/// Serializes a snapshot once into a payload shared by all its recipients.
+pub fn snapshot_payload(snapshot: &Snapshot) -> Payload {
+    Payload::text(ServerMessage::Progress(snapshot).to_json())
+}
+
+/// Full-jitter exponential backoff: a random delay in `[0, min(cap, base * 2^attempt)]`.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX));
+    let ceiling = exp.min(cap);
+    let millis = ceiling.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+enum Outcome {
+    Delivered { retries: usize },
+    Gone { retries: usize },
+    Failed { retries: usize, error: PushError },
+}
+
+impl Publisher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        pusher: Arc<dyn Pusher>,
+        metrics: Arc<Metrics>,
+        options: PublishOptions,
+    ) -> Publisher {
+        Publisher {
+            store,
+            pusher,
+            metrics,
+            options,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn pusher(&self) -> &Arc<dyn Pusher> {
+        &self.pusher
+    }
+
+    /// Applies `update` to the job and pushes the resulting snapshot to its subscribers.
+    pub async fn publish(
+        &self,
+        job_id: &str,
+        update: JobUpdate,
+    ) -> Result<(JobRecord, PublishReport), StoreError> {
+        let job = self
+            .store
+            .update_job(job_id, update, chrono::Utc::now())
+            .await?;
+        self.metrics.job_entered(job.snapshot.status);
+        let subscribers = self.store.subscribers(job_id).await?;
+        let report = self
+            .fan_out(job_id, subscribers, snapshot_payload(&job.snapshot))
+            .await;
+        Ok((job, report))
+    }
+
+    /// Posts one payload to many connections with bounded concurrency.
+    pub async fn fan_out(
+        &self,
+        job_id: &str,
+        connections: Vec<String>,
+        payload: Payload,
+    ) -> PublishReport {
+        let mut report = PublishReport::default();
+        let mut results = stream::iter(connections)
+            .map(|conn| {
+                let payload = payload.clone();
+                async move {
+                    let outcome = self.post_with_retry(&conn, payload).await;
+                    (conn, outcome)
+                }
+            })
+            .buffer_unordered(self.options.concurrency.max(1));
+        while let Some((conn, outcome)) = results.next().await {
+            match outcome {
+                Outcome::Delivered { retries } => {
+                    report.delivered += 1;
+                    report.retried += retries;
+                }
+                Outcome::Gone { retries } => {
+                    report.gone += 1;
+                    report.retried += retries;
+                    if let Err(e) = self.store.unsubscribe(job_id, &conn).await {
+                        tracing::warn!(job_id, connection_id = %conn, error = %e, "could not delete gone subscription");
+                    }
+                }
+                Outcome::Failed { retries, error } => {
+                    report.retried += retries;
+                    tracing::warn!(job_id, connection_id = %conn, %error, "could not deliver progress");
+                    report.failed.push((conn, error));
+                }
+            }
+        }
+        let m = &self.metrics;
+        m.publish_delivered_total
+            .fetch_add(report.delivered as u64, Ordering::Relaxed);
+        m.publish_gone_total
+            .fetch_add(report.gone as u64, Ordering::Relaxed);
+        m.publish_retries_total
+            .fetch_add(report.retried as u64, Ordering::Relaxed);
+        m.publish_failed_total
+            .fetch_add(report.failed.len() as u64, Ordering::Relaxed);
+        report
+    }
+
+    async fn post_with_retry(&self, conn: &str, payload: Payload) -> Outcome {
+        let mut attempt = 0u32;
+        loop {
+            match self.pusher.post(conn, payload.clone()).await {
+                Ok(()) => {
+                    return Outcome::Delivered {
+                        retries: attempt as usize,
+                    };
+                }
+                Err(PushError::Gone) => {
+                    return Outcome::Gone {
+                        retries: attempt as usize,
+                    };
+                }
+                Err(e) if e.is_retryable() && attempt + 1 < self.options.max_attempts => {
+                    tokio::time::sleep(backoff(
+                        attempt,
+                        self.options.base_backoff,
+                        self.options.max_backoff,
+                    ))
+                    .await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    return Outcome::Failed {
+                        retries: attempt as usize,
+                        error,
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_by_cap_and_exponent() {
+        let base = Duration::from_millis(10);
+        let cap = Duration::from_millis(300);
+        for attempt in 0..40 {
+            for _ in 0..20 {
+                let d = backoff(attempt, base, cap);
+                assert!(d <= cap);
+                assert!(d <= base * 2u32.saturating_pow(attempt.min(20)));
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! In-process store on sharded maps: no global lock on the message path.
+
+use super::{
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Store, StoreError, apply_update,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use std::collections::HashSet;
+
+/// The `memory` store: state lives as long as the process.
+#[derive(Default)]
+pub struct MemoryStore {
+    jobs: DashMap<String, JobRecord>,
+    by_job: DashMap<String, HashSet<String>>,
+    by_connection: DashMap<String, HashSet<String>>,
+    idempotency: DashMap<String, IdempotencyRecord>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_job(&self, job: JobRecord) -> Result<(), StoreError> {
+        match self.jobs.entry(job.snapshot.job_id.clone()) {
+            Entry::Occupied(e) => Err(StoreError::AlreadyExists(e.key().clone())),
+            Entry::Vacant(e) => {
+                e.insert(job);
+                Ok(())
+            }
+        }
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.jobs.get(job_id).map(|j| j.clone()))
+    }
+
+    async fn update_job(
+        &self,
+        job_id: &str,
+        update: JobUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<JobRecord, StoreError> {
+        // The shard lock held by `get_mut` makes check-and-increment atomic.
+        let mut job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| StoreError::NotFound(job_id.to_string()))?;
+        apply_update(&mut job, update, now)?;
+        Ok(job.clone())
+    }
+
+    async fn request_cancel(&self, job_id: &str) -> Result<JobRecord, StoreError> {
+        let mut job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| StoreError::NotFound(job_id.to_string()))?;
+        if job.snapshot.status.is_terminal() {
+            return Err(StoreError::Terminal {
+                job_id: job_id.to_string(),
+                status: job.snapshot.status,
+            });
+        }
+        job.cancel_requested = true;
+        Ok(job.clone())
+    }
+
+    async fn subscribe(
+        &self,
+        job_id: &str,
+        connection_id: &str,
+        _connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.by_job
+            .entry(job_id.to_string())
+            .or_default()
+            .insert(connection_id.to_string());
+        self.by_connection
+            .entry(connection_id.to_string())
+            .or_default()
+            .insert(job_id.to_string());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+        let removed = remove_pair(&self.by_job, job_id, connection_id);
+        remove_pair(&self.by_connection, connection_id, job_id);
+        Ok(removed)
+    }
+
+    async fn subscribers(&self, job_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .by_job
+            .get(job_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn connection_jobs(&self, connection_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut jobs: Vec<String> = self
+            .by_connection
+            .get(connection_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        jobs.sort();
+        Ok(jobs)
+    }
+
+    async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
+        let Some((_, jobs)) = self.by_connection.remove(connection_id) else {
+            return Ok(0);
+        };
+        for job in &jobs {
+            remove_pair(&self.by_job, job, connection_id);
+        }
+        Ok(jobs.len())
+    }
+
+    async fn put_idempotency(
+        &self,
+        key: &str,
+        record: IdempotencyRecord,
+    ) -> Result<IdempotencyOutcome, StoreError> {
+        match self.idempotency.entry(key.to_string()) {
+            Entry::Occupied(e) => Ok(IdempotencyOutcome::Existing(e.get().clone())),
+            Entry::Vacant(e) => {
+                e.insert(record);
+                Ok(IdempotencyOutcome::Recorded)
+            }
+        }
+    }
+}
+
+/// Removes `member` from the set at `key`, dropping the set when it empties.
+fn remove_pair(map: &DashMap<String, HashSet<String>>, key: &str, member: &str) -> bool {
+    let mut removed = false;
+    map.remove_if_mut(key, |_, set| {
+        removed = set.remove(member);
+        set.is_empty()
+    });
+    removed
+}
