@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -233,6 +233,9 @@ fn error_ending(e: WsError) -> Ending {
         ),
         WsError::Capacity(c) => Ending::server(1009, &format!("message too big: {c}")),
         WsError::Utf8(_) => Ending::server(1007, "invalid UTF-8 in text frame"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Ending::abnormal("connection lost without a close frame")
+        }
         WsError::Protocol(p) => Ending::server(1002, &format!("protocol error: {p}")),
         WsError::ConnectionClosed | WsError::AlreadyClosed => Ending::abnormal("connection closed"),
         other => Ending::abnormal(&format!("transport error: {other}")),

@@ -1,0 +1,319 @@
+//! Shared test harness: a real gateway on an ephemeral port, real clients.
+#![allow(dead_code)]
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use futures_util::{SinkExt, StreamExt};
+use jobcast::gateway::{Gateway, GatewayConfig};
+use jobcast::handlers::Deps;
+use jobcast::store::MemoryStore;
+use jobcast::token::TokenKey;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub deps: Deps,
+    pub lifecycle: broadcast::Receiver<ApiGatewayWebsocketProxyRequest>,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn token_key() -> TokenKey {
+    TokenKey::new(SECRET, Duration::from_secs(3600)).unwrap()
+}
+
+pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestServer {
+    let mut config = GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shutdown_grace: Duration::from_secs(5),
+        ..GatewayConfig::default()
+    };
+    tweak(&mut config);
+    let gateway = Gateway::bind(config, Arc::new(MemoryStore::new()), token_key())
+        .await
+        .expect("bind");
+    let addr = gateway.local_addr().unwrap();
+    let deps = gateway.deps().clone();
+    let lifecycle = gateway.lifecycle();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(gateway.run(async {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        deps,
+        lifecycle,
+        http: reqwest::Client::new(),
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/dev{}", self.addr, query)
+    }
+
+    /// Stops the server and waits for its graceful shutdown to finish.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("shutdown in time")
+                .expect("join")
+                .expect("run ok");
+        }
+    }
+
+    /// Starts a demo job; returns the 202 body.
+    pub async fn create_job(&self, input: Value) -> Value {
+        let res = self
+            .http
+            .post(self.url("/jobs"))
+            .json(&serde_json::json!({ "kind": "demo", "input": input }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        res.json().await.unwrap()
+    }
+
+    /// Connects a client with no job.
+    pub async fn connect(&self) -> Client {
+        connect_async(self.ws_url("")).await.expect("connect").0
+    }
+
+    /// The connection id of a client, learned with a ping.
+    pub async fn connection_id(&self, c: &mut Client) -> String {
+        send_json(c, serde_json::json!({"action": "ping"})).await;
+        let pong = next_json(c).await;
+        assert_eq!(pong["type"], "pong");
+        pong["connectionId"].as_str().unwrap().to_string()
+    }
+
+    /// Waits for the `$disconnect` event of one connection.
+    pub async fn disconnect_of(&mut self, connection_id: &str) -> ApiGatewayWebsocketProxyRequest {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let e = self.lifecycle.recv().await.expect("lifecycle");
+                if e.request_context.connection_id.as_deref() == Some(connection_id) {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("disconnect event in time")
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+pub async fn send_json(c: &mut Client, v: Value) {
+    c.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next text message, parsed; panics on close or timeout.
+pub async fn next_json(c: &mut Client) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, c.next())
+            .await
+            .expect("message in time")
+            .expect("stream open")
+            .expect("no error");
+        match m {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame; returns its code.
+pub async fn close_code(c: &mut Client) -> u16 {
+    loop {
+        let m = tokio::time::timeout(WAIT, c.next())
+            .await
+            .expect("close in time");
+        match m {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(Message::Close(None))) => return 1005,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("error before close frame: {e}"),
+            None => panic!("stream ended without close frame"),
+        }
+    }
+}
+
+/// A WebSocket client speaking raw frames, to send what well-behaved
+/// libraries refuse to (invalid UTF-8, oversized frames, fragments).
+pub struct RawWs {
+    stream: TcpStream,
+}
+
+impl RawWs {
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        RawWs { stream }
+    }
+
+    /// Sends one masked frame.
+    pub async fn frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        // The server may close before reading it all; that is the point of some tests.
+        let _ = self.stream.write_all(&out).await;
+    }
+
+    /// Sends `payload` as one text message split into frames of `chunk` bytes.
+    pub async fn fragmented_text(&mut self, payload: &[u8], chunk: usize) {
+        let parts: Vec<&[u8]> = payload.chunks(chunk).collect();
+        for (i, p) in parts.iter().enumerate() {
+            let opcode = if i == 0 { 1 } else { 0 };
+            self.frame(i + 1 == parts.len(), opcode, p).await;
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let mut h = [0u8; 2];
+                self.stream.read_exact(&mut h).await.expect("frame header");
+                let mut len = (h[1] & 0x7f) as u64;
+                if len == 126 {
+                    let mut l = [0u8; 2];
+                    self.stream.read_exact(&mut l).await.unwrap();
+                    len = u16::from_be_bytes(l) as u64;
+                } else if len == 127 {
+                    let mut l = [0u8; 8];
+                    self.stream.read_exact(&mut l).await.unwrap();
+                    len = u64::from_be_bytes(l);
+                }
+                let mut payload = vec![0u8; len as usize];
+                self.stream.read_exact(&mut payload).await.unwrap();
+                if h[0] & 0x0f == 8 {
+                    return u16::from_be_bytes([payload[0], payload[1]]);
+                }
+            }
+        })
+        .await
+        .expect("close frame in time")
+    }
+
+    /// Reads the next text frame's payload.
+    pub async fn next_text(&mut self) -> String {
+        tokio::time::timeout(WAIT, async {
+            let mut h = [0u8; 2];
+            self.stream.read_exact(&mut h).await.unwrap();
+            assert_eq!(h[0] & 0x0f, 1, "expected a text frame");
+            let mut len = (h[1] & 0x7f) as usize;
+            if len == 126 {
+                let mut l = [0u8; 2];
+                self.stream.read_exact(&mut l).await.unwrap();
+                len = u16::from_be_bytes(l) as usize;
+            }
+            let mut payload = vec![0u8; len];
+            self.stream.read_exact(&mut payload).await.unwrap();
+            String::from_utf8(payload).unwrap()
+        })
+        .await
+        .expect("text frame in time")
+    }
+}
+
+/// A management API client from the real AWS SDK, pointed at the server.
+pub async fn sdk(endpoint: String) -> aws_sdk_apigatewaymanagement::Client {
+    use aws_smithy_http_client::{Builder, tls};
+    let http_client = Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+    let config = aws_sdk_apigatewaymanagement::Config::builder()
+        .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
+        .region(aws_sdk_apigatewaymanagement::config::Region::new(
+            "us-east-1",
+        ))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .http_client(http_client)
+        .build();
+    aws_sdk_apigatewaymanagement::Client::from_conf(config)
+}
+
+/// The snapshots a client applies: those whose seq is above the last applied.
+pub fn applied(seen: &[Value]) -> Vec<Value> {
+    let mut last = 0;
+    let mut out = Vec::new();
+    for s in seen {
+        let seq = s["seq"].as_u64().unwrap();
+        if seq > last {
+            last = seq;
+            out.push(s.clone());
+        }
+    }
+    out
+}

@@ -1,0 +1,335 @@
+//! The `@connections` management API (CONTRACT section 4) through the real
+//! AWS SDK for Rust, pointed at the local gateway.
+
+mod common;
+
+use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_apigatewaymanagement::operation::delete_connection::DeleteConnectionError;
+use aws_sdk_apigatewaymanagement::operation::get_connection::GetConnectionError;
+use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
+use aws_sdk_apigatewaymanagement::primitives::Blob;
+use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn post_delivers_text_and_binary() {
+    let srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let mut c = srv.connect().await;
+    let id = srv.connection_id(&mut c).await;
+    api.post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new(r#"{"hello":"world"}"#))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        next_json(&mut c).await,
+        serde_json::json!({"hello": "world"})
+    );
+    api.post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new(vec![0xff, 0x00, 0xfe]))
+        .send()
+        .await
+        .expect("post binary");
+    let m = tokio::time::timeout(WAIT, c.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, Message::Binary(vec![0xff, 0x00, 0xfe].into()));
+    assert_eq!(
+        srv.metric("jobcast_management_requests_total{method=\"POST\",status=\"200\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn unknown_connection_is_a_typed_gone_exception() {
+    let srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let err = api
+        .post_to_connection()
+        .connection_id("L0SM9cOFvHcCIhw=")
+        .data(Blob::new("x"))
+        .send()
+        .await
+        .unwrap_err();
+    match err {
+        SdkError::ServiceError(e) => {
+            assert!(matches!(e.err(), PostToConnectionError::GoneException(_)))
+        }
+        other => panic!("expected GoneException, got {other:?}"),
+    }
+    let err = api
+        .get_connection()
+        .connection_id("L0SM9cOFvHcCIhw=")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.into_service_error(),
+        GetConnectionError::GoneException(_)
+    ));
+    let err = api
+        .delete_connection()
+        .connection_id("L0SM9cOFvHcCIhw=")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.into_service_error(),
+        DeleteConnectionError::GoneException(_)
+    ));
+}
+
+#[tokio::test]
+async fn payload_limit_is_131072_bytes() {
+    let srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let mut c = srv.connect().await;
+    let id = srv.connection_id(&mut c).await;
+    api.post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new("a".repeat(131072)))
+        .send()
+        .await
+        .expect("exactly 128 KiB is accepted");
+    match tokio::time::timeout(WAIT, c.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        Message::Text(t) => assert_eq!(t.len(), 131072),
+        other => panic!("{other:?}"),
+    }
+    let err = api
+        .post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new("a".repeat(131073)))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.into_service_error(),
+        PostToConnectionError::PayloadTooLargeException(_)
+    ));
+    // The connection is unaffected.
+    srv.connection_id(&mut c).await;
+}
+
+#[tokio::test]
+async fn get_connection_is_parsed_by_the_sdk() {
+    let srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let mut c = srv.connect().await;
+    let id = srv.connection_id(&mut c).await;
+    let out = api
+        .get_connection()
+        .connection_id(&id)
+        .send()
+        .await
+        .expect("get");
+    let connected = out.connected_at().expect("connectedAt");
+    let active = out.last_active_at().expect("lastActiveAt");
+    assert!(active.secs() >= connected.secs());
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - connected.secs()).abs() < 60);
+    assert_eq!(
+        out.identity().and_then(|i| i.source_ip()),
+        Some("127.0.0.1")
+    );
+}
+
+#[tokio::test]
+async fn delete_closes_with_1000_and_runs_disconnect() {
+    let mut srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let mut c = srv.connect().await;
+    let id = srv.connection_id(&mut c).await;
+    api.delete_connection()
+        .connection_id(&id)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(close_code(&mut c).await, 1000);
+    let e = srv.disconnect_of(&id).await;
+    assert_eq!(e.request_context.disconnect_status_code, Some(1000));
+    // Now gone for every verb.
+    let err = api
+        .post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new("x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.into_service_error(),
+        PostToConnectionError::GoneException(_)
+    ));
+}
+
+#[tokio::test]
+async fn custom_domain_path_without_stage() {
+    let srv = start().await;
+    let api = sdk(srv.url("")).await;
+    let mut c = srv.connect().await;
+    let id = srv.connection_id(&mut c).await;
+    api.post_to_connection()
+        .connection_id(&id)
+        .data(Blob::new("via custom domain"))
+        .send()
+        .await
+        .expect("post");
+    match tokio::time::timeout(WAIT, c.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        Message::Text(t) => assert_eq!(t.as_str(), "via custom domain"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn many_posts_arrive_in_order() {
+    let srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let mut c = srv.connect().await;
+    let id = srv.connection_id(&mut c).await;
+    let n = 500;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < n {
+            if let Message::Text(t) = tokio::time::timeout(WAIT, c.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                got.push(t.as_str().parse::<usize>().unwrap());
+            }
+        }
+        got
+    });
+    for i in 0..n {
+        api.post_to_connection()
+            .connection_id(&id)
+            .data(Blob::new(i.to_string()))
+            .send()
+            .await
+            .expect("post");
+    }
+    let got = reader.await.unwrap();
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn malformed_ids_are_bad_requests() {
+    let srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    // The SDK percent-encodes the space; decoded once, it is not base64.
+    let err = api
+        .post_to_connection()
+        .connection_id("not valid")
+        .data(Blob::new("x"))
+        .send()
+        .await
+        .unwrap_err();
+    let e = err.into_service_error();
+    assert_eq!(e.code(), Some("BadRequestException"));
+    assert_eq!(e.message(), Some("Invalid connectionId"));
+    for path in [
+        format!("/dev/@connections/{}", "A".repeat(129)),
+        "/dev/@connections/abc%253D".to_string(),
+        "/dev/@connections/a-b".to_string(),
+    ] {
+        let res = srv
+            .http
+            .post(srv.url(&path))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{path}");
+        assert_eq!(res.headers()["x-amzn-errortype"], "BadRequestException");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["message"], "Invalid connectionId");
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_and_wrong_stage() {
+    let srv = start().await;
+    let res = srv
+        .http
+        .put(srv.url("/dev/@connections/L0SM9cOFvHcCIhw%3D"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert!(res.headers()["allow"].to_str().unwrap().contains("POST"));
+    let res = srv
+        .http
+        .post(srv.url("/prod/@connections/L0SM9cOFvHcCIhw%3D"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.headers()["x-amzn-errortype"], "ForbiddenException");
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_and_others_keep_receiving() {
+    let srv = start_with(|c| c.outbound_queue = 8).await;
+    let api = sdk(srv.url("/dev")).await;
+    let mut slow = srv.connect().await;
+    let slow_id = srv.connection_id(&mut slow).await;
+    let mut ok = srv.connect().await;
+    let ok_id = srv.connection_id(&mut ok).await;
+    // Never read from `slow`; big posts fill its socket buffers and then its queue.
+    let big = "s".repeat(120_000);
+    let mut gone = false;
+    for _ in 0..2000 {
+        match api
+            .post_to_connection()
+            .connection_id(&slow_id)
+            .data(Blob::new(big.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(matches!(
+                    e.into_service_error(),
+                    PostToConnectionError::GoneException(_)
+                ));
+                gone = true;
+                break;
+            }
+        }
+    }
+    assert!(gone, "a client that never reads must be cut off");
+    api.post_to_connection()
+        .connection_id(&ok_id)
+        .data(Blob::new("still here"))
+        .send()
+        .await
+        .expect("healthy client unaffected");
+    match tokio::time::timeout(WAIT, ok.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        Message::Text(t) => assert_eq!(t.as_str(), "still here"),
+        other => panic!("{other:?}"),
+    }
+    assert!(srv.metric("jobcast_slow_consumer_closes_total").await >= 1.0);
+}

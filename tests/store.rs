@@ -1,0 +1,149 @@
+//! Store semantics every backend must share, run against `MemoryStore`.
+
+use chrono::Utc;
+use jobcast::protocol::{Snapshot, Status};
+use jobcast::store::{
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, MemoryStore, Store, StoreError,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+fn new_job(id: &str) -> JobRecord {
+    JobRecord {
+        snapshot: Snapshot {
+            job_id: id.into(),
+            seq: 1,
+            status: Status::Queued,
+            percent: 0.0,
+            message: None,
+            result: None,
+            error: None,
+            updated_at: Utc::now(),
+        },
+        kind: "demo".into(),
+        input: json!({}),
+        callback_url: None,
+        created_at: Utc::now(),
+        cancel_requested: false,
+    }
+}
+
+fn running(p: f64) -> JobUpdate {
+    let mut u = JobUpdate::status(Status::Running);
+    u.percent = Some(p);
+    u
+}
+
+async fn suite(store: Arc<dyn Store>) {
+    // Creation is exclusive.
+    store.create_job(new_job("a")).await.unwrap();
+    assert!(matches!(
+        store.create_job(new_job("a")).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+
+    // Concurrent updates each get their own seq: no lost increment.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let s = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            s.update_job("a", JobUpdate::status(Status::Running), Utc::now())
+                .await
+                .unwrap()
+                .snapshot
+                .seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (2..=51).collect::<Vec<_>>());
+
+    // Percent never goes down; out-of-range refused.
+    store
+        .update_job("a", running(40.0), Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.update_job("a", running(30.0), Utc::now()).await,
+        Err(StoreError::PercentBackwards { .. })
+    ));
+    assert!(matches!(
+        store.update_job("a", running(101.0), Utc::now()).await,
+        Err(StoreError::InvalidUpdate(_))
+    ));
+    assert!(matches!(
+        store.update_job("a", running(f64::NAN), Utc::now()).await,
+        Err(StoreError::InvalidUpdate(_))
+    ));
+
+    // Terminal is final.
+    let mut done = JobUpdate::status(Status::Succeeded);
+    done.result = Some(json!({"ok": true}));
+    let j = store.update_job("a", done, Utc::now()).await.unwrap();
+    assert_eq!(j.snapshot.percent, 100.0);
+    assert_eq!(j.snapshot.seq, 53);
+    assert!(matches!(
+        store.update_job("a", running(100.0), Utc::now()).await,
+        Err(StoreError::Terminal { .. })
+    ));
+    assert!(matches!(
+        store.request_cancel("a").await,
+        Err(StoreError::Terminal { .. })
+    ));
+    assert_eq!(store.get_job("a").await.unwrap().unwrap().snapshot.seq, 53);
+    assert!(matches!(
+        store.update_job("zz", running(1.0), Utc::now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.get_job("zz").await.unwrap().is_none());
+
+    // Cancellation is recorded on a live job.
+    store.create_job(new_job("b")).await.unwrap();
+    assert!(store.request_cancel("b").await.unwrap().cancel_requested);
+
+    // Subscriptions both ways.
+    let now = Utc::now();
+    store.subscribe("a", "c1", now).await.unwrap();
+    store.subscribe("b", "c1", now).await.unwrap();
+    store.subscribe("a", "c2", now).await.unwrap();
+    store.subscribe("a", "c2", now).await.unwrap();
+    let mut subs = store.subscribers("a").await.unwrap();
+    subs.sort();
+    assert_eq!(subs, vec!["c1", "c2"]);
+    assert_eq!(store.connection_jobs("c1").await.unwrap(), vec!["a", "b"]);
+    assert!(store.unsubscribe("a", "c2").await.unwrap());
+    assert!(!store.unsubscribe("a", "c2").await.unwrap());
+    assert_eq!(store.subscribers("a").await.unwrap(), vec!["c1"]);
+    assert_eq!(store.remove_connection("c1").await.unwrap(), 2);
+    assert!(store.subscribers("a").await.unwrap().is_empty());
+    assert!(store.subscribers("b").await.unwrap().is_empty());
+    assert_eq!(store.remove_connection("c1").await.unwrap(), 0);
+
+    // Idempotency keys bind once.
+    let rec = IdempotencyRecord {
+        request_hash: "h1".into(),
+        job_id: "a".into(),
+        response: json!({"jobId": "a"}),
+    };
+    assert_eq!(
+        store.put_idempotency("k", rec.clone()).await.unwrap(),
+        IdempotencyOutcome::Recorded
+    );
+    let other = IdempotencyRecord {
+        request_hash: "h2".into(),
+        job_id: "b".into(),
+        response: json!({}),
+    };
+    assert_eq!(
+        store.put_idempotency("k", other).await.unwrap(),
+        IdempotencyOutcome::Existing(rec)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_semantics() {
+    suite(Arc::new(MemoryStore::new())).await;
+}
