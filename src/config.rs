@@ -66,9 +66,9 @@ fn parse_stage(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn parse_positive(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
+fn parse_positive<T: std::str::FromStr + PartialEq + Default>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(n) if n != T::default() => Ok(n),
         _ => Err(format!("expected a whole number above 0, got '{s}'")),
     }
 }
@@ -111,15 +111,15 @@ pub struct ServeArgs {
     pub max_lifetime: Duration,
 
     /// Most concurrent WebSocket connections; handshakes beyond get 429.
-    #[arg(long, env = "JOBCAST_MAX_CONNECTIONS", default_value = "100000", value_parser = parse_positive, value_name = "N")]
+    #[arg(long, env = "JOBCAST_MAX_CONNECTIONS", default_value = "100000", value_parser = parse_positive::<usize>, value_name = "N")]
     pub max_connections: usize,
 
     /// Messages queued per connection before it is closed as a slow consumer (1008).
-    #[arg(long, env = "JOBCAST_OUTBOUND_QUEUE", default_value = "1024", value_parser = parse_positive, value_name = "N")]
+    #[arg(long, env = "JOBCAST_OUTBOUND_QUEUE", default_value = "1024", value_parser = parse_positive::<usize>, value_name = "N")]
     pub outbound_queue: usize,
 
     /// Demo jobs run at once by the in-process worker pool.
-    #[arg(long, env = "JOBCAST_WORKERS", default_value = "64", value_parser = parse_positive, value_name = "N")]
+    #[arg(long, env = "JOBCAST_WORKERS", default_value = "64", value_parser = parse_positive::<usize>, value_name = "N")]
     pub workers: usize,
 
     /// Time a client has to send its request headers (cuts slowloris handshakes).
@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// Public WebSocket URL including the stage, used in websocketUrl (default: from the Host header).
     #[arg(long, env = "JOBCAST_WEBSOCKET_URL", value_parser = parse_base_url, value_name = "URL")]
     pub websocket_url: Option<String>,
+
+    /// Answer @connections with 429 LimitExceededException beyond this many requests per second.
+    #[arg(long, env = "JOBCAST_MANAGEMENT_RATE_LIMIT", value_parser = parse_positive::<u32>, value_name = "PER_SECOND")]
+    pub management_rate_limit: Option<u32>,
 
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "JOBCAST_LOG_FORMAT", default_value = "pretty", value_enum)]
@@ -161,6 +165,7 @@ impl ServeArgs {
             webhook_secret: std::env::var("JOBCAST_WEBHOOK_SECRET")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            management_rate_limit: self.management_rate_limit,
             publish: PublishOptions::default(),
         }
     }

@@ -16,24 +16,33 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed before this
+/// returns, so a signal that arrives while the server starts is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => tracing::info!("SIGINT received"),
+                _ = wait(term) => tracing::info!("SIGTERM received"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received");
     }
 }
 
@@ -63,6 +72,7 @@ fn log_relaxations(config: &GatewayConfig) {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     init_tracing(args.log_format);
+    let shutdown = shutdown_signal();
     let tokens = token_key(&args)?;
     let config = args.gateway_config();
     log_relaxations(&config);
@@ -81,7 +91,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!("@connections:   http://{addr}/{stage}/@connections/{{connectionId}}");
     tracing::info!("jobs API:       http://{addr}/jobs");
     gateway
-        .run(shutdown_signal())
+        .run(shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))
 }

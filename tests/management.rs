@@ -333,3 +333,26 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
     }
     assert!(srv.metric("jobcast_slow_consumer_closes_total").await >= 1.0);
 }
+
+#[tokio::test]
+async fn rate_limit_answers_typed_limit_exceeded() {
+    let srv = start_with(|c| c.management_rate_limit = Some(5)).await;
+    let api = sdk_with(
+        srv.url("/dev"),
+        aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled(),
+    )
+    .await;
+    let mut c = srv.connect().await;
+    let id = srv.connection_id(&mut c).await;
+    let mut limited = 0;
+    for _ in 0..20 {
+        match api.post_to_connection().connection_id(&id).data(Blob::new("x")).send().await {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(matches!(e.into_service_error(), PostToConnectionError::LimitExceededException(_)));
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 10, "only {limited} of 20 rapid posts were limited");
+}

@@ -83,6 +83,11 @@ async fn handle_inner(
     body: Incoming,
     content_length: Option<u64>,
 ) -> Result<HttpResponse, PushError> {
+    if let Some(limit) = &shared.management_limit
+        && !limit.try_acquire()
+    {
+        return Err(PushError::LimitExceeded);
+    }
     let registry = &shared.registry;
     match *method {
         Method::POST => {

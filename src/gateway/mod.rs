@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod management;
+mod ratelimit;
 pub mod registry;
 mod server;
 mod socket;
@@ -52,6 +53,8 @@ pub struct GatewayConfig {
     pub public_url: Option<String>,
     pub websocket_url: Option<String>,
     pub webhook_secret: Option<String>,
+    /// `@connections` requests per second before 429 LimitExceededException (unlimited when unset).
+    pub management_rate_limit: Option<u32>,
     pub publish: PublishOptions,
 }
 
@@ -70,6 +73,7 @@ impl Default for GatewayConfig {
             public_url: None,
             websocket_url: None,
             webhook_secret: None,
+            management_rate_limit: None,
             publish: PublishOptions::default(),
         }
     }
@@ -81,6 +85,7 @@ pub(crate) struct Shared {
     pub deps: Deps,
     pub registry: Arc<Registry>,
     pub lifecycle: broadcast::Sender<ApiGatewayWebsocketProxyRequest>,
+    pub management_limit: Option<ratelimit::TokenBucket>,
 }
 
 /// A bound, not yet running, local gateway.
@@ -124,6 +129,7 @@ impl Gateway {
         Ok(Gateway {
             listener,
             shared: Arc::new(Shared {
+                management_limit: config.management_rate_limit.map(ratelimit::TokenBucket::new),
                 config,
                 deps,
                 registry,

@@ -7,7 +7,7 @@ use crate::push::{ConnectionInfo, Payload, PushError, Pusher};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,9 @@ impl ConnHandle {
     }
 }
 
+/// Close code and reason sent to every client when the server shuts down.
+pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Going away: server shutting down");
+
 /// Close code used when a client's outbound queue overflows.
 pub const SLOW_CONSUMER_CLOSE: u16 = 1008;
 
@@ -93,6 +96,8 @@ pub struct Registry {
     slots: AtomicUsize,
     max_connections: usize,
     metrics: Arc<Metrics>,
+    /// Set by `close_all`; connections registered afterwards close at once.
+    closing: AtomicBool,
 }
 
 /// A reserved connection slot, released on drop.
@@ -113,6 +118,7 @@ impl Registry {
             slots: AtomicUsize::new(0),
             max_connections,
             metrics,
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -164,10 +170,11 @@ impl Registry {
         self.conns.is_empty()
     }
 
-    /// Asks every connection to close (server shutdown).
-    pub fn close_all(&self, code: u16, reason: &str) {
+    /// Asks every connection, present and future, to close (server shutdown).
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         for entry in self.conns.iter() {
-            entry.value().request_close(code, reason);
+            entry.value().request_close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);
         }
     }
 }

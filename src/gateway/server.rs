@@ -95,9 +95,7 @@ pub(super) async fn run(
     );
     drop(listener);
     let grace = shared.config.shutdown_grace;
-    shared
-        .registry
-        .close_all(1001, "Going away: server shutting down");
+    shared.registry.close_all();
     stop_http.cancel();
     sockets.close();
     http_conns.close();

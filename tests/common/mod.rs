@@ -285,6 +285,14 @@ impl RawWs {
 
 /// A management API client from the real AWS SDK, pointed at the server.
 pub async fn sdk(endpoint: String) -> aws_sdk_apigatewaymanagement::Client {
+    sdk_with(endpoint, aws_sdk_apigatewaymanagement::config::retry::RetryConfig::standard()).await
+}
+
+/// A management client with the given retry policy.
+pub async fn sdk_with(
+    endpoint: String,
+    retry: aws_sdk_apigatewaymanagement::config::retry::RetryConfig,
+) -> aws_sdk_apigatewaymanagement::Client {
     use aws_smithy_http_client::{Builder, tls};
     let http_client = Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -299,6 +307,7 @@ pub async fn sdk(endpoint: String) -> aws_sdk_apigatewaymanagement::Client {
         ))
         .credentials_provider(creds)
         .endpoint_url(endpoint)
+        .retry_config(retry)
         .http_client(http_client)
         .build();
     aws_sdk_apigatewaymanagement::Client::from_conf(config)

@@ -1,0 +1,97 @@
+//! The `jobcast` binary as a user runs it: flags, environment, errors, signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn jobcast() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jobcast"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("JOBCAST_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn bad_flag_values_name_the_fix() {
+    let out = jobcast().args(["--idle-timeout", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().next().unwrap().contains("90s"), "{err}");
+
+    let out = jobcast().env("JOBCAST_STAGE", "jobs").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
+
+    let out = jobcast().args(["--max-connections", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn weak_token_secret_is_refused() {
+    let out = jobcast()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("JOBCAST_TOKEN_SECRET", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("JOBCAST_TOKEN_SECRET") && err.contains("openssl"), "{err}");
+}
+
+#[test]
+fn busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = jobcast().args(["--listen", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen") && err.contains("--listen"), "{err}");
+}
+
+#[test]
+fn serves_and_exits_cleanly_on_sigterm() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = jobcast()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    // JSON logs: the first line is a JSON object.
+    let first = lines.next().unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).expect("json log line");
+    assert!(v["level"].is_string());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).unwrap();
+            assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc_kill(child.id() as i32, 15) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutdown complete")), "{rest:?}");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
