@@ -38,7 +38,10 @@ fn weak_token_secret_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("JOBCAST_TOKEN_SECRET") && err.contains("openssl"), "{err}");
+    assert!(
+        err.contains("JOBCAST_TOKEN_SECRET") && err.contains("openssl"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -48,7 +51,10 @@ fn busy_port_is_a_clear_error() {
     let out = jobcast().args(["--listen", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot listen") && err.contains("--listen"), "{err}");
+    assert!(
+        err.contains("cannot listen") && err.contains("--listen"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -58,7 +64,13 @@ fn serves_and_exits_cleanly_on_sigterm() {
         l.local_addr().unwrap().port()
     };
     let mut child = jobcast()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -73,7 +85,8 @@ fn serves_and_exits_cleanly_on_sigterm() {
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             use std::io::{Read, Write};
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
             let mut resp = String::new();
             s.read_to_string(&mut resp).unwrap();
             assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -88,7 +101,10 @@ fn serves_and_exits_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("shutdown complete")), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("shutdown complete")),
+        "{rest:?}"
+    );
 }
 
 unsafe extern "C" {

@@ -248,6 +248,8 @@ async fn malformed_ids_are_bad_requests() {
         format!("/dev/@connections/{}", "A".repeat(129)),
         "/dev/@connections/abc%253D".to_string(),
         "/dev/@connections/a-b".to_string(),
+        "/dev/@connections/".to_string(),
+        "/@connections/".to_string(),
     ] {
         let res = srv
             .http
@@ -346,13 +348,25 @@ async fn rate_limit_answers_typed_limit_exceeded() {
     let id = srv.connection_id(&mut c).await;
     let mut limited = 0;
     for _ in 0..20 {
-        match api.post_to_connection().connection_id(&id).data(Blob::new("x")).send().await {
+        match api
+            .post_to_connection()
+            .connection_id(&id)
+            .data(Blob::new("x"))
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e) => {
-                assert!(matches!(e.into_service_error(), PostToConnectionError::LimitExceededException(_)));
+                assert!(matches!(
+                    e.into_service_error(),
+                    PostToConnectionError::LimitExceededException(_)
+                ));
                 limited += 1;
             }
         }
     }
-    assert!(limited >= 10, "only {limited} of 20 rapid posts were limited");
+    assert!(
+        limited >= 10,
+        "only {limited} of 20 rapid posts were limited"
+    );
 }

@@ -129,7 +129,9 @@ impl Gateway {
         Ok(Gateway {
             listener,
             shared: Arc::new(Shared {
-                management_limit: config.management_rate_limit.map(ratelimit::TokenBucket::new),
+                management_limit: config
+                    .management_rate_limit
+                    .map(ratelimit::TokenBucket::new),
                 config,
                 deps,
                 registry,

@@ -174,7 +174,9 @@ impl Registry {
     pub fn close_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
         for entry in self.conns.iter() {
-            entry.value().request_close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);
+            entry
+                .value()
+                .request_close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);
         }
     }
 }

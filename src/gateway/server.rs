@@ -165,6 +165,9 @@ async fn route(
         }
         [s, "@connections", id] if *s == stage => connections(&shared, req, id).await,
         ["@connections", id] => connections(&shared, req, id).await,
+        // An empty connection id: the management API's 400, not a 404.
+        [s, "@connections"] if *s == stage => connections(&shared, req, "").await,
+        ["@connections"] => connections(&shared, req, "").await,
         [s, "@connections", _] => {
             tracing::warn!(
                 stage = s,

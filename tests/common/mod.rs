@@ -285,7 +285,11 @@ impl RawWs {
 
 /// A management API client from the real AWS SDK, pointed at the server.
 pub async fn sdk(endpoint: String) -> aws_sdk_apigatewaymanagement::Client {
-    sdk_with(endpoint, aws_sdk_apigatewaymanagement::config::retry::RetryConfig::standard()).await
+    sdk_with(
+        endpoint,
+        aws_sdk_apigatewaymanagement::config::retry::RetryConfig::standard(),
+    )
+    .await
 }
 
 /// A management client with the given retry policy.
