@@ -68,62 +68,26 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, v: u64| {
+        #[rustfmt::skip]
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            ("jobcast_connects_total", "WebSocket connections accepted by $connect.", &self.connects_total),
+            ("jobcast_connects_refused_total", "WebSocket handshakes refused (auth, limits, bad requests).", &self.connects_refused_total),
+            ("jobcast_disconnects_total", "$disconnect events run.", &self.disconnects_total),
+            ("jobcast_messages_in_total", "Messages received from WebSocket clients.", &self.messages_in_total),
+            ("jobcast_messages_out_total", "Messages written to WebSocket clients.", &self.messages_out_total),
+            ("jobcast_slow_consumer_closes_total", "Connections closed because their outbound queue was full.", &self.slow_consumer_closes_total),
+            ("jobcast_publish_delivered_total", "Progress messages delivered by the publisher.", &self.publish_delivered_total),
+            ("jobcast_publish_gone_total", "Publisher posts answered 410 (subscription deleted).", &self.publish_gone_total),
+            ("jobcast_publish_retries_total", "Publisher posts retried after 429 or 5xx.", &self.publish_retries_total),
+            ("jobcast_publish_failed_total", "Publisher posts that failed for good.", &self.publish_failed_total),
+        ];
+        for (name, help, c) in counters {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                get(c)
             );
-        };
-        counter(
-            "jobcast_connects_total",
-            "WebSocket connections accepted by $connect.",
-            get(&self.connects_total),
-        );
-        counter(
-            "jobcast_connects_refused_total",
-            "WebSocket handshakes refused (auth, limits, bad requests).",
-            get(&self.connects_refused_total),
-        );
-        counter(
-            "jobcast_disconnects_total",
-            "$disconnect events run.",
-            get(&self.disconnects_total),
-        );
-        counter(
-            "jobcast_messages_in_total",
-            "Messages received from WebSocket clients.",
-            get(&self.messages_in_total),
-        );
-        counter(
-            "jobcast_messages_out_total",
-            "Messages written to WebSocket clients.",
-            get(&self.messages_out_total),
-        );
-        counter(
-            "jobcast_slow_consumer_closes_total",
-            "Connections closed because their outbound queue was full.",
-            get(&self.slow_consumer_closes_total),
-        );
-        counter(
-            "jobcast_publish_delivered_total",
-            "Progress messages delivered by the publisher.",
-            get(&self.publish_delivered_total),
-        );
-        counter(
-            "jobcast_publish_gone_total",
-            "Publisher posts answered 410 (subscription deleted).",
-            get(&self.publish_gone_total),
-        );
-        counter(
-            "jobcast_publish_retries_total",
-            "Publisher posts retried after 429 or 5xx.",
-            get(&self.publish_retries_total),
-        );
-        counter(
-            "jobcast_publish_failed_total",
-            "Publisher posts that failed for good.",
-            get(&self.publish_failed_total),
-        );
+        }
         let _ = writeln!(
             out,
             "# HELP jobcast_connections_open WebSocket connections open now.\n# TYPE jobcast_connections_open gauge\njobcast_connections_open {}",

@@ -12,26 +12,30 @@ use common::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
+type Api = aws_sdk_apigatewaymanagement::Client;
+
+/// One PostToConnection call, its typed error unwrapped.
+async fn post(api: &Api, id: &str, data: impl Into<Vec<u8>>) -> Result<(), PostToConnectionError> {
+    api.post_to_connection()
+        .connection_id(id)
+        .data(Blob::new(data.into()))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.into_service_error())
+}
+
 #[tokio::test]
 async fn post_delivers_text_and_binary() {
     let srv = start().await;
     let api = sdk(srv.url("/dev")).await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
-    api.post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new(r#"{"hello":"world"}"#))
-        .send()
-        .await
-        .expect("post");
+    let (mut c, id) = srv.connected().await;
+    post(&api, &id, r#"{"hello":"world"}"#).await.expect("post");
     assert_eq!(
         next_json(&mut c).await,
         serde_json::json!({"hello": "world"})
     );
-    api.post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new(vec![0xff, 0x00, 0xfe]))
-        .send()
+    post(&api, &id, vec![0xff, 0x00, 0xfe])
         .await
         .expect("post binary");
     let m = tokio::time::timeout(WAIT, c.next())
@@ -58,6 +62,7 @@ async fn unknown_connection_is_a_typed_gone_exception() {
         .send()
         .await
         .unwrap_err();
+    // The raw SDK error is a service error, not a transport or parse failure.
     match err {
         SdkError::ServiceError(e) => {
             assert!(matches!(e.err(), PostToConnectionError::GoneException(_)))
@@ -90,12 +95,8 @@ async fn unknown_connection_is_a_typed_gone_exception() {
 async fn payload_limit_is_131072_bytes() {
     let srv = start().await;
     let api = sdk(srv.url("/dev")).await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
-    api.post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new("a".repeat(131072)))
-        .send()
+    let (mut c, id) = srv.connected().await;
+    post(&api, &id, "a".repeat(131072))
         .await
         .expect("exactly 128 KiB is accepted");
     match tokio::time::timeout(WAIT, c.next())
@@ -107,15 +108,9 @@ async fn payload_limit_is_131072_bytes() {
         Message::Text(t) => assert_eq!(t.len(), 131072),
         other => panic!("{other:?}"),
     }
-    let err = api
-        .post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new("a".repeat(131073)))
-        .send()
-        .await
-        .unwrap_err();
+    let err = post(&api, &id, "a".repeat(131073)).await.unwrap_err();
     assert!(matches!(
-        err.into_service_error(),
+        err,
         PostToConnectionError::PayloadTooLargeException(_)
     ));
     // The connection is unaffected.
@@ -126,8 +121,7 @@ async fn payload_limit_is_131072_bytes() {
 async fn get_connection_is_parsed_by_the_sdk() {
     let srv = start().await;
     let api = sdk(srv.url("/dev")).await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (_c, id) = srv.connected().await;
     let out = api
         .get_connection()
         .connection_id(&id)
@@ -149,42 +143,25 @@ async fn get_connection_is_parsed_by_the_sdk() {
 async fn delete_closes_with_1000_and_runs_disconnect() {
     let mut srv = start().await;
     let api = sdk(srv.url("/dev")).await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (mut c, id) = srv.connected().await;
     api.delete_connection()
         .connection_id(&id)
         .send()
         .await
         .expect("delete");
     assert_eq!(close_code(&mut c).await, 1000);
-    let e = srv.disconnect_of(&id).await;
-    assert_eq!(e.request_context.disconnect_status_code, Some(1000));
+    srv.expect_disconnect(&id, 1000, "management API").await;
     // Now gone for every verb.
-    let err = api
-        .post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new("x"))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        err.into_service_error(),
-        PostToConnectionError::GoneException(_)
-    ));
+    let err = post(&api, &id, "x").await.unwrap_err();
+    assert!(matches!(err, PostToConnectionError::GoneException(_)));
 }
 
 #[tokio::test]
 async fn custom_domain_path_without_stage() {
     let srv = start().await;
     let api = sdk(srv.url("")).await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
-    api.post_to_connection()
-        .connection_id(&id)
-        .data(Blob::new("via custom domain"))
-        .send()
-        .await
-        .expect("post");
+    let (mut c, id) = srv.connected().await;
+    post(&api, &id, "via custom domain").await.expect("post");
     match tokio::time::timeout(WAIT, c.next())
         .await
         .unwrap()
@@ -200,8 +177,7 @@ async fn custom_domain_path_without_stage() {
 async fn many_posts_arrive_in_order() {
     let srv = start().await;
     let api = sdk(srv.url("/dev")).await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (mut c, id) = srv.connected().await;
     let n = 500;
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
@@ -218,12 +194,7 @@ async fn many_posts_arrive_in_order() {
         got
     });
     for i in 0..n {
-        api.post_to_connection()
-            .connection_id(&id)
-            .data(Blob::new(i.to_string()))
-            .send()
-            .await
-            .expect("post");
+        post(&api, &id, i.to_string()).await.expect("post");
     }
     let got = reader.await.unwrap();
     assert_eq!(got, (0..n).collect::<Vec<_>>());
@@ -234,14 +205,8 @@ async fn malformed_ids_are_bad_requests() {
     let srv = start().await;
     let api = sdk(srv.url("/dev")).await;
     // The SDK percent-encodes the space; decoded once, it is not base64.
-    let err = api
-        .post_to_connection()
-        .connection_id("not valid")
-        .data(Blob::new("x"))
-        .send()
-        .await
-        .unwrap_err();
-    let e = err.into_service_error();
+    let err = post(&api, "not valid", "x").await.unwrap_err();
+    let e = err;
     assert_eq!(e.code(), Some("BadRequestException"));
     assert_eq!(e.message(), Some("Invalid connectionId"));
     for path in [
@@ -291,37 +256,23 @@ async fn wrong_method_and_wrong_stage() {
 async fn slow_consumer_is_closed_and_others_keep_receiving() {
     let srv = start_with(|c| c.outbound_queue = 8).await;
     let api = sdk(srv.url("/dev")).await;
-    let mut slow = srv.connect().await;
-    let slow_id = srv.connection_id(&mut slow).await;
-    let mut ok = srv.connect().await;
-    let ok_id = srv.connection_id(&mut ok).await;
+    let (_slow, slow_id) = srv.connected().await;
+    let (mut ok, ok_id) = srv.connected().await;
     // Never read from `slow`; big posts fill its socket buffers and then its queue.
     let big = "s".repeat(120_000);
     let mut gone = false;
     for _ in 0..2000 {
-        match api
-            .post_to_connection()
-            .connection_id(&slow_id)
-            .data(Blob::new(big.clone()))
-            .send()
-            .await
-        {
+        match post(&api, &slow_id, big.clone()).await {
             Ok(_) => {}
             Err(e) => {
-                assert!(matches!(
-                    e.into_service_error(),
-                    PostToConnectionError::GoneException(_)
-                ));
+                assert!(matches!(e, PostToConnectionError::GoneException(_)));
                 gone = true;
                 break;
             }
         }
     }
     assert!(gone, "a client that never reads must be cut off");
-    api.post_to_connection()
-        .connection_id(&ok_id)
-        .data(Blob::new("still here"))
-        .send()
+    post(&api, &ok_id, "still here")
         .await
         .expect("healthy client unaffected");
     match tokio::time::timeout(WAIT, ok.next())
@@ -344,21 +295,14 @@ async fn rate_limit_answers_typed_limit_exceeded() {
         aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled(),
     )
     .await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (_c, id) = srv.connected().await;
     let mut limited = 0;
     for _ in 0..20 {
-        match api
-            .post_to_connection()
-            .connection_id(&id)
-            .data(Blob::new("x"))
-            .send()
-            .await
-        {
+        match post(&api, &id, "x").await {
             Ok(_) => {}
             Err(e) => {
                 assert!(matches!(
-                    e.into_service_error(),
+                    e,
                     PostToConnectionError::LimitExceededException(_)
                 ));
                 limited += 1;

@@ -21,8 +21,7 @@ async fn handshake_status(url: &str) -> u16 {
 #[tokio::test]
 async fn ping_answers_with_the_connection_id() {
     let srv = start().await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (_c, id) = srv.connected().await;
     assert_eq!(id.len(), 16);
     assert!(id.ends_with('='));
 }
@@ -143,8 +142,7 @@ async fn subscribe_replies_with_snapshot_and_receives_updates() {
 async fn subscribe_with_wrong_token_or_unknown_job_records_nothing() {
     let srv = start().await;
     let job = srv.create_job(json!({"steps": 1, "stepMs": 0})).await;
-    let mut c = srv.connect().await;
-    let conn = srv.connection_id(&mut c).await;
+    let (mut c, conn) = srv.connected().await;
     send_json(
         &mut c,
         json!({"action": "subscribe", "jobId": job["jobId"], "token": "1.AAAA"}),
@@ -221,12 +219,10 @@ async fn unsubscribe_and_sync() {
 #[tokio::test]
 async fn binary_frame_closes_with_1003() {
     let mut srv = start().await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (mut c, id) = srv.connected().await;
     c.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(close_code(&mut c).await, 1003);
-    let e = srv.disconnect_of(&id).await;
-    assert_eq!(e.request_context.disconnect_status_code, Some(1003));
+    srv.expect_disconnect(&id, 1003, "binary").await;
 }
 
 #[tokio::test]
@@ -288,17 +284,9 @@ async fn max_connections_answers_429() {
 #[tokio::test]
 async fn idle_timeout_closes_with_1001() {
     let mut srv = start_with(|c| c.idle_timeout = Duration::from_millis(600)).await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (mut c, id) = srv.connected().await;
     assert_eq!(close_code(&mut c).await, 1001);
-    let e = srv.disconnect_of(&id).await;
-    assert_eq!(e.request_context.disconnect_status_code, Some(1001));
-    assert!(
-        e.request_context
-            .disconnect_reason
-            .unwrap()
-            .contains("idle")
-    );
+    srv.expect_disconnect(&id, 1001, "idle").await;
 }
 
 #[tokio::test]
@@ -308,8 +296,7 @@ async fn activity_defers_idle_but_lifetime_still_ends_the_connection() {
         c.max_lifetime = Duration::from_millis(2500);
     })
     .await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (mut c, id) = srv.connected().await;
     let started = std::time::Instant::now();
     // Pinging every 300 ms keeps the connection past its idle timeout.
     let code = loop {
@@ -331,14 +318,7 @@ async fn activity_defers_idle_but_lifetime_still_ends_the_connection() {
         }
     };
     assert!(started.elapsed() >= Duration::from_millis(2000));
-    let e = srv.disconnect_of(&id).await;
-    assert_eq!(e.request_context.disconnect_status_code, Some(1001));
-    assert!(
-        e.request_context
-            .disconnect_reason
-            .unwrap()
-            .contains("lifetime")
-    );
+    srv.expect_disconnect(&id, 1001, "lifetime").await;
     assert!(code == 1001 || code == 0);
 }
 
@@ -392,9 +372,7 @@ async fn client_close_runs_disconnect_once_with_its_code() {
 #[tokio::test]
 async fn abrupt_tcp_drop_runs_disconnect_with_1006() {
     let mut srv = start().await;
-    let mut c = srv.connect().await;
-    let id = srv.connection_id(&mut c).await;
+    let (c, id) = srv.connected().await;
     drop(c);
-    let e = srv.disconnect_of(&id).await;
-    assert_eq!(e.request_context.disconnect_status_code, Some(1006));
+    srv.expect_disconnect(&id, 1006, "").await;
 }

@@ -149,15 +149,7 @@ pub async fn message(
         }
         ClientAction::Unsubscribe { job_id } => {
             if let Err(e) = deps.store.unsubscribe(&job_id, &conn).await {
-                tracing::error!(error = %e, "unsubscribe failed");
-                reply_error(
-                    deps,
-                    &conn,
-                    ErrorCode::Internal,
-                    Some(&job_id),
-                    "store unavailable",
-                )
-                .await;
+                reply_unavailable(deps, &conn, Some(&job_id), &e).await;
             } else {
                 reply(deps, &conn, ServerMessage::Unsubscribed { job_id: &job_id }).await;
             }
@@ -179,15 +171,7 @@ async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateT
     // Record first, read second: an update published in between is either
     // in the snapshot read below or delivered to the new subscription.
     if let Err(e) = deps.store.subscribe(job_id, conn, at).await {
-        tracing::error!(error = %e, "subscribe failed");
-        reply_error(
-            deps,
-            conn,
-            ErrorCode::Internal,
-            Some(job_id),
-            "store unavailable",
-        )
-        .await;
+        reply_unavailable(deps, conn, Some(job_id), &e).await;
         return;
     }
     match deps.store.get_job(job_id).await {
@@ -204,15 +188,7 @@ async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateT
             .await;
         }
         Err(e) => {
-            tracing::error!(error = %e, "reading job failed");
-            reply_error(
-                deps,
-                conn,
-                ErrorCode::Internal,
-                Some(job_id),
-                "store unavailable",
-            )
-            .await;
+            reply_unavailable(deps, conn, Some(job_id), &e).await;
         }
     }
 }
@@ -221,8 +197,7 @@ async fn sync(deps: &Deps, conn: &str) {
     let jobs = match deps.store.connection_jobs(conn).await {
         Ok(j) => j,
         Err(e) => {
-            tracing::error!(error = %e, "sync failed");
-            reply_error(deps, conn, ErrorCode::Internal, None, "store unavailable").await;
+            reply_unavailable(deps, conn, None, &e).await;
             return;
         }
     };
@@ -233,18 +208,21 @@ async fn sync(deps: &Deps, conn: &str) {
                 let _ = deps.store.unsubscribe(&job_id, conn).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "sync failed");
-                reply_error(
-                    deps,
-                    conn,
-                    ErrorCode::Internal,
-                    Some(&job_id),
-                    "store unavailable",
-                )
-                .await;
+                reply_unavailable(deps, conn, Some(&job_id), &e).await;
             }
         }
     }
+}
+
+/// Logs a store failure and tells the client, without closing its connection.
+async fn reply_unavailable(
+    deps: &Deps,
+    conn: &str,
+    job_id: Option<&str>,
+    error: &crate::store::StoreError,
+) {
+    tracing::error!(connection_id = conn, job_id, %error, "store failed");
+    reply_error(deps, conn, ErrorCode::Internal, job_id, "store unavailable").await;
 }
 
 async fn reply(deps: &Deps, conn: &str, msg: ServerMessage<'_>) {

@@ -107,6 +107,24 @@ impl TestServer {
         connect_async(self.ws_url("")).await.expect("connect").0
     }
 
+    /// A client with no job, and its connection id.
+    pub async fn connected(&self) -> (Client, String) {
+        let mut c = self.connect().await;
+        let id = self.connection_id(&mut c).await;
+        (c, id)
+    }
+
+    /// Waits for a connection's `$disconnect` and checks its code and reason.
+    pub async fn expect_disconnect(&mut self, connection_id: &str, code: i64, reason_has: &str) {
+        let e = self.disconnect_of(connection_id).await;
+        assert_eq!(e.request_context.disconnect_status_code, Some(code));
+        let reason = e.request_context.disconnect_reason.unwrap_or_default();
+        assert!(
+            reason.contains(reason_has),
+            "reason {reason:?} lacks {reason_has:?}"
+        );
+    }
+
     /// The connection id of a client, learned with a ping.
     pub async fn connection_id(&self, c: &mut Client) -> String {
         send_json(c, serde_json::json!({"action": "ping"})).await;
