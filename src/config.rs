@@ -130,6 +130,10 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_TOKEN_TTL", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub token_ttl: Duration,
 
+    /// How long a job and an idempotency key are kept after their last update.
+    #[arg(long, env = "JOBCAST_RETENTION", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub retention: Duration,
+
     /// Public base URL of the jobs API used in statusUrl (default: from the Host header).
     #[arg(long, env = "JOBCAST_PUBLIC_URL", value_parser = parse_base_url, value_name = "URL")]
     pub public_url: Option<String>,

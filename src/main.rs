@@ -78,7 +78,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     log_relaxations(&config);
     let listen = config.listen;
     let stage = config.stage.clone();
-    let gateway = Gateway::bind(config, Arc::new(MemoryStore::new()), tokens)
+    let store = Arc::new(MemoryStore::new());
+    store.spawn_sweeper(args.retention, std::time::Duration::from_secs(60));
+    let gateway = Gateway::bind(config, store, tokens)
         .await
         .map_err(|e| {
             format!(

@@ -9,18 +9,54 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use std::collections::HashSet;
 
-/// The `memory` store: state lives as long as the process.
+/// The `memory` store: state lives as long as the process, and jobs and
+/// idempotency keys untouched for longer than the retention are swept, as
+/// DynamoDB's TTL removes them.
 #[derive(Default)]
 pub struct MemoryStore {
     jobs: DashMap<String, JobRecord>,
     by_job: DashMap<String, HashSet<String>>,
     by_connection: DashMap<String, HashSet<String>>,
-    idempotency: DashMap<String, IdempotencyRecord>,
+    idempotency: DashMap<String, (IdempotencyRecord, DateTime<Utc>)>,
 }
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Removes jobs not updated since `now - retention` and idempotency keys
+    /// older than that. Returns how many entries went.
+    pub fn sweep(&self, now: DateTime<Utc>, retention: std::time::Duration) -> usize {
+        let Ok(retention) = chrono::Duration::from_std(retention) else {
+            return 0;
+        };
+        let cutoff = now - retention;
+        let before = self.jobs.len() + self.idempotency.len();
+        self.jobs.retain(|_, j| j.snapshot.updated_at >= cutoff);
+        self.idempotency.retain(|_, (_, at)| *at >= cutoff);
+        before - (self.jobs.len() + self.idempotency.len())
+    }
+
+    /// Sweeps every `every` on the current runtime, for as long as the store lives.
+    pub fn spawn_sweeper(
+        self: &std::sync::Arc<Self>,
+        retention: std::time::Duration,
+        every: std::time::Duration,
+    ) {
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { break };
+                let n = store.sweep(Utc::now(), retention);
+                if n > 0 {
+                    tracing::debug!(removed = n, "swept expired jobs and idempotency keys");
+                }
+            }
+        });
     }
 }
 
@@ -127,9 +163,9 @@ impl Store for MemoryStore {
         record: IdempotencyRecord,
     ) -> Result<IdempotencyOutcome, StoreError> {
         match self.idempotency.entry(key.to_string()) {
-            Entry::Occupied(e) => Ok(IdempotencyOutcome::Existing(e.get().clone())),
+            Entry::Occupied(e) => Ok(IdempotencyOutcome::Existing(e.get().0.clone())),
             Entry::Vacant(e) => {
-                e.insert(record);
+                e.insert((record, Utc::now()));
                 Ok(IdempotencyOutcome::Recorded)
             }
         }
@@ -144,4 +180,39 @@ fn remove_pair(map: &DashMap<String, HashSet<String>>, key: &str, member: &str) 
         set.is_empty()
     });
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Snapshot, Status};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn sweep_removes_what_retention_has_passed() {
+        let store = MemoryStore::new();
+        let old = Utc::now() - chrono::Duration::hours(25);
+        let job = |id: &str, at| JobRecord {
+            snapshot: Snapshot {
+                job_id: id.into(),
+                seq: 1,
+                status: Status::Queued,
+                percent: 0.0,
+                message: None,
+                result: None,
+                error: None,
+                updated_at: at,
+            },
+            kind: "demo".into(),
+            input: serde_json::Value::Null,
+            callback_url: None,
+            created_at: at,
+            cancel_requested: false,
+        };
+        store.create_job(job("old", old)).await.unwrap();
+        store.create_job(job("new", Utc::now())).await.unwrap();
+        assert_eq!(store.sweep(Utc::now(), Duration::from_secs(24 * 3600)), 1);
+        assert!(store.get_job("old").await.unwrap().is_none());
+        assert!(store.get_job("new").await.unwrap().is_some());
+    }
 }
