@@ -3,6 +3,7 @@
 
 use crate::gateway::GatewayConfig;
 use crate::publish::PublishOptions;
+use crate::webhook::{AddressPolicy, WebhookOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,100 @@ pub struct Cli {
 pub enum Command {
     /// Run the local gateway (the default command).
     Serve(ServeArgs),
+    /// Report a job's progress: store the snapshot and push it to every subscriber.
+    Publish(PublishArgs),
+    /// Manage the DynamoDB table.
+    #[command(subcommand)]
+    Table(TableCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Create the table with its GSI1 index and TTL on `ttl` (does nothing if it exists).
+    Create(TableArgs),
+}
+
+/// Where the state lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// In this process; gone when it exits.
+    Memory,
+    /// A DynamoDB table (AWS or DynamoDB Local via AWS_ENDPOINT_URL_DYNAMODB).
+    Dynamodb,
+}
+
+/// The DynamoDB table to use.
+#[derive(Clone, Debug, Args)]
+pub struct TableArgs {
+    /// DynamoDB table name (endpoint and credentials come from the standard AWS
+    /// settings: AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION, AWS_PROFILE, ...).
+    #[arg(long, env = "JOBCAST_TABLE", default_value = "jobcast", value_parser = parse_table)]
+    pub table: String,
+
+    /// How long job state and idempotency keys are kept after their last update.
+    #[arg(long, env = "JOBCAST_RETENTION", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub retention: Duration,
+}
+
+/// Options of `jobcast publish`.
+#[derive(Clone, Debug, Args)]
+pub struct PublishArgs {
+    /// The job to update.
+    #[arg(long = "job", value_name = "JOB_ID")]
+    pub job_id: String,
+
+    /// New status: running, succeeded, failed or cancelled.
+    #[arg(long, value_parser = parse_update_status)]
+    pub status: crate::protocol::Status,
+
+    /// Percent done, 0 to 100; never lower than the job's current percent.
+    #[arg(long)]
+    pub percent: Option<f64>,
+
+    /// A short human-readable progress message.
+    #[arg(long)]
+    pub message: Option<String>,
+
+    /// The result, as JSON (with --status succeeded).
+    #[arg(long, value_parser = parse_json, conflicts_with = "error")]
+    pub result: Option<serde_json::Value>,
+
+    /// The error, as JSON {"code": "...", "message": "..."} (with --status failed).
+    #[arg(long, value_parser = parse_job_error)]
+    pub error: Option<crate::protocol::JobError>,
+
+    /// Management API endpoint, e.g. http://127.0.0.1:8080/dev or
+    /// https://{api-id}.execute-api.{region}.amazonaws.com/{stage}.
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI",
+        value_name = "URL"
+    )]
+    pub endpoint: String,
+
+    #[command(flatten)]
+    pub table: TableArgs,
+}
+
+fn parse_update_status(s: &str) -> Result<crate::protocol::Status, String> {
+    match crate::protocol::Status::parse(s) {
+        Some(crate::protocol::Status::Queued) | None => {
+            Err("expected running, succeeded, failed or cancelled".into())
+        }
+        Some(st) => Ok(st),
+    }
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| {
+        format!("not valid JSON ({e}); quote it for the shell, e.g. '{{\"rows\":42}}'")
+    })
+}
+
+fn parse_job_error(s: &str) -> Result<crate::protocol::JobError, String> {
+    serde_json::from_str(s).map_err(|_| {
+        "expected JSON like '{\"code\":\"timeout\",\"message\":\"took too long\"}'".to_string()
+    })
 }
 
 /// Log output format.
@@ -142,13 +237,61 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_WEBSOCKET_URL", value_parser = parse_base_url, value_name = "URL")]
     pub websocket_url: Option<String>,
 
-    /// Answer @connections with 429 LimitExceededException beyond this many requests per second.
-    #[arg(long, env = "JOBCAST_MANAGEMENT_RATE_LIMIT", value_parser = parse_positive::<u32>, value_name = "PER_SECOND")]
-    pub management_rate_limit: Option<u32>,
+    /// Answer @connections POSTs beyond this many per second with 429 LimitExceededException.
+    #[arg(long, env = "JOBCAST_LIMIT_POSTS_PER_SECOND", value_parser = parse_positive::<u32>, value_name = "PER_SECOND")]
+    pub limit_posts_per_second: Option<u32>,
+
+    /// Where jobs and subscriptions live.
+    #[arg(long, env = "JOBCAST_STORE", default_value = "memory", value_enum)]
+    pub store: StoreKind,
+
+    /// DynamoDB table for --store dynamodb.
+    #[arg(long, env = "JOBCAST_TABLE", default_value = "jobcast", value_parser = parse_table)]
+    pub table: String,
+
+    /// Job kinds accepted but run by workers outside this process (jobcast
+    /// publish, your own Lambda); comma-separated.
+    #[arg(long = "external-kind", env = "JOBCAST_EXTERNAL_KINDS", value_delimiter = ',', value_parser = parse_kind, value_name = "KIND")]
+    pub external_kinds: Vec<String>,
+
+    /// Posts in flight at once when fanning one update out to subscribers.
+    #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, value_name = "N")]
+    pub publish_concurrency: usize,
+
+    /// Let callbackUrl reach private addresses (10/8, 172.16/12, 192.168/16, fc00::/7).
+    /// Link-local and cloud metadata addresses are refused regardless.
+    #[arg(long, env = "JOBCAST_ALLOW_PRIVATE_CALLBACKS")]
+    pub allow_private_callbacks: bool,
 
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "JOBCAST_LOG_FORMAT", default_value = "pretty", value_enum)]
     pub log_format: LogFormat,
+}
+
+fn parse_table(s: &str) -> Result<String, String> {
+    let ok = (3..=255).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("a DynamoDB table name has 3 to 255 letters, digits, '_', '-' or '.'".into())
+    }
+}
+
+fn parse_kind(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "a job kind uses lowercase letters, digits, '-' and '_' (like video-encode), got '{s}'"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 impl ServeArgs {
@@ -169,8 +312,18 @@ impl ServeArgs {
             webhook_secret: std::env::var("JOBCAST_WEBHOOK_SECRET")
                 .ok()
                 .filter(|s| !s.is_empty()),
-            management_rate_limit: self.management_rate_limit,
-            publish: PublishOptions::default(),
+            webhook: WebhookOptions {
+                policy: AddressPolicy {
+                    allow_private: self.allow_private_callbacks,
+                },
+                ..WebhookOptions::default()
+            },
+            limit_posts_per_second: self.limit_posts_per_second,
+            external_kinds: self.external_kinds.clone(),
+            publish: PublishOptions {
+                concurrency: self.publish_concurrency,
+                ..PublishOptions::default()
+            },
         }
     }
 }

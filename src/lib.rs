@@ -6,6 +6,7 @@
 //! local API Gateway faithful enough that AWS SDK code works against it
 //! unchanged.
 
+pub mod aws;
 pub mod config;
 pub mod gateway;
 pub mod handlers;
@@ -15,3 +16,4 @@ pub mod publish;
 pub mod push;
 pub mod store;
 pub mod token;
+pub mod webhook;

@@ -1,11 +1,29 @@
 use clap::Parser;
-use jobcast::config::{Cli, Command, LogFormat, ServeArgs};
+use jobcast::config::{
+    Cli, Command, LogFormat, PublishArgs, ServeArgs, StoreKind, TableArgs, TableCommand,
+};
 use jobcast::gateway::{Gateway, GatewayConfig};
-use jobcast::store::MemoryStore;
+use jobcast::metrics::Metrics;
+use jobcast::protocol::ServerMessage;
+use jobcast::publish::{PublishOptions, Publisher};
+use jobcast::push::ManagementApiPusher;
+use jobcast::store::{DynamoStore, JobUpdate, MemoryStore, Store, StoreError, TableStatus};
 use jobcast::token::TokenKey;
+use jobcast::webhook::{WebhookOptions, Webhooks};
+use std::io::ErrorKind;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+
+/// Logs of one-shot commands go to stderr, so stdout stays machine-readable.
+fn init_cli_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -70,6 +88,24 @@ fn log_relaxations(config: &GatewayConfig) {
     }
 }
 
+async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
+    match args.store {
+        StoreKind::Memory => {
+            let store = Arc::new(MemoryStore::new());
+            store.spawn_sweeper(args.retention, Duration::from_secs(60));
+            Ok(store)
+        }
+        StoreKind::Dynamodb => {
+            let config = jobcast::aws::sdk_config().await;
+            let store =
+                DynamoStore::new(jobcast::aws::dynamodb(&config), &args.table, args.retention);
+            store.check().await.map_err(|e| e.to_string())?;
+            tracing::info!(table = %args.table, "using the DynamoDB store");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     init_tracing(args.log_format);
     let shutdown = shutdown_signal();
@@ -78,14 +114,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     log_relaxations(&config);
     let listen = config.listen;
     let stage = config.stage.clone();
-    let store = Arc::new(MemoryStore::new());
-    store.spawn_sweeper(args.retention, std::time::Duration::from_secs(60));
+    let store = open_store(&args).await?;
     let gateway = Gateway::bind(config, store, tokens)
         .await
-        .map_err(|e| {
-            format!(
+        .map_err(|e| match e.kind() {
+            ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable | ErrorKind::PermissionDenied => format!(
                 "cannot listen on {listen}: {e}; stop the other process or pick another address with --listen (or JOBCAST_LISTEN)"
-            )
+            ),
+            _ => format!("cannot start: {e}"),
         })?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("demo page:      http://{addr}/");
@@ -98,12 +134,115 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))
 }
 
+async fn table_create(args: TableArgs) -> Result<(), String> {
+    let config = jobcast::aws::sdk_config().await;
+    let store = DynamoStore::new(jobcast::aws::dynamodb(&config), &args.table, args.retention);
+    match store.ensure_table().await.map_err(|e| e.to_string())? {
+        TableStatus::Created => println!("created table {} (GSI1, TTL on ttl)", args.table),
+        TableStatus::AlreadyExisted => {
+            println!("table {} already exists; TTL on ttl is enabled", args.table)
+        }
+    }
+    Ok(())
+}
+
+async fn publish(args: PublishArgs) -> Result<(), String> {
+    let config = jobcast::aws::sdk_config().await;
+    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
+        jobcast::aws::dynamodb(&config),
+        &args.table.table,
+        args.table.retention,
+    ));
+    let pusher = Arc::new(ManagementApiPusher::new(&config, &args.endpoint));
+    let metrics = Arc::new(Metrics::new());
+    let publisher = Publisher::new(
+        Arc::clone(&store),
+        pusher,
+        Arc::clone(&metrics),
+        PublishOptions::default(),
+    );
+    let update = JobUpdate {
+        status: args.status,
+        percent: args.percent,
+        message: args.message,
+        result: args.result,
+        error: args.error,
+    };
+    let job_id = args.job_id.as_str();
+    let (job, report) = publisher
+        .publish(job_id, update)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => format!(
+                "job {job_id} not found in table {}; check --job and --table",
+                args.table.table
+            ),
+            StoreError::Terminal { status, .. } => format!(
+                "job {job_id} already ended {}; a finished job accepts no further update",
+                status.as_str()
+            ),
+            other => other.to_string(),
+        })?;
+    let failed: Vec<serde_json::Value> = report
+        .failed
+        .iter()
+        .map(|(c, e)| serde_json::json!({ "connectionId": c, "error": e.to_string() }))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "snapshot": serde_json::to_value(ServerMessage::Progress(&job.snapshot)).unwrap_or_default(),
+            "delivered": report.delivered,
+            "gone": report.gone,
+            "retried": report.retried,
+            "failed": failed,
+        })
+    );
+    if job.snapshot.status.is_terminal() && job.callback_url.is_some() {
+        match std::env::var("JOBCAST_WEBHOOK_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            Some(secret) => {
+                let webhooks = Webhooks::new(
+                    secret.into_bytes(),
+                    store,
+                    metrics,
+                    WebhookOptions::default(),
+                )?;
+                let status = webhooks.deliver(&job).await;
+                eprintln!("webhook: {status:?}");
+            }
+            None => eprintln!(
+                "warning: job {job_id} has a callbackUrl but JOBCAST_WEBHOOK_SECRET is not set: no webhook sent"
+            ),
+        }
+    }
+    if report.delivered == 0
+        && let Some((_, e)) = report.failed.iter().find(|(_, e)| e.is_retryable())
+    {
+        return Err(format!(
+            "stored seq {} but could not reach the management endpoint {}: {e}",
+            job.snapshot.seq, args.endpoint
+        ));
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Serve(args)) => serve(args).await,
         None => serve(cli.serve).await,
+        Some(Command::Publish(args)) => {
+            init_cli_tracing();
+            publish(args).await
+        }
+        Some(Command::Table(TableCommand::Create(args))) => {
+            init_cli_tracing();
+            table_create(args).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

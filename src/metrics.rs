@@ -22,6 +22,9 @@ pub struct Metrics {
     pub publish_gone_total: AtomicU64,
     pub publish_retries_total: AtomicU64,
     pub publish_failed_total: AtomicU64,
+    pub webhook_attempts_total: AtomicU64,
+    pub webhook_delivered_total: AtomicU64,
+    pub webhook_failed_total: AtomicU64,
     management: [[AtomicU64; MANAGEMENT_STATUSES.len() + 1]; MANAGEMENT_METHODS.len()],
     jobs: [AtomicU64; Status::ALL.len()],
 }
@@ -69,7 +72,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("jobcast_connects_total", "WebSocket connections accepted by $connect.", &self.connects_total),
             ("jobcast_connects_refused_total", "WebSocket handshakes refused (auth, limits, bad requests).", &self.connects_refused_total),
             ("jobcast_disconnects_total", "$disconnect events run.", &self.disconnects_total),
@@ -80,6 +83,9 @@ impl Metrics {
             ("jobcast_publish_gone_total", "Publisher posts answered 410 (subscription deleted).", &self.publish_gone_total),
             ("jobcast_publish_retries_total", "Publisher posts retried after 429 or 5xx.", &self.publish_retries_total),
             ("jobcast_publish_failed_total", "Publisher posts that failed for good.", &self.publish_failed_total),
+            ("jobcast_webhook_attempts_total", "Webhook delivery attempts.", &self.webhook_attempts_total),
+            ("jobcast_webhook_delivered_total", "Webhooks delivered (2xx).", &self.webhook_delivered_total),
+            ("jobcast_webhook_failed_total", "Webhooks that failed after every retry.", &self.webhook_failed_total),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(

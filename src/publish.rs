@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{ServerMessage, Snapshot};
 use crate::push::{Payload, PushError, Pusher};
 use crate::store::{JobRecord, JobUpdate, Store, StoreError};
+use crate::webhook::Webhooks;
 use futures_util::StreamExt;
 use futures_util::stream;
 use rand::Rng;
@@ -56,6 +57,7 @@ pub struct Publisher {
     pusher: Arc<dyn Pusher>,
     metrics: Arc<Metrics>,
     options: PublishOptions,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// Serializes a snapshot once into a payload shared by all its recipients.
@@ -89,7 +91,18 @@ impl Publisher {
             pusher,
             metrics,
             options,
+            webhooks: None,
         }
+    }
+
+    /// Delivers each terminal snapshot of a job with a `callbackUrl` through `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Publisher {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
+    pub fn webhooks(&self) -> Option<&Arc<Webhooks>> {
+        self.webhooks.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -111,6 +124,12 @@ impl Publisher {
             .update_job(job_id, update, chrono::Utc::now())
             .await?;
         self.metrics.job_entered(job.snapshot.status);
+        if job.snapshot.status.is_terminal()
+            && job.callback_url.is_some()
+            && let Some(w) = &self.webhooks
+        {
+            w.spawn_delivery(job.clone());
+        }
         let subscribers = self.store.subscribers(job_id).await?;
         let report = self
             .fan_out(job_id, subscribers, snapshot_payload(&job.snapshot))

@@ -289,7 +289,7 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
 
 #[tokio::test]
 async fn rate_limit_answers_typed_limit_exceeded() {
-    let srv = start_with(|c| c.management_rate_limit = Some(5)).await;
+    let srv = start_with(|c| c.limit_posts_per_second = Some(5)).await;
     let api = sdk_with(
         srv.url("/dev"),
         aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled(),

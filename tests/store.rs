@@ -25,6 +25,7 @@ fn new_job(id: &str) -> JobRecord {
         callback_url: None,
         created_at: Utc::now(),
         cancel_requested: false,
+        webhook: None,
     }
 }
 

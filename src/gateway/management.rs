@@ -83,15 +83,16 @@ async fn handle_inner(
     body: Incoming,
     content_length: Option<u64>,
 ) -> Result<HttpResponse, PushError> {
-    if let Some(limit) = &shared.management_limit
-        && !limit.try_acquire()
-    {
-        return Err(PushError::LimitExceeded);
-    }
     let registry = &shared.registry;
     match *method {
         Method::POST => {
             let id = decode_connection_id(raw_id)?;
+            // Like an account-level throttle in API Gateway (`--limit-posts-per-second`).
+            if let Some(limit) = &shared.post_limit
+                && !limit.try_acquire()
+            {
+                return Err(PushError::LimitExceeded);
+            }
             if content_length.is_some_and(|n| n > MAX_POST_BYTES as u64) {
                 return Err(PushError::PayloadTooLarge);
             }

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::publish::{PublishOptions, Publisher};
 use crate::store::Store;
 use crate::token::TokenKey;
+use crate::webhook::{WebhookOptions, Webhooks};
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -52,9 +53,14 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     pub public_url: Option<String>,
     pub websocket_url: Option<String>,
+    /// Secret that signs webhooks; a `callbackUrl` is refused without it.
     pub webhook_secret: Option<String>,
+    /// How webhooks are attempted, and which addresses they may reach.
+    pub webhook: WebhookOptions,
     /// `@connections` requests per second before 429 LimitExceededException (unlimited when unset).
-    pub management_rate_limit: Option<u32>,
+    pub limit_posts_per_second: Option<u32>,
+    /// Job kinds accepted for workers outside this process.
+    pub external_kinds: Vec<String>,
     pub publish: PublishOptions,
 }
 
@@ -73,7 +79,9 @@ impl Default for GatewayConfig {
             public_url: None,
             websocket_url: None,
             webhook_secret: None,
-            management_rate_limit: None,
+            webhook: WebhookOptions::default(),
+            limit_posts_per_second: None,
+            external_kinds: Vec::new(),
             publish: PublishOptions::default(),
         }
     }
@@ -85,7 +93,7 @@ pub(crate) struct Shared {
     pub deps: Deps,
     pub registry: Arc<Registry>,
     pub lifecycle: broadcast::Sender<ApiGatewayWebsocketProxyRequest>,
-    pub management_limit: Option<ratelimit::TokenBucket>,
+    pub post_limit: Option<ratelimit::TokenBucket>,
 }
 
 /// A bound, not yet running, local gateway.
@@ -105,12 +113,22 @@ impl Gateway {
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(Registry::new(config.max_connections, Arc::clone(&metrics)));
-        let publisher = Publisher::new(
+        let mut publisher = Publisher::new(
             Arc::clone(&store),
             registry.clone(),
             Arc::clone(&metrics),
             config.publish.clone(),
         );
+        if let Some(secret) = &config.webhook_secret {
+            let webhooks = Webhooks::new(
+                secret.as_bytes(),
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                config.webhook.clone(),
+            )
+            .map_err(std::io::Error::other)?;
+            publisher = publisher.with_webhooks(Arc::new(webhooks));
+        }
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
         let deps = Deps {
             store,
@@ -118,19 +136,19 @@ impl Gateway {
             tokens,
             queue: workers.queue(),
             metrics,
+            external_kinds: config.external_kinds.clone().into(),
             links: Links {
                 public_url: config.public_url.clone(),
                 websocket_url: config.websocket_url.clone(),
                 stage: config.stage.clone(),
             },
-            webhook_secret: config.webhook_secret.clone(),
         };
         let (lifecycle, _) = broadcast::channel(4096);
         Ok(Gateway {
             listener,
             shared: Arc::new(Shared {
-                management_limit: config
-                    .management_rate_limit
+                post_limit: config
+                    .limit_posts_per_second
                     .map(ratelimit::TokenBucket::new),
                 config,
                 deps,

@@ -24,6 +24,10 @@ pub struct LocalQueue {
 #[async_trait]
 impl JobQueue for LocalQueue {
     async fn enqueue(&self, job: &JobRecord) -> Result<(), QueueError> {
+        if !worker::KINDS.contains(&job.kind.as_str()) {
+            // An external kind: its worker reports through `jobcast publish` or the publisher.
+            return Ok(());
+        }
         self.cancels
             .insert(job.snapshot.job_id.clone(), CancellationToken::new());
         self.tx.try_send(job.clone()).map_err(|e| {

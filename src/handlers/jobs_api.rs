@@ -252,7 +252,8 @@ async fn create(
             "\"input\" must be a JSON object",
         ));
     }
-    worker::validate(&kind, &input).map_err(|m| Problem::new(400, "bad_input", m))?;
+    worker::validate(&kind, &input, &deps.external_kinds)
+        .map_err(|m| Problem::new(400, "bad_input", m))?;
     let callback_url = match obj.get("callbackUrl") {
         None | Some(Value::Null) => None,
         Some(Value::String(u)) => Some(u.clone()),
@@ -264,13 +265,17 @@ async fn create(
             ));
         }
     };
-    if callback_url.is_some() {
-        let detail = if deps.webhook_secret.is_none() {
-            "callbackUrl needs a signing secret: set JOBCAST_WEBHOOK_SECRET"
-        } else {
-            "callbackUrl delivery is not available in this build"
+    if let Some(url) = &callback_url {
+        let Some(webhooks) = deps.publisher.webhooks() else {
+            return Err(Problem::new(
+                400,
+                "webhooks_unavailable",
+                "callbackUrl needs a signing secret: set JOBCAST_WEBHOOK_SECRET",
+            ));
         };
-        return Err(Problem::new(400, "webhooks_unavailable", detail));
+        crate::webhook::check_callback_url(url, webhooks.policy())
+            .await
+            .map_err(|m| Problem::new(400, "bad_callback_url", m))?;
     }
 
     let idempotency_key = match header_str(&req.headers, "idempotency-key") {
@@ -352,6 +357,7 @@ async fn create(
         callback_url,
         created_at: now,
         cancel_requested: false,
+        webhook: None,
     };
     deps.store
         .create_job(record.clone())
@@ -382,7 +388,8 @@ fn accepted_response(job_id: &str, body: &Value) -> ApiGatewayV2httpResponse {
     r
 }
 
-/// The job as `GET /jobs/{id}` shows it: the progress message plus `createdAt`.
+/// The job as `GET /jobs/{id}` shows it (the progress message plus
+/// `createdAt`), without delivery bookkeeping: also the webhook body.
 pub fn job_view(job: &JobRecord) -> Value {
     let mut v: Value =
         serde_json::to_value(ServerMessage::Progress(&job.snapshot)).unwrap_or_else(|_| json!({}));
@@ -399,7 +406,14 @@ async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem>
         .await
         .map_err(store_problem)?
         .ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
-    let mut r = json_response(200, &job_view(&job));
+    let mut view = job_view(&job);
+    if let (Some(w), Value::Object(o)) = (&job.webhook, &mut view) {
+        o.insert(
+            "webhook".into(),
+            serde_json::to_value(w).unwrap_or(Value::Null),
+        );
+    }
+    let mut r = json_response(200, &view);
     if !job.snapshot.status.is_terminal() {
         r.headers
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

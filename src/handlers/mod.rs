@@ -56,8 +56,8 @@ pub struct Deps {
     pub queue: Arc<dyn JobQueue>,
     pub metrics: Arc<Metrics>,
     pub links: Links,
-    /// Secret that signs webhooks; a `callbackUrl` is refused without it.
-    pub webhook_secret: Option<String>,
+    /// Kinds accepted for workers outside this process (besides the built-in ones).
+    pub external_kinds: Arc<[String]>,
 }
 
 /// Seconds since the Unix epoch, now.

@@ -68,14 +68,23 @@ impl Default for DemoInput {
     }
 }
 
-/// Checks a job's kind and input before it is accepted.
-pub fn validate(kind: &str, input: &Value) -> Result<(), String> {
+/// Checks a job's kind and input before it is accepted. `external` kinds
+/// are run elsewhere, so their input is theirs to judge.
+pub fn validate(kind: &str, input: &Value, external: &[String]) -> Result<(), String> {
     match kind {
         "demo" => DemoInput::parse(input).map(|_| ()),
-        other => Err(format!(
-            "unknown job kind '{other}'; this server runs: {}",
-            KINDS.join(", ")
-        )),
+        k if external.iter().any(|e| e == k) => Ok(()),
+        other => {
+            let known: Vec<&str> = KINDS
+                .iter()
+                .copied()
+                .chain(external.iter().map(String::as_str))
+                .collect();
+            Err(format!(
+                "unknown job kind '{other}'; this server accepts: {}",
+                known.join(", ")
+            ))
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! In-process store on sharded maps: no global lock on the message path.
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Store, StoreError, apply_update,
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Store, StoreError, WebhookState,
+    apply_update,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -157,6 +158,15 @@ impl Store for MemoryStore {
         Ok(jobs.len())
     }
 
+    async fn set_webhook(&self, job_id: &str, state: WebhookState) -> Result<(), StoreError> {
+        let mut job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| StoreError::NotFound(job_id.to_string()))?;
+        job.webhook = Some(state);
+        Ok(())
+    }
+
     async fn put_idempotency(
         &self,
         key: &str,
@@ -208,6 +218,7 @@ mod tests {
             callback_url: None,
             created_at: at,
             cancel_requested: false,
+            webhook: None,
         };
         store.create_job(job("old", old)).await.unwrap();
         store.create_job(job("new", Utc::now())).await.unwrap();

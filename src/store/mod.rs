@@ -2,8 +2,10 @@
 //! connections follow which job, and idempotency keys. `MemoryStore` serves
 //! `jobcast serve`; a DynamoDB store with the same semantics backs Lambda.
 
+mod dynamo;
 mod memory;
 
+pub use dynamo::{DynamoStore, TableStatus};
 pub use memory::MemoryStore;
 
 use crate::protocol::{JobError, Snapshot, Status};
@@ -21,6 +23,33 @@ pub struct JobRecord {
     pub created_at: DateTime<Utc>,
     /// Set by `DELETE /jobs/{id}`; the worker ends the job `cancelled` when it sees it.
     pub cancel_requested: bool,
+    /// Delivery state of the `callbackUrl` webhook, once there is one.
+    pub webhook: Option<WebhookState>,
+}
+
+/// Where delivery of a job's webhook stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookStatus {
+    /// Attempts are under way (or waiting for a retry).
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed; nothing more will be tried.
+    Failed,
+}
+
+/// Bookkeeping of a webhook delivery, shown by `GET /jobs/{id}`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookState {
+    pub status: WebhookStatus,
+    pub attempts: u32,
+    /// HTTP status of the last answer, if the receiver answered at all.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    #[serde(with = "crate::protocol::rfc3339_serde")]
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A change to a job. `seq` is always the stored one plus one; fields left
@@ -120,12 +149,40 @@ pub trait Store: Send + Sync + 'static {
     async fn connection_jobs(&self, connection_id: &str) -> Result<Vec<String>, StoreError>;
     /// Removes every subscription of a connection; returns how many there were.
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError>;
+    /// Records the webhook delivery state of a job (no seq change).
+    async fn set_webhook(&self, job_id: &str, state: WebhookState) -> Result<(), StoreError>;
     /// Binds an idempotency key to a record unless it is bound already.
     async fn put_idempotency(
         &self,
         key: &str,
         record: IdempotencyRecord,
     ) -> Result<IdempotencyOutcome, StoreError>;
+}
+
+/// Checks what an update can be judged on without the stored job.
+pub fn validate_update(update: &JobUpdate) -> Result<(), StoreError> {
+    if update.status == Status::Queued {
+        return Err(StoreError::InvalidUpdate(
+            "a job cannot go back to queued".into(),
+        ));
+    }
+    if let Some(p) = update.percent
+        && (!p.is_finite() || !(0.0..=100.0).contains(&p))
+    {
+        return Err(StoreError::InvalidUpdate(format!(
+            "percent must be between 0 and 100, got {p}"
+        )));
+    }
+    Ok(())
+}
+
+/// The percent an update leaves: `succeeded` is always 100.
+pub fn effective_percent(update: &JobUpdate) -> Option<f64> {
+    if update.status == Status::Succeeded {
+        Some(100.0)
+    } else {
+        update.percent
+    }
 }
 
 /// Applies `update` to `job` in place, enforcing the invariants every store
@@ -135,6 +192,7 @@ pub fn apply_update(
     update: JobUpdate,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    validate_update(&update)?;
     let snap = &mut job.snapshot;
     if snap.status.is_terminal() {
         return Err(StoreError::Terminal {
@@ -142,29 +200,13 @@ pub fn apply_update(
             status: snap.status,
         });
     }
-    if update.status == Status::Queued {
-        return Err(StoreError::InvalidUpdate(
-            "a job cannot go back to queued".into(),
-        ));
-    }
-    let mut percent = match update.percent {
-        Some(p) if !p.is_finite() || !(0.0..=100.0).contains(&p) => {
-            return Err(StoreError::InvalidUpdate(format!(
-                "percent must be between 0 and 100, got {p}"
-            )));
-        }
-        Some(p) if p < snap.percent => {
-            return Err(StoreError::PercentBackwards {
-                job_id: snap.job_id.clone(),
-                current: snap.percent,
-                requested: p,
-            });
-        }
-        Some(p) => p,
-        None => snap.percent,
-    };
-    if update.status == Status::Succeeded {
-        percent = 100.0;
+    let percent = effective_percent(&update).unwrap_or(snap.percent);
+    if percent < snap.percent {
+        return Err(StoreError::PercentBackwards {
+            job_id: snap.job_id.clone(),
+            current: snap.percent,
+            requested: percent,
+        });
     }
     snap.seq += 1;
     snap.status = update.status;

@@ -91,3 +91,7 @@ pub trait Pusher: Send + Sync + 'static {
     /// Closes a connection (code 1000); its `$disconnect` runs.
     async fn delete(&self, connection_id: &str) -> Result<(), PushError>;
 }
+
+mod management_api;
+
+pub use management_api::ManagementApiPusher;
