@@ -15,6 +15,11 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "DynamoDB Local"
+eval "$(scripts/dynamodb-local.sh start)"
+trap 'scripts/dynamodb-local.sh stop' EXIT
+echo "running at $JOBCAST_TEST_DYNAMODB"
+
 step "tests"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt
 # A run that executed no test is a failure, not a pass.

@@ -1,9 +1,13 @@
-//! Store semantics every backend must share, run against `MemoryStore`.
+//! Store semantics every backend must share: the same suite runs against
+//! `MemoryStore` and against `DynamoStore` on DynamoDB Local.
+
+mod common;
 
 use chrono::Utc;
 use jobcast::protocol::{Snapshot, Status};
 use jobcast::store::{
     IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, MemoryStore, Store, StoreError,
+    WebhookState, WebhookStatus,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -82,9 +86,19 @@ async fn suite(store: Arc<dyn Store>) {
 
     // Terminal is final.
     let mut done = JobUpdate::status(Status::Succeeded);
-    done.result = Some(json!({"ok": true}));
+    done.result = Some(json!({"ok": true, "rows": [1, 2.5, "x"]}));
+    done.message = Some("all done".into());
     let j = store.update_job("a", done, Utc::now()).await.unwrap();
     assert_eq!(j.snapshot.percent, 100.0);
+    // What comes back from a read is what the update returned.
+    let read = store.get_job("a").await.unwrap().unwrap();
+    assert_eq!(
+        read.snapshot.result,
+        Some(json!({"ok": true, "rows": [1, 2.5, "x"]}))
+    );
+    assert_eq!(read.snapshot.message.as_deref(), Some("all done"));
+    assert_eq!(read.snapshot.seq, j.snapshot.seq);
+    assert_eq!(read.kind, "demo");
     assert_eq!(j.snapshot.seq, 53);
     assert!(matches!(
         store.update_job("a", running(100.0), Utc::now()).await,
@@ -101,9 +115,42 @@ async fn suite(store: Arc<dyn Store>) {
     ));
     assert!(store.get_job("zz").await.unwrap().is_none());
 
+    // Webhook bookkeeping changes no seq and reads back whole.
+    let state = WebhookState {
+        status: WebhookStatus::Failed,
+        attempts: 3,
+        last_status: Some(500),
+        last_error: Some("receiver answered 500".into()),
+        updated_at: Utc::now(),
+    };
+    store.set_webhook("a", state.clone()).await.unwrap();
+    let j = store.get_job("a").await.unwrap().unwrap();
+    assert_eq!(j.snapshot.seq, 53);
+    let got = j.webhook.unwrap();
+    assert_eq!(
+        (got.status, got.attempts, got.last_status),
+        (WebhookStatus::Failed, 3, Some(500))
+    );
+    assert!(matches!(
+        store.set_webhook("zz", state).await,
+        Err(StoreError::NotFound(_))
+    ));
+
     // Cancellation is recorded on a live job.
     store.create_job(new_job("b")).await.unwrap();
     assert!(store.request_cancel("b").await.unwrap().cancel_requested);
+
+    // A failure keeps its error.
+    store.create_job(new_job("c")).await.unwrap();
+    let mut fail = JobUpdate::status(Status::Failed);
+    fail.error = Some(jobcast::protocol::JobError {
+        code: "boom".into(),
+        message: "it broke".into(),
+    });
+    store.update_job("c", fail, Utc::now()).await.unwrap();
+    let c = store.get_job("c").await.unwrap().unwrap();
+    assert_eq!(c.snapshot.status, Status::Failed);
+    assert_eq!(c.snapshot.error.unwrap().code, "boom");
 
     // Subscriptions both ways.
     let now = Utc::now();
@@ -147,4 +194,9 @@ async fn suite(store: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_semantics() {
     suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_store_semantics() {
+    suite(Arc::new(common::dynamo_store().await)).await;
 }

@@ -155,8 +155,9 @@ pub(super) async fn run(
 pub(super) async fn finish(shared: &Shared, meta: &ConnectionMeta, code: u16, reason: &str) {
     shared.registry.remove(&meta.connection_id);
     let event = meta.disconnect_event(code, reason);
-    let _ = shared.lifecycle.send(event.clone());
-    websocket::disconnect(&shared.deps, event).await;
+    websocket::disconnect(&shared.deps, event.clone()).await;
+    // Observers hear of it once the handler has run.
+    let _ = shared.lifecycle.send(event);
     shared
         .deps
         .metrics

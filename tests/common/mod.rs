@@ -5,7 +5,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use futures_util::{SinkExt, StreamExt};
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::handlers::Deps;
-use jobcast::store::MemoryStore;
+use jobcast::store::{DynamoStore, MemoryStore, Store};
 use jobcast::token::TokenKey;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -40,13 +40,18 @@ pub async fn start() -> TestServer {
 }
 
 pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestServer {
+    start_on(Arc::new(MemoryStore::new()), tweak).await
+}
+
+/// A server over the given store.
+pub async fn start_on(store: Arc<dyn Store>, tweak: impl FnOnce(&mut GatewayConfig)) -> TestServer {
     let mut config = GatewayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         shutdown_grace: Duration::from_secs(5),
         ..GatewayConfig::default()
     };
     tweak(&mut config);
-    let gateway = Gateway::bind(config, Arc::new(MemoryStore::new()), token_key())
+    let gateway = Gateway::bind(config, store, token_key())
         .await
         .expect("bind");
     let addr = gateway.local_addr().unwrap();
@@ -347,4 +352,41 @@ pub fn applied(seen: &[Value]) -> Vec<Value> {
         }
     }
     out
+}
+
+/// DynamoDB Local's endpoint; the tests that need it fail, with the fix, when it is missing.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("JOBCAST_TEST_DYNAMODB").unwrap_or_else(|_| {
+        panic!(
+            "this test needs DynamoDB Local: run ./scripts/test.sh, or start it with \
+             `eval \"$(scripts/dynamodb-local.sh start)\"` and run cargo test in that shell"
+        )
+    })
+}
+
+/// A DynamoDB client for DynamoDB Local with dummy credentials.
+pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    use aws_smithy_http_client::{Builder, tls};
+    let http_client = Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let creds = aws_credential_types::Credentials::new("local", "local", None, None, "test");
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(dynamodb_endpoint())
+        .http_client(http_client)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// A DynamoDB store over a fresh table of its own.
+pub async fn dynamo_store() -> DynamoStore {
+    let table = format!("jobcast-test-{:016x}", rand::random::<u64>());
+    let store = DynamoStore::new(dynamodb_client(), table, Duration::from_secs(24 * 3600));
+    store.ensure_table().await.expect("create test table");
+    store
 }

@@ -1,0 +1,551 @@
+//! The gateway over DynamoDB Local, and the publisher through the real
+//! Management API client: items, TTLs, 410 cleanup, 429 retries, seq
+//! ordering under concurrency, idempotency across processes, restarts.
+
+mod common;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::*;
+use futures_util::StreamExt;
+use jobcast::metrics::Metrics;
+use jobcast::protocol::Status;
+use jobcast::publish::{PublishOptions, Publisher};
+use jobcast::push::ManagementApiPusher;
+use jobcast::store::{DynamoStore, JobUpdate, Store, StoreError};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::connect_async;
+
+async fn raw_item(
+    store: &DynamoStore,
+    pk: &str,
+    sk: &str,
+) -> Option<HashMap<String, AttributeValue>> {
+    dynamodb_client()
+        .get_item()
+        .table_name(store.table())
+        .key("PK", AttributeValue::S(pk.into()))
+        .key("SK", AttributeValue::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+}
+
+/// A publisher that reaches the server only through `@connections` over HTTP.
+async fn http_publisher(
+    srv: &TestServer,
+    store: Arc<dyn Store>,
+    options: PublishOptions,
+) -> Publisher {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .load()
+        .await;
+    let pusher = ManagementApiPusher::new(&config, &srv.url("/dev"));
+    Publisher::new(store, Arc::new(pusher), Arc::new(Metrics::new()), options)
+}
+
+fn running(p: f64) -> JobUpdate {
+    let mut u = JobUpdate::status(Status::Running);
+    u.percent = Some(p);
+    u
+}
+
+#[tokio::test]
+async fn connect_and_disconnect_write_and_remove_subscription_items() {
+    let store = dynamo_store().await;
+    let mut srv = start_on(Arc::new(store.clone()), |_| {}).await;
+    let job = srv.create_job(json!({"steps": 100, "stepMs": 1000})).await;
+    let job_id = job["jobId"].as_str().unwrap();
+    let (mut c, _) = connect_async(job["websocketUrl"].as_str().unwrap())
+        .await
+        .unwrap();
+    let id = srv.connection_id(&mut c).await;
+
+    let item = raw_item(&store, &format!("JOB#{job_id}"), &format!("CONN#{id}"))
+        .await
+        .expect("subscription item");
+    assert_eq!(item["GSI1PK"], AttributeValue::S(format!("CONN#{id}")));
+    assert_eq!(item["GSI1SK"], AttributeValue::S(format!("JOB#{job_id}")));
+    let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    // 2 h lifetime plus a margin.
+    assert!(
+        ttl > now + 2 * 3600 && ttl < now + 3 * 3600,
+        "ttl {ttl} now {now}"
+    );
+    let state = raw_item(&store, &format!("JOB#{job_id}"), "STATE")
+        .await
+        .unwrap();
+    assert!(state["ttl"].as_n().unwrap().parse::<i64>().unwrap() > now + 23 * 3600);
+
+    c.close(None).await.unwrap();
+    srv.disconnect_of(&id).await;
+    // `$disconnect` has run: the item is gone.
+    assert!(
+        raw_item(&store, &format!("JOB#{job_id}"), &format!("CONN#{id}"))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn vanished_connection_is_deleted_on_410() {
+    let store = dynamo_store().await;
+    let srv = start_on(Arc::new(store.clone()), |c| {
+        c.external_kinds = vec!["export".into()]
+    })
+    .await;
+    let res = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "export"}))
+        .send()
+        .await
+        .unwrap();
+    let job: Value = res.json().await.unwrap();
+    let job_id = job["jobId"].as_str().unwrap();
+    // A connection that went away without its $disconnect running.
+    store
+        .subscribe(job_id, "L0SM9cOFvHcCIhw=", chrono::Utc::now())
+        .await
+        .unwrap();
+    let (mut live, live_id) = srv.connected().await;
+    store
+        .subscribe(job_id, &live_id, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    let publisher = http_publisher(&srv, Arc::new(store.clone()), PublishOptions::default()).await;
+    let (_, report) = publisher.publish(job_id, running(10.0)).await.unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(report.gone, 1);
+    assert!(report.failed.is_empty());
+    assert_eq!(next_json(&mut live).await["percent"], 10.0);
+    assert!(
+        raw_item(&store, &format!("JOB#{job_id}"), "CONN#L0SM9cOFvHcCIhw=")
+            .await
+            .is_none()
+    );
+    assert_eq!(store.subscribers(job_id).await.unwrap(), vec![live_id]);
+}
+
+#[tokio::test]
+async fn throttled_posts_are_retried_and_each_message_arrives_once() {
+    let store = dynamo_store().await;
+    let srv = start_on(Arc::new(store.clone()), |c| {
+        c.external_kinds = vec!["export".into()];
+        c.limit_posts_per_second = Some(20);
+    })
+    .await;
+    let job: Value = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "export"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["jobId"].as_str().unwrap().to_string();
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let (c, id) = srv.connected().await;
+        store
+            .subscribe(&job_id, &id, chrono::Utc::now())
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    let publisher = http_publisher(
+        &srv,
+        Arc::new(store.clone()),
+        PublishOptions {
+            concurrency: 16,
+            max_attempts: 30,
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let mut retried = 0;
+    for step in 1..=5 {
+        let (_, report) = publisher
+            .publish(&job_id, running(step as f64 * 10.0))
+            .await
+            .unwrap();
+        assert_eq!(report.delivered, 10, "{report:?}");
+        assert!(report.failed.is_empty());
+        retried += report.retried;
+    }
+    assert!(retried > 0, "50 posts at 20/s must have met the limit");
+    for c in &mut clients {
+        let mut seqs = Vec::new();
+        for _ in 0..5 {
+            seqs.push(next_json(c).await["seq"].as_u64().unwrap());
+        }
+        assert_eq!(seqs, vec![2, 3, 4, 5, 6]);
+        // Nothing more: no duplicate delivery.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), c.next())
+                .await
+                .is_err()
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_publishers_never_duplicate_or_skip_a_seq() {
+    let store = dynamo_store().await;
+    let srv = start_on(Arc::new(store.clone()), |c| {
+        c.external_kinds = vec!["export".into()]
+    })
+    .await;
+    let job: Value = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "export"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["jobId"].as_str().unwrap().to_string();
+    let (mut c, id) = srv.connected().await;
+    store
+        .subscribe(&job_id, &id, chrono::Utc::now())
+        .await
+        .unwrap();
+    let publisher = http_publisher(&srv, Arc::new(store.clone()), PublishOptions::default()).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let p = publisher.clone();
+        let j = job_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for _ in 0..10 {
+                let mut u = JobUpdate::status(Status::Running);
+                u.message = Some("working".into());
+                seqs.push(p.publish(&j, u).await.unwrap().0.snapshot.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (2..=41).collect::<Vec<u64>>());
+    // The client saw every seq exactly once (in whatever order concurrent posts landed).
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        seen.push(next_json(&mut c).await["seq"].as_u64().unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, (2..=41).collect::<Vec<u64>>());
+    // And a finished job refuses more.
+    publisher
+        .publish(&job_id, JobUpdate::status(Status::Succeeded))
+        .await
+        .unwrap();
+    assert!(matches!(
+        publisher.publish(&job_id, running(100.0)).await,
+        Err(StoreError::Terminal {
+            status: Status::Succeeded,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn idempotency_holds_across_two_servers_sharing_the_table() {
+    let store = dynamo_store().await;
+    let a = start_on(Arc::new(store.clone()), |_| {}).await;
+    let b = start_on(Arc::new(store.clone()), |_| {}).await;
+    let body = json!({"kind": "demo", "input": {"steps": 2, "stepMs": 10}});
+    let post = |srv: &TestServer, body: &Value| {
+        srv.http
+            .post(srv.url("/jobs"))
+            .header("Idempotency-Key", "checkout-7")
+            .json(body)
+            .send()
+    };
+    let first: Value = post(&a, &body).await.unwrap().json().await.unwrap();
+    let again = post(&b, &body).await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["jobId"], again["jobId"]);
+    let other = post(&b, &json!({"kind": "demo"})).await.unwrap();
+    assert_eq!(other.status(), 422);
+}
+
+#[tokio::test]
+async fn a_job_survives_a_restart_of_serve() {
+    let store = dynamo_store().await;
+    let mut first = start_on(Arc::new(store.clone()), |_| {}).await;
+    let job = first.create_job(json!({"steps": 2, "stepMs": 10})).await;
+    let id = job["jobId"].as_str().unwrap().to_string();
+    // Let it finish, then stop the server.
+    for _ in 0..100 {
+        let v: Value = first
+            .http
+            .get(first.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.shutdown().await;
+
+    let second = start_on(Arc::new(store.clone()), |_| {}).await;
+    let res = second
+        .http
+        .get(second.url(&format!("/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["seq"], 4);
+    assert_eq!(v["result"], json!({"steps": 2}));
+    // The token issued by the first server still opens a socket on the second.
+    let url = job["websocketUrl"]
+        .as_str()
+        .unwrap()
+        .replace(&first.addr.to_string(), &second.addr.to_string());
+    let (mut c, _) = connect_async(url).await.unwrap();
+    send_json(&mut c, json!({"action": "sync"})).await;
+    assert_eq!(next_json(&mut c).await["status"], "succeeded");
+}
+
+fn jobcast_cli(store: &DynamoStore, srv: &TestServer) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_jobcast"));
+    c.env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", "us-east-1")
+        .env("JOBCAST_TABLE", store.table())
+        .env("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", srv.url("/dev"))
+        .env_remove("JOBCAST_WEBHOOK_SECRET");
+    c
+}
+
+#[tokio::test]
+async fn jobcast_publish_end_to_end() {
+    let store = dynamo_store().await;
+    let srv = start_on(Arc::new(store.clone()), |c| {
+        c.external_kinds = vec!["export".into()]
+    })
+    .await;
+    let job: Value = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "export", "input": {"table": "orders"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["jobId"].as_str().unwrap().to_string();
+    let (mut c, _) = connect_async(job["websocketUrl"].as_str().unwrap())
+        .await
+        .unwrap();
+    srv.connection_id(&mut c).await;
+
+    let run = |args: Vec<String>| {
+        let mut cmd = jobcast_cli(&store, &srv);
+        cmd.arg("publish").args(args);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["--job".to_string(), job_id.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let out = run(args(&[
+        "--status",
+        "running",
+        "--percent",
+        "40",
+        "--message",
+        "rows 400/1000",
+    ]))
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["delivered"], 1);
+    assert_eq!(printed["snapshot"]["seq"], 2);
+    let pushed = next_json(&mut c).await;
+    assert_eq!(pushed["percent"], 40.0);
+    assert_eq!(pushed["message"], "rows 400/1000");
+
+    // Percent going down: refused, nothing stored.
+    let out = run(args(&["--status", "running", "--percent", "30"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not go down"));
+
+    let out = run(args(&[
+        "--status",
+        "succeeded",
+        "--result",
+        r#"{"rows":1000}"#,
+    ]))
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let pushed = next_json(&mut c).await;
+    assert_eq!(pushed["status"], "succeeded");
+    assert_eq!(pushed["seq"], 3);
+    assert_eq!(pushed["result"], json!({"rows": 1000}));
+
+    // After terminal: a clear refusal.
+    let out = run(args(&["--status", "running"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already ended succeeded"));
+
+    // Unknown job.
+    let out = run(vec![
+        "--job".into(),
+        "job_nope".into(),
+        "--status".into(),
+        "running".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+
+    // Bad JSON is a usage error naming the fix.
+    let out = run(args(&["--status", "failed", "--error", "{oops"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn jobcast_publish_reports_an_unreachable_endpoint() {
+    let store = dynamo_store().await;
+    let srv = start_on(Arc::new(store.clone()), |c| {
+        c.external_kinds = vec!["export".into()]
+    })
+    .await;
+    let job: Value = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "export"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["jobId"].as_str().unwrap().to_string();
+    store
+        .subscribe(&job_id, "L0SM9cOFvHcCIhw=", chrono::Utc::now())
+        .await
+        .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cmd = jobcast_cli(&store, &srv);
+    cmd.args([
+        "publish",
+        "--job",
+        &job_id,
+        "--status",
+        "running",
+        "--endpoint",
+    ])
+    .arg(format!("http://{dead}/dev"));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not reach the management endpoint"),
+        "{err}"
+    );
+    // The update itself is stored: pollers see it.
+    assert_eq!(
+        store.get_job(&job_id).await.unwrap().unwrap().snapshot.seq,
+        2
+    );
+}
+
+#[tokio::test]
+async fn table_create_is_idempotent() {
+    let table = format!("jobcast-cli-{:08x}", rand::random::<u32>());
+    let run = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_jobcast"));
+        c.env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_REGION", "us-east-1")
+            .args(["table", "create", "--table", &table]);
+        c.output().unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("created"));
+    let second = run();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("already exists"));
+    let d = dynamodb_client()
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let t = d.table().unwrap();
+    assert_eq!(t.global_secondary_indexes()[0].index_name(), Some("GSI1"));
+    let ttl = dynamodb_client()
+        .describe_time_to_live()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description().unwrap().attribute_name(),
+        Some("ttl")
+    );
+}
