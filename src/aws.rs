@@ -3,6 +3,9 @@
 //! with ring for HTTPS, and a default region so local endpoints work without
 //! one.
 
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::{Builder, tls};
 
@@ -16,20 +19,69 @@ pub async fn sdk_config() -> SdkConfig {
             tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    // Environment, then profile, then the fallback: no instance-metadata
+    // lookup, which only slows local runs down (Lambda and ECS set AWS_REGION).
+    let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::new())
+        .or_else(Region::new(FALLBACK_REGION));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client)
-        .load()
-        .await;
-    if config.region().is_some() {
-        return config;
+        .region(region);
+    if local_only_without_credentials() {
+        // DynamoDB Local and `jobcast serve` accept any credentials; without
+        // this, the default chain would end at instance metadata and fail.
+        tracing::info!(
+            "no AWS credentials configured and every endpoint is local: using dummy ones"
+        );
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "jobcast-local",
+        ));
     }
-    config
-        .into_builder()
-        .region(Region::new(FALLBACK_REGION))
-        .build()
+    loader.load().await
+}
+
+/// True when no credential source is configured and every endpoint override
+/// in the environment points at this machine.
+fn local_only_without_credentials() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let has_credentials = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ]
+    .iter()
+    .any(|k| set(k))
+        || std::env::var_os("HOME").is_some_and(|h| {
+            let aws = std::path::Path::new(&h).join(".aws");
+            aws.join("credentials").exists() || aws.join("config").exists()
+        });
+    let endpoints: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_ENDPOINT_URL"))
+        .map(|(_, v)| v)
+        .collect();
+    !has_credentials && !endpoints.is_empty() && endpoints.iter().all(|e| is_loopback_url(e))
 }
 
 /// A DynamoDB client from the shared configuration.
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(config)
+}
+
+/// True for URLs whose host is `localhost` or a loopback address.
+pub fn is_loopback_url(url: &str) -> bool {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

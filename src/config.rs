@@ -31,6 +31,35 @@ pub enum Command {
     /// Manage the DynamoDB table.
     #[command(subcommand)]
     Table(TableCommand),
+    /// Measure the gateway on this machine (loopback only).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Fan one job's updates out to N subscribed WebSocket clients.
+    Fanout(FanoutArgs),
+}
+
+/// Options of `jobcast bench fanout`.
+#[derive(Clone, Debug, Args)]
+pub struct FanoutArgs {
+    /// WebSocket clients subscribed to the job.
+    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>)]
+    pub subscribers: usize,
+    /// Updates published (each measured on its own).
+    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>)]
+    pub rounds: usize,
+    /// Store the publisher reads subscribers from (dynamodb: AWS_ENDPOINT_URL_DYNAMODB on loopback).
+    #[arg(long, default_value = "memory", value_enum)]
+    pub store: crate::bench::BenchStore,
+    /// How updates reach the connections.
+    #[arg(long, default_value = "in-process", value_enum)]
+    pub push: crate::bench::BenchPush,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

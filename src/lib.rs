@@ -7,6 +7,7 @@
 //! unchanged.
 
 pub mod aws;
+pub mod bench;
 pub mod config;
 pub mod gateway;
 pub mod handlers;

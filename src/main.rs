@@ -1,6 +1,7 @@
 use clap::Parser;
 use jobcast::config::{
-    Cli, Command, LogFormat, PublishArgs, ServeArgs, StoreKind, TableArgs, TableCommand,
+    BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, ServeArgs, StoreKind,
+    TableArgs, TableCommand,
 };
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::metrics::Metrics;
@@ -229,6 +230,32 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
     Ok(())
 }
 
+async fn bench_fanout(args: FanoutArgs) -> Result<(), String> {
+    let r = jobcast::bench::fanout(args.subscribers, args.rounds, args.store, args.push).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+    } else {
+        println!(
+            "fan-out to {} subscribers ({:?} store, {:?} push, {} rounds): p50 {:.2} ms, min {:.2} ms, max {:.2} ms, {:.0} msg/s at p50, {:.1} DynamoDB requests/publish, connect {:.2} s, lost {}",
+            r.subscribers,
+            r.store,
+            r.push,
+            r.rounds,
+            r.fanout_ms_p50,
+            r.fanout_ms_min,
+            r.fanout_ms_max,
+            r.messages_per_second_p50,
+            r.dynamodb_requests_per_publish,
+            r.connect_seconds,
+            r.lost
+        );
+    }
+    if r.lost > 0 {
+        return Err(format!("{} messages were not delivered", r.lost));
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -238,6 +265,10 @@ async fn main() -> ExitCode {
         Some(Command::Publish(args)) => {
             init_cli_tracing();
             publish(args).await
+        }
+        Some(Command::Bench(BenchCommand::Fanout(args))) => {
+            init_cli_tracing();
+            bench_fanout(args).await
         }
         Some(Command::Table(TableCommand::Create(args))) => {
             init_cli_tracing();

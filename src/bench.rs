@@ -1,0 +1,294 @@
+//! `jobcast bench`: load generators measured on this machine, loopback only.
+//!
+//! `fanout` starts a gateway in this process, connects N real WebSocket
+//! clients subscribed to one job, publishes R updates and measures, for
+//! each, the time from the publish call until the last client has the
+//! snapshot. The publisher either pushes in-process (the registry) or over
+//! HTTP through `@connections` with the AWS SDK; the store is the memory
+//! one or DynamoDB (Local), whose requests are counted.
+
+use crate::gateway::{Gateway, GatewayConfig};
+use crate::metrics::Metrics;
+use crate::protocol::{Snapshot, Status};
+use crate::publish::{PublishOptions, Publisher};
+use crate::push::ManagementApiPusher;
+use crate::store::{DynamoStore, JobRecord, JobUpdate, MemoryStore, Store};
+use crate::token::TokenKey;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Counts every request a client sends (retries included).
+#[derive(Debug, Default, Clone)]
+pub struct RequestCounter(Arc<AtomicU64>);
+
+impl RequestCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Which store the fan-out reads subscribers from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchStore {
+    Memory,
+    Dynamodb,
+}
+
+/// How the publisher reaches the connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchPush {
+    /// Straight into the gateway's registry (the demo worker's path).
+    InProcess,
+    /// Through `@connections` over HTTP with the AWS SDK (a Lambda worker's path).
+    Http,
+}
+
+/// What a fan-out run measured.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutReport {
+    pub subscribers: usize,
+    pub rounds: usize,
+    pub store: BenchStore,
+    pub push: BenchPush,
+    pub connect_seconds: f64,
+    /// Time until the last subscriber had the snapshot, per round, in ms.
+    pub fanout_ms_p50: f64,
+    pub fanout_ms_max: f64,
+    pub fanout_ms_min: f64,
+    /// Subscribers reached per second at the median round.
+    pub messages_per_second_p50: f64,
+    /// DynamoDB requests per publish (memory store: 0).
+    pub dynamodb_requests_per_publish: f64,
+    pub lost: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Refuses endpoints that are not on this machine.
+pub fn require_loopback(url: &str) -> Result<(), String> {
+    if crate::aws::is_loopback_url(url) {
+        Ok(())
+    } else {
+        Err(format!(
+            "benchmarks run against loopback only; {url} is not on this machine"
+        ))
+    }
+}
+
+/// Runs the fan-out benchmark.
+pub async fn fanout(
+    subscribers: usize,
+    rounds: usize,
+    store_kind: BenchStore,
+    push: BenchPush,
+) -> Result<FanoutReport, String> {
+    let counter = RequestCounter::default();
+    // Every target is on this machine: any credentials will do.
+    let sdk = crate::aws::sdk_config()
+        .await
+        .into_builder()
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("local", "local", None, None, "jobcast-bench"),
+        ))
+        .build();
+    let store: Arc<dyn Store> = match store_kind {
+        BenchStore::Memory => Arc::new(MemoryStore::new()),
+        BenchStore::Dynamodb => {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").map_err(|_| {
+                "set AWS_ENDPOINT_URL_DYNAMODB to DynamoDB Local (scripts/dynamodb-local.sh start)"
+                    .to_string()
+            })?;
+            require_loopback(&endpoint)?;
+            let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build();
+            let table = format!("jobcast-bench-{:08x}", rand::random::<u32>());
+            let s = DynamoStore::new(
+                aws_sdk_dynamodb::Client::from_conf(conf),
+                table,
+                Duration::from_secs(3600),
+            );
+            s.ensure_table().await.map_err(|e| e.to_string())?;
+            Arc::new(s)
+        }
+    };
+    let tokens = TokenKey::random(Duration::from_secs(3600));
+    let config = GatewayConfig {
+        listen: "127.0.0.1:0"
+            .parse()
+            .map_err(|_| "bad address".to_string())?,
+        max_connections: subscribers + 100,
+        outbound_queue: rounds.max(16) * 2,
+        ..GatewayConfig::default()
+    };
+    let gateway = Gateway::bind(config, Arc::clone(&store), tokens.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = gateway.local_addr().map_err(|e| e.to_string())?;
+    let in_process = gateway.deps().publisher.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    let job_id = format!("job_bench{:08x}", rand::random::<u32>());
+    let now = Utc::now();
+    store
+        .create_job(JobRecord {
+            snapshot: Snapshot {
+                job_id: job_id.clone(),
+                seq: 1,
+                status: Status::Queued,
+                percent: 0.0,
+                message: None,
+                result: None,
+                error: None,
+                updated_at: now,
+            },
+            kind: "bench".into(),
+            input: serde_json::Value::Null,
+            callback_url: None,
+            created_at: now,
+            cancel_requested: false,
+            webhook: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = tokens.issue(&job_id, now.timestamp());
+    let url = format!("ws://{addr}/dev?jobId={job_id}&token={token}");
+
+    // Connect every subscriber, 64 handshakes at a time.
+    let received = Arc::new(AtomicUsize::new(0));
+    let all_in = Arc::new(Notify::new());
+    let connect_started = Instant::now();
+    let sockets: Vec<_> = futures_util::stream::iter(0..subscribers)
+        .map(|_| {
+            let url = url.clone();
+            async move {
+                tokio_tungstenite::connect_async(url)
+                    .await
+                    .map(|(ws, _)| ws)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    let mut readers = Vec::with_capacity(subscribers);
+    for ws in sockets {
+        let mut ws = ws.map_err(|e| format!("connect failed: {e}"))?;
+        let received = Arc::clone(&received);
+        let all_in = Arc::clone(&all_in);
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m
+                    && t.as_str().contains(r#""type":"progress""#)
+                {
+                    if received.fetch_add(1, Ordering::AcqRel) + 1 == subscribers {
+                        all_in.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+
+    let publisher = match push {
+        BenchPush::InProcess => in_process,
+        BenchPush::Http => Publisher::new(
+            Arc::clone(&store),
+            Arc::new(ManagementApiPusher::new(
+                &sdk,
+                &format!("http://{addr}/dev"),
+            )),
+            Arc::new(Metrics::new()),
+            PublishOptions {
+                concurrency: 64,
+                ..PublishOptions::default()
+            },
+        ),
+    };
+
+    let mut times = Vec::with_capacity(rounds);
+    let mut lost = 0u64;
+    let requests_before = counter.get();
+    for round in 1..=rounds {
+        received.store(0, Ordering::Release);
+        let mut update = JobUpdate::status(Status::Running);
+        update.percent = Some(round as f64 * 100.0 / (rounds as f64 + 1.0));
+        let started = Instant::now();
+        let (_, report) = publisher
+            .publish(&job_id, update)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = started + Duration::from_secs(30);
+        while received.load(Ordering::Acquire) < subscribers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = tokio::time::timeout(left, all_in.notified()).await;
+        }
+        let got = received.load(Ordering::Acquire);
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        lost += (subscribers - got.min(subscribers)) as u64 + report.failed.len() as u64;
+    }
+    let requests = counter.get() - requests_before;
+
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    for r in readers {
+        r.abort();
+    }
+    times.sort_by(f64::total_cmp);
+    let p50 = percentile(&times, 0.5);
+    Ok(FanoutReport {
+        subscribers,
+        rounds,
+        store: store_kind,
+        push,
+        connect_seconds,
+        fanout_ms_p50: p50,
+        fanout_ms_max: times.last().copied().unwrap_or(0.0),
+        fanout_ms_min: times.first().copied().unwrap_or(0.0),
+        messages_per_second_p50: if p50 > 0.0 {
+            subscribers as f64 / (p50 / 1000.0)
+        } else {
+            0.0
+        },
+        dynamodb_requests_per_publish: requests as f64 / rounds.max(1) as f64,
+        lost,
+    })
+}
