@@ -216,10 +216,9 @@ pub async fn fanout(
             while let Some(Ok(m)) = ws.next().await {
                 if let Message::Text(t) = m
                     && t.as_str().contains(r#""type":"progress""#)
+                    && received.fetch_add(1, Ordering::AcqRel) + 1 == subscribers
                 {
-                    if received.fetch_add(1, Ordering::AcqRel) + 1 == subscribers {
-                        all_in.notify_one();
-                    }
+                    all_in.notify_one();
                 }
             }
         }));
