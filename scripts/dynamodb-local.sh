@@ -31,8 +31,10 @@ start() {
   local dir
   dir=$(jar_dir)
   mkdir -p "$STATE"
-  (cd "$dir" && nohup java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-      -inMemory -sharedDb -port "$port" </dev/null >"$STATE/log" 2>&1 & echo $! >"$STATE/pid") >/dev/null
+  # `exec` makes the background process java itself, so its pid is the one recorded.
+  (cd "$dir" && exec java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
+      -inMemory -sharedDb -port "$port" </dev/null >"$STATE/log" 2>&1) >/dev/null &
+  echo $! >"$STATE/pid"
   for _ in $(seq 1 120); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       cat <<OUT

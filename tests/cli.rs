@@ -111,3 +111,32 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn bench_fanout_runs_and_loses_nothing() {
+    for push in ["in-process", "http"] {
+        let out = jobcast()
+            .args([
+                "bench",
+                "fanout",
+                "--subscribers",
+                "20",
+                "--rounds",
+                "3",
+                "--json",
+                "--push",
+                push,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["subscribers"], 20);
+        assert_eq!(r["lost"], 0);
+        assert!(r["fanoutMsP50"].as_f64().unwrap() > 0.0);
+    }
+}
