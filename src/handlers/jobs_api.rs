@@ -407,11 +407,23 @@ async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem>
         .map_err(store_problem)?
         .ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
     let mut view = job_view(&job);
-    if let (Some(w), Value::Object(o)) = (&job.webhook, &mut view) {
-        o.insert(
-            "webhook".into(),
-            serde_json::to_value(w).unwrap_or(Value::Null),
-        );
+    if let Value::Object(o) = &mut view {
+        match (&job.webhook, &job.callback_url) {
+            (Some(w), _) => {
+                o.insert(
+                    "webhook".into(),
+                    serde_json::to_value(w).unwrap_or(Value::Null),
+                );
+            }
+            // Nothing attempted yet: the job has not ended.
+            (None, Some(_)) => {
+                o.insert(
+                    "webhook".into(),
+                    json!({"status": "waiting", "attempts": 0}),
+                );
+            }
+            (None, None) => {}
+        }
     }
     let mut r = json_response(200, &view);
     if !job.snapshot.status.is_terminal() {
