@@ -1,8 +1,258 @@
 //! AWS Lambda entry points for jobcast.
 //!
-//! Each function is a thin wrapper that builds its dependencies once and
-//! hands every event to the library handler that `jobcast serve` also runs
-//! (`jobcast::handlers`). This crate holds the shared wiring for them.
+//! Each function in `src/bin/` is a thin wrapper: it builds a [`Wiring`] once
+//! per execution environment (SDK clients, store, token key) and hands every
+//! event to the library handler that `jobcast serve` also runs.
+//!
+//! Configuration comes from the environment (set by `infra/template.yaml`):
+//!
+//! | variable | used by | meaning |
+//! |---|---|---|
+//! | `JOBCAST_TABLE` | all | DynamoDB table |
+//! | `JOBCAST_TOKEN_SECRET` | connect, message, jobs_api | signs job tokens (16+ bytes) |
+//! | `JOBCAST_QUEUE_URL` | jobs_api | SQS queue of accepted jobs |
+//! | `JOBCAST_WEBSOCKET_URL` | jobs_api | `wss://…/{stage}` put in `websocketUrl` |
+//! | `JOBCAST_MANAGEMENT_ENDPOINT` | worker, jobs_api; optional for the others | `https://{api}.execute-api.{region}.amazonaws.com/{stage}`; set it for custom domains |
+//! | `JOBCAST_RETENTION_SECONDS` | all | job and idempotency retention (default 86400) |
+//! | `JOBCAST_WEBHOOK_SECRET` | jobs_api, worker | signs webhooks; `callbackUrl` is refused without it |
+//! | `JOBCAST_EXTERNAL_KINDS` | jobs_api | extra job kinds, comma-separated |
 
-/// The handler modules each Lambda function wraps.
-pub use jobcast::handlers;
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use dashmap::DashMap;
+use jobcast::handlers::worker::QueuedJob;
+use jobcast::handlers::{Deps, JobQueue, Links, QueueError};
+use jobcast::metrics::Metrics;
+use jobcast::publish::{PublishOptions, Publisher};
+use jobcast::push::{ManagementApiPusher, Pusher};
+use jobcast::store::{DynamoStore, JobRecord, Store};
+use jobcast::token::TokenKey;
+use jobcast::webhook::{WebhookOptions, Webhooks};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+/// Logs as JSON lines without colour or timestamps (CloudWatch adds its own).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .with_current_span(false)
+        .init();
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn required(name: &str) -> Result<String, Error> {
+    var(name).ok_or_else(|| format!("environment variable {name} is not set").into())
+}
+
+/// Enqueues accepted jobs on SQS as `{"jobId": "..."}`.
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> SqsQueue {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsQueue {
+    async fn enqueue(&self, job: &JobRecord) -> Result<(), QueueError> {
+        let body = serde_json::to_string(&QueuedJob {
+            job_id: job.snapshot.job_id.clone(),
+        })
+        .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| QueueError::Unavailable(format!("{e:?}")))
+    }
+
+    fn cancel_hint(&self, _job_id: &str) {
+        // The worker sees the request on the job record at its next update.
+    }
+}
+
+/// A queue for functions that never accept jobs.
+struct NoQueue;
+
+#[async_trait]
+impl JobQueue for NoQueue {
+    async fn enqueue(&self, _job: &JobRecord) -> Result<(), QueueError> {
+        Err(QueueError::Unavailable(
+            "this function does not accept jobs".into(),
+        ))
+    }
+
+    fn cancel_hint(&self, _job_id: &str) {}
+}
+
+/// Everything a function needs, built once per execution environment.
+pub struct Wiring {
+    sdk: SdkConfig,
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenKey,
+    pub queue: Arc<dyn JobQueue>,
+    pub metrics: Arc<Metrics>,
+    pub links: Links,
+    pub external_kinds: Arc<[String]>,
+    pub webhooks: Option<Arc<Webhooks>>,
+    /// Overrides the endpoint derived from events (custom domains).
+    pub management_endpoint: Option<String>,
+    pushers: DashMap<String, Arc<dyn Pusher>>,
+}
+
+impl Wiring {
+    /// Reads the environment and builds the clients.
+    pub async fn from_env() -> Result<Wiring, Error> {
+        let sdk = jobcast::aws::sdk_config().await;
+        let retention = Duration::from_secs(
+            var("JOBCAST_RETENTION_SECONDS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(86_400),
+        );
+        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
+            jobcast::aws::dynamodb(&sdk),
+            required("JOBCAST_TABLE")?,
+            retention,
+        ));
+        let queue: Arc<dyn JobQueue> = match var("JOBCAST_QUEUE_URL") {
+            Some(url) => Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url)),
+            None => Arc::new(NoQueue),
+        };
+        let tokens = match var("JOBCAST_TOKEN_SECRET") {
+            Some(s) => TokenKey::new(s.into_bytes(), Duration::from_secs(24 * 3600))
+                .map_err(|e| Error::from(e.to_string()))?,
+            None => {
+                // Functions that never check tokens (disconnect, worker) run without one.
+                TokenKey::random(Duration::from_secs(1))
+            }
+        };
+        let mut wiring = Wiring::new(sdk, store, tokens, queue);
+        wiring.links.websocket_url = var("JOBCAST_WEBSOCKET_URL");
+        wiring.links.public_url = var("JOBCAST_PUBLIC_URL");
+        wiring.management_endpoint = var("JOBCAST_MANAGEMENT_ENDPOINT");
+        wiring.external_kinds = var("JOBCAST_EXTERNAL_KINDS")
+            .map(|k| {
+                k.split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into();
+        if let Some(secret) = var("JOBCAST_WEBHOOK_SECRET") {
+            wiring.webhooks = Some(Arc::new(
+                Webhooks::new(
+                    secret.into_bytes(),
+                    Arc::clone(&wiring.store),
+                    Arc::clone(&wiring.metrics),
+                    WebhookOptions {
+                        // Bounded by the function's own timeout.
+                        max_attempts: 4,
+                        ..WebhookOptions::default()
+                    },
+                )
+                .map_err(Error::from)?,
+            ));
+        }
+        Ok(wiring)
+    }
+
+    /// Wiring over explicit parts (tests, custom hosts).
+    pub fn new(
+        sdk: SdkConfig,
+        store: Arc<dyn Store>,
+        tokens: TokenKey,
+        queue: Arc<dyn JobQueue>,
+    ) -> Wiring {
+        Wiring {
+            sdk,
+            store,
+            tokens,
+            queue,
+            metrics: Arc::new(Metrics::new()),
+            links: Links::default(),
+            external_kinds: Arc::from(Vec::new()),
+            webhooks: None,
+            management_endpoint: None,
+            pushers: DashMap::new(),
+        }
+    }
+
+    fn pusher(&self, endpoint: &str) -> Arc<dyn Pusher> {
+        self.pushers
+            .entry(endpoint.to_string())
+            .or_insert_with(|| Arc::new(ManagementApiPusher::new(&self.sdk, endpoint)))
+            .clone()
+    }
+
+    /// A publisher posting through `endpoint` that leaves webhooks to the
+    /// caller (nothing may outlive a Lambda invocation).
+    pub fn publisher(&self, endpoint: &str) -> Publisher {
+        Publisher::new(
+            Arc::clone(&self.store),
+            self.pusher(endpoint),
+            Arc::clone(&self.metrics),
+            PublishOptions::default(),
+        )
+    }
+
+    /// The handlers' dependencies, posting through `endpoint`.
+    pub fn deps(&self, endpoint: &str) -> Deps {
+        let mut publisher = self.publisher(endpoint);
+        if let Some(w) = &self.webhooks {
+            publisher = publisher.with_webhooks(Arc::clone(w));
+        }
+        Deps {
+            store: Arc::clone(&self.store),
+            publisher,
+            tokens: self.tokens.clone(),
+            queue: Arc::clone(&self.queue),
+            metrics: Arc::clone(&self.metrics),
+            links: self.links.clone(),
+            external_kinds: Arc::clone(&self.external_kinds),
+        }
+    }
+
+    /// The management endpoint for a WebSocket event: the override when set,
+    /// else `https://{domainName}/{stage}` as API Gateway addresses itself.
+    /// (Behind a custom domain the event carries the custom name, whose
+    /// `@connections` answers 403: set JOBCAST_MANAGEMENT_ENDPOINT then.)
+    pub fn endpoint_for(&self, event: &ApiGatewayWebsocketProxyRequest) -> String {
+        if let Some(e) = &self.management_endpoint {
+            return e.clone();
+        }
+        let c = &event.request_context;
+        format!(
+            "https://{}/{}",
+            c.domain_name.as_deref().unwrap_or("localhost"),
+            c.stage.as_deref().unwrap_or("")
+        )
+    }
+
+    /// The endpoint workers and the jobs API post through.
+    pub fn fixed_endpoint(&self) -> Result<String, Error> {
+        self.management_endpoint
+            .clone()
+            .ok_or_else(|| "environment variable JOBCAST_MANAGEMENT_ENDPOINT is not set".into())
+    }
+}

@@ -138,7 +138,9 @@ async fn run_demo(
             return publisher.publish(job_id, u).await.map(|_| ());
         }
     };
-    for k in 1..=input.steps {
+    // Resume where a previous attempt stopped (a redelivered queue message).
+    let done = (job.snapshot.percent / 100.0 * input.steps as f64).round() as u32;
+    for k in done.min(input.steps) + 1..=input.steps {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(input.step_ms)) => {}
             _ = cancel.cancelled() => return finish_cancelled(publisher, job_id).await,
@@ -207,4 +209,69 @@ mod tests {
             assert!(DemoInput::parse(&bad).is_err(), "{bad}");
         }
     }
+}
+
+/// The message a jobs API puts on the job queue.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedJob {
+    pub job_id: String,
+}
+
+/// Runs each queued job of an SQS batch. Failures are reported per message
+/// (`batchItemFailures`), so one bad message does not fail the others; the
+/// queue's redrive policy sends a message that keeps failing to its DLQ.
+pub async fn handle_sqs(
+    publisher: &Publisher,
+    webhooks: Option<&crate::webhook::Webhooks>,
+    event: aws_lambda_events::sqs::SqsEvent,
+) -> aws_lambda_events::sqs::SqsBatchResponse {
+    let mut response = aws_lambda_events::sqs::SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        if let Err(why) = run_queued(publisher, webhooks, record.body.as_deref()).await {
+            tracing::error!(message_id = %id, error = %why, "queued job failed; reporting it for retry");
+            let mut failure = aws_lambda_events::sqs::BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+async fn run_queued(
+    publisher: &Publisher,
+    webhooks: Option<&crate::webhook::Webhooks>,
+    body: Option<&str>,
+) -> Result<(), String> {
+    let queued: QueuedJob = serde_json::from_str(body.unwrap_or(""))
+        .map_err(|e| format!("malformed queue message ({e}); expected {{\"jobId\": \"...\"}}"))?;
+    let job = publisher
+        .store()
+        .get_job(&queued.job_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(job) = job else {
+        // Expired or never stored: nothing left to run.
+        tracing::warn!(job_id = %queued.job_id, "queued job not found; dropping it");
+        return Ok(());
+    };
+    if !job.snapshot.status.is_terminal() {
+        run_job(publisher, &job, &CancellationToken::new())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    // In Lambda nothing may outlive the invocation: deliver the webhook here.
+    if let Some(w) = webhooks
+        && let Ok(Some(done)) = publisher.store().get_job(&queued.job_id).await
+        && done.snapshot.status.is_terminal()
+        && done.callback_url.is_some()
+        && done
+            .webhook
+            .as_ref()
+            .is_none_or(|s| s.status == crate::store::WebhookStatus::Pending)
+    {
+        w.deliver(&done).await;
+    }
+    Ok(())
 }

@@ -1,0 +1,19 @@
+//! The jobs HTTP API (payload format 2.0): `POST /jobs` (queued on SQS),
+//! `GET /jobs/{jobId}`, `DELETE /jobs/{jobId}`.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use jobcast::handlers::jobs_api;
+use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let wiring = Wiring::from_env().await?;
+    let deps = &*Box::leak(Box::new(wiring.deps(&wiring.fixed_endpoint()?)));
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            Ok::<ApiGatewayV2httpResponse, Error>(jobs_api::handle(deps, event.payload).await)
+        },
+    ))
+    .await
+}
