@@ -15,10 +15,47 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "DynamoDB Local"
+pip_install() {
+  # $1: a command that must exist afterwards; the rest: pip requirements.
+  local cmd=$1; shift
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check "$@"
+    hash -r
+  fi
+}
+
+step "infrastructure template"
+pip_install cfn-lint "cfn-lint>=1.20"
+pip_install sam "aws-sam-cli>=1.130"
+cfn-lint infra/template.yaml
+SAM_CLI_TELEMETRY=0 sam validate --lint --template infra/template.yaml --region us-east-1
+
+step "Lambda builds"
+pip_install cargo-lambda "cargo-lambda>=1.9" "ziglang>=0.13"
+arch_flag=--arm64
+if ! rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu \
+   && ! rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+  echo "warning: the arm64 target cannot be installed here; building x86_64 instead" >&2
+  arch_flag=--x86-64
+fi
+cargo lambda build --release "$arch_flag" --output-format zip -p jobcast-lambdas
+for zip in target/lambda/*/bootstrap.zip; do
+  printf '  %-12s %8d bytes zipped\n' "$(basename "$(dirname "$zip")")" "$(stat -c %s "$zip")"
+done
+
+step "DynamoDB Local and an SQS emulator"
 eval "$(scripts/dynamodb-local.sh start)"
-trap 'scripts/dynamodb-local.sh stop' EXIT
-echo "running at $JOBCAST_TEST_DYNAMODB"
+pip_install moto_server "moto[server]==5.2.5"
+sqs_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$sqs_port" >target/moto.log 2>&1 &
+moto_pid=$!
+trap 'scripts/dynamodb-local.sh stop; kill $moto_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$sqs_port") 2>/dev/null && break
+  sleep 0.25
+done
+export JOBCAST_TEST_SQS=http://127.0.0.1:$sqs_port
+echo "DynamoDB Local at $JOBCAST_TEST_DYNAMODB, SQS at $JOBCAST_TEST_SQS"
 
 step "tests"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt

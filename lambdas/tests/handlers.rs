@@ -1,0 +1,351 @@
+//! The Lambda handlers fed AWS-shaped events from `tests/fixtures/`, wired
+//! as in Lambda (DynamoDB store, SQS queue, Management API client), against
+//! DynamoDB Local, an SQS emulator (moto) and `jobcast serve` standing in
+//! for API Gateway's `@connections`.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::sqs::SqsEvent;
+use futures_util::{SinkExt, StreamExt};
+use jobcast::gateway::{Gateway, GatewayConfig};
+use jobcast::handlers::{jobs_api, websocket, worker};
+use jobcast::store::{DynamoStore, MemoryStore, Store};
+use jobcast::token::TokenKey;
+use jobcast_lambdas::{SqsQueue, Wiring};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "fixture-secret-0123456789abcdef";
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn env_or_fail(name: &str, how: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {how}"))
+}
+
+fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
+    let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    text = text.replace("{{connectedAt}}", &now);
+    for (k, v) in vars {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    text
+}
+
+fn sdk_config() -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("local", "local", None, None, "test"),
+            ),
+        )
+        .http_client(http)
+        .build()
+}
+
+struct Rig {
+    wiring: Wiring,
+    store: DynamoStore,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    gateway_addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn rig() -> Rig {
+    let sdk = sdk_config();
+    let dynamo_conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .endpoint_url(env_or_fail(
+            "JOBCAST_TEST_DYNAMODB",
+            "run ./scripts/test.sh, or start DynamoDB Local with scripts/dynamodb-local.sh",
+        ))
+        .build();
+    let table = format!("jobcast-lambda-{:08x}", rand::random::<u32>());
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(dynamo_conf),
+        table,
+        Duration::from_secs(86_400),
+    );
+    store.ensure_table().await.unwrap();
+
+    let sqs_conf = aws_sdk_sqs::config::Builder::from(&sdk)
+        .endpoint_url(env_or_fail(
+            "JOBCAST_TEST_SQS",
+            "run ./scripts/test.sh, or start an SQS emulator with `moto_server -p 5000`",
+        ))
+        .build();
+    let sqs = aws_sdk_sqs::Client::from_conf(sqs_conf);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("jobcast-jobs-{:08x}", rand::random::<u32>()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+
+    // `jobcast serve` plays API Gateway: clients connect to it and the
+    // functions post to its @connections over HTTP.
+    let gateway = Gateway::bind(
+        GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            stage: "prod".into(),
+            ..GatewayConfig::default()
+        },
+        Arc::new(MemoryStore::new()),
+        TokenKey::random(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let gateway_addr = gateway.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.run(async {
+        let _ = rx.await;
+    }));
+
+    let mut wiring = Wiring::new(
+        sdk,
+        Arc::new(store.clone()),
+        TokenKey::new(SECRET, Duration::from_secs(3600)).unwrap(),
+        Arc::new(SqsQueue::new(sqs.clone(), queue_url.clone())),
+    );
+    wiring.management_endpoint = Some(format!("http://{gateway_addr}/prod"));
+    wiring.links.websocket_url =
+        Some("wss://abc123xyz0.execute-api.eu-west-1.amazonaws.com/prod".into());
+    Rig {
+        wiring,
+        store,
+        sqs,
+        queue_url,
+        gateway_addr,
+        _stop: tx,
+    }
+}
+
+impl Rig {
+    async fn client(&self) -> (Client, String) {
+        let (mut c, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/prod", self.gateway_addr))
+                .await
+                .unwrap();
+        c.send(Message::Text(r#"{"action":"ping"}"#.into()))
+            .await
+            .unwrap();
+        let pong = next_json(&mut c).await;
+        (c, pong["connectionId"].as_str().unwrap().to_string())
+    }
+
+    async fn post_job(&self, key: &str) -> (u16, Value, ApiGatewayV2httpRequest) {
+        let event: ApiGatewayV2httpRequest =
+            serde_json::from_str(&fixture("jobs-post.json", &[("idempotencyKey", key)])).unwrap();
+        let deps = self.wiring.deps(&self.wiring.fixed_endpoint().unwrap());
+        let res = jobs_api::handle(&deps, event.clone()).await;
+        let body = match res.body {
+            Some(Body::Text(t)) => serde_json::from_str(&t).unwrap(),
+            _ => Value::Null,
+        };
+        (res.status_code as u16, body, event)
+    }
+}
+
+async fn next_json(c: &mut Client) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .expect("message in time")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+fn ws_event(name: &str, vars: &[(&str, &str)]) -> ApiGatewayWebsocketProxyRequest {
+    serde_json::from_str(&fixture(name, vars)).unwrap()
+}
+
+#[tokio::test]
+async fn websocket_functions_with_fixtures() {
+    let rig = rig().await;
+    let (status, accepted, _) = rig.post_job("ws-fixture").await;
+    assert_eq!(status, 202);
+    let job_id = accepted["jobId"].as_str().unwrap();
+    let token = accepted["token"].as_str().unwrap();
+    let (mut client, conn) = rig.client().await;
+    let vars = [
+        ("jobId", job_id),
+        ("token", token),
+        ("connectionId", conn.as_str()),
+    ];
+
+    // $connect with the right token: 200 and a subscription item.
+    let event = ws_event("connect.json", &vars);
+    let deps = rig.wiring.deps(&rig.wiring.endpoint_for(&event));
+    let endpoint_from_event = Wiring::new(
+        sdk_config(),
+        Arc::new(rig.store.clone()),
+        TokenKey::random(Duration::from_secs(1)),
+        Arc::new(SqsQueue::new(rig.sqs.clone(), "unused")),
+    )
+    .endpoint_for(&event);
+    assert_eq!(
+        endpoint_from_event,
+        "https://abc123xyz0.execute-api.eu-west-1.amazonaws.com/prod"
+    );
+    let res = websocket::connect(&deps, event).await;
+    assert_eq!(res.status_code, 200);
+    assert_eq!(
+        rig.store.subscribers(job_id).await.unwrap(),
+        vec![conn.clone()]
+    );
+
+    // A bad token: 403; no token: 401; nothing recorded for the other connection.
+    let bad = [
+        ("jobId", job_id),
+        ("token", "1.AAAA"),
+        ("connectionId", "OtherConnId0AA="),
+    ];
+    assert_eq!(
+        websocket::connect(&deps, ws_event("connect.json", &bad))
+            .await
+            .status_code,
+        403
+    );
+    let mut missing = ws_event("connect.json", &bad);
+    missing.query_string_parameters =
+        std::collections::HashMap::from([("jobId".to_string(), job_id.to_string())]).into();
+    assert_eq!(websocket::connect(&deps, missing).await.status_code, 401);
+    assert_eq!(
+        rig.store.connection_jobs("OtherConnId0AA=").await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Message routes answer through @connections.
+    let res = websocket::message(&deps, ws_event("message-ping.json", &vars)).await;
+    assert_eq!(res.status_code, 200);
+    let pong = next_json(&mut client).await;
+    assert_eq!(pong, json!({"type": "pong", "connectionId": conn}));
+    websocket::message(&deps, ws_event("message-subscribe.json", &vars)).await;
+    let snap = next_json(&mut client).await;
+    assert_eq!(snap["type"], "progress");
+    assert_eq!(snap["jobId"], job_id);
+    websocket::message(&deps, ws_event("message-default.json", &vars)).await;
+    assert_eq!(next_json(&mut client).await["code"], "bad_request");
+
+    // $disconnect removes the subscription items.
+    let res = websocket::disconnect(&deps, ws_event("disconnect.json", &vars)).await;
+    assert_eq!(res.status_code, 200);
+    assert!(rig.store.subscribers(job_id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn jobs_api_queues_on_sqs_and_worker_runs_the_batch() {
+    let rig = rig().await;
+    let (status, accepted, event) = rig.post_job("order-1").await;
+    assert_eq!(status, 202);
+    let job_id = accepted["jobId"].as_str().unwrap().to_string();
+    assert!(
+        accepted["websocketUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("wss://abc123xyz0.execute-api.eu-west-1.amazonaws.com/prod?jobId=")
+    );
+    assert_eq!(
+        accepted["statusUrl"],
+        format!("https://def456uvw1.execute-api.eu-west-1.amazonaws.com/jobs/{job_id}")
+    );
+    // Replaying the same request with the same key: same job.
+    let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
+    let replay = jobs_api::handle(&deps, event).await;
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+
+    // The job is on the queue, as the worker will receive it.
+    let received = rig
+        .sqs
+        .receive_message()
+        .queue_url(&rig.queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let messages = received.messages.unwrap_or_default();
+    assert_eq!(
+        messages.len(),
+        1,
+        "one job queued, the replay queued nothing"
+    );
+    let body = messages[0].body.clone().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"jobId": job_id})
+    );
+
+    // A browser follows the job.
+    let (mut client, conn) = rig.client().await;
+    rig.store
+        .subscribe(&job_id, &conn, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    // The worker gets a batch with that message and a malformed one.
+    let mut batch: SqsEvent =
+        serde_json::from_str(&fixture("sqs.json", &[("jobId", &job_id)])).unwrap();
+    batch.records[0].body = Some(body);
+    let publisher = rig.wiring.publisher(&rig.wiring.fixed_endpoint().unwrap());
+    let response = worker::handle_sqs(&publisher, None, batch).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, vec!["2e1424d4-f796-459a-8184-9c92662be6da"]);
+
+    // Every step reached the browser, ending succeeded at seq steps + 2.
+    let mut last = Value::Null;
+    for _ in 0..4 {
+        last = next_json(&mut client).await;
+    }
+    assert_eq!(last["status"], "succeeded");
+    assert_eq!(last["seq"], 5);
+
+    // GET through the jobs function shows it.
+    let get: ApiGatewayV2httpRequest =
+        serde_json::from_str(&fixture("jobs-get.json", &[("jobId", &job_id)])).unwrap();
+    let res = jobs_api::handle(&deps, get).await;
+    assert_eq!(res.status_code, 200);
+    assert!(res.headers.get("retry-after").is_none());
+
+    // Redelivery of a finished job changes nothing.
+    let mut again: SqsEvent =
+        serde_json::from_str(&fixture("sqs.json", &[("jobId", &job_id)])).unwrap();
+    again.records.truncate(1);
+    assert!(
+        worker::handle_sqs(&publisher, None, again)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        rig.store
+            .get_job(&job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot
+            .seq,
+        5
+    );
+}
