@@ -42,6 +42,10 @@ cargo lambda build --release "$arch_flag" --output-format zip -p jobcast-lambdas
 for zip in target/lambda/*/bootstrap.zip; do
   printf '  %-12s %8d bytes zipped\n' "$(basename "$(dirname "$zip")")" "$(stat -c %s "$zip")"
 done
+if [ "$arch_flag" = --arm64 ]; then
+  # The template's own build, reusing what cargo lambda just compiled.
+  (cd infra && SAM_CLI_TELEMETRY=0 sam build --beta-features)
+fi
 
 step "DynamoDB Local and an SQS emulator"
 eval "$(scripts/dynamodb-local.sh start)"
@@ -59,6 +63,10 @@ echo "DynamoDB Local at $JOBCAST_TEST_DYNAMODB, SQS at $JOBCAST_TEST_SQS"
 
 step "tests"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+
+step "Lambda binaries under cargo lambda watch"
+scripts/lambda-smoke.sh
+
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 if [ "$passed" -eq 0 ]; then
