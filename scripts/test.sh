@@ -15,12 +15,17 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Commands installed by pip land in the interpreter's scripts directory.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
+
 pip_install() {
   # $1: a command that must exist afterwards; the rest: pip requirements.
   local cmd=$1; shift
   if ! command -v "$cmd" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "$@"
     hash -r
+    command -v "$cmd" >/dev/null || { echo "installing $* did not provide $cmd" >&2; exit 1; }
   fi
 }
 
