@@ -9,7 +9,7 @@
 
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
-use crate::protocol::{Snapshot, Status};
+use crate::protocol::Status;
 use crate::publish::{PublishOptions, Publisher};
 use crate::push::ManagementApiPusher;
 use crate::store::{DynamoStore, JobRecord, JobUpdate, MemoryStore, Store};
@@ -167,24 +167,13 @@ pub async fn fanout(
     let job_id = format!("job_bench{:08x}", rand::random::<u32>());
     let now = Utc::now();
     store
-        .create_job(JobRecord {
-            snapshot: Snapshot {
-                job_id: job_id.clone(),
-                seq: 1,
-                status: Status::Queued,
-                percent: 0.0,
-                message: None,
-                result: None,
-                error: None,
-                updated_at: now,
-            },
-            kind: "bench".into(),
-            input: serde_json::Value::Null,
-            callback_url: None,
-            created_at: now,
-            cancel_requested: false,
-            webhook: None,
-        })
+        .create_job(JobRecord::queued(
+            job_id.clone(),
+            "bench",
+            serde_json::Value::Null,
+            None,
+            now,
+        ))
         .await
         .map_err(|e| e.to_string())?;
     let token = tokens.issue(&job_id, now.timestamp());

@@ -110,14 +110,7 @@ async fn vanished_connection_is_deleted_on_410() {
         c.external_kinds = vec!["export".into()]
     })
     .await;
-    let res = srv
-        .http
-        .post(srv.url("/jobs"))
-        .json(&json!({"kind": "export"}))
-        .send()
-        .await
-        .unwrap();
-    let job: Value = res.json().await.unwrap();
+    let job = srv.create_export_job(json!({})).await;
     let job_id = job["jobId"].as_str().unwrap();
     // A connection that went away without its $disconnect running.
     store
@@ -152,16 +145,7 @@ async fn throttled_posts_are_retried_and_each_message_arrives_once() {
         c.limit_posts_per_second = Some(20);
     })
     .await;
-    let job: Value = srv
-        .http
-        .post(srv.url("/jobs"))
-        .json(&json!({"kind": "export"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = srv.create_export_job(json!({})).await;
     let job_id = job["jobId"].as_str().unwrap().to_string();
     let mut clients = Vec::new();
     for _ in 0..10 {
@@ -216,16 +200,7 @@ async fn concurrent_publishers_never_duplicate_or_skip_a_seq() {
         c.external_kinds = vec!["export".into()]
     })
     .await;
-    let job: Value = srv
-        .http
-        .post(srv.url("/jobs"))
-        .json(&json!({"kind": "export"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = srv.create_export_job(json!({})).await;
     let job_id = job["jobId"].as_str().unwrap().to_string();
     let (mut c, id) = srv.connected().await;
     store
@@ -305,15 +280,7 @@ async fn a_job_survives_a_restart_of_serve() {
     let id = job["jobId"].as_str().unwrap().to_string();
     // Let it finish, then stop the server.
     for _ in 0..100 {
-        let v: Value = first
-            .http
-            .get(first.url(&format!("/jobs/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = first.job_view(&id).await;
         if v["status"] == "succeeded" {
             break;
         }
@@ -362,16 +329,7 @@ async fn jobcast_publish_end_to_end() {
         c.external_kinds = vec!["export".into()]
     })
     .await;
-    let job: Value = srv
-        .http
-        .post(srv.url("/jobs"))
-        .json(&json!({"kind": "export", "input": {"table": "orders"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = srv.create_export_job(json!({"table": "orders"})).await;
     let job_id = job["jobId"].as_str().unwrap().to_string();
     let (mut c, _) = connect_async(job["websocketUrl"].as_str().unwrap())
         .await
@@ -463,16 +421,7 @@ async fn jobcast_publish_reports_an_unreachable_endpoint() {
         c.external_kinds = vec!["export".into()]
     })
     .await;
-    let job: Value = srv
-        .http
-        .post(srv.url("/jobs"))
-        .json(&json!({"kind": "export"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = srv.create_export_job(json!({})).await;
     let job_id = job["jobId"].as_str().unwrap().to_string();
     store
         .subscribe(&job_id, "L0SM9cOFvHcCIhw=", chrono::Utc::now())

@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Utc;
-use jobcast::protocol::{Snapshot, Status};
+use jobcast::protocol::Status;
 use jobcast::store::{
     IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, MemoryStore, Store, StoreError,
     WebhookState, WebhookStatus,
@@ -13,24 +13,9 @@ use serde_json::json;
 use std::sync::Arc;
 
 fn new_job(id: &str) -> JobRecord {
-    JobRecord {
-        snapshot: Snapshot {
-            job_id: id.into(),
-            seq: 1,
-            status: Status::Queued,
-            percent: 0.0,
-            message: None,
-            result: None,
-            error: None,
-            updated_at: Utc::now(),
-        },
-        kind: "demo".into(),
-        input: json!({}),
-        callback_url: None,
-        created_at: Utc::now(),
-        cancel_requested: false,
-        webhook: None,
-    }
+    let mut job = JobRecord::queued(id, "demo", json!({}), None, Utc::now());
+    job.snapshot.message = None;
+    job
 }
 
 fn running(p: f64) -> JobUpdate {

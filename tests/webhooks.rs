@@ -90,15 +90,7 @@ async fn create_with_callback(srv: &TestServer, url: &str, input: Value) -> reqw
 /// Polls GET /jobs/{id} until its webhook state is final.
 async fn final_webhook_state(srv: &TestServer, id: &str) -> Value {
     for _ in 0..200 {
-        let v: Value = srv
-            .http
-            .get(srv.url(&format!("/jobs/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = srv.job_view(id).await;
         let st = &v["webhook"]["status"];
         if st == "delivered" || st == "failed" {
             return v;

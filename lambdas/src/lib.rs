@@ -34,6 +34,35 @@ use std::time::Duration;
 
 pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
+/// The WebSocket API's integrations.
+#[derive(Clone, Copy, Debug)]
+pub enum WebSocketRoute {
+    Connect,
+    Disconnect,
+    Message,
+}
+
+/// Runs one WebSocket integration: wiring from the environment, each event
+/// handed to its library handler with a pusher for the event's endpoint.
+pub async fn run_websocket(route: WebSocketRoute) -> Result<(), Error> {
+    use aws_lambda_events::apigw::ApiGatewayProxyResponse;
+    use jobcast::handlers::websocket;
+    init_tracing();
+    let wiring = &*Box::leak(Box::new(Wiring::from_env().await?));
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+            let deps = wiring.deps(&wiring.endpoint_for(&event.payload));
+            let response: ApiGatewayProxyResponse = match route {
+                WebSocketRoute::Connect => websocket::connect(&deps, event.payload).await,
+                WebSocketRoute::Disconnect => websocket::disconnect(&deps, event.payload).await,
+                WebSocketRoute::Message => websocket::message(&deps, event.payload).await,
+            };
+            Ok::<_, Error>(response)
+        },
+    ))
+    .await
+}
+
 /// Logs as JSON lines without colour or timestamps (CloudWatch adds its own).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

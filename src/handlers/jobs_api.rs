@@ -3,7 +3,7 @@
 //! RFC 9457 `application/problem+json` document, never a 500 for bad input.
 
 use super::{Deps, worker};
-use crate::protocol::{MAX_JOB_BODY_BYTES, ServerMessage, Snapshot, Status, rfc3339};
+use crate::protocol::{MAX_JOB_BODY_BYTES, ServerMessage, Status, rfc3339};
 use crate::store::{IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, StoreError};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -341,24 +341,7 @@ async fn create(
         }
     }
 
-    let record = JobRecord {
-        snapshot: Snapshot {
-            job_id: job_id.clone(),
-            seq: 1,
-            status: Status::Queued,
-            percent: 0.0,
-            message: Some("queued".into()),
-            result: None,
-            error: None,
-            updated_at: now,
-        },
-        kind,
-        input,
-        callback_url,
-        created_at: now,
-        cancel_requested: false,
-        webhook: None,
-    };
+    let record = JobRecord::queued(job_id.clone(), kind, input, callback_url, now);
     deps.store
         .create_job(record.clone())
         .await

@@ -195,31 +195,13 @@ fn remove_pair(map: &DashMap<String, HashSet<String>>, key: &str, member: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Snapshot, Status};
     use std::time::Duration;
 
     #[tokio::test]
     async fn sweep_removes_what_retention_has_passed() {
         let store = MemoryStore::new();
         let old = Utc::now() - chrono::Duration::hours(25);
-        let job = |id: &str, at| JobRecord {
-            snapshot: Snapshot {
-                job_id: id.into(),
-                seq: 1,
-                status: Status::Queued,
-                percent: 0.0,
-                message: None,
-                result: None,
-                error: None,
-                updated_at: at,
-            },
-            kind: "demo".into(),
-            input: serde_json::Value::Null,
-            callback_url: None,
-            created_at: at,
-            cancel_requested: false,
-            webhook: None,
-        };
+        let job = |id: &str, at| JobRecord::queued(id, "demo", serde_json::Value::Null, None, at);
         store.create_job(job("old", old)).await.unwrap();
         store.create_job(job("new", Utc::now())).await.unwrap();
         assert_eq!(store.sweep(Utc::now(), Duration::from_secs(24 * 3600)), 1);

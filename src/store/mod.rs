@@ -27,6 +27,36 @@ pub struct JobRecord {
     pub webhook: Option<WebhookState>,
 }
 
+impl JobRecord {
+    /// A new job as it is first stored: `queued`, seq 1, percent 0.
+    pub fn queued(
+        job_id: impl Into<String>,
+        kind: impl Into<String>,
+        input: Value,
+        callback_url: Option<String>,
+        now: DateTime<Utc>,
+    ) -> JobRecord {
+        JobRecord {
+            snapshot: Snapshot {
+                job_id: job_id.into(),
+                seq: 1,
+                status: Status::Queued,
+                percent: 0.0,
+                message: Some("queued".into()),
+                result: None,
+                error: None,
+                updated_at: now,
+            },
+            kind: kind.into(),
+            input,
+            callback_url,
+            created_at: now,
+            cancel_requested: false,
+            webhook: None,
+        }
+    }
+}
+
 /// Where delivery of a job's webhook stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

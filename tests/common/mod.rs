@@ -107,6 +107,31 @@ impl TestServer {
         res.json().await.unwrap()
     }
 
+    /// Starts a job of the external kind `export` (the server must accept it).
+    pub async fn create_export_job(&self, input: Value) -> Value {
+        let res = self
+            .http
+            .post(self.url("/jobs"))
+            .json(&serde_json::json!({ "kind": "export", "input": input }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        res.json().await.unwrap()
+    }
+
+    /// `GET /jobs/{id}`, parsed.
+    pub async fn job_view(&self, id: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Connects a client with no job.
     pub async fn connect(&self) -> Client {
         connect_async(self.ws_url("")).await.expect("connect").0

@@ -1,18 +1,8 @@
 //! `$disconnect`: removes every subscription of the connection.
 
-use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use jobcast::handlers::websocket;
-use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn};
+use jobcast_lambdas::{Error, WebSocketRoute, run_websocket};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
-    let wiring = &*Box::leak(Box::new(Wiring::from_env().await?));
-    run(service_fn(
-        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            let deps = wiring.deps(&wiring.endpoint_for(&event.payload));
-            Ok::<ApiGatewayProxyResponse, Error>(websocket::disconnect(&deps, event.payload).await)
-        },
-    ))
-    .await
+    run_websocket(WebSocketRoute::Disconnect).await
 }
