@@ -69,11 +69,26 @@ echo "DynamoDB Local at $JOBCAST_TEST_DYNAMODB, SQS at $JOBCAST_TEST_SQS"
 step "tests"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt
 
+step "web demo in chromium"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "chromium is missing: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
+(cd web-demo && npm ci --no-audit --no-fund --loglevel=error)
+(cd web-demo && JOBCAST_BIN="$PWD/../target/debug/jobcast" node --test tests/) 2>&1 | tee target/web-test-output.txt
+web_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/web-test-output.txt | tail -1)
+
 step "Lambda binaries under cargo lambda watch"
 scripts/lambda-smoke.sh
 
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
+passed=$((passed + ${web_passed:-0}))
 if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2
   exit 1

@@ -4,7 +4,7 @@
 use super::{HttpResponse, full};
 use http::{HeaderValue, Response, StatusCode, header};
 
-const FILES: [(&str, &str, &str); 3] = [
+const FILES: [(&str, &str, &str); 4] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -14,6 +14,11 @@ const FILES: [(&str, &str, &str); 3] = [
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web-demo/app.js"),
+    ),
+    (
+        "jobcast-client.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web-demo/jobcast-client.js"),
     ),
     (
         "style.css",

@@ -1,0 +1,293 @@
+// jobcast-client.js: follow long-running jobs from a browser, live.
+//
+// A dependency-free ES module. It keeps a WebSocket to the jobcast WebSocket
+// API, subscribes and syncs after every (re)connect, never applies a snapshot
+// older than the one shown, reconnects with capped exponential backoff and
+// full jitter, pings before API Gateway's 10-minute idle cut, reconnects
+// before its 2-hour lifetime, and falls back to polling GET /jobs/{id}
+// (honouring Retry-After) while the WebSocket cannot connect.
+
+/** @typedef {'queued'|'running'|'succeeded'|'failed'|'cancelled'} JobStatus */
+/**
+ * @typedef {object} Snapshot
+ * @property {'progress'} type
+ * @property {string} jobId
+ * @property {number} seq
+ * @property {JobStatus} status
+ * @property {number} percent
+ * @property {string|null} message
+ * @property {unknown} result
+ * @property {{code: string, message: string}|null} error
+ * @property {string} updatedAt
+ */
+/** @typedef {'connecting'|'live'|'reconnecting'|'polling'|'closed'} ConnectionState */
+
+export const TERMINAL = Object.freeze(['succeeded', 'failed', 'cancelled']);
+
+/** @param {string} status */
+export function isTerminal(status) {
+  return TERMINAL.includes(status);
+}
+
+/**
+ * Full-jitter exponential backoff: a random delay in [0, min(cap, base * 2^attempt)].
+ * @param {number} attempt 0 for the first retry
+ * @param {{baseMs?: number, capMs?: number, random?: () => number}} [opts]
+ */
+export function backoffDelay(attempt, { baseMs = 500, capMs = 30_000, random = Math.random } = {}) {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
+
+/**
+ * Keeps the newest snapshot per job: a message whose seq is not above the
+ * last one applied is dropped, so a bar never moves backwards.
+ */
+export class SnapshotTracker {
+  constructor() {
+    /** @type {Map<string, Snapshot>} */
+    this.latest = new Map();
+  }
+
+  /** @param {Snapshot} snap @returns {boolean} true when applied */
+  apply(snap) {
+    if (!snap || typeof snap.seq !== 'number' || typeof snap.jobId !== 'string') return false;
+    const prev = this.latest.get(snap.jobId);
+    if (prev && snap.seq <= prev.seq) return false;
+    this.latest.set(snap.jobId, snap);
+    return true;
+  }
+
+  /** @param {string} jobId */
+  get(jobId) {
+    return this.latest.get(jobId);
+  }
+}
+
+/**
+ * Parses Retry-After (seconds or an HTTP date) into milliseconds.
+ * @param {string|null} value @param {number} fallbackMs
+ */
+export function retryAfterMs(value, fallbackMs = 1000) {
+  if (!value) return fallbackMs;
+  const secs = Number(value);
+  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : fallbackMs;
+}
+
+/**
+ * Follows several jobs over one WebSocket connection.
+ *
+ * @example
+ * const client = new JobcastClient({ websocketUrl: 'wss://…/prod' });
+ * client.follow({ jobId, token, statusUrl, onUpdate: (s) => render(s) });
+ */
+export class JobcastClient {
+  /**
+   * @param {object} opts
+   * @param {string} opts.websocketUrl base URL with the stage, e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/prod
+   * @param {(state: ConnectionState) => void} [opts.onStateChange]
+   * @param {number} [opts.pingIntervalMs] keep-alive ping (default 5 min, under the 10 min idle limit)
+   * @param {number} [opts.maxLifetimeMs] reconnect before this (default 1 h 55 min, under the 2 h limit)
+   * @param {number} [opts.stableAfterMs] a connection up this long resets the backoff (default 10 s)
+   * @param {number} [opts.pollAfterFailures] failed connects before polling starts (default 2)
+   * @param {{baseMs?: number, capMs?: number}} [opts.backoff]
+   * @param {typeof WebSocket} [opts.WebSocket]
+   * @param {typeof fetch} [opts.fetch]
+   */
+  constructor(opts) {
+    this.url = opts.websocketUrl.split('?')[0];
+    this.onStateChange = opts.onStateChange ?? (() => {});
+    this.pingIntervalMs = opts.pingIntervalMs ?? 5 * 60_000;
+    this.maxLifetimeMs = opts.maxLifetimeMs ?? (2 * 60 - 5) * 60_000;
+    this.stableAfterMs = opts.stableAfterMs ?? 10_000;
+    this.pollAfterFailures = opts.pollAfterFailures ?? 2;
+    this.backoff = opts.backoff ?? {};
+    this.WebSocketImpl = opts.WebSocket ?? globalThis.WebSocket;
+    this.fetchImpl = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.tracker = new SnapshotTracker();
+    /** @type {Map<string, {jobId: string, token: string, statusUrl?: string, onUpdate: (s: Snapshot) => void, pollTimer?: any}>} */
+    this.jobs = new Map();
+    /** @type {ConnectionState} */
+    this.state = 'closed';
+    this.failures = 0;
+    this.ws = null;
+    this.timers = [];
+    this.stopped = true;
+  }
+
+  /** @param {ConnectionState} s */
+  setState(s) {
+    if (this.state === s) return;
+    this.state = s;
+    this.onStateChange(s);
+  }
+
+  /**
+   * Starts following a job; connects if needed.
+   * @param {{jobId: string, token: string, statusUrl?: string, onUpdate: (s: Snapshot) => void}} job
+   */
+  follow(job) {
+    this.jobs.set(job.jobId, { ...job });
+    if (this.stopped) {
+      this.stopped = false;
+      this.connect();
+    } else if (this.state === 'live') {
+      this.send({ action: 'subscribe', jobId: job.jobId, token: job.token });
+    } else if (this.state === 'polling') {
+      this.poll(job.jobId);
+    }
+  }
+
+  /** @param {string} jobId */
+  unfollow(jobId) {
+    const job = this.jobs.get(jobId);
+    if (!job) return;
+    clearTimeout(job.pollTimer);
+    this.jobs.delete(jobId);
+    if (this.state === 'live') this.send({ action: 'unsubscribe', jobId });
+    if (this.jobs.size === 0) this.close();
+  }
+
+  /** Stops everything. */
+  close() {
+    this.stopped = true;
+    this.clearTimers();
+    for (const job of this.jobs.values()) clearTimeout(job.pollTimer);
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onclose = null;
+      if (ws.readyState <= 1) ws.close(1000);
+    }
+    this.setState('closed');
+  }
+
+  clearTimers() {
+    for (const t of this.timers) {
+      clearTimeout(t);
+      clearInterval(t);
+    }
+    this.timers = [];
+  }
+
+  send(msg) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(msg));
+  }
+
+  connect() {
+    if (this.stopped) return;
+    this.setState(this.failures === 0 ? 'connecting' : this.state === 'polling' ? 'polling' : 'reconnecting');
+    let ws;
+    try {
+      ws = new this.WebSocketImpl(this.url);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.setState('live');
+      for (const job of this.jobs.values()) {
+        clearTimeout(job.pollTimer);
+        this.send({ action: 'subscribe', jobId: job.jobId, token: job.token });
+      }
+      this.send({ action: 'sync' });
+      this.timers.push(setInterval(() => this.send({ action: 'ping' }), this.pingIntervalMs));
+      this.timers.push(setTimeout(() => this.failures = 0, this.stableAfterMs));
+      // Leave before API Gateway's lifetime limit cuts the connection.
+      this.timers.push(setTimeout(() => this.recycle(), this.maxLifetimeMs));
+    };
+    ws.onmessage = (ev) => {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (msg.type === 'progress') this.deliver(msg);
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.clearTimers();
+      if (!opened) this.failures += 1;
+      this.scheduleReconnect();
+    };
+    ws.onerror = () => {};
+  }
+
+  /** Reconnects now, on purpose (lifetime limit). */
+  recycle() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    ws.onclose = null;
+    ws.close(1000);
+    this.clearTimers();
+    this.failures = 0;
+    this.connect();
+  }
+
+  scheduleReconnect() {
+    if (this.stopped || this.jobs.size === 0) {
+      this.close();
+      return;
+    }
+    if (this.failures >= this.pollAfterFailures) {
+      if (this.state !== 'polling') {
+        this.setState('polling');
+        for (const jobId of this.jobs.keys()) this.poll(jobId);
+      }
+    } else {
+      this.setState('reconnecting');
+    }
+    const delay = backoffDelay(Math.max(0, this.failures - 1), this.backoff);
+    this.timers.push(setTimeout(() => this.connect(), delay));
+  }
+
+  /** @param {string} jobId */
+  async poll(jobId) {
+    const job = this.jobs.get(jobId);
+    if (!job || !job.statusUrl || this.state !== 'polling') return;
+    let wait = 1000;
+    try {
+      const res = await this.fetchImpl(job.statusUrl, { headers: { accept: 'application/json' } });
+      wait = retryAfterMs(res.headers.get('retry-after'), 2000);
+      if (res.ok) this.deliver(await res.json());
+    } catch {
+      wait = 2000;
+    }
+    const still = this.jobs.get(jobId);
+    if (still && this.state === 'polling') still.pollTimer = setTimeout(() => this.poll(jobId), wait);
+  }
+
+  /** @param {Snapshot} snap */
+  deliver(snap) {
+    const job = this.jobs.get(snap.jobId);
+    if (!job || !this.tracker.apply(snap)) return;
+    job.onUpdate(snap);
+    if (isTerminal(snap.status)) {
+      clearTimeout(job.pollTimer);
+      this.jobs.delete(snap.jobId);
+      if (this.state === 'live') this.send({ action: 'unsubscribe', jobId: snap.jobId });
+      if (this.jobs.size === 0) this.close();
+    }
+  }
+}
+
+/**
+ * Follows one job as `POST /jobs` described it, on a connection of its own.
+ * Returns a function that stops watching.
+ *
+ * @param {{jobId: string, token: string, websocketUrl: string, statusUrl?: string,
+ *   onUpdate: (s: Snapshot) => void, onStateChange?: (s: ConnectionState) => void}} opts
+ */
+export function watchJob(opts) {
+  const client = new JobcastClient({ websocketUrl: opts.websocketUrl, onStateChange: opts.onStateChange });
+  client.follow({ jobId: opts.jobId, token: opts.token, statusUrl: opts.statusUrl, onUpdate: opts.onUpdate });
+  return () => client.close();
+}

@@ -1,0 +1,212 @@
+// The demo page in Debian's chromium, against a real `jobcast serve`.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = process.env.JOBCAST_BIN ?? path.join(root, 'target/debug/jobcast');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+let server;
+let base;
+let browser;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+before(async () => {
+  assert.ok(existsSync(bin), `${bin} is missing: build it with cargo build`);
+  assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: apt-get install chromium`);
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) break;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+});
+
+/** A page that records console errors and every aria-valuenow each bar shows. */
+async function openPage() {
+  const page = await browser.newPage({ viewport: { width: 900, height: 900 } });
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.addInitScript(() => {
+    window.__aria = {};
+    new MutationObserver((records) => {
+      for (const r of records) {
+        const li = r.target.closest?.('li.job');
+        if (!li) continue;
+        (window.__aria[li.dataset.jobId] ??= []).push(Number(r.target.getAttribute('aria-valuenow')));
+      }
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['aria-valuenow'] });
+  });
+  await page.goto(base + '/');
+  return { page, errors };
+}
+
+async function startJob(page, { steps, stepMs, failAt }) {
+  const before = await page.locator('li.job').count();
+  await page.fill('input[name=steps]', String(steps));
+  await page.fill('input[name=stepMs]', String(stepMs));
+  await page.fill('input[name=failAt]', failAt ? String(failAt) : '');
+  await page.click('button[type=submit]');
+  await page.waitForFunction((n) => document.querySelectorAll('li.job').length > n, before);
+  return page.locator('li.job').first().getAttribute('data-job-id');
+}
+
+const job = (page, id) => page.locator(`li.job[data-job-id="${id}"]`);
+
+async function finalStatus(page, id, timeout = 20000) {
+  await page.waitForSelector(`li.job[data-job-id="${id}"][data-status]`, { timeout });
+  return job(page, id).getAttribute('data-status');
+}
+
+function assertNeverBackwards(values, label) {
+  for (let i = 1; i < values.length; i++) {
+    assert.ok(values[i] >= values[i - 1], `${label}: bar went from ${values[i - 1]} to ${values[i]} (${values})`);
+  }
+}
+
+test('a job runs to 100% and shows its result', async () => {
+  const { page, errors } = await openPage();
+  const id = await startJob(page, { steps: 5, stepMs: 100 });
+  assert.equal(await finalStatus(page, id), 'succeeded');
+  const bar = job(page, id).locator('[role=progressbar]');
+  assert.equal(await bar.getAttribute('aria-valuenow'), '100');
+  assert.match(await job(page, id).locator('.outcome').textContent(), /"steps": 5/);
+  assert.equal(await page.textContent('#connection'), 'closed');
+  assertNeverBackwards(await page.evaluate((i) => window.__aria[i], id), id);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('failAt shows the failure', async () => {
+  const { page, errors } = await openPage();
+  const id = await startJob(page, { steps: 5, stepMs: 50, failAt: 3 });
+  assert.equal(await finalStatus(page, id), 'failed');
+  assert.match(await job(page, id).locator('.outcome').textContent(), /demo_failure/);
+  assert.equal(await job(page, id).locator('.badge').textContent(), 'failed');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('cancel ends the job cancelled', async () => {
+  const { page, errors } = await openPage();
+  const id = await startJob(page, { steps: 100, stepMs: 200 });
+  await page.waitForSelector('#connection[data-state=live]');
+  await job(page, id).locator('button.cancel').click();
+  assert.equal(await finalStatus(page, id), 'cancelled');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('three jobs at once each end correctly, over one connection', async () => {
+  const { page, errors } = await openPage();
+  const a = await startJob(page, { steps: 6, stepMs: 80 });
+  const b = await startJob(page, { steps: 4, stepMs: 120, failAt: 2 });
+  const c = await startJob(page, { steps: 3, stepMs: 60 });
+  assert.equal(await finalStatus(page, a), 'succeeded');
+  assert.equal(await finalStatus(page, b), 'failed');
+  assert.equal(await finalStatus(page, c), 'succeeded');
+  const aria = await page.evaluate(() => window.__aria);
+  for (const id of [a, b, c]) assertNeverBackwards(aria[id], id);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a socket closed by the server (DELETE @connections) reconnects and finishes', async () => {
+  const { page, errors } = await openPage();
+  // Proxy the page's WebSocket to learn its connection id, as a back end would.
+  let askId;
+  const ids = [];
+  await page.routeWebSocket(/\/dev$/, (ws) => {
+    const upstream = ws.connectToServer();
+    askId = () => upstream.send(JSON.stringify({ action: 'ping' }));
+    upstream.onMessage((m) => {
+      try {
+        const msg = JSON.parse(m);
+        if (msg.type === 'pong') ids.push(msg.connectionId);
+      } catch {}
+      ws.send(m);
+    });
+    ws.onMessage((m) => upstream.send(m));
+  });
+  const id = await startJob(page, { steps: 30, stepMs: 100 });
+  await page.waitForFunction((i) => Number(document.querySelector(`li.job[data-job-id="${i}"] [role=progressbar]`).getAttribute('aria-valuenow')) >= 20, id);
+  askId();
+  for (let i = 0; i < 50 && ids.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(ids.length, 1, 'learned the connection id');
+  const res = await fetch(`${base}/dev/@connections/${encodeURIComponent(ids[0])}`, { method: 'DELETE' });
+  assert.equal(res.status, 204);
+  assert.equal(await finalStatus(page, id), 'succeeded');
+  assert.equal(await job(page, id).locator('[role=progressbar]').getAttribute('aria-valuenow'), '100');
+  assertNeverBackwards(await page.evaluate((i) => window.__aria[i], id), id);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('with WebSockets unreachable the page polls to the end and says so', async () => {
+  const { page, errors } = await openPage();
+  // The jobs API points the page at a WebSocket endpoint nobody answers.
+  const dead = await freePort();
+  await page.route('**/jobs', async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    body.websocketUrl = `ws://127.0.0.1:${dead}/dev`;
+    await route.fulfill({ response, json: body });
+  });
+  const states = [];
+  await page.exposeFunction('__state', (s) => states.push(s));
+  await page.evaluate(() => new MutationObserver(() => window.__state(document.getElementById('connection').textContent))
+    .observe(document.getElementById('connection'), { childList: true, characterData: true, subtree: true }));
+  const id = await startJob(page, { steps: 4, stepMs: 500 });
+  await page.waitForSelector('#connection[data-state=polling]', { timeout: 15000 });
+  assert.equal(await finalStatus(page, id, 30000), 'succeeded');
+  assert.ok(states.includes('polling'), String(states));
+  assertNeverBackwards(await page.evaluate((i) => window.__aria[i], id), id);
+  // The browser reports each refused WebSocket itself; nothing else may be logged.
+  assert.deepEqual(errors.filter((e) => !/WebSocket connection to .* failed/.test(e)), []);
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  await page.close();
+});
+
+test('the page mid-job (screenshot when SCREENSHOT_MIDJOB is set)', async () => {
+  const { page, errors } = await openPage();
+  await page.setViewportSize({ width: 820, height: 640 });
+  const a = await startJob(page, { steps: 40, stepMs: 150 });
+  await startJob(page, { steps: 10, stepMs: 100, failAt: 4 });
+  await startJob(page, { steps: 60, stepMs: 120 });
+  await page.waitForFunction((i) => Number(document.querySelector(`li.job[data-job-id="${i}"] [role=progressbar]`).getAttribute('aria-valuenow')) >= 35, a);
+  if (process.env.SCREENSHOT_MIDJOB) await page.screenshot({ path: process.env.SCREENSHOT_MIDJOB });
+  // Keyboard: the form and the cancel buttons are reachable with Tab.
+  await page.focus('input[name=steps]');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.name), 'stepMs');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
