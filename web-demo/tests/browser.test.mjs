@@ -210,3 +210,16 @@ test('the page mid-job (screenshot when SCREENSHOT_MIDJOB is set)', async () => 
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('usable at phone width: nothing overflows sideways', async () => {
+  const { page, errors } = await openPage();
+  await page.setViewportSize({ width: 360, height: 740 });
+  const id = await startJob(page, { steps: 3, stepMs: 50 });
+  assert.equal(await finalStatus(page, id), 'succeeded');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+  const box = await page.locator('button[type=submit]').boundingBox();
+  assert.ok(box.width >= 44 || box.height >= 36, 'the start button stays a usable target');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
