@@ -10,7 +10,7 @@
 //! against the checks): link-local and cloud metadata addresses are always
 //! refused, loopback is allowed, other private ranges only when configured.
 
-use crate::handlers::jobs_api::job_view;
+use crate::handlers::jobs_api::{hex, job_view};
 use crate::metrics::Metrics;
 use crate::publish::backoff;
 use crate::store::{JobRecord, Store, WebhookState, WebhookStatus};
@@ -152,11 +152,7 @@ pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let mut hex = String::with_capacity(64);
-    for b in mac.finalize().into_bytes() {
-        let _ = write!(hex, "{b:02x}");
-    }
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", hex(&mac.finalize().into_bytes()))
 }
 
 /// Checks a signature header the way a receiver should: recompute, compare

@@ -41,7 +41,14 @@ async fn shutdown_closes_every_socket_and_runs_every_disconnect() {
     assert_eq!(disconnected, ids);
     // Every subscription was removed by its $disconnect.
     for id in &ids {
-        assert!(srv.deps.store.connection_jobs(id).await.unwrap().is_empty());
+        assert!(
+            srv.deps
+                .store()
+                .connection_jobs(id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     // The port no longer accepts connections.
     assert!(tokio::net::TcpStream::connect(srv.addr).await.is_err());

@@ -161,7 +161,7 @@ async fn subscribe_with_wrong_token_or_unknown_job_records_nothing() {
     assert_eq!(next_json(&mut c).await["code"], "not_found");
     assert!(
         srv.deps
-            .store
+            .store()
             .connection_jobs(&conn)
             .await
             .unwrap()
@@ -335,7 +335,7 @@ async fn client_close_runs_disconnect_once_with_its_code() {
     .unwrap();
     let id = srv.connection_id(&mut c).await;
     assert_eq!(
-        srv.deps.store.connection_jobs(&id).await.unwrap(),
+        srv.deps.store().connection_jobs(&id).await.unwrap(),
         vec![job["jobId"].as_str().unwrap().to_string()]
     );
     c.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
@@ -349,7 +349,7 @@ async fn client_close_runs_disconnect_once_with_its_code() {
     assert_eq!(e.request_context.event_type.as_deref(), Some("DISCONNECT"));
     assert!(
         srv.deps
-            .store
+            .store()
             .connection_jobs(&id)
             .await
             .unwrap()

@@ -252,7 +252,6 @@ impl Wiring {
             publisher = publisher.with_webhooks(Arc::clone(w));
         }
         Deps {
-            store: Arc::clone(&self.store),
             publisher,
             tokens: self.tokens.clone(),
             queue: Arc::clone(&self.queue),

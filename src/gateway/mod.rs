@@ -131,7 +131,6 @@ impl Gateway {
         }
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
         let deps = Deps {
-            store,
             publisher,
             tokens,
             queue: workers.queue(),

@@ -319,7 +319,7 @@ async fn create(
             response: accepted.clone(),
         };
         match deps
-            .store
+            .store()
             .put_idempotency(key, record)
             .await
             .map_err(store_problem)?
@@ -342,7 +342,7 @@ async fn create(
     }
 
     let record = JobRecord::queued(job_id.clone(), kind, input, callback_url, now);
-    deps.store
+    deps.store()
         .create_job(record.clone())
         .await
         .map_err(store_problem)?;
@@ -384,7 +384,7 @@ pub fn job_view(job: &JobRecord) -> Value {
 
 async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem> {
     let job = deps
-        .store
+        .store()
         .get_job(id)
         .await
         .map_err(store_problem)?
@@ -417,13 +417,18 @@ async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem>
 }
 
 async fn cancel(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let job = deps.store.request_cancel(id).await.map_err(store_problem)?;
+    let job = deps
+        .store()
+        .request_cancel(id)
+        .await
+        .map_err(store_problem)?;
     deps.queue.cancel_hint(id);
     tracing::info!(job_id = id, "cancellation requested");
     Ok(json_response(202, &job_view(&job)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");

@@ -50,7 +50,7 @@ pub struct Links {
 /// Everything a handler needs, built once per process and shared.
 #[derive(Clone)]
 pub struct Deps {
-    pub store: Arc<dyn Store>,
+    /// Stores snapshots and fans them out; its store is the handlers' store.
     pub publisher: Publisher,
     pub tokens: TokenKey,
     pub queue: Arc<dyn JobQueue>,
@@ -58,6 +58,13 @@ pub struct Deps {
     pub links: Links,
     /// Kinds accepted for workers outside this process (besides the built-in ones).
     pub external_kinds: Arc<[String]>,
+}
+
+impl Deps {
+    /// The store every handler reads and writes (the publisher's own).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.publisher.store()
+    }
 }
 
 /// Seconds since the Unix epoch, now.

@@ -67,7 +67,7 @@ pub async fn connect(
         tracing::info!(connection_id = conn, job_id, reason = %e, "refusing $connect");
         return ws_response(403, &e.to_string());
     }
-    match deps.store.get_job(job_id).await {
+    match deps.store().get_job(job_id).await {
         Ok(Some(_)) => {}
         Ok(None) => return ws_response(404, "job not found"),
         Err(e) => {
@@ -76,7 +76,7 @@ pub async fn connect(
         }
     }
     if let Err(e) = deps
-        .store
+        .store()
         .subscribe(job_id, conn, connected_at(&event))
         .await
     {
@@ -95,7 +95,7 @@ pub async fn disconnect(
     let Some(conn) = connection_id(&event) else {
         return ws_response(400, "event has no connectionId");
     };
-    match deps.store.remove_connection(conn).await {
+    match deps.store().remove_connection(conn).await {
         Ok(n) => {
             tracing::debug!(
                 connection_id = conn,
@@ -148,7 +148,7 @@ pub async fn message(
             subscribe(deps, &conn, &job_id, &token, connected_at(&event)).await;
         }
         ClientAction::Unsubscribe { job_id } => {
-            if let Err(e) = deps.store.unsubscribe(&job_id, &conn).await {
+            if let Err(e) = deps.store().unsubscribe(&job_id, &conn).await {
                 reply_unavailable(deps, &conn, Some(&job_id), &e).await;
             } else {
                 reply(deps, &conn, ServerMessage::Unsubscribed { job_id: &job_id }).await;
@@ -170,14 +170,14 @@ async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateT
     }
     // Record first, read second: an update published in between is either
     // in the snapshot read below or delivered to the new subscription.
-    if let Err(e) = deps.store.subscribe(job_id, conn, at).await {
+    if let Err(e) = deps.store().subscribe(job_id, conn, at).await {
         reply_unavailable(deps, conn, Some(job_id), &e).await;
         return;
     }
-    match deps.store.get_job(job_id).await {
+    match deps.store().get_job(job_id).await {
         Ok(Some(job)) => post(deps, conn, snapshot_payload(&job.snapshot)).await,
         Ok(None) => {
-            let _ = deps.store.unsubscribe(job_id, conn).await;
+            let _ = deps.store().unsubscribe(job_id, conn).await;
             reply_error(
                 deps,
                 conn,
@@ -194,7 +194,7 @@ async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateT
 }
 
 async fn sync(deps: &Deps, conn: &str) {
-    let jobs = match deps.store.connection_jobs(conn).await {
+    let jobs = match deps.store().connection_jobs(conn).await {
         Ok(j) => j,
         Err(e) => {
             reply_unavailable(deps, conn, None, &e).await;
@@ -202,10 +202,10 @@ async fn sync(deps: &Deps, conn: &str) {
         }
     };
     for job_id in jobs {
-        match deps.store.get_job(&job_id).await {
+        match deps.store().get_job(&job_id).await {
             Ok(Some(job)) => post(deps, conn, snapshot_payload(&job.snapshot)).await,
             Ok(None) => {
-                let _ = deps.store.unsubscribe(&job_id, conn).await;
+                let _ = deps.store().unsubscribe(&job_id, conn).await;
             }
             Err(e) => {
                 reply_unavailable(deps, conn, Some(&job_id), &e).await;
