@@ -1,6 +1,6 @@
 use clap::Parser;
 use jobcast::config::{
-    BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, ServeArgs, StoreKind,
+    BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, RunArgs, ServeArgs, StoreKind,
     TableArgs, TableCommand,
 };
 use jobcast::gateway::{Gateway, GatewayConfig};
@@ -256,6 +256,81 @@ async fn bench_fanout(args: FanoutArgs) -> Result<(), String> {
     Ok(())
 }
 
+async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
+    let r = jobcast::bench::run(args.load_options()).await?;
+    let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+    match &args.json_out {
+        Some(path) => std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => println!("{json}"),
+    }
+    let c = &r.connect;
+    eprintln!(
+        "{}: {}/{} clients in {:.2} s ({:.0}/s, handshake p50 {:.2} ms p99 {:.2} ms)",
+        r.label,
+        c.identified,
+        c.requested,
+        c.seconds,
+        c.per_second,
+        c.handshake.p50_ms,
+        c.handshake.p99_ms
+    );
+    for p in std::iter::once(&r.posts).chain(r.paced.as_ref()) {
+        eprintln!(
+            "{}: posts {:.0}/s accepted, {:.0}/s delivered at {} in flight{} (end-to-end p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms; lost {}; statuses {:?})",
+            r.label,
+            p.per_second,
+            p.delivered_per_second,
+            p.in_flight,
+            if p.rate > 0 {
+                format!(", paced at {}/s", p.rate)
+            } else {
+                String::new()
+            },
+            p.end_to_end.p50_ms,
+            p.end_to_end.p99_ms,
+            p.end_to_end.p999_ms,
+            p.lost,
+            p.statuses
+        );
+    }
+    if let Some(f) = &r.fanout {
+        eprintln!(
+            "{}: fan-out to {} via @connections p50 {:.1} ms ({:.0} msg/s), lost {}",
+            r.label, f.subscribers, f.ms_p50, f.messages_per_second, f.lost
+        );
+    }
+    if let Some(f) = &r.in_process_fanout {
+        eprintln!(
+            "{}: in-process fan-out of {} updates to {} clients: {}/{} delivered in {:.2} s ({:.0} msg/s), lost {}",
+            r.label,
+            f.updates,
+            f.subscribers,
+            f.delivered,
+            f.expected,
+            f.seconds,
+            f.delivered_per_second,
+            f.lost
+        );
+    }
+    if let Some(m) = &r.memory {
+        eprintln!(
+            "{}: server RSS idle {} KiB, connected {} KiB ({:.1} KiB/connection), under load {} KiB, after close {} KiB",
+            r.label,
+            m.idle_kib,
+            m.connected_kib,
+            m.per_connection_kib,
+            m.under_load_kib,
+            m.after_close_kib
+        );
+    }
+    eprintln!(
+        "{}: closed {} (dropped early {}), $disconnect observed {:?}",
+        r.label, r.close.closed, r.close.dropped_early, r.close.disconnects_observed
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -269,6 +344,10 @@ async fn main() -> ExitCode {
         Some(Command::Bench(BenchCommand::Fanout(args))) => {
             init_cli_tracing();
             bench_fanout(args).await
+        }
+        Some(Command::Bench(BenchCommand::Run(args))) => {
+            init_cli_tracing();
+            bench_run(args).await
         }
         Some(Command::Table(TableCommand::Create(args))) => {
             init_cli_tracing();

@@ -1,12 +1,11 @@
-//! `jobcast bench`: load generators measured on this machine, loopback only.
-//!
-//! `fanout` starts a gateway in this process, connects N real WebSocket
+//! `jobcast bench fanout`: starts a gateway in this process, connects N real WebSocket
 //! clients subscribed to one job, publishes R updates and measures, for
 //! each, the time from the publish call until the last client has the
 //! snapshot. The publisher either pushes in-process (the registry) or over
 //! HTTP through `@connections` with the AWS SDK; the store is the memory
 //! one or DynamoDB (Local), whose requests are counted.
 
+use super::{RequestCounter, local_sdk_config, percentile, require_loopback};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::protocol::Status;
@@ -14,42 +13,14 @@ use crate::publish::{PublishOptions, Publisher};
 use crate::push::ManagementApiPusher;
 use crate::store::{DynamoStore, JobRecord, JobUpdate, MemoryStore, Store};
 use crate::token::TokenKey;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use chrono::Utc;
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Counts every request a client sends (retries included).
-#[derive(Debug, Default, Clone)]
-pub struct RequestCounter(Arc<AtomicU64>);
-
-impl RequestCounter {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Intercept for RequestCounter {
-    fn name(&self) -> &'static str {
-        "RequestCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
 
 /// Which store the fan-out reads subscribers from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -89,25 +60,6 @@ pub struct FanoutReport {
     pub lost: u64,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-/// Refuses endpoints that are not on this machine.
-pub fn require_loopback(url: &str) -> Result<(), String> {
-    if crate::aws::is_loopback_url(url) {
-        Ok(())
-    } else {
-        Err(format!(
-            "benchmarks run against loopback only; {url} is not on this machine"
-        ))
-    }
-}
-
 /// Runs the fan-out benchmark.
 pub async fn fanout(
     subscribers: usize,
@@ -117,13 +69,7 @@ pub async fn fanout(
 ) -> Result<FanoutReport, String> {
     let counter = RequestCounter::default();
     // Every target is on this machine: any credentials will do.
-    let sdk = crate::aws::sdk_config()
-        .await
-        .into_builder()
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-            aws_credential_types::Credentials::new("local", "local", None, None, "jobcast-bench"),
-        ))
-        .build();
+    let sdk = local_sdk_config().await;
     let store: Arc<dyn Store> = match store_kind {
         BenchStore::Memory => Arc::new(MemoryStore::new()),
         BenchStore::Dynamodb => {

@@ -1,0 +1,76 @@
+//! `jobcast bench`: load generators for this machine, loopback only.
+//!
+//! - [`load`] (`jobcast bench run`) measures any WebSocket gateway that
+//!   speaks API Gateway's `@connections`: connect rate, post throughput,
+//!   end-to-end latency, fan-out and the server's memory. `scripts/bench.sh`
+//!   points it at `jobcast serve` and at serverless-offline in one run.
+//! - [`fanout`] (`jobcast bench fanout`) runs a gateway in this process and
+//!   times the publisher's fan-out through each store and push path.
+
+pub mod fanout;
+pub mod load;
+
+pub use fanout::{BenchPush, BenchStore, FanoutReport, fanout};
+pub use load::{LoadOptions, LoadReport, run};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts every request a client sends (retries included).
+#[derive(Debug, Default, Clone)]
+pub struct RequestCounter(Arc<AtomicU64>);
+
+impl RequestCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The value at fraction `p` of an ascending slice (0 when empty).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Refuses endpoints that are not on this machine.
+pub fn require_loopback(url: &str) -> Result<(), String> {
+    if crate::aws::is_loopback_url(url) {
+        Ok(())
+    } else {
+        Err(format!(
+            "benchmarks run against loopback only; {url} is not on this machine"
+        ))
+    }
+}
+
+/// SDK configuration for targets on this machine: any credentials will do.
+pub(crate) async fn local_sdk_config() -> aws_config::SdkConfig {
+    crate::aws::sdk_config()
+        .await
+        .into_builder()
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("local", "local", None, None, "jobcast-bench"),
+        ))
+        .build()
+}
