@@ -104,8 +104,8 @@ pub struct RunArgs {
     /// `serve --workers 1 --outbound-queue 1024`).
     #[arg(long)]
     pub jobs_url: Option<String>,
-    /// Steps of that demo job, published back to back (1..=1000).
-    #[arg(long, default_value = "100", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Steps of that demo job, published back to back (0 skips the phase).
+    #[arg(long, default_value = "100", value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub demo_steps: u32,
     /// Write the JSON result to this file (else to stdout).
     #[arg(long)]

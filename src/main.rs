@@ -277,7 +277,7 @@ async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
     );
     for p in std::iter::once(&r.posts).chain(r.paced.as_ref()) {
         eprintln!(
-            "{}: posts {:.0}/s accepted, {:.0}/s delivered at {} in flight{} (end-to-end p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms; lost {}; statuses {:?})",
+            "{}: posts {:.0}/s accepted, {:.0}/s delivered at {} in flight{} (end-to-end p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms; lost {}; statuses {:?}; server CPU {:.1} µs/message)",
             r.label,
             p.per_second,
             p.delivered_per_second,
@@ -291,7 +291,8 @@ async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
             p.end_to_end.p99_ms,
             p.end_to_end.p999_ms,
             p.lost,
-            p.statuses
+            p.statuses,
+            p.server_cpu_us_per_message.unwrap_or(f64::NAN)
         );
     }
     if let Some(f) = &r.fanout {

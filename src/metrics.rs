@@ -63,8 +63,8 @@ impl Metrics {
     }
 
     /// Counts one message written to a client.
-    pub fn message_out(&self) {
-        inc(&self.messages_out_total);
+    pub fn messages_out(&self, n: u64) {
+        self.messages_out_total.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Renders everything in the Prometheus text exposition format.

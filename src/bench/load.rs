@@ -149,6 +149,9 @@ pub struct PostReport {
     pub request: Latency,
     /// Accepted (2xx) but never delivered within the drain timeout.
     pub lost: u64,
+    /// The server's CPU time per delivered message (needs its pid), in µs:
+    /// what a message costs, whatever else shares the machine.
+    pub server_cpu_us_per_message: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -201,6 +204,7 @@ pub struct InProcessFanoutReport {
     pub seconds: f64,
     pub delivered_per_second: f64,
     pub lost: u64,
+    pub server_cpu_us_per_message: Option<f64>,
 }
 
 /// Everything one run measured.
@@ -328,6 +332,25 @@ fn string_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let at = text.find(key)? + key.len();
     let rest = &text[at..];
     Some(&rest[..rest.find('"')?])
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may itself hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+}
+
+/// The server's CPU time per message between two readings, in µs.
+fn cpu_micros_per(pid: Option<u32>, before: Option<f64>, messages: u64) -> Option<f64> {
+    let used = cpu_seconds(pid?)? - before?;
+    (messages > 0).then(|| used * 1e6 / messages as f64)
 }
 
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
@@ -518,18 +541,30 @@ async fn open_all(
     let pb = bar(opts.progress, opts.clients as u64, "connect");
     let started = Instant::now();
     let handshakes = Mutex::new(histogram());
+    // Past this many failures the target is at a limit: stop trying, so a
+    // run that finds the ceiling ends quickly and says where it was.
+    let give_up = (opts.clients / 100).max(100);
+    let failures = AtomicUsize::new(0);
     let results = futures_util::stream::iter(0..opts.clients)
         .map(|i| {
             let pb = &pb;
             let handshakes = &handshakes;
+            let failures = &failures;
             async move {
+                if failures.load(Ordering::Relaxed) >= give_up {
+                    pb.inc(1);
+                    return Err(format!("skipped: stopped after {give_up} failures"));
+                }
                 let t0 = Instant::now();
                 let r = tokio::time::timeout(
-                    Duration::from_secs(30),
+                    Duration::from_secs(10),
                     open_client(target, url, i, opts.source_ips),
                 )
                 .await
-                .unwrap_or_else(|_| Err("timeout: no handshake within 30 s".into()));
+                .unwrap_or_else(|_| Err("timeout: no handshake within 10 s".into()));
+                if r.is_err() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
                 if r.is_ok()
                     && let Ok(mut h) = handshakes.lock()
                 {
@@ -653,6 +688,7 @@ async fn post_phase(
     let pb = bar(opts.progress, duration.as_millis() as u64, what);
     let counter = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(Latencies::new());
+    let cpu_before = opts.server_pid.and_then(cpu_seconds);
     let started = Instant::now();
     let start_ns = board.now_ns();
     let workers = in_flight.max(1);
@@ -764,6 +800,7 @@ async fn post_phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let delivered = board.delivered[phase].load(Ordering::Relaxed);
+    let server_cpu_us_per_message = cpu_micros_per(opts.server_pid, cpu_before, delivered);
     let last = board.last_delivery_ns[phase].load(Ordering::Relaxed);
     let delivery_seconds = (last.saturating_sub(start_ns) as f64 / 1e9).max(1e-9);
     PostReport {
@@ -779,6 +816,7 @@ async fn post_phase(
         end_to_end: Latency::of(&board.latencies[phase].merged()),
         request: Latency::of(&requests.merged()),
         lost: total.accepted.saturating_sub(delivered),
+        server_cpu_us_per_message,
     }
 }
 
@@ -976,6 +1014,7 @@ async fn in_process_fanout_phase(
         }));
     }
     let subscribers = readers.len();
+    let cpu_before = opts.server_pid.and_then(cpu_seconds);
     let resp = http
         .delete(format!(
             "{}/jobs/{blocker_id}",
@@ -995,6 +1034,7 @@ async fn in_process_fanout_phase(
     }
     pb.finish_and_clear();
     let received = tally.received.load(Ordering::Relaxed);
+    let server_cpu_us_per_message = cpu_micros_per(opts.server_pid, cpu_before, received);
     let seconds = tally
         .last_ns
         .load(Ordering::Relaxed)
@@ -1015,6 +1055,7 @@ async fn in_process_fanout_phase(
         seconds,
         delivered_per_second: received as f64 / seconds.max(1e-9),
         lost: expected.saturating_sub(received),
+        server_cpu_us_per_message,
     })
 }
 
@@ -1222,7 +1263,9 @@ mod tests {
     }
 
     #[test]
-    fn rss_of_this_process_is_read() {
+    fn rss_and_cpu_of_this_process_are_read() {
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert!(cpu_seconds(std::process::id()).is_some_and(|s| s >= 0.0));
+        assert_eq!(rss_kib(u32::MAX), None);
     }
 }

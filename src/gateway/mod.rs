@@ -103,6 +103,47 @@ pub struct Gateway {
     workers: workers::WorkerPool,
 }
 
+/// File descriptors kept free for the listener, HTTP callers, the store
+/// and `/metrics` when the WebSocket connections take all the others.
+const FD_RESERVE: u64 = 256;
+
+/// Raises this process's open-file limit to its hard limit and returns how
+/// many WebSocket connections fit under it. Beyond that, handshakes get a
+/// clean 429 instead of the listener failing to accept anyone at all
+/// (health checks and `@connections` included).
+fn connection_budget(wanted: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok {
+        return wanted;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let fit = lim.rlim_cur.saturating_sub(FD_RESERVE) as usize;
+    if wanted > fit {
+        tracing::warn!(
+            max_connections = wanted,
+            open_file_limit = lim.rlim_cur,
+            capped_at = fit,
+            "--max-connections is above what the open-file limit allows; raise `ulimit -n` (hard limit) to allow more"
+        );
+        return fit.max(1);
+    }
+    wanted
+}
+
 impl Gateway {
     /// Binds the listening socket and builds the handlers' dependencies.
     pub async fn bind(
@@ -112,7 +153,8 @@ impl Gateway {
     ) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(Metrics::new());
-        let registry = Arc::new(Registry::new(config.max_connections, Arc::clone(&metrics)));
+        let max_connections = connection_budget(config.max_connections);
+        let registry = Arc::new(Registry::new(max_connections, Arc::clone(&metrics)));
         let mut publisher = Publisher::new(
             Arc::clone(&store),
             registry.clone(),

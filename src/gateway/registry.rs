@@ -23,6 +23,9 @@ pub struct CloseRequest {
 pub struct ConnHandle {
     tx: mpsc::Sender<Payload>,
     close: CancellationToken,
+    /// Mirrors `close` for the message path: an atomic load instead of the
+    /// token's lock on every post.
+    closing: AtomicBool,
     close_request: Mutex<Option<CloseRequest>>,
     pub connected_at: DateTime<Utc>,
     last_active_ms: AtomicI64,
@@ -40,6 +43,7 @@ impl ConnHandle {
         ConnHandle {
             tx,
             close: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             close_request: Mutex::new(None),
             connected_at,
             last_active_ms: AtomicI64::new(connected_at.timestamp_millis()),
@@ -58,7 +62,13 @@ impl ConnHandle {
                 reason: reason.to_string(),
             });
         }
+        self.closing.store(true, Ordering::Release);
         self.close.cancel();
+    }
+
+    /// True once someone asked this connection to close.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Fires when someone asked this connection to close.
@@ -92,7 +102,9 @@ pub const SLOW_CONSUMER_CLOSE: u16 = 1008;
 
 /// All live connections, plus the connection-count budget.
 pub struct Registry {
-    conns: DashMap<String, Arc<ConnHandle>>,
+    /// Keys are ids this server generated from a CSPRNG, so a fast hasher
+    /// is safe here: callers cannot choose what lands in a bucket.
+    conns: DashMap<String, Arc<ConnHandle>, foldhash::fast::RandomState>,
     slots: AtomicUsize,
     max_connections: usize,
     metrics: Arc<Metrics>,
@@ -114,7 +126,7 @@ impl Drop for Slot {
 impl Registry {
     pub fn new(max_connections: usize, metrics: Arc<Metrics>) -> Registry {
         Registry {
-            conns: DashMap::new(),
+            conns: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             slots: AtomicUsize::new(0),
             max_connections,
             metrics,
@@ -185,7 +197,7 @@ impl Registry {
 impl Pusher for Registry {
     async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
         let handle = self.handle(connection_id).ok_or(PushError::Gone)?;
-        if handle.close.is_cancelled() {
+        if handle.is_closing() {
             return Err(PushError::Gone);
         }
         match handle.tx.try_send(payload) {
@@ -214,7 +226,7 @@ impl Pusher for Registry {
 
     async fn delete(&self, connection_id: &str) -> Result<(), PushError> {
         let h = self.handle(connection_id).ok_or(PushError::Gone)?;
-        if h.close.is_cancelled() {
+        if h.is_closing() {
             return Err(PushError::Gone);
         }
         h.request_close(1000, "closed by the management API");

@@ -370,7 +370,9 @@ async fn upgrade(
                     .max_message_size(Some(MAX_MESSAGE_BYTES))
                     .max_frame_size(Some(MAX_FRAME_BYTES))
                     .read_buffer_size(4096)
-                    .write_buffer_size(0);
+                    // Frames queue in memory until the writer's flush (or
+                    // this many bytes), so a burst leaves in one write.
+                    .write_buffer_size(4096);
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,

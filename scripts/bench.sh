@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Measures jobcast and serverless-offline side by side with `jobcast bench run`
+# and writes the results into BENCHMARKS.md.
+#
+#   ./scripts/bench.sh           the full run (1,000 clients on both systems,
+#                                10,000 and 50,000 on jobcast; ~4 minutes)
+#   ./scripts/bench.sh --quick   a few seconds with 200 clients on a debug
+#                                build, to prove the tooling works (CI);
+#                                writes target/bench/ only
+#
+# Installs what it needs: a release build of jobcast, and serverless@3.40.0 +
+# serverless-offline@13.10.1 from bench/peer/package-lock.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = --quick ] && quick=1
+out=target/bench
+mkdir -p "$out"
+step() { printf '\n==> %s\n' "$*"; }
+
+# Every client and every server connection is a file descriptor.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open files limit: $(ulimit -n)"
+
+step "build"
+if [ $quick = 1 ]; then
+  # Proves the tooling only: the debug build the tests already made will do.
+  cargo build --locked --bin jobcast
+  bin=$PWD/target/debug/jobcast
+else
+  cargo build --release --locked --bin jobcast
+  bin=$PWD/target/release/jobcast
+fi
+(cd bench/peer && npm ci --no-audit --no-fund --loglevel=error)
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 240); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.25
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+server_pid=
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM -- "-$server_pid" 2>/dev/null || kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$server_pid" 2>/dev/null || true
+    server_pid=
+  fi
+}
+trap stop_server EXIT
+
+if [ $quick = 1 ]; then
+  small=200; phase=1s; rate=2000; rounds=2; steps=10
+else
+  small=1000; phase=5s; rate=10000; rounds=5; steps=100
+fi
+
+# $1 label, $2 clients, then extra `bench run` flags.
+run_jobcast() {
+  local label=$1 clients=$2; shift 2
+  local port; port=$(free_port)
+  setsid "$bin" serve --listen "127.0.0.1:$port" --max-connections 100000 \
+    --workers 1 --outbound-queue 1024 --idle-timeout 30m >"$out/$label.serve.log" 2>&1 &
+  server_pid=$!
+  wait_port "$port"
+  "$bin" bench run --label "$label" --clients "$clients" \
+    --ws-url "ws://127.0.0.1:$port/dev" --management-url "http://127.0.0.1:$port/dev" \
+    --jobs-url "http://127.0.0.1:$port" --metrics-url "http://127.0.0.1:$port/metrics" \
+    --server-pid "$server_pid" --json-out "$out/$label.json" "$@"
+  stop_server
+}
+
+run_peer() {
+  local label=$1 clients=$2; shift 2
+  local ws_port http_port lambda_port
+  ws_port=$(free_port); http_port=$(free_port); lambda_port=$(free_port)
+  local log=$out/$label.disconnects.log
+  : >"$log"
+  (cd bench/peer && PEER_WS_PORT=$ws_port PEER_HTTP_PORT=$http_port PEER_LAMBDA_PORT=$lambda_port \
+    PEER_DISCONNECT_LOG=$PWD/../../$log SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off \
+    AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
+    exec setsid node node_modules/serverless/bin/serverless.js offline start) >"$out/$label.serve.log" 2>&1 &
+  server_pid=$!
+  wait_port "$ws_port"
+  "$bin" bench run --label "$label" --clients "$clients" \
+    --ws-url "ws://127.0.0.1:$ws_port" --management-url "http://127.0.0.1:$ws_port" \
+    --disconnect-log "$log" --server-pid "$server_pid" --json-out "$out/$label.json" "$@"
+  stop_server
+}
+
+common=(--post-duration "$phase" --rate "$rate" --rate-duration "$phase" --fanout-rounds "$rounds" --drain-timeout 15s)
+
+step "jobcast, $small clients"
+run_jobcast jobcast-small "$small" "${common[@]}" --demo-steps "$steps"
+step "serverless-offline, $small clients"
+run_peer peer-small "$small" "${common[@]}"
+
+if [ $quick = 0 ]; then
+  step "jobcast, 10,000 clients"
+  run_jobcast jobcast-10k 10000 "${common[@]}" --demo-steps "$steps" --handshake-concurrency 256
+  step "jobcast, 50,000 clients (where does it stop?)"
+  run_jobcast jobcast-50k 50000 --source-ips 4 --handshake-concurrency 256 \
+    --post-duration 2s --rate 0 --fanout-rounds 0 --demo-steps 1 --drain-timeout 10s || true
+fi
+
+step "report"
+if [ $quick = 1 ]; then
+  python3 scripts/bench_report.py --quick "$out" "$out/BENCHMARKS.quick.md"
+  cat "$out/BENCHMARKS.quick.md"
+else
+  python3 scripts/bench_report.py "$out" BENCHMARKS.md
+  echo "BENCHMARKS.md updated"
+fi
