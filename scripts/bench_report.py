@@ -82,9 +82,10 @@ def rows_side_by_side(j, p):
     def add(label, path, digits=0, unit="", higher=True):
         a, b = get(j, *path), get(p, *path)
         rows.append((label, n(a, digits) + unit if a is not None else "n/a",
-                     n(b, digits) + unit if b is not None else "n/a", ratio(a, b, higher)))
+                     n(b, digits) + unit if b is not None else "n/a",
+                     ratio(a, b, higher) if higher is not None else ""))
 
-    add("clients connected (of requested)", ("connect", "identified"))
+    add("clients connected (of requested)", ("connect", "identified"), higher=None)
     add("connect rate", ("connect", "perSecond"), 0, "/s")
     add("handshake p50", ("connect", "handshake", "p50Ms"), 2, " ms", False)
     add("handshake p99", ("connect", "handshake", "p99Ms"), 2, " ms", False)
@@ -93,9 +94,10 @@ def rows_side_by_side(j, p):
     add("end-to-end p50 at full load", ("posts", "endToEnd", "p50Ms"), 2, " ms", False)
     add("end-to-end p99 at full load", ("posts", "endToEnd", "p99Ms"), 2, " ms", False)
     add("end-to-end p99.9 at full load", ("posts", "endToEnd", "p999Ms"), 2, " ms", False)
+    add("server CPU per post", ("posts", "serverCpuUsPerMessage"), 1, " µs", False)
     rate = get(j, "paced", "rate")
     if rate:
-        add(f"paced {n(rate)}/s: rate achieved", ("paced", "deliveredPerSecond"), 0, "/s")
+        add(f"paced {n(rate)}/s: rate achieved", ("paced", "deliveredPerSecond"), 0, "/s", None)
         add(f"paced {n(rate)}/s: end-to-end p50", ("paced", "endToEnd", "p50Ms"), 2, " ms", False)
         add(f"paced {n(rate)}/s: end-to-end p99", ("paced", "endToEnd", "p99Ms"), 2, " ms", False)
     add("fan-out to every client via `@connections` (publisher, SDK), p50", ("fanout", "msP50"), 1, " ms", False)
@@ -207,7 +209,7 @@ def render(folder, quick):
             f"In-process fan-out (jobcast only: `serve`'s own worker publishing a demo job of",
             f"{f['updates']} updates back to back to {n(f['subscribers'])} subscribers): "
             f"{n(f['delivered'])}/{n(f['expected'])} delivered in {f['seconds']:.2f} s, "
-            f"{n(f['deliveredPerSecond'])} messages/s.",
+            f"{n(f['deliveredPerSecond'])} messages/s, {n(f.get('serverCpuUsPerMessage'), 2)} µs of server CPU each.",
             "",
         ]
     if p is not None:
@@ -229,7 +231,7 @@ def render(folder, quick):
             lines += [
                 f"In-process fan-out at 10,000 subscribers: {f['updates']} updates, "
                 f"{n(f['delivered'])}/{n(f['expected'])} delivered in {f['seconds']:.2f} s = "
-                f"{n(f['deliveredPerSecond'])} messages/s.",
+                f"{n(f['deliveredPerSecond'])} messages/s, {n(f.get('serverCpuUsPerMessage'), 2)} µs of server CPU each.",
                 "",
             ]
     if huge is not None:

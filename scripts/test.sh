@@ -86,9 +86,14 @@ web_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/web-test-output.txt | ta
 step "Lambda binaries under cargo lambda watch"
 scripts/lambda-smoke.sh
 
+step "benchmark tooling (short run, jobcast and serverless-offline; no timing asserted)"
+scripts/bench.sh --quick 2>&1 | tee target/bench-quick-output.txt
+bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)
+
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 passed=$((passed + ${web_passed:-0}))
+echo "benchmark report rows checked: ${bench_checks:-0}"
 if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2
   exit 1
