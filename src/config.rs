@@ -370,6 +370,16 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_LIMIT_POSTS_PER_SECOND", value_parser = parse_positive::<u32>, value_name = "PER_SECOND")]
     pub limit_posts_per_second: Option<u32>,
 
+    /// Messages one client may send per second (bursts up to the same number);
+    /// a client beyond it is closed with 1008. 0: unlimited.
+    #[arg(
+        long,
+        env = "JOBCAST_CLIENT_MESSAGES_PER_SECOND",
+        default_value = "100",
+        value_name = "PER_SECOND"
+    )]
+    pub client_messages_per_second: u32,
+
     /// Where jobs and subscriptions live.
     #[arg(long, env = "JOBCAST_STORE", default_value = "memory", value_enum)]
     pub store: StoreKind,
@@ -448,6 +458,8 @@ impl ServeArgs {
                 ..WebhookOptions::default()
             },
             limit_posts_per_second: self.limit_posts_per_second,
+            client_messages_per_second: (self.client_messages_per_second > 0)
+                .then_some(self.client_messages_per_second),
             external_kinds: self.external_kinds.clone(),
             publish: PublishOptions {
                 concurrency: self.publish_concurrency,

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub messages_in_total: AtomicU64,
     pub messages_out_total: AtomicU64,
     pub slow_consumer_closes_total: AtomicU64,
+    pub rate_limit_closes_total: AtomicU64,
     pub publish_delivered_total: AtomicU64,
     pub publish_gone_total: AtomicU64,
     pub publish_retries_total: AtomicU64,
@@ -72,13 +73,14 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             ("jobcast_connects_total", "WebSocket connections accepted by $connect.", &self.connects_total),
             ("jobcast_connects_refused_total", "WebSocket handshakes refused (auth, limits, bad requests).", &self.connects_refused_total),
             ("jobcast_disconnects_total", "$disconnect events run.", &self.disconnects_total),
             ("jobcast_messages_in_total", "Messages received from WebSocket clients.", &self.messages_in_total),
             ("jobcast_messages_out_total", "Messages written to WebSocket clients.", &self.messages_out_total),
             ("jobcast_slow_consumer_closes_total", "Connections closed because their outbound queue was full.", &self.slow_consumer_closes_total),
+            ("jobcast_rate_limit_closes_total", "Connections closed for sending more messages per second than allowed.", &self.rate_limit_closes_total),
             ("jobcast_publish_delivered_total", "Progress messages delivered by the publisher.", &self.publish_delivered_total),
             ("jobcast_publish_gone_total", "Publisher posts answered 410 (subscription deleted).", &self.publish_gone_total),
             ("jobcast_publish_retries_total", "Publisher posts retried after 429 or 5xx.", &self.publish_retries_total),

@@ -35,6 +35,10 @@ pub(crate) fn full(b: impl Into<Bytes>) -> Full<Bytes> {
     Full::new(b.into())
 }
 
+/// Client messages per second allowed by default: far above what a
+/// browser tab following jobs sends, far below what a runaway loop does.
+pub const DEFAULT_CLIENT_MESSAGES_PER_SECOND: u32 = 100;
+
 /// Settings of the local gateway.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -59,6 +63,9 @@ pub struct GatewayConfig {
     pub webhook: WebhookOptions,
     /// `@connections` requests per second before 429 LimitExceededException (unlimited when unset).
     pub limit_posts_per_second: Option<u32>,
+    /// Messages a client may send per second (bursts up to the same number);
+    /// beyond, its connection closes with 1008. Unlimited when unset.
+    pub client_messages_per_second: Option<u32>,
     /// Job kinds accepted for workers outside this process.
     pub external_kinds: Vec<String>,
     pub publish: PublishOptions,
@@ -81,6 +88,7 @@ impl Default for GatewayConfig {
             webhook_secret: None,
             webhook: WebhookOptions::default(),
             limit_posts_per_second: None,
+            client_messages_per_second: Some(DEFAULT_CLIENT_MESSAGES_PER_SECOND),
             external_kinds: Vec::new(),
             publish: PublishOptions::default(),
         }

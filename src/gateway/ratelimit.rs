@@ -1,37 +1,58 @@
-//! A token bucket: `rate` requests per second with bursts up to `rate`.
+//! Token buckets: `rate` events per second with bursts up to `rate`.
 
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Refills continuously; one token per request.
-pub struct TokenBucket {
+/// A bucket owned by one task (a connection's reader): no lock.
+#[derive(Debug)]
+pub struct Bucket {
     rate: f64,
-    state: Mutex<(f64, Instant)>,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub fn new(per_second: u32) -> Bucket {
+        let rate = f64::from(per_second.max(1));
+        Bucket {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if one is available; refills continuously.
+    pub fn try_take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A bucket shared by many tasks (every `@connections` request).
+pub struct TokenBucket {
+    bucket: Mutex<Bucket>,
 }
 
 impl TokenBucket {
     pub fn new(per_second: u32) -> TokenBucket {
-        let rate = f64::from(per_second.max(1));
         TokenBucket {
-            rate,
-            state: Mutex::new((rate, Instant::now())),
+            bucket: Mutex::new(Bucket::new(per_second)),
         }
     }
 
     /// Takes a token if one is available.
     pub fn try_acquire(&self) -> bool {
-        let Ok(mut s) = self.state.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
-        s.0 = (s.0 + refill).min(self.rate);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
+        match self.bucket.lock() {
+            Ok(mut b) => b.try_take(),
+            Err(_) => true,
         }
     }
 }
@@ -45,5 +66,8 @@ mod tests {
         let b = TokenBucket::new(5);
         assert!((0..5).all(|_| b.try_acquire()));
         assert!(!b.try_acquire());
+        let mut own = Bucket::new(3);
+        assert!((0..3).all(|_| own.try_take()));
+        assert!(!own.try_take());
     }
 }

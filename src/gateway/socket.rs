@@ -5,6 +5,7 @@
 
 use super::Shared;
 use super::events::ConnectionMeta;
+use super::ratelimit::Bucket;
 use super::registry::{ConnHandle, Slot};
 use crate::handlers::websocket;
 use crate::push::Payload;
@@ -206,6 +207,7 @@ async fn read_loop(
     tokio::pin!(lifetime);
     let idle = sleep_until(Instant::now() + cfg.idle_timeout);
     tokio::pin!(idle);
+    let mut budget = cfg.client_messages_per_second.map(Bucket::new);
     loop {
         let frame = tokio::select! {
             biased;
@@ -228,6 +230,24 @@ async fn read_loop(
         };
         handle.touch();
         idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+        if matches!(msg, Message::Text(_) | Message::Binary(_))
+            && let Some(b) = budget.as_mut()
+            && !b.try_take()
+        {
+            shared.deps.metrics.message_in();
+            shared
+                .deps
+                .metrics
+                .rate_limit_closes_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ending::server(
+                1008,
+                &format!(
+                    "rate limit: more than {} messages per second",
+                    cfg.client_messages_per_second.unwrap_or_default()
+                ),
+            );
+        }
         match msg {
             Message::Text(text) => {
                 shared.deps.metrics.message_in();

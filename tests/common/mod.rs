@@ -274,6 +274,28 @@ impl RawWs {
         let _ = self.stream.write_all(&out).await;
     }
 
+    /// Sends bytes as they are, frames or not.
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// Stops sending and waits for the server to end the connection (a close
+    /// frame or the socket closing), whatever it made of what came before.
+    pub async fn expect_end(&mut self) {
+        let _ = self.stream.shutdown().await;
+        tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the server ends the connection");
+    }
+
     /// Sends `payload` as one text message split into frames of `chunk` bytes.
     pub async fn fragmented_text(&mut self, payload: &[u8], chunk: usize) {
         let parts: Vec<&[u8]> = payload.chunks(chunk).collect();
