@@ -380,6 +380,12 @@ pub struct ServeArgs {
     )]
     pub client_messages_per_second: u32,
 
+    /// Require SigV4-signed @connections calls (403 ForbiddenException
+    /// otherwise), with the key pair in JOBCAST_SIGV4_ACCESS_KEY_ID and
+    /// JOBCAST_SIGV4_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "JOBCAST_REQUIRE_SIGV4")]
+    pub require_sigv4: bool,
+
     /// Where jobs and subscriptions live.
     #[arg(long, env = "JOBCAST_STORE", default_value = "memory", value_enum)]
     pub store: StoreKind,
@@ -433,10 +439,27 @@ fn parse_kind(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// The key pair `--require-sigv4` checks signatures against.
+pub fn sigv4_verifier() -> Result<crate::gateway::sigv4::Verifier, String> {
+    let var = |a: &str, b: &str| {
+        std::env::var(a)
+            .ok()
+            .or_else(|| std::env::var(b).ok())
+            .filter(|v| !v.is_empty())
+    };
+    match (
+        var("JOBCAST_SIGV4_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        var("JOBCAST_SIGV4_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(id), Some(secret)) => Ok(crate::gateway::sigv4::Verifier::new(id, secret)),
+        _ => Err("--require-sigv4 needs a key pair: set JOBCAST_SIGV4_ACCESS_KEY_ID and JOBCAST_SIGV4_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) to the keys your @connections callers sign with".into()),
+    }
+}
+
 impl ServeArgs {
     /// The gateway settings these options describe.
-    pub fn gateway_config(&self) -> GatewayConfig {
-        GatewayConfig {
+    pub fn gateway_config(&self) -> Result<GatewayConfig, String> {
+        Ok(GatewayConfig {
             listen: self.listen,
             stage: self.stage.clone(),
             idle_timeout: self.idle_timeout,
@@ -460,12 +483,17 @@ impl ServeArgs {
             limit_posts_per_second: self.limit_posts_per_second,
             client_messages_per_second: (self.client_messages_per_second > 0)
                 .then_some(self.client_messages_per_second),
+            require_sigv4: if self.require_sigv4 {
+                Some(sigv4_verifier()?)
+            } else {
+                None
+            },
             external_kinds: self.external_kinds.clone(),
             publish: PublishOptions {
                 concurrency: self.publish_concurrency,
                 ..PublishOptions::default()
             },
-        }
+        })
     }
 }
 

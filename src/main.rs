@@ -111,7 +111,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     init_tracing(args.log_format);
     let shutdown = shutdown_signal();
     let tokens = token_key(&args)?;
-    let config = args.gateway_config();
+    let config = args.gateway_config()?;
+    if let Some(v) = &config.require_sigv4 {
+        tracing::info!(
+            access_key_id = v.access_key_id(),
+            "@connections calls must be SigV4-signed with this key"
+        );
+    }
     log_relaxations(&config);
     let listen = config.listen;
     let stage = config.stage.clone();

@@ -57,63 +57,91 @@ pub fn decode_connection_id(raw: &str) -> Result<String, PushError> {
     Ok(decoded.into_owned())
 }
 
+/// Reads a body of at most `MAX_POST_BYTES`.
+async fn read_body(body: Incoming, content_length: Option<u64>) -> Result<bytes::Bytes, PushError> {
+    if content_length.is_some_and(|n| n > MAX_POST_BYTES as u64) {
+        return Err(PushError::PayloadTooLarge);
+    }
+    Ok(Limited::new(body, MAX_POST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                PushError::PayloadTooLarge
+            } else {
+                PushError::BadRequest(format!("could not read body: {e}"))
+            }
+        })?
+        .to_bytes())
+}
+
 /// Handles one `@connections/{id}` request.
 pub(crate) async fn handle(
     shared: &Shared,
-    method: &Method,
+    parts: &http::request::Parts,
     raw_id: &str,
     body: Incoming,
-    content_length: Option<u64>,
 ) -> HttpResponse {
-    let resp = match handle_inner(shared, method, raw_id, body, content_length).await {
+    let resp = match handle_inner(shared, parts, raw_id, body).await {
         Ok(r) => r,
         Err(e) => push_error(&e),
     };
     shared
         .deps
         .metrics
-        .management_call(method.as_str(), resp.status().as_u16());
+        .management_call(parts.method.as_str(), resp.status().as_u16());
     resp
 }
 
 async fn handle_inner(
     shared: &Shared,
-    method: &Method,
+    parts: &http::request::Parts,
     raw_id: &str,
     body: Incoming,
-    content_length: Option<u64>,
 ) -> Result<HttpResponse, PushError> {
     let registry = &shared.registry;
+    let method = &parts.method;
+    if !matches!(*method, Method::POST | Method::GET | Method::DELETE) {
+        let mut r = aws_error(
+            405,
+            "MethodNotAllowedException",
+            "@connections supports POST, GET and DELETE",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
+        return Ok(r);
+    }
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let bytes = read_body(body, content_length).await?;
+    // As in AWS: an unsigned or wrongly signed call learns nothing else.
+    if let Some(verifier) = &shared.config.require_sigv4 {
+        verifier.verify(
+            method,
+            &parts.uri,
+            &parts.headers,
+            &bytes,
+            std::time::SystemTime::now(),
+        )?;
+    }
+    let id = decode_connection_id(raw_id)?;
     match *method {
         Method::POST => {
-            let id = decode_connection_id(raw_id)?;
             // Like an account-level throttle in API Gateway (`--limit-posts-per-second`).
             if let Some(limit) = &shared.post_limit
                 && !limit.try_acquire()
             {
                 return Err(PushError::LimitExceeded);
             }
-            if content_length.is_some_and(|n| n > MAX_POST_BYTES as u64) {
-                return Err(PushError::PayloadTooLarge);
-            }
-            let bytes = Limited::new(body, MAX_POST_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        PushError::PayloadTooLarge
-                    } else {
-                        PushError::BadRequest(format!("could not read body: {e}"))
-                    }
-                })?
-                .to_bytes();
             registry.post(&id, Payload::from_bytes(bytes)).await?;
             Ok(Response::new(full("")))
         }
         Method::GET => {
-            let id = decode_connection_id(raw_id)?;
             let info = registry.get(&id).await?;
             let body = json!({
                 "connectedAt": rfc3339(info.connected_at),
@@ -127,21 +155,10 @@ async fn handle_inner(
             );
             Ok(r)
         }
-        Method::DELETE => {
-            let id = decode_connection_id(raw_id)?;
+        _ => {
             registry.delete(&id).await?;
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::NO_CONTENT;
-            Ok(r)
-        }
-        _ => {
-            let mut r = aws_error(
-                405,
-                "MethodNotAllowedException",
-                "@connections supports POST, GET and DELETE",
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
             Ok(r)
         }
     }

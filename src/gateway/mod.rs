@@ -8,6 +8,7 @@ pub mod management;
 mod ratelimit;
 pub mod registry;
 mod server;
+pub mod sigv4;
 mod socket;
 mod static_files;
 pub mod workers;
@@ -63,6 +64,9 @@ pub struct GatewayConfig {
     pub webhook: WebhookOptions,
     /// `@connections` requests per second before 429 LimitExceededException (unlimited when unset).
     pub limit_posts_per_second: Option<u32>,
+    /// When set, every `@connections` call must be SigV4-signed with this key
+    /// pair (403 `ForbiddenException` otherwise), as in AWS.
+    pub require_sigv4: Option<sigv4::Verifier>,
     /// Messages a client may send per second (bursts up to the same number);
     /// beyond, its connection closes with 1008. Unlimited when unset.
     pub client_messages_per_second: Option<u32>,
@@ -89,6 +93,7 @@ impl Default for GatewayConfig {
             webhook: WebhookOptions::default(),
             limit_posts_per_second: None,
             client_messages_per_second: Some(DEFAULT_CLIENT_MESSAGES_PER_SECOND),
+            require_sigv4: None,
             external_kinds: Vec::new(),
             publish: PublishOptions::default(),
         }

@@ -189,13 +189,8 @@ async fn route(
 
 async fn connections(shared: &Shared, req: Request<Incoming>, raw_id: &str) -> HttpResponse {
     let raw_id = raw_id.to_string();
-    let method = req.method().clone();
-    let content_length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    management::handle(shared, &method, &raw_id, req.into_body(), content_length).await
+    let (parts, body) = req.into_parts();
+    management::handle(shared, &parts, &raw_id, body).await
 }
 
 async fn jobs(

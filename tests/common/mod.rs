@@ -367,13 +367,29 @@ pub async fn sdk_with(
     endpoint: String,
     retry: aws_sdk_apigatewaymanagement::config::retry::RetryConfig,
 ) -> aws_sdk_apigatewaymanagement::Client {
+    sdk_as(endpoint, retry, "AKIDEXAMPLE", "secret")
+}
+
+/// A management API client signing with the given key pair.
+pub fn sdk_as(
+    endpoint: String,
+    retry: aws_sdk_apigatewaymanagement::config::retry::RetryConfig,
+    access_key_id: &str,
+    secret_access_key: &str,
+) -> aws_sdk_apigatewaymanagement::Client {
     use aws_smithy_http_client::{Builder, tls};
     let http_client = Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+    let creds = aws_credential_types::Credentials::new(
+        access_key_id,
+        secret_access_key,
+        None,
+        None,
+        "test",
+    );
     let config = aws_sdk_apigatewaymanagement::Config::builder()
         .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
         .region(aws_sdk_apigatewaymanagement::config::Region::new(
