@@ -90,14 +90,12 @@ async fn signed_calls_pass_and_wrong_or_missing_signatures_are_forbidden() {
     // No signature at all.
     let res = srv
         .http
-        .post(
-            srv.url(&format!(
+        .post(srv.url(&format!(
                 "/dev/@connections/{}",
                 id.replace('+', "%2B")
                     .replace('/', "%2F")
                     .replace('=', "%3D")
-            )),
-        )
+            )))
         .body("unsigned")
         .send()
         .await

