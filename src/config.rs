@@ -380,6 +380,11 @@ pub struct ServeArgs {
     )]
     pub client_messages_per_second: u32,
 
+    /// A browser origin allowed to call the jobs API (repeat, or comma-separate;
+    /// `*` for any). None by default: only the demo page's own origin.
+    #[arg(long = "cors-origin", env = "JOBCAST_CORS_ORIGINS", value_delimiter = ',', value_parser = crate::gateway::cors::parse_origin, value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
     /// Require SigV4-signed @connections calls (403 ForbiddenException
     /// otherwise), with the key pair in JOBCAST_SIGV4_ACCESS_KEY_ID and
     /// JOBCAST_SIGV4_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
@@ -483,6 +488,7 @@ impl ServeArgs {
             limit_posts_per_second: self.limit_posts_per_second,
             client_messages_per_second: (self.client_messages_per_second > 0)
                 .then_some(self.client_messages_per_second),
+            cors_origins: self.cors_origins.clone(),
             require_sigv4: if self.require_sigv4 {
                 Some(sigv4_verifier()?)
             } else {

@@ -3,6 +3,7 @@
 //! web demo, `/healthz` and `/metrics`. Every WebSocket event goes through
 //! the same handlers that run in Lambda.
 
+pub mod cors;
 pub mod events;
 pub mod management;
 mod ratelimit;
@@ -64,6 +65,8 @@ pub struct GatewayConfig {
     pub webhook: WebhookOptions,
     /// `@connections` requests per second before 429 LimitExceededException (unlimited when unset).
     pub limit_posts_per_second: Option<u32>,
+    /// Browser origins allowed to call the jobs API (`*` for any); none by default.
+    pub cors_origins: Vec<String>,
     /// When set, every `@connections` call must be SigV4-signed with this key
     /// pair (403 `ForbiddenException` otherwise), as in AWS.
     pub require_sigv4: Option<sigv4::Verifier>,
@@ -94,6 +97,7 @@ impl Default for GatewayConfig {
             limit_posts_per_second: None,
             client_messages_per_second: Some(DEFAULT_CLIENT_MESSAGES_PER_SECOND),
             require_sigv4: None,
+            cors_origins: Vec::new(),
             external_kinds: Vec::new(),
             publish: PublishOptions::default(),
         }
@@ -107,6 +111,7 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub lifecycle: broadcast::Sender<ApiGatewayWebsocketProxyRequest>,
     pub post_limit: Option<ratelimit::TokenBucket>,
+    pub cors: cors::Cors,
 }
 
 /// A bound, not yet running, local gateway.
@@ -201,6 +206,7 @@ impl Gateway {
         Ok(Gateway {
             listener,
             shared: Arc::new(Shared {
+                cors: cors::Cors::new(&config.cors_origins),
                 post_limit: config
                     .limit_posts_per_second
                     .map(ratelimit::TokenBucket::new),

@@ -158,10 +158,13 @@ async fn route(
             "text/plain; version=0.0.4; charset=utf-8",
             shared.deps.metrics.render(),
         ),
-        ["jobs"] => jobs(&shared, req, peer, None).await,
-        ["jobs", id] => {
-            let id = id.to_string();
-            jobs(&shared, req, peer, Some(&id)).await
+        ["jobs"] | ["jobs", _] if method == Method::OPTIONS => shared.cors.preflight(req.headers()),
+        ["jobs"] | ["jobs", _] => {
+            let id = segments.get(1).map(|s| s.to_string());
+            let origin_headers = req.headers().clone();
+            let mut r = jobs(&shared, req, peer, id.as_deref()).await;
+            shared.cors.decorate(&origin_headers, &mut r);
+            r
         }
         [s, "@connections", id] if *s == stage => connections(&shared, req, id).await,
         ["@connections", id] => connections(&shared, req, id).await,
