@@ -20,7 +20,7 @@ pub struct Cors {
 
 /// Checks one `--cors-origin` value: `*` or `scheme://host[:port]`.
 pub fn parse_origin(s: &str) -> Result<String, String> {
-    let s = s.trim();
+    let s = s.trim().trim_end_matches('/');
     if s == "*" {
         return Ok(s.to_string());
     }
@@ -28,7 +28,7 @@ pub fn parse_origin(s: &str) -> Result<String, String> {
         matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
     });
     if ok {
-        Ok(s.trim_end_matches('/').to_ascii_lowercase())
+        Ok(s.to_ascii_lowercase())
     } else {
         Err(format!(
             "an origin is scheme://host[:port] with no path (like https://app.example.com), or *; got '{s}'"
@@ -51,7 +51,7 @@ impl Cors {
             return Some(HeaderValue::from_static("*"));
         }
         let o = origin.to_str().ok()?.to_ascii_lowercase();
-        self.origins.iter().any(|a| *a == o).then(|| origin.clone())
+        self.origins.contains(&o).then(|| origin.clone())
     }
 
     /// Answers a preflight (`OPTIONS` with `Access-Control-Request-Method`).
