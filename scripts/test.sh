@@ -86,6 +86,11 @@ web_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/web-test-output.txt | ta
 step "Lambda binaries under cargo lambda watch"
 scripts/lambda-smoke.sh
 
+step "jobs API against docs/openapi.yaml (schemathesis)"
+scripts/schemathesis.sh target/debug/jobcast 40 2>&1 | tee target/schemathesis-output.txt
+st_passed=$(sed -n 's/^ *\([0-9]*\) generated, \1 passed.*/\1/p' target/schemathesis-output.txt | tail -1)
+echo "schemathesis cases passed: ${st_passed:-0}"
+
 step "benchmark tooling (short run, jobcast and serverless-offline; no timing asserted)"
 scripts/bench.sh --quick 2>&1 | tee target/bench-quick-output.txt
 bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)
