@@ -91,6 +91,9 @@ scripts/schemathesis.sh target/debug/jobcast 40 2>&1 | tee target/schemathesis-o
 st_passed=$(sed -n 's/^ *\([0-9]*\) generated, \1 passed.*/\1/p' target/schemathesis-output.txt | tail -1)
 echo "schemathesis cases passed: ${st_passed:-0}"
 
+step "soak, 60-second version (churn; no lost terminal snapshot, no leak)"
+scripts/soak.sh --ci 2>&1 | tee target/soak-output.txt
+
 step "benchmark tooling (short run, jobcast and serverless-offline; no timing asserted)"
 scripts/bench.sh --quick 2>&1 | tee target/bench-quick-output.txt
 bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)

@@ -43,6 +43,38 @@ pub enum BenchCommand {
     /// Load any gateway with API Gateway's `@connections`: connect rate,
     /// post throughput, end-to-end latency, fan-out and the server's memory.
     Run(Box<RunArgs>),
+    /// Churn connections and jobs against a running serve; fail on a lost
+    /// terminal snapshot, memory growth or leaked file descriptors.
+    Soak(SoakArgs),
+}
+
+/// Options of `jobcast bench soak`.
+#[derive(Clone, Debug, Args)]
+pub struct SoakArgs {
+    /// jobs API base of the serve under test (loopback).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub jobs_url: String,
+    /// Its WebSocket API (loopback).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/dev")]
+    pub ws_url: String,
+    /// How long to run (e.g. 10m, 60s).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Connections open at once, about.
+    #[arg(long, default_value = "5000", value_parser = parse_positive::<usize>)]
+    pub connections: usize,
+    /// New connections per second.
+    #[arg(long, default_value = "200", value_parser = parse_positive::<u32>)]
+    pub connects_per_second: u32,
+    /// Jobs created per second.
+    #[arg(long, default_value = "50", value_parser = parse_positive::<u32>)]
+    pub jobs_per_second: u32,
+    /// The serve process, for its memory and open files.
+    #[arg(long)]
+    pub server_pid: u32,
+    /// Write the JSON result here (else stdout).
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
 }
 
 /// Options of `jobcast bench run`.

@@ -1,7 +1,7 @@
 use clap::Parser;
 use jobcast::config::{
-    BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, RunArgs, ServeArgs, StoreKind,
-    TableArgs, TableCommand,
+    BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, RunArgs, ServeArgs, SoakArgs,
+    StoreKind, TableArgs, TableCommand,
 };
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::metrics::Metrics;
@@ -93,7 +93,10 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
     match args.store {
         StoreKind::Memory => {
             let store = Arc::new(MemoryStore::new());
-            store.spawn_sweeper(args.retention, Duration::from_secs(60));
+            // Sweep often enough that nothing outlives its retention by more than a tenth.
+            let every =
+                (args.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            store.spawn_sweeper(args.retention, every);
             Ok(store)
         }
         StoreKind::Dynamodb => {
@@ -338,6 +341,47 @@ async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
     Ok(())
 }
 
+async fn bench_soak(args: SoakArgs) -> Result<(), String> {
+    let r = jobcast::bench::soak::run(jobcast::bench::soak::SoakOptions {
+        jobs_url: args.jobs_url.trim_end_matches('/').to_string(),
+        ws_url: args.ws_url.clone(),
+        duration: args.duration,
+        connections: args.connections,
+        connects_per_second: args.connects_per_second,
+        jobs_per_second: args.jobs_per_second,
+        server_pid: args.server_pid,
+        warmup: 0.2,
+    })
+    .await?;
+    let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+    match &args.json_out {
+        Some(path) => std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => println!("{json}"),
+    }
+    eprintln!(
+        "soak {:.0} s: {} connects (peak {} open), {} jobs, {} subscriptions, {} terminal snapshots seen, {} lost; RSS {} -> max {} KiB ({:+.1}%), fds {} -> {}; errors {:?}",
+        r.seconds,
+        r.connects,
+        r.peak_open,
+        r.jobs_created,
+        r.subscriptions,
+        r.terminal_seen,
+        r.lost,
+        r.rss_kib_at_warmup,
+        r.rss_kib_max_after_warmup,
+        r.rss_growth_percent,
+        r.fds_start,
+        r.fds_end,
+        r.errors
+    );
+    if r.passed {
+        Ok(())
+    } else {
+        Err("soak failed: see the report above".into())
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -351,6 +395,10 @@ async fn main() -> ExitCode {
         Some(Command::Bench(BenchCommand::Fanout(args))) => {
             init_cli_tracing();
             bench_fanout(args).await
+        }
+        Some(Command::Bench(BenchCommand::Soak(args))) => {
+            init_cli_tracing();
+            bench_soak(args).await
         }
         Some(Command::Bench(BenchCommand::Run(args))) => {
             init_cli_tracing();

@@ -4,11 +4,14 @@
 //!   speaks API Gateway's `@connections`: connect rate, post throughput,
 //!   end-to-end latency, fan-out and the server's memory. `scripts/bench.sh`
 //!   points it at `jobcast serve` and at serverless-offline in one run.
+//! - [`soak`] (`jobcast bench soak`) churns connections and jobs for minutes
+//!   and checks nothing is lost and nothing leaks.
 //! - [`fanout`] (`jobcast bench fanout`) runs a gateway in this process and
 //!   times the publisher's fan-out through each store and push path.
 
 pub mod fanout;
 pub mod load;
+pub mod soak;
 
 pub use fanout::{BenchPush, BenchStore, FanoutReport, fanout};
 pub use load::{LoadOptions, LoadReport, run};

@@ -1,0 +1,345 @@
+//! `jobcast bench soak`: churn against a running `serve` for minutes and
+//! check that nothing leaks and nothing is lost.
+//!
+//! Clients connect at a steady rate and live for a random while (so about
+//! `connections` are open at once); jobs are created at a steady rate. Each
+//! client subscribes to the newest job, waits for its terminal snapshot (live,
+//! or in the subscribe reply when the job already ended), subscribes to the
+//! next, and closes when its life is over. At the end:
+//! - every subscription saw its job's terminal snapshot (`lost` = 0);
+//! - the server's RSS grew less than 10% over the run after the warm-up
+//!   (the last quarter's peak against the first quarter's);
+//! - its open file descriptors are back to where they started.
+
+use super::load::rss_kib;
+use super::require_loopback;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    /// Base of the jobs API, like `http://127.0.0.1:8080`.
+    pub jobs_url: String,
+    /// The WebSocket API, like `ws://127.0.0.1:8080/dev`.
+    pub ws_url: String,
+    pub duration: Duration,
+    pub connections: usize,
+    pub connects_per_second: u32,
+    pub jobs_per_second: u32,
+    pub server_pid: u32,
+    /// Share of the run before memory is baselined.
+    pub warmup: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SoakReport {
+    pub seconds: f64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub peak_open: usize,
+    pub jobs_created: u64,
+    pub job_create_failures: u64,
+    pub subscriptions: u64,
+    pub terminal_seen: u64,
+    pub lost: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Highest RSS in the first quarter after the warm-up (the baseline).
+    pub rss_kib_at_warmup: u64,
+    pub rss_kib_max_after_warmup: u64,
+    pub rss_kib_end: u64,
+    pub rss_growth_percent: f64,
+    pub fds_start: usize,
+    pub fds_end: usize,
+    pub passed: bool,
+}
+
+struct Ctx {
+    opts: SoakOptions,
+    jobs: Mutex<VecDeque<(String, String)>>,
+    http: reqwest::Client,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    open: AtomicUsize,
+    peak_open: AtomicUsize,
+    subscriptions: AtomicU64,
+    terminal_seen: AtomicU64,
+    lost: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Ctx {
+    fn error(&self, what: impl Into<String>) {
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(what.into()).or_insert(0) += 1;
+        }
+    }
+
+    fn newest_job(&self) -> Option<(String, String)> {
+        self.jobs.lock().ok()?.back().cloned()
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn is_terminal(v: &Value) -> bool {
+    matches!(
+        v["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+async fn create_job(ctx: &Ctx) -> Result<(String, String), String> {
+    let res = ctx
+        .http
+        .post(format!("{}/jobs", ctx.opts.jobs_url))
+        .json(&json!({"kind": "demo", "input": {"steps": 5, "stepMs": 200}}))
+        .send()
+        .await
+        .map_err(|e| format!("POST /jobs: {e}"))?;
+    if res.status().as_u16() != 202 {
+        return Err(format!("POST /jobs: {}", res.status()));
+    }
+    let v: Value = res.json().await.map_err(|e| e.to_string())?;
+    match (v["jobId"].as_str(), v["token"].as_str()) {
+        (Some(j), Some(t)) => Ok((j.to_string(), t.to_string())),
+        _ => Err("POST /jobs: no jobId or token".into()),
+    }
+}
+
+/// One client's life: follow jobs one after another until `lifetime` is up.
+async fn client(ctx: Arc<Ctx>, lifetime: Duration) {
+    let ws = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(ctx.opts.ws_url.as_str()),
+    )
+    .await;
+    let mut ws = match ws {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            ctx.connect_failures.fetch_add(1, Ordering::Relaxed);
+            ctx.error(format!("connect: {e}"));
+            return;
+        }
+        Err(_) => {
+            ctx.connect_failures.fetch_add(1, Ordering::Relaxed);
+            ctx.error("connect: timeout");
+            return;
+        }
+    };
+    ctx.connects.fetch_add(1, Ordering::Relaxed);
+    let open = ctx.open.fetch_add(1, Ordering::Relaxed) + 1;
+    ctx.peak_open.fetch_max(open, Ordering::Relaxed);
+    let deadline = Instant::now() + lifetime;
+    while Instant::now() < deadline {
+        let Some((job, token)) = ctx.newest_job() else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let sub = json!({"action": "subscribe", "jobId": job, "token": token}).to_string();
+        if ws.send(Message::text(sub)).await.is_err() {
+            ctx.error("send failed");
+            break;
+        }
+        ctx.subscriptions.fetch_add(1, Ordering::Relaxed);
+        let wait = async {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                    continue;
+                };
+                if v["jobId"] != job.as_str() {
+                    continue;
+                }
+                if v["type"] == "error" {
+                    return Err(format!("subscribe: {}", v["code"]));
+                }
+                if v["type"] == "progress" && is_terminal(&v) {
+                    return Ok(());
+                }
+            }
+            Err("connection ended before the terminal snapshot".to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(Ok(())) => {
+                ctx.terminal_seen.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                ctx.lost.fetch_add(1, Ordering::Relaxed);
+                ctx.error(e);
+                break;
+            }
+            Err(_) => {
+                ctx.lost.fetch_add(1, Ordering::Relaxed);
+                ctx.error("no terminal snapshot within 30 s");
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    ctx.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+pub async fn run(opts: SoakOptions) -> Result<SoakReport, String> {
+    require_loopback(&opts.jobs_url)?;
+    require_loopback(&opts.ws_url)?;
+    let pid = opts.server_pid;
+    rss_kib(pid).ok_or_else(|| format!("no process {pid} (--server-pid)"))?;
+    let fds_start = open_fds(pid);
+    let ctx = Arc::new(Ctx {
+        opts: opts.clone(),
+        jobs: Mutex::new(VecDeque::new()),
+        http: reqwest::Client::new(),
+        connects: AtomicU64::new(0),
+        connect_failures: AtomicU64::new(0),
+        open: AtomicUsize::new(0),
+        peak_open: AtomicUsize::new(0),
+        subscriptions: AtomicU64::new(0),
+        terminal_seen: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
+        errors: Mutex::new(BTreeMap::new()),
+    });
+    let started = Instant::now();
+    let end = started + opts.duration;
+    // Memory is baselined once the connection pool and the store's retention
+    // window have filled: after the warm-up share, and after twice the mean
+    // client lifetime.
+    let mean_life_s = opts.connections as f64 / f64::from(opts.connects_per_second.max(1));
+    let warmup = opts
+        .duration
+        .mul_f64(opts.warmup.clamp(0.0, 0.9))
+        .max(Duration::from_secs_f64(2.0 * mean_life_s))
+        .min(opts.duration.mul_f64(0.9));
+    let warmup_at = started + warmup;
+
+    // Jobs at a steady rate.
+    let jobs_created = Arc::new(AtomicU64::new(0));
+    let job_failures = Arc::new(AtomicU64::new(0));
+    let maker = {
+        let ctx = Arc::clone(&ctx);
+        let (created, failed) = (Arc::clone(&jobs_created), Arc::clone(&job_failures));
+        let every = Duration::from_secs_f64(1.0 / f64::from(opts.jobs_per_second.max(1)));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            while Instant::now() < end {
+                tick.tick().await;
+                let ctx = Arc::clone(&ctx);
+                let (created, failed) = (Arc::clone(&created), Arc::clone(&failed));
+                tokio::spawn(async move {
+                    match create_job(&ctx).await {
+                        Ok(j) => {
+                            created.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut q) = ctx.jobs.lock() {
+                                q.push_back(j);
+                                while q.len() > 64 {
+                                    q.pop_front();
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            ctx.error(e);
+                        }
+                    }
+                });
+            }
+        })
+    };
+
+    // Clients at a steady rate, each living about connections / rate seconds.
+    let rate = f64::from(opts.connects_per_second.max(1));
+    let mean_life = opts.connections as f64 / rate;
+    let mut clients = Vec::new();
+    let mut samples: Vec<u64> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut last_sample = Instant::now();
+    while Instant::now() < end {
+        tick.tick().await;
+        let life = mean_life * (0.5 + rand::random::<f64>());
+        // No client outlives the run by more than one job.
+        let left = end.saturating_duration_since(Instant::now());
+        let life = Duration::from_secs_f64(life).min(left);
+        clients.push(tokio::spawn(client(Arc::clone(&ctx), life)));
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            if Instant::now() >= warmup_at {
+                samples.push(rss_kib(pid).unwrap_or(0));
+            }
+            clients.retain(|c| !c.is_finished());
+        }
+    }
+    let _ = maker.await;
+    for c in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(60), c).await;
+    }
+    let errors = ctx.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let counts = (
+        ctx.connects.load(Ordering::Relaxed),
+        ctx.connect_failures.load(Ordering::Relaxed),
+        ctx.peak_open.load(Ordering::Relaxed),
+        ctx.subscriptions.load(Ordering::Relaxed),
+        ctx.terminal_seen.load(Ordering::Relaxed),
+        ctx.lost.load(Ordering::Relaxed),
+    );
+    // Our own keep-alive connections to the jobs API go with the context.
+    drop(ctx);
+    // Let the server finish every close and `$disconnect`.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_end = rss_kib(pid).unwrap_or(0);
+    let fds_end = open_fds(pid);
+    let (connects, connect_failures, peak_open, subscriptions, terminal_seen, lost) = counts;
+    // Growth: the highest RSS of the last quarter of the measured window
+    // against the highest of its first quarter, so the allocator's first
+    // high-water mark under this load is the baseline, not a leak.
+    let quarter = (samples.len() / 4).max(1);
+    let first = samples.iter().take(quarter).copied().max().unwrap_or(0);
+    let last = samples
+        .iter()
+        .rev()
+        .take(quarter)
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let rss_at_warmup = first;
+    let rss_max = samples.iter().copied().max().unwrap_or(0);
+    let growth = if first > 0 {
+        (last as f64 - first as f64) * 100.0 / first as f64
+    } else {
+        0.0
+    };
+    let report = SoakReport {
+        seconds: started.elapsed().as_secs_f64(),
+        connects,
+        connect_failures,
+        peak_open,
+        jobs_created: jobs_created.load(Ordering::Relaxed),
+        job_create_failures: job_failures.load(Ordering::Relaxed),
+        subscriptions,
+        terminal_seen,
+        lost,
+        errors,
+        rss_kib_at_warmup: rss_at_warmup,
+        rss_kib_max_after_warmup: rss_max,
+        rss_kib_end: rss_end,
+        rss_growth_percent: growth,
+        fds_start,
+        fds_end,
+        passed: lost == 0
+            && connect_failures == 0
+            && job_failures.load(Ordering::Relaxed) == 0
+            && growth < 10.0
+            && fds_end <= fds_start,
+    };
+    Ok(report)
+}
