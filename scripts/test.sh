@@ -29,6 +29,19 @@ pip_install() {
   fi
 }
 
+step "dependencies: licenses, bans, sources and advisories (cargo deny)"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install --locked --quiet cargo-deny@0.20.2
+fi
+cargo deny --locked check licenses bans sources
+# The advisory database is fetched from github.com; where that is out of
+# reach the rest still runs, and the skip is said plainly.
+if git ls-remote --exit-code https://github.com/RustSec/advisory-db HEAD >/dev/null 2>&1; then
+  cargo deny --locked check advisories
+else
+  echo "warning: github.com is unreachable here: advisories not checked (run cargo deny check advisories where it is)" >&2
+fi
+
 step "infrastructure template"
 pip_install cfn-lint "cfn-lint>=1.20"
 pip_install sam "aws-sam-cli>=1.130"
