@@ -498,3 +498,137 @@ async fn table_create_is_idempotent() {
         Some("ttl")
     );
 }
+
+/// `jobcast serve --store dynamodb` as its own process, on a free port.
+fn serve_process(store: &DynamoStore) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobcast"))
+        .args(["serve", "--store", "dynamodb", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", "us-east-1")
+        .env("JOBCAST_TABLE", store.table())
+        .env_remove("JOBCAST_WEBHOOK_SECRET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
+    let store = dynamo_store().await;
+    let (mut child, addr) = serve_process(&store);
+    let http = reqwest::Client::new();
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let v: Value = http
+            .post(format!("http://{addr}/jobs"))
+            .json(&json!({"kind": "demo", "input": {"steps": 100, "stepMs": 50}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jobs.push(v);
+    }
+    // 100 clients, 20 per job, each reading until it is closed.
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let job = &jobs[i % jobs.len()];
+        let (mut c, _) = connect_async(job["websocketUrl"].as_str().unwrap())
+            .await
+            .unwrap();
+        send_json(&mut c, json!({"action": "ping"})).await;
+        let mut id = String::new();
+        while id.is_empty() {
+            let v = next_json(&mut c).await;
+            if v["type"] == "pong" {
+                id = v["connectionId"].as_str().unwrap().to_string();
+            }
+        }
+        let job_id = job["jobId"].as_str().unwrap().to_string();
+        clients.push(tokio::spawn(async move {
+            let mut last_seq = 0u64;
+            let mut code = None;
+            while let Some(m) = c.next().await {
+                match m {
+                    Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                        if v["type"] == "progress" && v["jobId"] == job_id.as_str() {
+                            last_seq = last_seq.max(v["seq"].as_u64().unwrap());
+                        }
+                    }
+                    Ok(tokio_tungstenite::tungstenite::Message::Close(f)) => {
+                        code = f.map(|f| u16::from(f.code));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            (id, job_id, last_seq, code)
+        }));
+    }
+    // Mid-run, with every job publishing.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut ids = Vec::new();
+    for c in clients {
+        let (id, job_id, last_seq, code) = tokio::time::timeout(Duration::from_secs(30), c)
+            .await
+            .expect("every client is closed")
+            .unwrap();
+        assert_eq!(code, Some(1001), "client {id}");
+        let e = seen.entry(job_id).or_default();
+        *e = (*e).max(last_seq);
+        ids.push(id);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+    // Every $disconnect ran: no subscription is left behind.
+    for id in &ids {
+        assert!(
+            store.connection_jobs(id).await.unwrap().is_empty(),
+            "{id} left a subscription"
+        );
+    }
+    // Nothing any client saw is missing from the store: the store is written first.
+    for (job_id, client_seq) in &seen {
+        let stored = store.get_job(job_id).await.unwrap().expect("job kept");
+        assert!(
+            stored.snapshot.seq >= *client_seq,
+            "{job_id}: clients saw seq {client_seq}, the store has {}",
+            stored.snapshot.seq
+        );
+        assert!(
+            *client_seq >= 2,
+            "{job_id} was running when the server stopped"
+        );
+    }
+}
