@@ -120,6 +120,11 @@ async fn dynamodb_down_then_back_503_with_retry_after_and_nothing_lost() {
     let before = srv.job_view(&id).await;
     assert_eq!(before["status"], "succeeded");
 
+    // A job that is running through the outage.
+    let long = srv.create_job(json!({"steps": 40, "stepMs": 150})).await;
+    let long_id = long["jobId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
     db.kill();
 
     // The jobs API: 503 problem+json with Retry-After, for a read and a write.
@@ -181,6 +186,22 @@ async fn dynamodb_down_then_back_503_with_retry_after_and_nothing_lost() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(after, before, "the job reads back exactly as it was");
+    // The running job carried on by itself once its updates could be stored.
+    let mut finished = Value::Null;
+    for _ in 0..300 {
+        let v = srv.job_view(&long_id).await;
+        if v["status"] != "running" && v["status"] != "queued" {
+            finished = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["percent"], 100.0);
+    assert_eq!(finished["result"], json!({"steps": 40}));
+    // At least one update per step; an update whose reply was lost when the
+    // database died may have been stored twice (seq counts stored updates).
+    assert!(finished["seq"].as_u64().unwrap() >= 42, "{finished}");
     let again = srv.create_job(json!({"steps": 1, "stepMs": 0})).await;
     assert_eq!(again["status"], "queued");
     let (ws, _) = tokio_tungstenite::connect_async(url)

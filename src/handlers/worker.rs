@@ -121,6 +121,40 @@ async fn finish_cancelled(publisher: &Publisher, job_id: &str) -> Result<(), Sto
     }
 }
 
+/// How long a worker keeps retrying an update the store cannot take.
+const STORE_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Publishes, retrying with backoff while the store is unavailable (a
+/// DynamoDB outage, throttling), so a running job carries on by itself once
+/// the store is back. Gives up after `STORE_RETRY_FOR`, or when cancelled.
+async fn publish_retrying(
+    publisher: &Publisher,
+    job_id: &str,
+    update: JobUpdate,
+    cancel: &CancellationToken,
+) -> Result<(JobRecord, crate::publish::PublishReport), StoreError> {
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match publisher.publish(job_id, update.clone()).await {
+            Err(StoreError::Unavailable(e)) if started.elapsed() < STORE_RETRY_FOR => {
+                attempt += 1;
+                let wait = crate::publish::backoff(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                );
+                tracing::warn!(job_id, attempt, error = %e, "store unavailable; retrying the update");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return Err(StoreError::Unavailable(e)),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn run_demo(
     publisher: &Publisher,
     job: &JobRecord,
@@ -157,7 +191,7 @@ async fn run_demo(
         let mut u = JobUpdate::status(Status::Running);
         u.percent = Some(100.0 * k as f64 / input.steps as f64);
         u.message = Some(format!("step {k}/{}", input.steps));
-        match publisher.publish(job_id, u).await {
+        match publish_retrying(publisher, job_id, u, cancel).await {
             // The stored record carries a cancel request made through the
             // store alone (by a jobs API in another process).
             Ok((record, _)) if record.cancel_requested => {
@@ -173,7 +207,7 @@ async fn run_demo(
     u.percent = Some(100.0);
     u.message = Some("done".into());
     u.result = Some(json!({ "steps": input.steps }));
-    match publisher.publish(job_id, u).await {
+    match publish_retrying(publisher, job_id, u, cancel).await {
         Ok(_) | Err(StoreError::Terminal { .. }) => Ok(()),
         Err(e) => Err(e),
     }
