@@ -140,3 +140,79 @@ fn bench_fanout_runs_and_loses_nothing() {
         assert!(r["fanoutMsP50"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[test]
+fn secrets_never_reach_the_logs_even_at_trace_level() {
+    const TOKEN_SECRET: &str = "token-secret-never-logged-0123456789";
+    const WEBHOOK_SECRET: &str = "webhook-secret-never-logged-0123456789";
+    const SIGV4_SECRET: &str = "sigv4-secret-never-logged-0123456789";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let log = std::env::temp_dir().join(format!("jobcast-secrets-{port}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = jobcast()
+        .args([
+            "serve",
+            "--require-sigv4",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "trace")
+        .env("JOBCAST_TOKEN_SECRET", TOKEN_SECRET)
+        .env("JOBCAST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("JOBCAST_SIGV4_ACCESS_KEY_ID", "AKIDLOGTEST")
+        .env("JOBCAST_SIGV4_SECRET_ACCESS_KEY", SIGV4_SECRET)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let token = rt.block_on(async {
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A job with a webhook (to a closed local port: attempted and failed).
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let job: serde_json::Value = http
+            .post(format!("{base}/jobs"))
+            .json(&serde_json::json!({"kind": "demo", "input": {"steps": 1, "stepMs": 0}, "callbackUrl": format!("http://{dead}/hook")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = job["websocketUrl"].as_str().unwrap().to_string();
+        let (ws, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
+        drop(ws);
+        let _ = tokio_tungstenite::connect_async(url.replace("token=", "token=x")).await;
+        let _ = http
+            .post(format!("{base}/dev/@connections/abc%3D"))
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIDLOGTEST/20261124/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00")
+            .body("x")
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        job["token"].as_str().unwrap().to_string()
+    });
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.len() > 1000,
+        "trace logging was on: {} bytes",
+        text.len()
+    );
+    for secret in [TOKEN_SECRET, WEBHOOK_SECRET, SIGV4_SECRET, token.as_str()] {
+        assert!(!text.contains(secret), "a secret reached the log");
+    }
+}
