@@ -38,7 +38,7 @@ impl DemoInput {
         }
         let int = |name: &str, lo: u64, hi: u64| -> Result<Option<u64>, String> {
             match obj.get(name) {
-                None | Some(Value::Null) => Ok(None),
+                None => Ok(None),
                 Some(v) => match v.as_u64() {
                     Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
                     _ => Err(format!(
@@ -229,6 +229,8 @@ mod tests {
             })
         );
         for bad in [
+            json!({"failAt": null}),
+            json!({"stepMs": null}),
             json!({"steps": 0}),
             json!({"steps": 1001}),
             json!({"steps": 2.5}),
