@@ -11,16 +11,16 @@ set -euo pipefail
 a=$1 b=$2 rounds=${3:-3} clients=${4:-5000}
 out=$(mktemp -d)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 
 for r in $(seq 1 "$rounds"); do
   for which in a b; do
     bin=$a; [ $which = b ] && bin=$b
-    p=$(port)
+    p=$(free_port)
     "$bin" serve --listen "127.0.0.1:$p" --max-connections 100000 --workers 1 \
       --outbound-queue 1024 --idle-timeout 30m >"$out/$which.$r.log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+    wait_port "$p" 10
     "$b" bench run --quiet --label "$which" --clients "$clients" --handshake-concurrency 256 \
       --ws-url "ws://127.0.0.1:$p/dev" --management-url "http://127.0.0.1:$p/dev" \
       --jobs-url "http://127.0.0.1:$p" --server-pid "$pid" --post-duration 3s \

@@ -34,15 +34,7 @@ else
 fi
 (cd bench/peer && npm ci --no-audit --no-fund --loglevel=error)
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 240); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.25
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
+. scripts/lib.sh
 server_pid=
 stop_server() {
   if [ -n "$server_pid" ]; then

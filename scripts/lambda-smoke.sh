@@ -16,15 +16,7 @@ export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB AWS_ENDPOINT_URL_SQS=$JOBCAST_TEST_SQS
 table=jobcast-smoke-$RANDOM$RANDOM
 secret=smoke-secret-0123456789abcdef
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "nothing listens on port $1; see $work/*.log" >&2
-  return 1
-}
+. scripts/lib.sh
 fail() { echo "lambda smoke: $*" >&2; exit 1; }
 json_get() { python3 -c 'import json, sys; v = json.load(sys.stdin)
 for k in sys.argv[1:]: v = v[k] if not isinstance(v, str) else json.loads(v)[k]
@@ -55,8 +47,8 @@ serve_pid=$!
   --env-var AWS_REGION=us-east-1) >"$work/watch.log" 2>&1 &
 watch_pid=$!
 trap 'kill $serve_pid $watch_pid 2>/dev/null || true' EXIT
-wait_port "$serve_port"
-wait_port "$invoke_port"
+wait_port "$serve_port" 120 || fail "serve did not start; see $work/*.log"
+wait_port "$invoke_port" 120 || fail "cargo lambda watch did not start; see $work/*.log"
 
 fill() {
   # fill FIXTURE OUT key=value...

@@ -18,11 +18,12 @@ bin=${1:-target/debug/jobcast}
 examples=${2:-40}
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 command -v st >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+. scripts/lib.sh
+port=$(free_port)
 JOBCAST_WEBHOOK_SECRET=schemathesis-webhook-secret "$bin" serve --listen "127.0.0.1:$port" \
   >target/schemathesis-serve.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+wait_port "$port" 10
 st run docs/openapi.yaml --url "http://127.0.0.1:$port" --max-examples "$examples" \
   --exclude-checks positive_data_acceptance,use_after_free --no-color

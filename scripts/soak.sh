@@ -18,13 +18,14 @@ else
   bin=target/release/jobcast
   args=(--duration 10m --connections 5000 --connects-per-second 200 --jobs-per-second 50)
 fi
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+. scripts/lib.sh
+port=$(free_port)
 # A short retention keeps the memory store at a steady size, as DynamoDB's TTL would.
 "$bin" serve --listen "127.0.0.1:$port" --retention 20s --max-connections 20000 \
   >target/soak/serve.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+wait_port "$port" 10
 "$bin" bench soak --jobs-url "http://127.0.0.1:$port" --ws-url "ws://127.0.0.1:$port/dev" \
   --server-pid "$pid" --json-out target/soak/soak.json "${args[@]}"
 if grep -q 'panicked at' target/soak/serve.log; then

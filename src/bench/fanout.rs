@@ -5,13 +5,13 @@
 //! HTTP through `@connections` with the AWS SDK; the store is the memory
 //! one or DynamoDB (Local), whose requests are counted.
 
-use super::{RequestCounter, local_sdk_config, percentile, require_loopback};
+use super::{RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::protocol::Status;
 use crate::publish::{PublishOptions, Publisher};
 use crate::push::ManagementApiPusher;
-use crate::store::{DynamoStore, JobRecord, JobUpdate, MemoryStore, Store};
+use crate::store::{DynamoStore, JobUpdate, MemoryStore, Store};
 use crate::token::TokenKey;
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -112,16 +112,7 @@ pub async fn fanout(
 
     let job_id = format!("job_bench{:08x}", rand::random::<u32>());
     let now = Utc::now();
-    store
-        .create_job(JobRecord::queued(
-            job_id.clone(),
-            "bench",
-            serde_json::Value::Null,
-            None,
-            now,
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+    create_bench_job(store.as_ref(), &job_id, now).await?;
     let token = tokens.issue(&job_id, now.timestamp());
     let url = format!("ws://{addr}/dev?jobId={job_id}&token={token}");
 

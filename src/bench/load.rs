@@ -19,12 +19,12 @@
 //!
 //! The server's RSS comes from `/proc/<pid>/status` when its pid is given.
 
-use super::{local_sdk_config, percentile, require_loopback};
+use super::{create_bench_job, local_sdk_config, percentile, require_loopback};
 use crate::metrics::Metrics;
 use crate::protocol::Status;
 use crate::publish::{PublishOptions, Publisher};
 use crate::push::ManagementApiPusher;
-use crate::store::{JobRecord, JobUpdate, MemoryStore, Store};
+use crate::store::{JobUpdate, MemoryStore, Store};
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
@@ -831,16 +831,7 @@ async fn fanout_phase(
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let job_id = "job_benchfanout";
     let now = Utc::now();
-    store
-        .create_job(JobRecord::queued(
-            job_id.to_string(),
-            "bench",
-            serde_json::Value::Null,
-            None,
-            now,
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+    create_bench_job(store.as_ref(), job_id, now).await?;
     for id in ids {
         store
             .subscribe(job_id, id, now)

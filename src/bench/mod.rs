@@ -67,6 +67,24 @@ pub fn require_loopback(url: &str) -> Result<(), String> {
     }
 }
 
+/// Stores a queued job of kind `bench` for a fan-out to follow.
+pub(crate) async fn create_bench_job(
+    store: &dyn crate::store::Store,
+    job_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), String> {
+    store
+        .create_job(crate::store::JobRecord::queued(
+            job_id.to_string(),
+            "bench",
+            serde_json::Value::Null,
+            None,
+            now,
+        ))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// SDK configuration for targets on this machine: any credentials will do.
 pub(crate) async fn local_sdk_config() -> aws_config::SdkConfig {
     crate::aws::sdk_config()

@@ -4,7 +4,7 @@
 //! `GET /jobs/{id}`, with the headers it needs to see exposed.
 
 use super::{HttpResponse, full};
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
 const ALLOW_METHODS: &str = "GET, POST, DELETE";
 const ALLOW_HEADERS: &str = "content-type, idempotency-key";
@@ -45,8 +45,8 @@ impl Cors {
     }
 
     /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if allowed.
-    fn allow(&self, headers: &HeaderMap) -> Option<HeaderValue> {
-        let origin = headers.get(header::ORIGIN)?;
+    fn allow(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let origin = origin?;
         if self.any {
             return Some(HeaderValue::from_static("*"));
         }
@@ -54,21 +54,10 @@ impl Cors {
         self.origins.contains(&o).then(|| origin.clone())
     }
 
-    /// Answers a preflight (`OPTIONS` with `Access-Control-Request-Method`).
-    pub fn preflight(&self, headers: &HeaderMap) -> HttpResponse {
-        let Some(allow) = self.allow(headers) else {
-            let mut r = Response::new(full(
-                r#"{"type":"about:blank","title":"forbidden","status":403,"detail":"this origin may not call the jobs API; allow it with serve --cors-origin"}"#,
-            ));
-            *r.status_mut() = StatusCode::FORBIDDEN;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            );
-            r.headers_mut()
-                .insert(header::VARY, HeaderValue::from_static("Origin"));
-            return r;
-        };
+    /// Answers a preflight (`OPTIONS` with `Access-Control-Request-Method`),
+    /// or `None` when the origin may not call the jobs API.
+    pub fn preflight(&self, origin: Option<&HeaderValue>) -> Option<HttpResponse> {
+        let allow = self.allow(origin)?;
         let mut r = Response::new(full(""));
         *r.status_mut() = StatusCode::NO_CONTENT;
         let h = r.headers_mut();
@@ -86,14 +75,14 @@ impl Cors {
             HeaderValue::from_static(MAX_AGE),
         );
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        r
+        Some(r)
     }
 
     /// Adds the CORS headers an allowed origin needs to read `resp`.
-    pub fn decorate(&self, request: &HeaderMap, resp: &mut HttpResponse) {
+    pub fn decorate(&self, origin: Option<&HeaderValue>, resp: &mut HttpResponse) {
         let h = resp.headers_mut();
         h.append(header::VARY, HeaderValue::from_static("Origin"));
-        if let Some(allow) = self.allow(request) {
+        if let Some(allow) = self.allow(origin) {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
             h.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,

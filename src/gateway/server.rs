@@ -158,12 +158,24 @@ async fn route(
             "text/plain; version=0.0.4; charset=utf-8",
             shared.deps.metrics.render(),
         ),
-        ["jobs"] | ["jobs", _] if method == Method::OPTIONS => shared.cors.preflight(req.headers()),
+        ["jobs"] | ["jobs", _] if method == Method::OPTIONS => shared
+            .cors
+            .preflight(req.headers().get(header::ORIGIN))
+            .unwrap_or_else(|| {
+                let mut r = problem(Problem::new(
+                    403,
+                    "forbidden",
+                    "this origin may not call the jobs API; allow it with serve --cors-origin",
+                ));
+                r.headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("Origin"));
+                r
+            }),
         ["jobs"] | ["jobs", _] => {
             let id = segments.get(1).map(|s| s.to_string());
-            let origin_headers = req.headers().clone();
+            let origin = req.headers().get(header::ORIGIN).cloned();
             let mut r = jobs(&shared, req, peer, id.as_deref()).await;
-            shared.cors.decorate(&origin_headers, &mut r);
+            shared.cors.decorate(origin.as_ref(), &mut r);
             r
         }
         [s, "@connections", id] if *s == stage => connections(&shared, req, id).await,

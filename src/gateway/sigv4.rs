@@ -28,7 +28,8 @@ const MISMATCH: &str = "The request signature we calculated does not match the s
 #[derive(Clone)]
 pub struct Verifier {
     access_key_id: String,
-    secret_access_key: String,
+    /// The key pair as the signer takes it, built once.
+    identity: Identity,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -82,9 +83,17 @@ fn parse_amz_date(v: &str) -> Option<SystemTime> {
 
 impl Verifier {
     pub fn new(access_key_id: String, secret_access_key: String) -> Verifier {
+        let identity = Credentials::new(
+            access_key_id.clone(),
+            secret_access_key,
+            None,
+            None,
+            "jobcast-sigv4",
+        )
+        .into();
         Verifier {
             access_key_id,
-            secret_access_key,
+            identity,
         }
     }
 
@@ -162,16 +171,8 @@ impl Verifier {
             SignableBody::Bytes(body),
         )
         .map_err(|_| forbidden(MISMATCH))?;
-        let identity: Identity = Credentials::new(
-            self.access_key_id.clone(),
-            self.secret_access_key.clone(),
-            None,
-            None,
-            "jobcast-sigv4",
-        )
-        .into();
         let params = v4::SigningParams::builder()
-            .identity(&identity)
+            .identity(&self.identity)
             .region(auth.region)
             .name(auth.service)
             .time(time)

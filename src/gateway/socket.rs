@@ -68,13 +68,6 @@ fn payload_message(p: Payload) -> Message {
 /// Small, because the socket's write buffer keeps its capacity.
 const BATCH_BYTES: usize = 4096;
 
-fn payload_len(p: &Payload) -> usize {
-    match p {
-        Payload::Text(t) => t.len(),
-        Payload::Binary(b) => b.len(),
-    }
-}
-
 /// Writes queued payloads until stopped. Whatever is already queued when a
 /// message is taken goes out with it in one flush, so a burst of updates
 /// costs one syscall instead of one each. Returns the sink when it is
@@ -99,12 +92,12 @@ async fn writer(
         };
         let mut sent = 0u64;
         let write = async {
-            let mut bytes = payload_len(&first);
+            let mut bytes = first.len();
             sink.feed(payload_message(first)).await?;
             sent += 1;
             while bytes < BATCH_BYTES {
                 let Ok(next) = rx.try_recv() else { break };
-                bytes += payload_len(&next);
+                bytes += next.len();
                 sink.feed(payload_message(next)).await?;
                 sent += 1;
             }
