@@ -436,6 +436,12 @@ pub struct ServeArgs {
     #[arg(long = "external-kind", env = "JOBCAST_EXTERNAL_KINDS", value_delimiter = ',', value_parser = parse_kind, value_name = "KIND")]
     pub external_kinds: Vec<String>,
 
+    /// Leave jobs a previous run left unfinished alone. By default `serve`
+    /// resumes its demo jobs from their last step and delivers webhooks
+    /// still owed (with --store dynamodb; the memory store starts empty).
+    #[arg(long, env = "JOBCAST_NO_RESUME")]
+    pub no_resume: bool,
+
     /// Posts in flight at once when fanning one update out to subscribers.
     #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, value_name = "N")]
     pub publish_concurrency: usize,
@@ -527,6 +533,7 @@ impl ServeArgs {
                 None
             },
             external_kinds: self.external_kinds.clone(),
+            resume: !self.no_resume,
             publish: PublishOptions {
                 concurrency: self.publish_concurrency,
                 ..PublishOptions::default()

@@ -501,6 +501,15 @@ async fn table_create_is_idempotent() {
 
 /// `jobcast serve --store dynamodb` as its own process, on a free port.
 fn serve_process(store: &DynamoStore) -> (std::process::Child, String) {
+    serve_process_with(store, &[], &[])
+}
+
+/// The same, with extra arguments and environment.
+fn serve_process_with(
+    store: &DynamoStore,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -515,6 +524,10 @@ fn serve_process(store: &DynamoStore) -> (std::process::Child, String) {
         .env("AWS_REGION", "us-east-1")
         .env("JOBCAST_TABLE", store.table())
         .env_remove("JOBCAST_WEBHOOK_SECRET")
+        // One secret for every run, so tokens outlive a restart.
+        .env("JOBCAST_TOKEN_SECRET", SECRET)
+        .args(args)
+        .envs(envs.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -585,7 +598,12 @@ async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
         }));
     }
     // Mid-run, with every job publishing.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for job in &jobs {
+        wait_for_job(&store, job["jobId"].as_str().unwrap(), 30, |j| {
+            j.snapshot.seq >= 3
+        })
+        .await;
+    }
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -631,4 +649,157 @@ async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
             "{job_id} was running when the server stopped"
         );
     }
+}
+
+/// Ends a `serve` process at once, as a crash or `kill -9` would.
+async fn crash(mut child: std::process::Child) {
+    child.kill().unwrap();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Polls the table until `done` holds for the job, or panics after `secs`.
+async fn wait_for_job(
+    store: &DynamoStore,
+    id: &str,
+    secs: u64,
+    done: impl Fn(&jobcast::store::JobRecord) -> bool,
+) -> jobcast::store::JobRecord {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let job = store.get_job(id).await.unwrap().expect("job stored");
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} stuck at {:?}",
+            job.snapshot
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_cut_off_by_a_crash_resumes_when_serve_starts_again() {
+    let store = dynamo_store().await;
+    let (first, addr) = serve_process(&store);
+    let job: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/jobs"))
+        .json(&json!({"kind": "demo", "input": {"steps": 20, "stepMs": 100}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["jobId"].as_str().unwrap().to_string();
+    wait_for_job(&store, &id, 20, |j| j.snapshot.seq >= 5).await;
+    crash(first).await;
+    let cut = store.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(cut.snapshot.status, Status::Running);
+    assert!(cut.snapshot.seq < 22, "{:?}", cut.snapshot);
+
+    // With --no-resume the job is left as it is, past the wait a resume makes.
+    let (idle, _) = serve_process_with(&store, &["--no-resume"], &[]);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        store.get_job(&id).await.unwrap().unwrap().snapshot,
+        cut.snapshot
+    );
+    crash(idle).await;
+
+    // The next run takes it up where it stopped; a client following it sees
+    // every remaining step once, in order, up to the terminal snapshot.
+    let (second, addr2) = serve_process(&store);
+    let url = job["websocketUrl"].as_str().unwrap().replace(&addr, &addr2);
+    let (mut c, _) = connect_async(url).await.unwrap();
+    send_json(&mut c, json!({"action": "sync"})).await;
+    let mut seen = Vec::new();
+    loop {
+        let v = tokio::time::timeout(Duration::from_secs(20), next_json(&mut c))
+            .await
+            .expect("the resumed job keeps publishing");
+        if v["type"] == "progress" {
+            let end = v["status"] == "succeeded" || v["status"] == "failed";
+            seen.push(v);
+            if end {
+                break;
+            }
+        }
+    }
+    let steps = applied(&seen);
+    let seqs: Vec<u64> = steps.iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    assert!(seqs[0] <= cut.snapshot.seq + 1, "{seqs:?}");
+    assert_eq!(
+        seqs,
+        (seqs[0]..=22).collect::<Vec<_>>(),
+        "no step skipped or repeated"
+    );
+    let percents: Vec<f64> = steps
+        .iter()
+        .map(|s| s["percent"].as_f64().unwrap())
+        .collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+    let last = steps.last().unwrap();
+    assert_eq!(last["status"], "succeeded");
+    assert_eq!(last["result"], json!({"steps": 20}));
+    crash(second).await;
+}
+
+#[tokio::test]
+async fn a_webhook_owed_when_serve_crashed_is_delivered_by_the_next_run() {
+    const HOOK_SECRET: &str = "whsec-restart-0123456789";
+    let store = dynamo_store().await;
+    let rx = webhook_receiver(vec![503]).await;
+    let env = [("JOBCAST_WEBHOOK_SECRET", HOOK_SECRET)];
+    let (first, addr) = serve_process_with(&store, &[], &env);
+    let job: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/jobs"))
+        .json(&json!({"kind": "demo", "input": {"steps": 1, "stepMs": 0},
+                      "callbackUrl": format!("http://{}/hook", rx.addr)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["jobId"].as_str().unwrap().to_string();
+    // The receiver refuses the first attempt; the server dies before a retry lands.
+    for _ in 0..200 {
+        if !rx.got.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    crash(first).await;
+    let owed = store.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(owed.snapshot.status, Status::Succeeded);
+    assert!(owed.webhook_owed(), "{:?}", owed.webhook);
+    let attempts_before = rx.got.lock().unwrap().len();
+    *rx.script.lock().unwrap() = vec![200];
+
+    let (second, _) = serve_process_with(&store, &[], &env);
+    let done = wait_for_job(&store, &id, 20, |j| !j.webhook_owed()).await;
+    assert_eq!(
+        done.webhook.as_ref().map(|w| w.status),
+        Some(jobcast::store::WebhookStatus::Delivered)
+    );
+    let got = rx.got.lock().unwrap().clone();
+    assert!(got.len() > attempts_before);
+    let last = got.last().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(jobcast::webhook::verify(
+        HOOK_SECRET.as_bytes(),
+        &last.signature,
+        &last.body,
+        now,
+        Duration::from_secs(300)
+    ));
+    let body: Value = serde_json::from_slice(&last.body).unwrap();
+    assert_eq!(body["jobId"], id.as_str());
+    assert_eq!(body["status"], "succeeded");
+    crash(second).await;
 }

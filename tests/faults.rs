@@ -116,9 +116,15 @@ async fn dynamodb_down_then_back_503_with_retry_after_and_nothing_lost() {
 
     let job = srv.create_job(json!({"steps": 3, "stepMs": 10})).await;
     let id = job["jobId"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = srv.job_view(&id).await;
-    assert_eq!(before["status"], "succeeded");
+    let mut before = Value::Null;
+    for _ in 0..200 {
+        before = srv.job_view(&id).await;
+        if before["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(before["status"], "succeeded", "{before}");
 
     // A job that is running through the outage.
     let long = srv.create_job(json!({"steps": 40, "stepMs": 150})).await;

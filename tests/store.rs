@@ -176,6 +176,74 @@ async fn suite(store: Arc<dyn Store>) {
     );
 }
 
+/// What a restarted `serve` takes up: jobs not yet terminal, and terminal
+/// ones whose webhook is still owed; nothing else.
+async fn unfinished_suite(store: Arc<dyn Store>) {
+    let hook = || Some("http://127.0.0.1:9/hook".to_string());
+    let with_hook = |id: &str| JobRecord::queued(id, "demo", json!({}), hook(), Utc::now());
+    let webhook = |status| WebhookState {
+        status,
+        attempts: 1,
+        last_status: Some(500),
+        last_error: None,
+        updated_at: Utc::now(),
+    };
+    for id in [
+        "queued",
+        "running",
+        "done",
+        "hook-none",
+        "hook-pending",
+        "hook-sent",
+    ] {
+        let job = if id.starts_with("hook") {
+            with_hook(id)
+        } else {
+            new_job(id)
+        };
+        store.create_job(job).await.unwrap();
+    }
+    store
+        .update_job("running", running(50.0), Utc::now())
+        .await
+        .unwrap();
+    for id in ["done", "hook-none", "hook-pending", "hook-sent"] {
+        store
+            .update_job(id, JobUpdate::status(Status::Succeeded), Utc::now())
+            .await
+            .unwrap();
+    }
+    store
+        .set_webhook("hook-pending", webhook(WebhookStatus::Pending))
+        .await
+        .unwrap();
+    store
+        .set_webhook("hook-sent", webhook(WebhookStatus::Delivered))
+        .await
+        .unwrap();
+
+    let mut ids: Vec<String> = store
+        .unfinished_jobs(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.snapshot.job_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["hook-none", "hook-pending", "queued", "running"]);
+    assert_eq!(store.unfinished_jobs(2).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn memory_store_lists_unfinished_jobs() {
+    unfinished_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_lists_unfinished_jobs() {
+    unfinished_suite(Arc::new(common::dynamo_store().await)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_semantics() {
     suite(Arc::new(MemoryStore::new())).await;

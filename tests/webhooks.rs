@@ -3,69 +3,12 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use jobcast::webhook::{SIGNATURE_HEADER, verify};
+use jobcast::webhook::verify;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SECRET: &str = "whsec-test-0123456789";
-
-#[derive(Clone, Debug)]
-struct Received {
-    signature: String,
-    body: Bytes,
-}
-
-/// A receiver answering the scripted statuses in turn (the last one repeats).
-async fn receiver(statuses: Vec<u16>) -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let seen = Arc::clone(&got);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                break;
-            };
-            let seen = Arc::clone(&seen);
-            let statuses = statuses.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    let statuses = statuses.clone();
-                    async move {
-                        let signature = req
-                            .headers()
-                            .get(SIGNATURE_HEADER)
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let n = {
-                            let mut g = seen.lock().unwrap();
-                            g.push(Received { signature, body });
-                            g.len()
-                        };
-                        let status = statuses[(n - 1).min(statuses.len() - 1)];
-                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, got)
-}
 
 async fn webhook_server(max_attempts: u32) -> TestServer {
     start_with(|c| {
@@ -102,7 +45,7 @@ async fn final_webhook_state(srv: &TestServer, id: &str) -> Value {
 
 #[tokio::test]
 async fn signed_delivery_with_a_retry_after_500() {
-    let (addr, got) = receiver(vec![500, 200]).await;
+    let WebhookReceiver { addr, got, .. } = webhook_receiver(vec![500, 200]).await;
     let srv = webhook_server(5).await;
     let res = create_with_callback(
         &srv,
@@ -153,7 +96,7 @@ async fn signed_delivery_with_a_retry_after_500() {
 
 #[tokio::test]
 async fn a_receiver_that_keeps_failing_is_recorded_as_failed() {
-    let (addr, got) = receiver(vec![503]).await;
+    let WebhookReceiver { addr, got, .. } = webhook_receiver(vec![503]).await;
     let srv = webhook_server(3).await;
     let job: Value = create_with_callback(
         &srv,

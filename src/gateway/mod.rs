@@ -75,6 +75,8 @@ pub struct GatewayConfig {
     pub client_messages_per_second: Option<u32>,
     /// Job kinds accepted for workers outside this process.
     pub external_kinds: Vec<String>,
+    /// Take up demo jobs and webhooks a previous run left unfinished in the store.
+    pub resume: bool,
     pub publish: PublishOptions,
 }
 
@@ -99,6 +101,7 @@ impl Default for GatewayConfig {
             require_sigv4: None,
             cors_origins: Vec::new(),
             external_kinds: Vec::new(),
+            resume: true,
             publish: PublishOptions::default(),
         }
     }
@@ -190,6 +193,9 @@ impl Gateway {
             publisher = publisher.with_webhooks(Arc::new(webhooks));
         }
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
+        if config.resume {
+            workers.recover(publisher.clone());
+        }
         let deps = Deps {
             publisher,
             tokens,

@@ -1,6 +1,7 @@
 //! The in-process worker pool of `jobcast serve`: runs accepted jobs (the
-//! built-in `demo` kind) with bounded concurrency and reacts to
-//! cancellation at once.
+//! built-in `demo` kind) with bounded concurrency, reacts to cancellation
+//! at once, and on start takes up what a previous run over the same
+//! (DynamoDB) table left unfinished.
 
 use crate::handlers::{JobQueue, QueueError, worker};
 use crate::publish::Publisher;
@@ -8,6 +9,7 @@ use crate::store::JobRecord;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -118,6 +120,42 @@ impl WorkerPool {
         }
     }
 
+    /// Takes up the work a previous run left in the store: a demo job that
+    /// stopped mid-way resumes from its last published step, and a webhook
+    /// still owed is delivered. A job another live process is running keeps
+    /// publishing, so each job first waits out one step plus a margin and is
+    /// resumed only if its `seq` has not moved meanwhile.
+    pub fn recover(&self, publisher: Publisher) {
+        let queue = Arc::clone(&self.queue);
+        let stop = self.stop.clone();
+        let tracker = self.tracker.clone();
+        self.tracker.spawn(async move {
+            let jobs = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = publisher.store().unfinished_jobs(QUEUE_CAPACITY) => r,
+            };
+            let jobs = match jobs {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for jobs left unfinished by a previous run");
+                    return;
+                }
+            };
+            if !jobs.is_empty() {
+                tracing::info!(jobs = jobs.len(), "taking up jobs left unfinished by a previous run");
+            }
+            for job in jobs {
+                let (publisher, queue, stop) = (publisher.clone(), Arc::clone(&queue), stop.clone());
+                tracker.spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = recover_one(&publisher, &queue, job) => {}
+                    }
+                });
+            }
+        });
+    }
+
     pub fn queue(&self) -> Arc<dyn JobQueue> {
         self.queue.clone()
     }
@@ -127,5 +165,57 @@ impl WorkerPool {
         self.stop.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// Margin over one step before a job counts as abandoned.
+const ABANDONED_AFTER: Duration = Duration::from_secs(2);
+
+async fn recover_one(publisher: &Publisher, queue: &LocalQueue, job: JobRecord) {
+    let job_id = job.snapshot.job_id.clone();
+    if job.webhook_owed() {
+        match publisher.webhooks() {
+            Some(w) => {
+                tracing::info!(job_id, "delivering a webhook a previous run left owed");
+                w.spawn_delivery(job);
+            }
+            None => tracing::warn!(
+                job_id,
+                "job has a webhook owed but JOBCAST_WEBHOOK_SECRET is not set: not delivered"
+            ),
+        }
+        return;
+    }
+    if job.snapshot.status.is_terminal() || !worker::KINDS.contains(&job.kind.as_str()) {
+        // External kinds belong to their own workers.
+        return;
+    }
+    let step = worker::DemoInput::parse(&job.input)
+        .map(|i| Duration::from_millis(i.step_ms))
+        .unwrap_or_default();
+    let quiet_since = (chrono::Utc::now() - job.snapshot.updated_at)
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep((step + ABANDONED_AFTER).saturating_sub(quiet_since)).await;
+    let current = match publisher.store().get_job(&job_id).await {
+        Ok(Some(j)) => j,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "could not re-read a job left unfinished; not resuming it");
+            return;
+        }
+    };
+    if current.snapshot.seq != job.snapshot.seq || current.snapshot.status.is_terminal() {
+        tracing::debug!(job_id, "job moved on by itself; another worker runs it");
+        return;
+    }
+    tracing::info!(
+        job_id,
+        seq = current.snapshot.seq,
+        percent = current.snapshot.percent,
+        "resuming a job a previous run left unfinished"
+    );
+    if let Err(e) = queue.enqueue(&current).await {
+        tracing::warn!(job_id, error = %e, "could not queue a job left unfinished");
     }
 }

@@ -300,12 +300,7 @@ async fn run_queued(
     // In Lambda nothing may outlive the invocation: deliver the webhook here.
     if let Some(w) = webhooks
         && let Ok(Some(done)) = publisher.store().get_job(&queued.job_id).await
-        && done.snapshot.status.is_terminal()
-        && done.callback_url.is_some()
-        && done
-            .webhook
-            .as_ref()
-            .is_none_or(|s| s.status == crate::store::WebhookStatus::Pending)
+        && done.webhook_owed()
     {
         w.deliver(&done).await;
     }

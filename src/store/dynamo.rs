@@ -681,6 +681,44 @@ impl Store for DynamoStore {
         Ok(jobs.len())
     }
 
+    async fn unfinished_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        // The one Scan: no key names unfinished jobs, and this runs once when
+        // `serve` starts. The filter keeps the pages small; `unfinished`
+        // decides on what comes back.
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression(
+                "SK = :state AND (NOT (#status IN (:succeeded, :failed, :cancelled)) \
+                 OR attribute_exists(callbackUrl))",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":state", s("STATE"))
+            .expression_attribute_values(":succeeded", s("succeeded"))
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .into_paginator()
+            .items()
+            .send();
+        let now = Utc::now().timestamp();
+        let mut out = Vec::new();
+        while out.len() < limit
+            && let Some(item) = pages.next().await
+        {
+            let item = item.map_err(unavailable)?;
+            if expired(&item, now) {
+                continue;
+            }
+            match job_from_item(&item) {
+                Ok(job) if job.unfinished() => out.push(job),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable job item"),
+            }
+        }
+        Ok(out)
+    }
+
     async fn set_webhook(&self, job_id: &str, state: WebhookState) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(&state).map_err(|e| StoreError::InvalidUpdate(e.to_string()))?;

@@ -158,6 +158,16 @@ impl Store for MemoryStore {
         Ok(jobs.len())
     }
 
+    async fn unfinished_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        Ok(self
+            .jobs
+            .iter()
+            .filter(|j| j.unfinished())
+            .take(limit)
+            .map(|j| j.clone())
+            .collect())
+    }
+
     async fn set_webhook(&self, job_id: &str, state: WebhookState) -> Result<(), StoreError> {
         let mut job = self
             .jobs

@@ -55,6 +55,22 @@ impl JobRecord {
             webhook: None,
         }
     }
+
+    /// True while the job still owes work: it is not terminal, or it is
+    /// terminal with a `callbackUrl` whose webhook has not been settled.
+    pub fn unfinished(&self) -> bool {
+        !self.snapshot.status.is_terminal() || self.webhook_owed()
+    }
+
+    /// Terminal, with a `callbackUrl`, and no delivery settled yet.
+    pub fn webhook_owed(&self) -> bool {
+        self.snapshot.status.is_terminal()
+            && self.callback_url.is_some()
+            && self
+                .webhook
+                .as_ref()
+                .is_none_or(|w| w.status == WebhookStatus::Pending)
+    }
 }
 
 /// Where delivery of a job's webhook stands.
@@ -179,6 +195,10 @@ pub trait Store: Send + Sync + 'static {
     async fn connection_jobs(&self, connection_id: &str) -> Result<Vec<String>, StoreError>;
     /// Removes every subscription of a connection; returns how many there were.
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError>;
+    /// Up to `limit` jobs that still owe work (see `JobRecord::unfinished`),
+    /// so a restarted `serve` can take them up again. It reads the whole
+    /// table: run once at start, never on a message path.
+    async fn unfinished_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
     /// Records the webhook delivery state of a job (no seq change).
     async fn set_webhook(&self, job_id: &str, state: WebhookState) -> Result<(), StoreError>;
     /// Binds an idempotency key to a record unless it is bound already.

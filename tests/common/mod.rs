@@ -458,3 +458,67 @@ pub async fn dynamo_store() -> DynamoStore {
     store.ensure_table().await.expect("create test table");
     store
 }
+
+/// One request a `webhook_receiver` took.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub signature: String,
+    pub body: bytes::Bytes,
+}
+
+/// A local webhook receiver: what it took, and the statuses it answers.
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    pub got: Arc<std::sync::Mutex<Vec<Received>>>,
+    /// The n-th request is answered with the n-th status (the last one
+    /// repeats); a test may rewrite it while the receiver runs.
+    pub script: Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+/// Starts a receiver answering the scripted statuses in turn.
+pub async fn webhook_receiver(statuses: Vec<u16>) -> WebhookReceiver {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+    let script = Arc::new(std::sync::Mutex::new(statuses));
+    let (seen, answers) = (Arc::clone(&got), Arc::clone(&script));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (seen, answers) = (Arc::clone(&seen), Arc::clone(&answers));
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (seen, answers) = (Arc::clone(&seen), Arc::clone(&answers));
+                        async move {
+                            let signature = req
+                                .headers()
+                                .get(jobcast::webhook::SIGNATURE_HEADER)
+                                .map(|v| v.to_str().unwrap().to_string())
+                                .unwrap_or_default();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let n = {
+                                let mut g = seen.lock().unwrap();
+                                g.push(Received { signature, body });
+                                g.len()
+                            };
+                            let status = {
+                                let s = answers.lock().unwrap();
+                                s[(n - 1).min(s.len() - 1)]
+                            };
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"ok"),
+                            ));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    WebhookReceiver { addr, got, script }
+}
