@@ -1,5 +1,8 @@
 //! The `jobcast` binary as a user runs it: flags, environment, errors, signals.
 
+mod common;
+
+use common::Process;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,7 +66,7 @@ fn serves_and_exits_cleanly_on_sigterm() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = jobcast()
+    let child = jobcast()
         .args([
             "serve",
             "--listen",
@@ -75,7 +78,8 @@ fn serves_and_exits_cleanly_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = Process::new(child);
+    let stdout = child.child().stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     // JSON logs: the first line is a JSON object.
     let first = lines.next().unwrap().unwrap();
@@ -95,21 +99,14 @@ fn serves_and_exits_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: sending a signal to our own child process.
-    let rc = unsafe { libc_kill(child.id() as i32, 15) };
-    assert_eq!(rc, 0);
-    let status = child.wait().unwrap();
+    child.terminate();
+    let status = child.wait();
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
         rest.iter().any(|l| l.contains("shutdown complete")),
         "{rest:?}"
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
@@ -152,22 +149,24 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
     };
     let log = std::env::temp_dir().join(format!("jobcast-secrets-{port}.log"));
     let file = std::fs::File::create(&log).unwrap();
-    let mut child = jobcast()
-        .args([
-            "serve",
-            "--require-sigv4",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("RUST_LOG", "trace")
-        .env("JOBCAST_TOKEN_SECRET", TOKEN_SECRET)
-        .env("JOBCAST_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("JOBCAST_SIGV4_ACCESS_KEY_ID", "AKIDLOGTEST")
-        .env("JOBCAST_SIGV4_SECRET_ACCESS_KEY", SIGV4_SECRET)
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
+    let mut child = Process::new(
+        jobcast()
+            .args([
+                "serve",
+                "--require-sigv4",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("RUST_LOG", "trace")
+            .env("JOBCAST_TOKEN_SECRET", TOKEN_SECRET)
+            .env("JOBCAST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("JOBCAST_SIGV4_ACCESS_KEY_ID", "AKIDLOGTEST")
+            .env("JOBCAST_SIGV4_SECRET_ACCESS_KEY", SIGV4_SECRET)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let token = rt.block_on(async {
         let base = format!("http://127.0.0.1:{port}");
@@ -202,9 +201,8 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         job["token"].as_str().unwrap().to_string()
     });
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc_kill(child.id() as i32, 15) };
-    child.wait().unwrap();
+    child.terminate();
+    child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
     assert!(

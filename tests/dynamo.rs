@@ -500,7 +500,7 @@ async fn table_create_is_idempotent() {
 }
 
 /// `jobcast serve --store dynamodb` as its own process, on a free port.
-fn serve_process(store: &DynamoStore) -> (std::process::Child, String) {
+fn serve_process(store: &DynamoStore) -> (Process, String) {
     serve_process_with(store, &[], &[])
 }
 
@@ -509,29 +509,31 @@ fn serve_process_with(
     store: &DynamoStore,
     args: &[&str],
     envs: &[(&str, &str)],
-) -> (std::process::Child, String) {
+) -> (Process, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobcast"))
-        .args(["serve", "--store", "dynamodb", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_REGION", "us-east-1")
-        .env("JOBCAST_TABLE", store.table())
-        .env_remove("JOBCAST_WEBHOOK_SECRET")
-        // One secret for every run, so tokens outlive a restart.
-        .env("JOBCAST_TOKEN_SECRET", SECRET)
-        .args(args)
-        .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Process::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_jobcast"))
+            .args(["serve", "--store", "dynamodb", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_REGION", "us-east-1")
+            .env("JOBCAST_TABLE", store.table())
+            .env_remove("JOBCAST_WEBHOOK_SECRET")
+            // One secret for every run, so tokens outlive a restart.
+            .env("JOBCAST_TOKEN_SECRET", SECRET)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -604,14 +606,7 @@ async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
         })
         .await;
     }
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    child.terminate();
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut ids = Vec::new();
     for c in clients {
@@ -626,7 +621,6 @@ async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
     }
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
-        .unwrap()
         .unwrap();
     assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
     // Every $disconnect ran: no subscription is left behind.
@@ -652,11 +646,9 @@ async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
 }
 
 /// Ends a `serve` process at once, as a crash or `kill -9` would.
-async fn crash(mut child: std::process::Child) {
-    child.kill().unwrap();
-    tokio::task::spawn_blocking(move || child.wait())
+async fn crash(child: Process) {
+    tokio::task::spawn_blocking(move || child.crash())
         .await
-        .unwrap()
         .unwrap();
 }
 

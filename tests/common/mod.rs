@@ -522,3 +522,45 @@ pub async fn webhook_receiver(statuses: Vec<u16>) -> WebhookReceiver {
     });
     WebhookReceiver { addr, got, script }
 }
+
+/// A child process (a `jobcast serve`) killed when dropped, so a test that
+/// fails half-way leaves nothing running behind it.
+pub struct Process(Option<std::process::Child>);
+
+impl Process {
+    pub fn new(child: std::process::Child) -> Process {
+        Process(Some(child))
+    }
+
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("process still owned")
+    }
+
+    /// Sends SIGTERM, as a service manager stopping it would.
+    pub fn terminate(&mut self) {
+        let pid = self.child().id() as libc::pid_t;
+        // SAFETY: a signal to our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// Waits for it to exit (blocking).
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("process still owned");
+        child.wait().expect("wait for the child")
+    }
+
+    /// Ends it at once, as a crash or `kill -9` would, and reaps it (blocking).
+    pub fn crash(mut self) {
+        let _ = self.child().kill();
+        self.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
