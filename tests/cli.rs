@@ -179,15 +179,11 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
         }
         // A job with a webhook (to a closed local port: attempted and failed).
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let job: serde_json::Value = http
-            .post(format!("{base}/jobs"))
-            .json(&serde_json::json!({"kind": "demo", "input": {"steps": 1, "stepMs": 0}, "callbackUrl": format!("http://{dead}/hook")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = common::post_job(
+            &format!("127.0.0.1:{port}"),
+            serde_json::json!({"kind": "demo", "input": {"steps": 1, "stepMs": 0}, "callbackUrl": format!("http://{dead}/hook")}),
+        )
+        .await;
         let url = job["websocketUrl"].as_str().unwrap().to_string();
         let (ws, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
         drop(ws);

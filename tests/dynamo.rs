@@ -547,19 +547,15 @@ fn serve_process_with(
 async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
     let store = dynamo_store().await;
     let (mut child, addr) = serve_process(&store);
-    let http = reqwest::Client::new();
     let mut jobs = Vec::new();
     for _ in 0..5 {
-        let v: Value = http
-            .post(format!("http://{addr}/jobs"))
-            .json(&json!({"kind": "demo", "input": {"steps": 100, "stepMs": 50}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        jobs.push(v);
+        jobs.push(
+            post_job(
+                &addr,
+                json!({"kind": "demo", "input": {"steps": 100, "stepMs": 50}}),
+            )
+            .await,
+        );
     }
     // 100 clients, 20 per job, each reading until it is closed.
     let mut clients = Vec::new();
@@ -678,15 +674,11 @@ async fn wait_for_job(
 async fn a_job_cut_off_by_a_crash_resumes_when_serve_starts_again() {
     let store = dynamo_store().await;
     let (first, addr) = serve_process(&store);
-    let job: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/jobs"))
-        .json(&json!({"kind": "demo", "input": {"steps": 20, "stepMs": 100}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = post_job(
+        &addr,
+        json!({"kind": "demo", "input": {"steps": 20, "stepMs": 100}}),
+    )
+    .await;
     let id = job["jobId"].as_str().unwrap().to_string();
     wait_for_job(&store, &id, 20, |j| j.snapshot.seq >= 5).await;
     crash(first).await;
@@ -748,16 +740,12 @@ async fn a_webhook_owed_when_serve_crashed_is_delivered_by_the_next_run() {
     let rx = webhook_receiver(vec![503]).await;
     let env = [("JOBCAST_WEBHOOK_SECRET", HOOK_SECRET)];
     let (first, addr) = serve_process_with(&store, &[], &env);
-    let job: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/jobs"))
-        .json(&json!({"kind": "demo", "input": {"steps": 1, "stepMs": 0},
-                      "callbackUrl": format!("http://{}/hook", rx.addr)}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = post_job(
+        &addr,
+        json!({"kind": "demo", "input": {"steps": 1, "stepMs": 0},
+               "callbackUrl": format!("http://{}/hook", rx.addr)}),
+    )
+    .await;
     let id = job["jobId"].as_str().unwrap().to_string();
     // The receiver refuses the first attempt; the server dies before a retry lands.
     for _ in 0..200 {

@@ -564,3 +564,15 @@ impl Drop for Process {
         }
     }
 }
+
+/// `POST /jobs` to a server at `addr` (host:port); asserts 202 and returns the body.
+pub async fn post_job(addr: &str, body: Value) -> Value {
+    let res = reqwest::Client::new()
+        .post(format!("http://{addr}/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    res.json().await.unwrap()
+}
