@@ -85,3 +85,42 @@ pub fn is_loopback_url(url: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
+
+/// One line describing an SDK failure for logs and CLI messages: the
+/// service's error code and message, or why the endpoint could not be
+/// reached, with the chain of causes (never a debug dump).
+pub fn error_line<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("ServiceError"),
+                err.message().unwrap_or("no message")
+            )
+        }
+        SdkError::DispatchFailure(_) => format!("cannot reach the endpoint: {}", causes(e)),
+        SdkError::TimeoutError(_) => "the endpoint did not answer in time".into(),
+        _ => causes(e),
+    }
+}
+
+/// An error and its sources, joined with ": ".
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let line = s.to_string();
+        if !out.contains(&line) {
+            out.push_str(": ");
+            out.push_str(&line);
+        }
+        src = s.source();
+    }
+    out
+}

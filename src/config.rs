@@ -302,6 +302,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Like `parse_duration`, but `0` (turning the feature off) is allowed.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s).map_err(|e| format!("{e} (or 0 to turn it off)"))
+}
+
 fn parse_stage(s: &str) -> Result<String, String> {
     let reserved = ["jobs", "healthz", "metrics", "@connections"];
     if s.is_empty()
@@ -431,10 +439,21 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_TABLE", default_value = "jobcast", value_parser = parse_table)]
     pub table: String,
 
-    /// Job kinds accepted but run by workers outside this process (jobcast
-    /// publish, your own Lambda); comma-separated.
-    #[arg(long = "external-kind", env = "JOBCAST_EXTERNAL_KINDS", value_delimiter = ',', value_parser = parse_kind, value_name = "KIND")]
+    /// One of your own job kinds and where its jobs go (repeatable):
+    /// KIND=sqs:<queue URL>, KIND=lambda:<function>, KIND=http(s)://<url>
+    /// (signed; needs JOBCAST_WEBHOOK_SECRET) or KIND=command:<shell command>.
+    /// JOBCAST_KINDS takes a comma-separated list of the same.
+    #[arg(long = "kind", value_parser = crate::dispatch::parse_kind_spec, value_name = "KIND=TARGET")]
+    pub kinds: Vec<(String, crate::dispatch::Target)>,
+
+    /// Replaced by --kind; kept only to say so.
+    #[arg(long = "external-kind", env = "JOBCAST_EXTERNAL_KINDS", hide = true)]
     pub external_kinds: Vec<String>,
+
+    /// How long a running job of your own kinds may go without an update or
+    /// heartbeat from its worker before it ends failed `worker_lost` (0: never).
+    #[arg(long, env = "JOBCAST_HEARTBEAT_TIMEOUT", default_value = "5m", value_parser = parse_duration_or_zero, value_name = "DURATION")]
+    pub heartbeat_timeout: Duration,
 
     /// Leave jobs a previous run left unfinished alone. By default `serve`
     /// resumes its demo jobs from their last step and delivers webhooks
@@ -467,7 +486,7 @@ fn parse_table(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_kind(s: &str) -> Result<String, String> {
+pub fn parse_kind(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty()
         || s.len() > 64
@@ -500,6 +519,28 @@ pub fn sigv4_verifier() -> Result<crate::gateway::sigv4::Verifier, String> {
 }
 
 impl ServeArgs {
+    /// The job kinds: `--kind` flags and `JOBCAST_KINDS`.
+    pub fn kinds(&self) -> Result<crate::dispatch::Kinds, String> {
+        if !self.external_kinds.is_empty() {
+            return Err(format!(
+                "--external-kind (JOBCAST_EXTERNAL_KINDS) was replaced by --kind KIND=TARGET (JOBCAST_KINDS), which also says where the jobs go: e.g. --kind {}=command:'python3 worker.py' (see \"Your own job kinds\" in the README)",
+                self.external_kinds
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("export")
+            ));
+        }
+        let mut kinds = match std::env::var("JOBCAST_KINDS") {
+            Ok(list) if !list.trim().is_empty() => crate::dispatch::Kinds::parse_list(&list)
+                .map_err(|e| format!("JOBCAST_KINDS: {e}"))?,
+            _ => crate::dispatch::Kinds::default(),
+        };
+        for spec in &self.kinds {
+            kinds.add(spec.clone())?;
+        }
+        Ok(kinds)
+    }
+
     /// The gateway settings these options describe.
     pub fn gateway_config(&self) -> Result<GatewayConfig, String> {
         Ok(GatewayConfig {
@@ -532,7 +573,8 @@ impl ServeArgs {
             } else {
                 None
             },
-            external_kinds: self.external_kinds.clone(),
+            kinds: self.kinds()?,
+            heartbeat_timeout: self.heartbeat_timeout,
             resume: !self.no_resume,
             publish: PublishOptions {
                 concurrency: self.publish_concurrency,

@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod bench;
 pub mod config;
+pub mod dispatch;
 pub mod gateway;
 pub mod handlers;
 pub mod metrics;

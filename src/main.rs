@@ -177,6 +177,7 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
         message: args.message,
         result: args.result,
         error: args.error,
+        liveness: Default::default(),
     };
     let job_id = args.job_id.as_str();
     let (job, report) = publisher
@@ -228,12 +229,13 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
             ),
         }
     }
-    if report.delivered == 0
-        && let Some((_, e)) = report.failed.iter().find(|(_, e)| e.is_retryable())
-    {
+    if let Some((conn, e)) = report.failed.first() {
         return Err(format!(
-            "stored seq {} but could not reach the management endpoint {}: {e}",
-            job.snapshot.seq, args.endpoint
+            "stored seq {} but {} of {} subscriber posts failed through {} (first: {conn}: {e})",
+            job.snapshot.seq,
+            report.failed.len(),
+            report.failed.len() + report.delivered + report.gone,
+            args.endpoint
         ));
     }
     Ok(())

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub webhook_attempts_total: AtomicU64,
     pub webhook_delivered_total: AtomicU64,
     pub webhook_failed_total: AtomicU64,
+    pub workers_lost_total: AtomicU64,
+    pub worker_updates_total: AtomicU64,
     management: [[AtomicU64; MANAGEMENT_STATUSES.len() + 1]; MANAGEMENT_METHODS.len()],
     jobs: [AtomicU64; Status::ALL.len()],
 }
@@ -58,6 +60,16 @@ impl Metrics {
         }
     }
 
+    /// Counts one job ended `worker_lost` by the liveness sweep.
+    pub fn worker_lost(&self) {
+        inc(&self.workers_lost_total);
+    }
+
+    /// Counts one update or heartbeat accepted from a worker.
+    pub fn worker_update(&self) {
+        inc(&self.worker_updates_total);
+    }
+
     /// Counts one message in from a client.
     pub fn message_in(&self) {
         inc(&self.messages_in_total);
@@ -73,7 +85,9 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
+            ("jobcast_workers_lost_total", "Jobs ended failed worker_lost: no update or heartbeat within the heartbeat timeout.", &self.workers_lost_total),
+            ("jobcast_worker_updates_total", "Updates and heartbeats accepted from workers on POST /jobs/{id}/updates.", &self.worker_updates_total),
             ("jobcast_connects_total", "WebSocket connections accepted by $connect.", &self.connects_total),
             ("jobcast_connects_refused_total", "WebSocket handshakes refused (auth, limits, bad requests).", &self.connects_refused_total),
             ("jobcast_disconnects_total", "$disconnect events run.", &self.disconnects_total),

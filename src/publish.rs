@@ -58,6 +58,9 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     options: PublishOptions,
     webhooks: Option<Arc<Webhooks>>,
+    /// Deliver webhooks before `publish` returns (Lambda, where nothing may
+    /// outlive the invocation) instead of in the background.
+    inline_webhooks: bool,
 }
 
 /// Serializes a snapshot once into a payload shared by all its recipients.
@@ -92,13 +95,27 @@ impl Publisher {
             metrics,
             options,
             webhooks: None,
+            inline_webhooks: false,
         }
     }
 
-    /// Delivers each terminal snapshot of a job with a `callbackUrl` through `webhooks`.
+    /// Delivers each terminal snapshot of a job with a `callbackUrl` through
+    /// `webhooks`, in the background.
     pub fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Publisher {
         self.webhooks = Some(webhooks);
         self
+    }
+
+    /// As `with_webhooks`, but `publish` returns only once the delivery is
+    /// settled: for hosts where nothing may outlive a request (Lambda).
+    pub fn with_inline_webhooks(mut self, webhooks: Arc<Webhooks>) -> Publisher {
+        self.webhooks = Some(webhooks);
+        self.inline_webhooks = true;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn webhooks(&self) -> Option<&Arc<Webhooks>> {
@@ -123,10 +140,20 @@ impl Publisher {
             .store
             .update_job(job_id, update, chrono::Utc::now())
             .await?;
-        self.metrics.job_entered(job.snapshot.status);
-        if job.snapshot.status.is_terminal()
-            && job.callback_url.is_some()
-            && let Some(w) = &self.webhooks
+        let status = job.snapshot.status;
+        // Every accepted update is seq + 1 from `queued` at 1, so seq 2 is the
+        // one update that leaves `queued`; a terminal status is reached once.
+        if status.is_terminal()
+            || (status == crate::protocol::Status::Running && job.snapshot.seq == 2)
+        {
+            self.metrics.job_entered(status);
+        }
+        let webhook = match &self.webhooks {
+            Some(w) if status.is_terminal() && job.callback_url.is_some() => Some(w),
+            _ => None,
+        };
+        if let Some(w) = webhook
+            && !self.inline_webhooks
         {
             w.spawn_delivery(job.clone());
         }
@@ -134,6 +161,11 @@ impl Publisher {
         let report = self
             .fan_out(job_id, subscribers, snapshot_payload(&job.snapshot))
             .await;
+        if let Some(w) = webhook
+            && self.inline_webhooks
+        {
+            w.deliver(&job).await;
+        }
         Ok((job, report))
     }
 

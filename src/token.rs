@@ -33,6 +33,15 @@ impl fmt::Debug for TokenKey {
     }
 }
 
+/// Who a token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The client that created the job: follows and cancels it.
+    Client,
+    /// The worker the job was handed to: reports its progress.
+    Worker,
+}
+
 /// Why a token was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -73,25 +82,60 @@ impl TokenKey {
         self.ttl
     }
 
-    fn mac(&self, job_id: &str, expiry: i64) -> HmacSha256 {
+    fn mac(&self, role: Role, job_id: &str, expiry: i64) -> HmacSha256 {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = HmacSha256::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        // Domain separation: a client token never verifies as a worker
+        // token, nor the other way round. Client tokens keep the original
+        // input, so tokens issued before worker tokens existed stay valid.
+        if role == Role::Worker {
+            mac.update(b"worker:");
+        }
         mac.update(job_id.as_bytes());
         mac.update(b".");
         mac.update(expiry.to_string().as_bytes());
         mac
     }
 
-    /// Issues a token for `job_id`, valid until `now_unix + ttl`.
+    /// Issues a client token for `job_id` (follow, cancel), valid until `now_unix + ttl`.
     pub fn issue(&self, job_id: &str, now_unix: i64) -> String {
+        self.issue_as(Role::Client, job_id, now_unix)
+    }
+
+    /// Issues a worker token for `job_id` (report updates), valid until `now_unix + ttl`.
+    pub fn issue_worker(&self, job_id: &str, now_unix: i64) -> String {
+        self.issue_as(Role::Worker, job_id, now_unix)
+    }
+
+    /// Checks a client token for `job_id` at `now_unix`, in constant time.
+    pub fn verify(&self, job_id: &str, token: &str, now_unix: i64) -> Result<(), TokenError> {
+        self.verify_as(Role::Client, job_id, token, now_unix)
+    }
+
+    /// Checks a worker token for `job_id` at `now_unix`, in constant time.
+    pub fn verify_worker(
+        &self,
+        job_id: &str,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<(), TokenError> {
+        self.verify_as(Role::Worker, job_id, token, now_unix)
+    }
+
+    fn issue_as(&self, role: Role, job_id: &str, now_unix: i64) -> String {
         let expiry = now_unix.saturating_add(self.ttl.as_secs() as i64);
-        let tag = self.mac(job_id, expiry).finalize().into_bytes();
+        let tag = self.mac(role, job_id, expiry).finalize().into_bytes();
         format!("{expiry}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
-    /// Checks a token for `job_id` at `now_unix`, in constant time.
-    pub fn verify(&self, job_id: &str, token: &str, now_unix: i64) -> Result<(), TokenError> {
+    fn verify_as(
+        &self,
+        role: Role,
+        job_id: &str,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<(), TokenError> {
         let (expiry, tag) = token.split_once('.').ok_or(TokenError::Malformed)?;
         if expiry.is_empty() || expiry.len() > 19 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
             return Err(TokenError::Malformed);
@@ -101,7 +145,7 @@ impl TokenKey {
             .decode(tag)
             .map_err(|_| TokenError::Malformed)?;
         // verify_slice compares in constant time.
-        self.mac(job_id, expiry)
+        self.mac(role, job_id, expiry)
             .verify_slice(&tag)
             .map_err(|_| TokenError::Invalid)?;
         if expiry <= now_unix {
@@ -127,6 +171,24 @@ mod tests {
         assert_eq!(k.verify("job-2", &t, 1000), Err(TokenError::Invalid));
         let other = TokenKey::new("another-secret-of-length", Duration::from_secs(60)).unwrap();
         assert_eq!(other.verify("job-1", &t, 1000), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn worker_and_client_tokens_do_not_stand_in_for_each_other() {
+        let k = key();
+        let client = k.issue("job-1", 1000);
+        let worker = k.issue_worker("job-1", 1000);
+        assert_ne!(client, worker);
+        assert_eq!(k.verify_worker("job-1", &worker, 1000), Ok(()));
+        assert_eq!(
+            k.verify_worker("job-1", &client, 1000),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(k.verify("job-1", &worker, 1000), Err(TokenError::Invalid));
+        assert_eq!(
+            k.verify_worker("job-2", &worker, 1000),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]

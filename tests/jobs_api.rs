@@ -140,7 +140,27 @@ async fn cancel_ends_the_job_cancelled_and_then_conflicts() {
         async move { follow(&job).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let token = job["token"].as_str().unwrap();
+    // The client token is needed: none is a 401, someone else's a 403.
     let res = srv.http.delete(&url).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let other = srv.create_job(json!({"steps": 1, "stepMs": 0})).await;
+    let res = srv
+        .http
+        .delete(&url)
+        .bearer_auth(other["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = srv
+        .http
+        .delete(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 202);
     let snap: Value = res.json().await.unwrap();
     assert_eq!(snap["type"], "progress");
@@ -149,7 +169,12 @@ async fn cancel_ends_the_job_cancelled_and_then_conflicts() {
     let last = seen.last().unwrap();
     assert_eq!(last["status"], "cancelled");
     assert!(last["seq"].as_u64().unwrap() > snap["seq"].as_u64().unwrap());
-    let res = srv.http.delete(&url).send().await.unwrap();
+    let res = srv
+        .http
+        .delete(format!("{url}?token={token}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 409);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
 }
@@ -249,7 +274,7 @@ async fn bad_requests_are_problems_never_500s() {
     let r = h.get(srv.url("/jobs/job_nope")).send().await.unwrap();
     assert_problem(r, 404).await;
     let r = h.delete(srv.url("/jobs/job_nope")).send().await.unwrap();
-    assert_problem(r, 404).await;
+    assert_problem(r, 401).await;
     let r = h.put(srv.url("/jobs")).send().await.unwrap();
     let p = assert_problem(r, 405).await;
     assert_eq!(p["code"], "method_not_allowed");
@@ -268,9 +293,10 @@ async fn health_and_metrics() {
         srv.metric("jobcast_jobs_total{status=\"queued\"}").await,
         1.0
     );
+    // Two running updates, one job entering `running`.
     assert_eq!(
         srv.metric("jobcast_jobs_total{status=\"running\"}").await,
-        2.0
+        1.0
     );
     assert_eq!(
         srv.metric("jobcast_jobs_total{status=\"succeeded\"}").await,

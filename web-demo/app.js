@@ -80,7 +80,10 @@ document.getElementById('start').addEventListener('submit', async (ev) => {
   }, 100);
   view.cancel.addEventListener('click', async () => {
     view.cancel.disabled = true;
-    await fetch(body.statusUrl, { method: 'DELETE' });
+    await fetch(body.statusUrl, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${body.token}` },
+    });
   });
   jobsList.prepend(node);
   if (!client || client.state === 'closed') {

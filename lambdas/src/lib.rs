@@ -14,13 +14,15 @@
 //! | `JOBCAST_WEBSOCKET_URL` | jobs_api | `wss://…/{stage}` put in `websocketUrl` |
 //! | `JOBCAST_MANAGEMENT_ENDPOINT` | worker, jobs_api; optional for the others | `https://{api}.execute-api.{region}.amazonaws.com/{stage}`; set it for custom domains |
 //! | `JOBCAST_RETENTION_SECONDS` | all | job and idempotency retention (default 86400) |
-//! | `JOBCAST_WEBHOOK_SECRET` | jobs_api, worker | signs webhooks; `callbackUrl` is refused without it |
-//! | `JOBCAST_EXTERNAL_KINDS` | jobs_api | extra job kinds, comma-separated |
+//! | `JOBCAST_WEBHOOK_SECRET` | jobs_api, worker, sweeper | signs webhooks and `http` hand-overs; `callbackUrl` is refused without it |
+//! | `JOBCAST_KINDS` | jobs_api | your job kinds: `KIND=TARGET,…` (`sqs:`, `lambda:`, `http(s)://`) |
+//! | `JOBCAST_HEARTBEAT_TIMEOUT_SECONDS` | jobs_api | worker liveness: seconds without an update before `worker_lost` (default 300, 0 off) |
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use dashmap::DashMap;
+use jobcast::dispatch::{Deliver, DispatchSettings, Dispatcher, Kinds, RetryPolicy, deliverers};
 use jobcast::handlers::worker::QueuedJob;
 use jobcast::handlers::{Deps, JobQueue, Links, QueueError};
 use jobcast::metrics::Metrics;
@@ -33,6 +35,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+/// Lease owner of the Lambda functions (they never resume one another's work).
+const LEASE_OWNER: &str = "lambda";
 
 /// The WebSocket API's integrations.
 #[derive(Clone, Copy, Debug)]
@@ -101,7 +106,7 @@ impl SqsQueue {
 
 #[async_trait]
 impl JobQueue for SqsQueue {
-    async fn enqueue(&self, job: &JobRecord) -> Result<(), QueueError> {
+    async fn enqueue(&self, job: &JobRecord, _base_url: &str) -> Result<(), QueueError> {
         let body = serde_json::to_string(&QueuedJob {
             job_id: job.snapshot.job_id.clone(),
         })
@@ -113,7 +118,7 @@ impl JobQueue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| QueueError::Unavailable(format!("{e:?}")))
+            .map_err(|e| QueueError::Unavailable(jobcast::aws::error_line(&e)))
     }
 
     fn cancel_hint(&self, _job_id: &str) {
@@ -126,7 +131,7 @@ struct NoQueue;
 
 #[async_trait]
 impl JobQueue for NoQueue {
-    async fn enqueue(&self, _job: &JobRecord) -> Result<(), QueueError> {
+    async fn enqueue(&self, _job: &JobRecord, _base_url: &str) -> Result<(), QueueError> {
         Err(QueueError::Unavailable(
             "this function does not accept jobs".into(),
         ))
@@ -143,7 +148,11 @@ pub struct Wiring {
     pub queue: Arc<dyn JobQueue>,
     pub metrics: Arc<Metrics>,
     pub links: Links,
-    pub external_kinds: Arc<[String]>,
+    /// The user's own kinds and the deliverers of their targets.
+    pub kinds: Kinds,
+    targets: std::collections::BTreeMap<String, Arc<dyn Deliver>>,
+    /// Worker liveness (zero: off).
+    pub heartbeat_timeout: Duration,
     pub webhooks: Option<Arc<Webhooks>>,
     /// Overrides the endpoint derived from events (custom domains).
     pub management_endpoint: Option<String>,
@@ -180,15 +189,23 @@ impl Wiring {
         wiring.links.websocket_url = var("JOBCAST_WEBSOCKET_URL");
         wiring.links.public_url = var("JOBCAST_PUBLIC_URL");
         wiring.management_endpoint = var("JOBCAST_MANAGEMENT_ENDPOINT");
-        wiring.external_kinds = var("JOBCAST_EXTERNAL_KINDS")
-            .map(|k| {
-                k.split(',')
-                    .map(|s| s.trim().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-            .into();
-        if let Some(secret) = var("JOBCAST_WEBHOOK_SECRET") {
+        if var("JOBCAST_EXTERNAL_KINDS").is_some() {
+            return Err("JOBCAST_EXTERNAL_KINDS was replaced by JOBCAST_KINDS (KIND=TARGET,…): redeploy with the template's Kinds parameter".into());
+        }
+        if let Some(list) = var("JOBCAST_KINDS") {
+            wiring.kinds = Kinds::parse_list(&list).map_err(|e| format!("JOBCAST_KINDS: {e}"))?;
+        }
+        let secret = var("JOBCAST_WEBHOOK_SECRET");
+        wiring.targets = deliverers(&wiring.kinds, secret.as_deref(), None).await?;
+        if let Some(s) = var("JOBCAST_HEARTBEAT_TIMEOUT_SECONDS") {
+            let secs: u64 = s.parse().map_err(|_| {
+                format!(
+                    "JOBCAST_HEARTBEAT_TIMEOUT_SECONDS must be whole seconds (0 for off), got '{s}'"
+                )
+            })?;
+            wiring.heartbeat_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secret) = secret {
             wiring.webhooks = Some(Arc::new(
                 Webhooks::new(
                     secret.into_bytes(),
@@ -220,7 +237,9 @@ impl Wiring {
             queue,
             metrics: Arc::new(Metrics::new()),
             links: Links::default(),
-            external_kinds: Arc::from(Vec::new()),
+            kinds: Kinds::default(),
+            targets: Default::default(),
+            heartbeat_timeout: Duration::from_secs(300),
             webhooks: None,
             management_endpoint: None,
             pushers: DashMap::new(),
@@ -245,19 +264,42 @@ impl Wiring {
         )
     }
 
-    /// The handlers' dependencies, posting through `endpoint`.
+    /// The handlers' dependencies, posting through `endpoint`. Webhooks are
+    /// delivered before a publish returns: nothing may outlive an invocation.
     pub fn deps(&self, endpoint: &str) -> Deps {
         let mut publisher = self.publisher(endpoint);
         if let Some(w) = &self.webhooks {
-            publisher = publisher.with_webhooks(Arc::clone(w));
+            publisher = publisher.with_inline_webhooks(Arc::clone(w));
         }
+        let queue = Arc::new(Dispatcher::new(
+            Arc::clone(&self.queue),
+            self.kinds.clone(),
+            self.targets.clone(),
+            DispatchSettings {
+                tokens: self.tokens.clone(),
+                heartbeat_timeout: self.heartbeat_timeout,
+                owner: LEASE_OWNER.into(),
+                // Nothing may outlive the invocation: a few quick tries, then
+                // the job fails `dispatch_failed`.
+                retry: RetryPolicy {
+                    max_attempts: 3,
+                    base_backoff: Duration::from_millis(200),
+                    max_backoff: Duration::from_secs(2),
+                    background: false,
+                },
+            },
+            publisher.clone(),
+            tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
         Deps {
             publisher,
             tokens: self.tokens.clone(),
-            queue: Arc::clone(&self.queue),
+            queue,
             metrics: Arc::clone(&self.metrics),
             links: self.links.clone(),
-            external_kinds: Arc::clone(&self.external_kinds),
+            heartbeat_timeout: self.heartbeat_timeout,
+            lease_owner: LEASE_OWNER.into(),
         }
     }
 

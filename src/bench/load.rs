@@ -945,6 +945,7 @@ async fn in_process_fanout_phase(
     )
     .await?;
     let blocker_id = field(&blocker, "jobId")?.to_string();
+    let blocker_token = field(&blocker, "token")?.to_string();
     let steps = opts.demo_steps.clamp(1, 1000);
     let job = post_job(
         &http,
@@ -1011,6 +1012,7 @@ async fn in_process_fanout_phase(
             "{}/jobs/{blocker_id}",
             jobs_url.trim_end_matches('/')
         ))
+        .bearer_auth(&blocker_token)
         .send()
         .await
         .map_err(|e| format!("DELETE /jobs: {e}"))?;

@@ -41,6 +41,9 @@ pub(crate) fn full(b: impl Into<Bytes>) -> Full<Bytes> {
 /// browser tab following jobs sends, far below what a runaway loop does.
 pub const DEFAULT_CLIENT_MESSAGES_PER_SECOND: u32 = 100;
 
+/// `heartbeatTimeoutSeconds` by default: five minutes of silence.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Settings of the local gateway.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -73,8 +76,10 @@ pub struct GatewayConfig {
     /// Messages a client may send per second (bursts up to the same number);
     /// beyond, its connection closes with 1008. Unlimited when unset.
     pub client_messages_per_second: Option<u32>,
-    /// Job kinds accepted for workers outside this process.
-    pub external_kinds: Vec<String>,
+    /// The user's own job kinds and where their jobs go.
+    pub kinds: crate::dispatch::Kinds,
+    /// How long a worker may stay silent before its job ends `worker_lost` (zero: never).
+    pub heartbeat_timeout: Duration,
     /// Take up demo jobs and webhooks a previous run left unfinished in the store.
     pub resume: bool,
     pub publish: PublishOptions,
@@ -100,7 +105,8 @@ impl Default for GatewayConfig {
             client_messages_per_second: Some(DEFAULT_CLIENT_MESSAGES_PER_SECOND),
             require_sigv4: None,
             cors_origins: Vec::new(),
-            external_kinds: Vec::new(),
+            kinds: crate::dispatch::Kinds::default(),
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             resume: true,
             publish: PublishOptions::default(),
         }
@@ -165,6 +171,19 @@ fn connection_budget(wanted: usize) -> usize {
     wanted
 }
 
+/// A random id for this process in job leases.
+fn lease_owner() -> String {
+    let mut b = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+    format!("serve-{}", crate::handlers::jobs_api::hex(&b))
+}
+
+/// How often the liveness sweep runs: a tenth of the timeout, between 1 and
+/// 30 seconds, so a lost job ends at most that long after its deadline.
+fn sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
 impl Gateway {
     /// Binds the listening socket and builds the handlers' dependencies.
     pub async fn bind(
@@ -193,15 +212,50 @@ impl Gateway {
             publisher = publisher.with_webhooks(Arc::new(webhooks));
         }
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
+        let owner = lease_owner();
+        let targets = crate::dispatch::deliverers(
+            &config.kinds,
+            config.webhook_secret.as_deref(),
+            Some(crate::dispatch::CommandHost {
+                publisher: &publisher,
+                tasks: workers.tasks(),
+                stop: workers.stop_token(),
+            }),
+        )
+        .await
+        .map_err(std::io::Error::other)?;
+        let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(
+            workers.queue(),
+            config.kinds.clone(),
+            targets,
+            crate::dispatch::DispatchSettings {
+                tokens: tokens.clone(),
+                heartbeat_timeout: config.heartbeat_timeout,
+                owner: owner.clone(),
+                retry: crate::dispatch::RetryPolicy::default(),
+            },
+            publisher.clone(),
+            workers.tasks().clone(),
+            workers.stop_token().clone(),
+        ));
+        // Where workers reach this process when no request says (resumed jobs).
+        let local_base = config.public_url.clone().unwrap_or_else(|| {
+            let addr = listener.local_addr().unwrap_or(config.listen);
+            format!("http://{addr}")
+        });
         if config.resume {
-            workers.recover(publisher.clone());
+            workers.recover(publisher.clone(), Arc::clone(&dispatcher), local_base);
+        }
+        if !config.heartbeat_timeout.is_zero() {
+            workers.sweep_lost_every(publisher.clone(), sweep_interval(config.heartbeat_timeout));
         }
         let deps = Deps {
             publisher,
             tokens,
-            queue: workers.queue(),
+            queue: dispatcher,
             metrics,
-            external_kinds: config.external_kinds.clone().into(),
+            heartbeat_timeout: config.heartbeat_timeout,
+            lease_owner: owner.into(),
             links: Links {
                 public_url: config.public_url.clone(),
                 websocket_url: config.websocket_url.clone(),

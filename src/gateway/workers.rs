@@ -3,6 +3,7 @@
 //! at once, and on start takes up what a previous run over the same
 //! (DynamoDB) table left unfinished.
 
+use crate::dispatch::Dispatcher;
 use crate::handlers::{JobQueue, QueueError, worker};
 use crate::publish::Publisher;
 use crate::store::JobRecord;
@@ -25,10 +26,12 @@ pub struct LocalQueue {
 
 #[async_trait]
 impl JobQueue for LocalQueue {
-    async fn enqueue(&self, job: &JobRecord) -> Result<(), QueueError> {
+    async fn enqueue(&self, job: &JobRecord, _base_url: &str) -> Result<(), QueueError> {
         if !worker::KINDS.contains(&job.kind.as_str()) {
-            // An external kind: its worker reports through `jobcast publish` or the publisher.
-            return Ok(());
+            return Err(QueueError::Unavailable(format!(
+                "the demo worker pool runs only demo jobs, not '{}'",
+                job.kind
+            )));
         }
         self.cancels
             .insert(job.snapshot.job_id.clone(), CancellationToken::new());
@@ -120,12 +123,46 @@ impl WorkerPool {
         }
     }
 
+    /// Background tasks of this pool and of the dispatcher (command workers,
+    /// hand-over retries): all end at shutdown.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Cancelled when the server shuts down.
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Runs the liveness sweep every `every` until shutdown.
+    pub fn sweep_lost_every(&self, publisher: Publisher, every: Duration) {
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let now = chrono::Utc::now().timestamp();
+                if let Err(e) = worker::sweep_lost(&publisher, now).await {
+                    tracing::warn!(error = %e, "liveness sweep failed; retrying at the next tick");
+                }
+            }
+        });
+    }
+
     /// Takes up the work a previous run left in the store: a demo job that
-    /// stopped mid-way resumes from its last published step, and a webhook
-    /// still owed is delivered. A job another live process is running keeps
-    /// publishing, so each job first waits out one step plus a margin and is
-    /// resumed only if its `seq` has not moved meanwhile.
-    pub fn recover(&self, publisher: Publisher) {
+    /// stopped mid-way resumes from its last published step, a job of a
+    /// worker kind whose hand-over never completed is handed over again
+    /// (`attempt` + 1), and a webhook still owed is delivered. A job another
+    /// live process is running keeps publishing, so each demo job first
+    /// waits out one step plus a margin and is resumed only if its `seq` has
+    /// not moved meanwhile; either way the job's lease is taken with a
+    /// conditional write first, so two processes starting together never
+    /// both take one job.
+    pub fn recover(&self, publisher: Publisher, dispatcher: Arc<Dispatcher>, base_url: String) {
         let queue = Arc::clone(&self.queue);
         let stop = self.stop.clone();
         let tracker = self.tracker.clone();
@@ -146,10 +183,11 @@ impl WorkerPool {
             }
             for job in jobs {
                 let (publisher, queue, stop) = (publisher.clone(), Arc::clone(&queue), stop.clone());
+                let (dispatcher, base_url) = (Arc::clone(&dispatcher), base_url.clone());
                 tracker.spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = recover_one(&publisher, &queue, job) => {}
+                        _ = recover_one(&publisher, &queue, &dispatcher, &base_url, job) => {}
                     }
                 });
             }
@@ -171,7 +209,13 @@ impl WorkerPool {
 /// Margin over one step before a job counts as abandoned.
 const ABANDONED_AFTER: Duration = Duration::from_secs(2);
 
-async fn recover_one(publisher: &Publisher, queue: &LocalQueue, job: JobRecord) {
+async fn recover_one(
+    publisher: &Publisher,
+    queue: &LocalQueue,
+    dispatcher: &Dispatcher,
+    base_url: &str,
+    job: JobRecord,
+) {
     let job_id = job.snapshot.job_id.clone();
     if job.webhook_owed() {
         match publisher.webhooks() {
@@ -186,8 +230,29 @@ async fn recover_one(publisher: &Publisher, queue: &LocalQueue, job: JobRecord) 
         }
         return;
     }
-    if job.snapshot.status.is_terminal() || !worker::KINDS.contains(&job.kind.as_str()) {
-        // External kinds belong to their own workers.
+    if job.snapshot.status.is_terminal() {
+        return;
+    }
+    if !worker::KINDS.contains(&job.kind.as_str()) {
+        // A worker kind: once its worker has it, the worker reports (and
+        // liveness ends it if it stops). Only an unfinished hand-over is ours.
+        if job.snapshot.status != crate::protocol::Status::Queued || job.dispatched {
+            return;
+        }
+        if !dispatcher.has_target(&job.kind) {
+            tracing::warn!(job_id, kind = %job.kind, "a queued job of a kind this process has no target for; configure it with --kind to hand it over");
+            return;
+        }
+        match dispatcher.redeliver(&job, base_url).await {
+            Ok(true) => tracing::info!(
+                job_id,
+                "handed over again a job a previous run had not handed over"
+            ),
+            Ok(false) => tracing::debug!(job_id, "another process holds the job"),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "could not hand over a job left unfinished")
+            }
+        }
         return;
     }
     let step = worker::DemoInput::parse(&job.input)
@@ -209,13 +274,26 @@ async fn recover_one(publisher: &Publisher, queue: &LocalQueue, job: JobRecord) 
         tracing::debug!(job_id, "job moved on by itself; another worker runs it");
         return;
     }
+    let now = chrono::Utc::now().timestamp();
+    let until = now + crate::dispatch::HANDOVER_LEASE.as_secs() as i64;
+    let current = match publisher
+        .store()
+        .hand_over(&job_id, &dispatcher.settings().owner, until, now)
+        .await
+    {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::debug!(job_id, error = %e, "not resuming: another process took the job");
+            return;
+        }
+    };
     tracing::info!(
         job_id,
         seq = current.snapshot.seq,
         percent = current.snapshot.percent,
         "resuming a job a previous run left unfinished"
     );
-    if let Err(e) = queue.enqueue(&current).await {
+    if let Err(e) = queue.enqueue(&current, base_url).await {
         tracing::warn!(job_id, error = %e, "could not queue a job left unfinished");
     }
 }

@@ -1,10 +1,18 @@
-//! The jobs HTTP API (`POST /jobs`, `GET /jobs/{jobId}`, `DELETE /jobs/{jobId}`)
-//! over API Gateway HTTP API events (payload format 2.0). Every error is an
-//! RFC 9457 `application/problem+json` document, never a 500 for bad input.
+//! The jobs HTTP API (`POST /jobs`, `GET /jobs/{jobId}`, `DELETE /jobs/{jobId}`,
+//! and the workers' `POST /jobs/{jobId}/updates`) over API Gateway HTTP API
+//! events (payload format 2.0). Every error is an RFC 9457
+//! `application/problem+json` document, never a 500 for bad input.
 
 use super::{Deps, worker};
-use crate::protocol::{MAX_JOB_BODY_BYTES, ServerMessage, Status, rfc3339};
-use crate::store::{IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, StoreError};
+use crate::dispatch::{DEMO_KIND, HANDOVER_LEASE};
+use crate::protocol::{
+    JobError, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES, ServerMessage, Status, rfc3339,
+};
+use crate::store::{
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Liveness, MAX_INPUT_BYTES,
+    StoreError,
+};
+use crate::token::TokenError;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use base64::Engine;
@@ -25,6 +33,8 @@ pub struct Problem {
     pub code: &'static str,
     pub detail: String,
     pub headers: Vec<(header::HeaderName, String)>,
+    /// One more member of the document (the final `snapshot` of a 409).
+    pub extra: Option<(&'static str, Value)>,
 }
 
 impl Problem {
@@ -34,6 +44,7 @@ impl Problem {
             code,
             detail: detail.into(),
             headers: Vec::new(),
+            extra: None,
         }
     }
 
@@ -43,14 +54,17 @@ impl Problem {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error");
-        json!({
+        let mut doc = json!({
             "type": "about:blank",
             "title": title,
             "status": self.status,
             "detail": self.detail,
             "code": self.code,
-        })
-        .to_string()
+        });
+        if let (Some((name, value)), Value::Object(o)) = (&self.extra, &mut doc) {
+            o.insert((*name).to_string(), value.clone());
+        }
+        doc.to_string()
     }
 
     fn into_response(self) -> ApiGatewayV2httpResponse {
@@ -72,6 +86,17 @@ fn store_problem(e: StoreError) -> Problem {
             "terminal",
             format!("job {job_id} already ended {}", status.as_str()),
         ),
+        StoreError::PercentBackwards { .. } | StoreError::InvalidUpdate(_) => {
+            Problem::new(422, "invalid_update", e.to_string())
+        }
+        StoreError::TooLarge { .. } => Problem::new(413, "payload_too_large", e.to_string()),
+        StoreError::Conflict { .. } => Problem::new(409, "conflict", e.to_string()),
+        StoreError::Throttled(_) => {
+            tracing::warn!(error = %e, "store throttled in jobs API");
+            let mut p = Problem::new(429, "throttled", "the job store is throttling; retry");
+            p.headers.push((header::RETRY_AFTER, "1".into()));
+            p
+        }
         other => {
             tracing::error!(error = %other, "store failed in jobs API");
             let mut p = Problem::new(503, "unavailable", "the job store is unavailable; retry");
@@ -100,21 +125,28 @@ fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
 enum Route<'a> {
     Collection,
     Item(&'a str),
+    Updates(&'a str),
 }
 
 fn route(req: &ApiGatewayV2httpRequest) -> Option<Route<'_>> {
-    if let Some(id) = req.path_parameters.get("jobId") {
-        return Some(Route::Item(id.as_str()));
-    }
     let path = req
         .raw_path
         .as_deref()
         .or(req.request_context.http.path.as_deref())
         .unwrap_or("/");
+    let updates = path.trim_end_matches('/').ends_with("/updates");
+    if let Some(id) = req.path_parameters.get("jobId") {
+        return Some(if updates {
+            Route::Updates(id.as_str())
+        } else {
+            Route::Item(id.as_str())
+        });
+    }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [.., "jobs"] => Some(Route::Collection),
         [.., "jobs", id] => Some(Route::Item(id)),
+        [.., "jobs", id, "updates"] => Some(Route::Updates(id)),
         _ => None,
     }
 }
@@ -126,10 +158,11 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
         None => Err(Problem::new(404, "not_found", "no such resource")),
         Some(Route::Collection) if method == Method::POST => create(deps, &req).await,
         Some(Route::Item(id)) if method == Method::GET => get(deps, id).await,
-        Some(Route::Item(id)) if method == Method::DELETE => cancel(deps, id).await,
+        Some(Route::Item(id)) if method == Method::DELETE => cancel(deps, &req, id).await,
+        Some(Route::Updates(id)) if method == Method::POST => update(deps, &req, id).await,
         Some(r) => {
             let allow = match r {
-                Route::Collection => "POST",
+                Route::Collection | Route::Updates(_) => "POST",
                 Route::Item(_) => "GET, DELETE",
             };
             let mut p = Problem::new(
@@ -252,8 +285,16 @@ async fn create(
             "\"input\" must be a JSON object",
         ));
     }
-    worker::validate(&kind, &input, &deps.external_kinds)
+    worker::validate(&kind, &input, &deps.queue.kinds())
         .map_err(|m| Problem::new(400, "bad_input", m))?;
+    let input_len = input.to_string().len();
+    if input_len > MAX_INPUT_BYTES {
+        return Err(store_problem(StoreError::TooLarge {
+            what: "input",
+            size: input_len,
+            limit: MAX_INPUT_BYTES,
+        }));
+    }
     let callback_url = match obj.get("callbackUrl") {
         None | Some(Value::Null) => None,
         Some(Value::String(u)) => Some(u.clone()),
@@ -341,13 +382,20 @@ async fn create(
         }
     }
 
-    let record = JobRecord::queued(job_id.clone(), kind, input, callback_url, now);
+    let mut record = JobRecord::queued(job_id.clone(), kind, input, callback_url, now);
+    if record.kind != DEMO_KIND {
+        // Held while the job is handed over, so no other process re-delivers it.
+        record = record.leased_to(
+            deps.lease_owner.as_ref(),
+            now.timestamp() + HANDOVER_LEASE.as_secs() as i64,
+        );
+    }
     deps.store()
         .create_job(record.clone())
         .await
         .map_err(store_problem)?;
     deps.metrics.job_entered(Status::Queued);
-    if let Err(e) = deps.queue.enqueue(&record).await {
+    if let Err(e) = deps.queue.enqueue(&record, &base_url(deps, req)).await {
         tracing::warn!(job_id, error = %e, "could not enqueue job");
         let mut u = JobUpdate::status(Status::Failed);
         u.error = Some(crate::protocol::JobError {
@@ -416,15 +464,260 @@ async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem>
     Ok(r)
 }
 
-async fn cancel(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem> {
+/// The bearer token of a request (`Authorization: Bearer …`), or `?token=`.
+fn presented_token(req: &ApiGatewayV2httpRequest, allow_query: bool) -> Option<String> {
+    let bearer = header_str(&req.headers, "authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string())
+    });
+    bearer
+        .or_else(|| {
+            allow_query
+                .then(|| {
+                    req.query_string_parameters
+                        .first("token")
+                        .map(str::to_owned)
+                })
+                .flatten()
+        })
+        .filter(|t| !t.is_empty())
+}
+
+fn token_problem(e: TokenError, who: &str) -> Problem {
+    let detail = match e {
+        TokenError::Expired => format!("the {who} token has expired"),
+        _ => format!("the {who} token is not valid for this job"),
+    };
+    Problem::new(403, "forbidden", detail)
+}
+
+async fn cancel(
+    deps: &Deps,
+    req: &ApiGatewayV2httpRequest,
+    id: &str,
+) -> Result<ApiGatewayV2httpResponse, Problem> {
+    let Some(token) = presented_token(req, true) else {
+        let mut p = Problem::new(
+            401,
+            "unauthorized",
+            "cancelling needs the job's token (from POST /jobs): Authorization: Bearer <token> or ?token=",
+        );
+        p.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
+        return Err(p);
+    };
+    deps.tokens
+        .verify(id, &token, super::now_unix())
+        .map_err(|e| token_problem(e, "job"))?;
     let job = deps
         .store()
-        .request_cancel(id)
+        .get_job(id)
         .await
-        .map_err(store_problem)?;
-    deps.queue.cancel_hint(id);
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
+    if job.snapshot.status.is_terminal() {
+        return Err(store_problem(StoreError::Terminal {
+            job_id: id.to_string(),
+            status: job.snapshot.status,
+        }));
+    }
+    let job = if job.kind == DEMO_KIND {
+        // The demo worker ends it when it sees the request.
+        let job = deps
+            .store()
+            .request_cancel(id)
+            .await
+            .map_err(store_problem)?;
+        deps.queue.cancel_hint(id);
+        job
+    } else {
+        // A worker of the user's own learns it from its next update (409).
+        let mut u = JobUpdate::status(Status::Cancelled);
+        u.message = Some("cancelled".into());
+        deps.publisher
+            .publish(id, u)
+            .await
+            .map_err(store_problem)?
+            .0
+    };
     tracing::info!(job_id = id, "cancellation requested");
     Ok(json_response(202, &job_view(&job)))
+}
+
+/// Fields a worker update may carry.
+const UPDATE_FIELDS: [&str; 5] = ["status", "percent", "message", "result", "error"];
+
+/// Reads a worker's update body into a `JobUpdate`; `None` is a heartbeat.
+fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
+    let invalid = |m: String| Problem::new(422, "invalid_update", m);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(Problem::new(
+            400,
+            "bad_request",
+            "body must be a JSON object",
+        ));
+    };
+    if let Some(k) = obj.keys().find(|k| !UPDATE_FIELDS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown field '{k}'; an update has {}",
+            UPDATE_FIELDS.join(", ")
+        )));
+    }
+    if obj.is_empty() {
+        return Ok(None);
+    }
+    let status = match obj.get("status") {
+        None | Some(Value::Null) => Status::Running,
+        Some(Value::String(s)) => match Status::parse(s) {
+            Some(st @ (Status::Running | Status::Succeeded | Status::Failed)) => st,
+            _ => {
+                return Err(invalid(format!(
+                    "status must be running, succeeded or failed, got '{s}'"
+                )));
+            }
+        },
+        Some(other) => return Err(invalid(format!("status must be a string, got {other}"))),
+    };
+    let percent = match obj.get("percent") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(p) if (0.0..=100.0).contains(&p) => Some(p),
+            _ => {
+                return Err(invalid(format!(
+                    "percent must be a number from 0 to 100, got {v}"
+                )));
+            }
+        },
+    };
+    let message = match obj.get("message") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(m)) => Some(m.clone()),
+        Some(other) => return Err(invalid(format!("message must be a string, got {other}"))),
+    };
+    let result = obj.get("result").filter(|v| !v.is_null()).cloned();
+    if result.is_some() && status != Status::Succeeded {
+        return Err(invalid("result is set only with status succeeded".into()));
+    }
+    let error = match obj.get("error") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<JobError>(v.clone())
+                .ok()
+                .filter(|e| !e.code.is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "error must be {{\"code\": \"…\", \"message\": \"…\"}}, got {v}"
+                    ))
+                })?,
+        ),
+    };
+    if error.is_some() && status != Status::Failed {
+        return Err(invalid("error is set only with status failed".into()));
+    }
+    let error = match (status, error) {
+        (Status::Failed, None) => Some(JobError {
+            code: "worker_failed".into(),
+            message: message
+                .clone()
+                .unwrap_or_else(|| "the worker reported a failure".into()),
+        }),
+        (_, e) => e,
+    };
+    Ok(Some(JobUpdate {
+        status,
+        percent,
+        message,
+        result,
+        error,
+        liveness: Liveness::Keep,
+    }))
+}
+
+/// `POST /jobs/{id}/updates`: a worker reports progress (or a heartbeat).
+async fn update(
+    deps: &Deps,
+    req: &ApiGatewayV2httpRequest,
+    id: &str,
+) -> Result<ApiGatewayV2httpResponse, Problem> {
+    let Some(token) = presented_token(req, false) else {
+        let mut p = Problem::new(
+            401,
+            "unauthorized",
+            "updates need the job message's workerToken: Authorization: Bearer <workerToken>",
+        );
+        p.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
+        return Err(p);
+    };
+    let now = Utc::now();
+    deps.tokens
+        .verify_worker(id, &token, now.timestamp())
+        .map_err(|e| token_problem(e, "worker"))?;
+    let body = body_bytes(req)?;
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(Problem::new(
+            413,
+            "payload_too_large",
+            format!(
+                "an update is at most {MAX_MESSAGE_BYTES} bytes; this one is {}",
+                body.len()
+            ),
+        ));
+    }
+    let parsed = parse_update(&body)?;
+    let timeout = deps.heartbeat_timeout.as_secs() as i64;
+    let deadline = (timeout > 0).then(|| now.timestamp() + timeout);
+    let outcome = match parsed {
+        None => match deadline {
+            Some(d) => deps.store().heartbeat(id, d).await,
+            None => match deps.store().get_job(id).await {
+                Ok(Some(j)) if j.snapshot.status.is_terminal() => Err(StoreError::Terminal {
+                    job_id: id.to_string(),
+                    status: j.snapshot.status,
+                }),
+                Ok(Some(j)) => Ok(j),
+                Ok(None) => Err(StoreError::NotFound(id.to_string())),
+                Err(e) => Err(e),
+            },
+        },
+        Some(mut u) => {
+            if let Some(d) = deadline {
+                u.liveness = Liveness::Refresh(d);
+            }
+            deps.publisher.publish(id, u).await.map(|(j, _)| j)
+        }
+    };
+    match outcome {
+        Ok(job) => {
+            deps.metrics.worker_update();
+            Ok(json_response(
+                200,
+                &json!({
+                    "jobId": id,
+                    "seq": job.snapshot.seq,
+                    "status": job.snapshot.status.as_str(),
+                }),
+            ))
+        }
+        Err(StoreError::Terminal { status, .. }) => {
+            let mut p = Problem::new(
+                409,
+                "terminal",
+                format!(
+                    "job {id} already ended {}; stop working on it",
+                    status.as_str()
+                ),
+            );
+            p.extra = match deps.store().get_job(id).await {
+                Ok(Some(j)) => Some(("snapshot", job_view(&j))),
+                _ => None,
+            };
+            Err(p)
+        }
+        Err(e) => Err(store_problem(e)),
+    }
 }
 
 /// Lower-case hex of `bytes`.

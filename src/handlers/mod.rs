@@ -23,14 +23,20 @@ pub enum QueueError {
     Unavailable(String),
 }
 
-/// Hands accepted jobs to workers: an in-process pool in `serve`, a queue in AWS.
+/// Hands accepted jobs to workers: the demo worker (an in-process pool in
+/// `serve`, a queue in AWS) or the target of the job's kind.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    /// Queues a job that was just stored as `queued`.
-    async fn enqueue(&self, job: &JobRecord) -> Result<(), QueueError>;
+    /// Hands over a job that was just stored as `queued`. `base_url` is the
+    /// jobs API's public base, for the update URL a worker reports to.
+    async fn enqueue(&self, job: &JobRecord, base_url: &str) -> Result<(), QueueError>;
     /// Tells a running worker, if any, that the job was cancelled. The store
     /// already records the request; this only makes the worker react sooner.
     fn cancel_hint(&self, job_id: &str);
+    /// The job kinds accepted.
+    fn kinds(&self) -> Vec<String> {
+        vec![crate::dispatch::DEMO_KIND.to_string()]
+    }
 }
 
 /// Where clients reach the APIs, used to build `statusUrl` and `websocketUrl`.
@@ -56,8 +62,11 @@ pub struct Deps {
     pub queue: Arc<dyn JobQueue>,
     pub metrics: Arc<Metrics>,
     pub links: Links,
-    /// Kinds accepted for workers outside this process (besides the built-in ones).
-    pub external_kinds: Arc<[String]>,
+    /// How long a worker may stay silent before its job ends `worker_lost`
+    /// (zero: never).
+    pub heartbeat_timeout: std::time::Duration,
+    /// Identifies this process in job leases.
+    pub lease_owner: Arc<str>,
 }
 
 impl Deps {

@@ -3,7 +3,7 @@
 
 use crate::protocol::{JobError, Status};
 use crate::publish::Publisher;
-use crate::store::{JobRecord, JobUpdate, StoreError};
+use crate::store::{JobRecord, JobUpdate, Liveness, StoreError};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -68,24 +68,51 @@ impl Default for DemoInput {
     }
 }
 
-/// Checks a job's kind and input before it is accepted. `external` kinds
-/// are run elsewhere, so their input is theirs to judge.
-pub fn validate(kind: &str, input: &Value, external: &[String]) -> Result<(), String> {
+/// Checks a job's kind and input before it is accepted. `kinds` lists every
+/// accepted kind; the user's own kinds judge their input themselves.
+pub fn validate(kind: &str, input: &Value, kinds: &[String]) -> Result<(), String> {
     match kind {
         "demo" => DemoInput::parse(input).map(|_| ()),
-        k if external.iter().any(|e| e == k) => Ok(()),
-        other => {
-            let known: Vec<&str> = KINDS
-                .iter()
-                .copied()
-                .chain(external.iter().map(String::as_str))
-                .collect();
-            Err(format!(
-                "unknown job kind '{other}'; this server accepts: {}",
-                known.join(", ")
-            ))
+        k if kinds.iter().any(|e| e == k) => Ok(()),
+        other => Err(format!(
+            "unknown job kind '{other}'; this server accepts: {} (add yours with --kind {other}=TARGET or JOBCAST_KINDS)",
+            kinds.join(", ")
+        )),
+    }
+}
+
+/// Most lost jobs one sweep ends.
+pub const SWEEP_BATCH: usize = 1000;
+
+/// The liveness sweep: ends `failed` `worker_lost` every running job whose
+/// worker sent no update or heartbeat before its deadline. The update is
+/// conditional on the deadline still being past, so a worker reporting at
+/// the last moment wins, and two sweepers never both end one job.
+/// Returns how many jobs it ended.
+pub async fn sweep_lost(publisher: &Publisher, now: i64) -> Result<usize, StoreError> {
+    let ids = publisher.store().lost_jobs(now, SWEEP_BATCH).await?;
+    let mut ended = 0;
+    for job_id in ids {
+        let mut u = JobUpdate::status(Status::Failed);
+        u.message = Some("worker lost".into());
+        u.error = Some(JobError {
+            code: "worker_lost".into(),
+            message: "no update or heartbeat from the worker within heartbeatTimeoutSeconds".into(),
+        });
+        u.liveness = Liveness::ExpiredBy(now);
+        match publisher.publish(&job_id, u).await {
+            Ok(_) => {
+                ended += 1;
+                publisher.metrics().worker_lost();
+                tracing::warn!(job_id, "worker lost: the job ended failed");
+            }
+            Err(
+                StoreError::Terminal { .. } | StoreError::Conflict { .. } | StoreError::NotFound(_),
+            ) => {}
+            Err(e) => tracing::warn!(job_id, error = %e, "could not end a lost job"),
         }
     }
+    Ok(ended)
 }
 
 /// Runs one job to a terminal state, publishing every step. `cancel` fires
@@ -105,7 +132,9 @@ pub async fn run_job(
             let mut u = JobUpdate::status(Status::Failed);
             u.error = Some(JobError {
                 code: "unknown_kind".into(),
-                message: format!("no worker for job kind '{other}'"),
+                message: format!(
+                    "the demo worker runs only demo jobs; kind '{other}' reached it by mistake"
+                ),
             });
             publisher.publish(job_id, u).await.map(|_| ())
         }
@@ -297,7 +326,9 @@ async fn run_queued(
             .await
             .map_err(|e| e.to_string())?;
     }
-    // In Lambda nothing may outlive the invocation: deliver the webhook here.
+    // A webhook still owed (its delivery was cut short by an earlier
+    // invocation): nothing may outlive this one, so deliver it here. A
+    // publisher that delivers inline has settled it already.
     if let Some(w) = webhooks
         && let Ok(Some(done)) = publisher.store().get_job(&queued.job_id).await
         && done.webhook_owed()

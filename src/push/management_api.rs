@@ -19,8 +19,8 @@ pub struct ManagementApiPusher {
 
 fn map_error<E, R>(e: SdkError<E, R>) -> PushError
 where
-    E: ProvideErrorMetadata + std::fmt::Debug,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
     match e {
         SdkError::ServiceError(se) => {
@@ -35,16 +35,18 @@ where
                 _ => PushError::Unavailable(format!("{code}: {message}")),
             }
         }
-        SdkError::DispatchFailure(d) => {
-            PushError::Unavailable(format!("cannot reach the management endpoint: {d:?}"))
-        }
+        SdkError::DispatchFailure(_) => PushError::Unavailable(format!(
+            "could not reach the management endpoint: {}",
+            crate::aws::causes(&e)
+        )),
         SdkError::TimeoutError(_) => {
             PushError::Unavailable("the management endpoint did not answer in time".into())
         }
-        SdkError::ResponseError(r) => PushError::Unavailable(format!(
-            "unreadable answer from the management endpoint: {r:?}"
+        SdkError::ResponseError(_) => PushError::Unavailable(format!(
+            "unreadable answer from the management endpoint: {}",
+            crate::aws::causes(&e)
         )),
-        other => PushError::Unavailable(format!("{other:?}")),
+        other => PushError::Unavailable(crate::aws::causes(&other)),
     }
 }
 

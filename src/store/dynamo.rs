@@ -6,6 +6,12 @@
 //! | subscription | `JOB#<jobId>` | `CONN#<connectionId>` (GSI1: `CONN#<connectionId>` / `JOB#<jobId>`) |
 //! | idempotency key | `IDEM#<key>` | `IDEM` |
 //!
+//! A job whose worker reports through the update endpoint also carries its
+//! liveness deadline in GSI2 (`GSI2PK` `LIVE#<shard>`, `GSI2SK` the deadline
+//! as 12 zero-padded epoch digits), a sparse index the liveness sweep queries
+//! by range; a terminal update removes both attributes, so finished jobs
+//! leave the index.
+//!
 //! Every invariant is enforced by DynamoDB itself: seq increments and the
 //! finality of terminal states by conditional `UpdateItem`, idempotency by a
 //! conditional put. Fan-out reads a job's partition with `Query`, never `Scan`.
@@ -13,8 +19,8 @@
 //! but that DynamoDB has not removed yet.
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Store, StoreError, WebhookState,
-    effective_percent, validate_update,
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Lease, Liveness, Store,
+    StoreError, WebhookState, effective_percent, validate_update,
 };
 use crate::protocol::{JobError, SUBSCRIPTION_TTL, Snapshot, Status, rfc3339};
 use async_trait::async_trait;
@@ -35,6 +41,23 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Name of the index that maps a connection to its subscriptions.
 pub const GSI1: &str = "GSI1";
+/// Name of the sparse index of liveness deadlines.
+pub const GSI2: &str = "GSI2";
+/// Partitions of GSI2, so deadline writes of many running jobs spread out.
+pub const LIVE_SHARDS: u32 = 8;
+
+/// The GSI2 partition of a job.
+fn live_shard(job_id: &str) -> String {
+    let h = job_id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    format!("LIVE#{}", h % LIVE_SHARDS)
+}
+
+/// A deadline as GSI2's sort key: fixed width, so strings sort as numbers.
+fn deadline_key(deadline: i64) -> String {
+    format!("{:012}", deadline.max(0))
+}
 /// Items per `BatchWriteItem` call (DynamoDB's limit).
 const BATCH: usize = 25;
 
@@ -88,11 +111,17 @@ fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     let detail = match &e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("ServiceError"),
-                err.message().unwrap_or("no message")
-            )
+            let code = err.code().unwrap_or("ServiceError");
+            let line = format!("{code}: {}", err.message().unwrap_or("no message"));
+            if matches!(
+                code,
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+            ) {
+                return StoreError::Throttled(line);
+            }
+            line
         }
         SdkError::DispatchFailure(d) => {
             format!("cannot reach DynamoDB ({d:?}); check AWS_ENDPOINT_URL_DYNAMODB / network")
@@ -128,7 +157,18 @@ fn expired(item: &Item, now: i64) -> bool {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Unavailable(format!("stored item is missing or has a bad '{what}'"))
+    StoreError::Corrupt(format!("stored item is missing or has a bad '{what}'"))
+}
+
+const TERMINAL_CONDITION: &str = "NOT (#status IN (:succeeded, :failed, :cancelled))";
+
+/// The attribute values `TERMINAL_CONDITION` refers to.
+fn terminal_values() -> [(String, AttributeValue); 3] {
+    [
+        (":succeeded".to_string(), s("succeeded")),
+        (":failed".to_string(), s("failed")),
+        (":cancelled".to_string(), s("cancelled")),
+    ]
 }
 
 fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
@@ -168,6 +208,20 @@ fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             .copied()
             .unwrap_or(false),
         webhook: get_json(item, "webhook").and_then(|v| serde_json::from_value(v).ok()),
+        attempt: get_n(item, "attempt").unwrap_or(1),
+        lease: match (get_s(item, "leaseOwner"), get_n(item, "leaseUntil")) {
+            (Some(owner), Some(until)) => Some(Lease {
+                owner: owner.to_string(),
+                until,
+            }),
+            _ => None,
+        },
+        dispatched: item
+            .get("dispatched")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        deadline: get_s(item, "GSI2SK").and_then(|d| d.parse().ok()),
     })
 }
 
@@ -227,6 +281,17 @@ impl DynamoStore {
             )
             .build()
             .map_err(build)?;
+        let gsi2 = GlobalSecondaryIndex::builder()
+            .index_name(GSI2)
+            .key_schema(key("GSI2PK", KeyType::Hash).map_err(build)?)
+            .key_schema(key("GSI2SK", KeyType::Range).map_err(build)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(build)?;
         let created = self
             .client
             .create_table()
@@ -236,9 +301,12 @@ impl DynamoStore {
             .attribute_definitions(attr("SK").map_err(build)?)
             .attribute_definitions(attr("GSI1PK").map_err(build)?)
             .attribute_definitions(attr("GSI1SK").map_err(build)?)
+            .attribute_definitions(attr("GSI2PK").map_err(build)?)
+            .attribute_definitions(attr("GSI2SK").map_err(build)?)
             .key_schema(key("PK", KeyType::Hash).map_err(build)?)
             .key_schema(key("SK", KeyType::Range).map_err(build)?)
             .global_secondary_indexes(gsi)
+            .global_secondary_indexes(gsi2.clone())
             .send()
             .await;
         let status = match created {
@@ -247,6 +315,16 @@ impl DynamoStore {
             Err(e) => return Err(unavailable(e)),
         };
         self.wait_active().await?;
+        if status == TableStatus::AlreadyExisted {
+            self.add_index_if_missing(
+                gsi2,
+                vec![
+                    attr("GSI2PK").map_err(build)?,
+                    attr("GSI2SK").map_err(build)?,
+                ],
+            )
+            .await?;
+        }
         let ttl = self
             .client
             .describe_time_to_live()
@@ -274,6 +352,50 @@ impl DynamoStore {
                 .map_err(unavailable)?;
         }
         Ok(status)
+    }
+
+    /// Adds `index` to a table made by an earlier version that lacks it.
+    async fn add_index_if_missing(
+        &self,
+        index: GlobalSecondaryIndex,
+        attributes: Vec<AttributeDefinition>,
+    ) -> Result<(), StoreError> {
+        let d = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let present = d
+            .table()
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .any(|g| g.index_name() == Some(index.index_name()));
+        if present {
+            return Ok(());
+        }
+        tracing::info!(table = %self.table, index = index.index_name(), "adding a missing index");
+        let create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+            .index_name(index.index_name())
+            .set_key_schema(Some(index.key_schema().to_vec()))
+            .set_projection(index.projection().cloned())
+            .build()
+            .map_err(|e| StoreError::InvalidUpdate(e.to_string()))?;
+        self.client
+            .update_table()
+            .table_name(&self.table)
+            .set_attribute_definitions(Some(attributes))
+            .global_secondary_index_updates(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                    .create(create)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(unavailable)?;
+        self.wait_active().await
     }
 
     async fn wait_active(&self) -> Result<(), StoreError> {
@@ -338,6 +460,7 @@ impl DynamoStore {
         job_id: &str,
         old: Option<Item>,
         requested_percent: Option<f64>,
+        expired_by: Option<i64>,
     ) -> StoreError {
         let old = match old {
             Some(i) => Some(i),
@@ -356,6 +479,15 @@ impl DynamoStore {
                 status: st,
             };
         }
+        if let Some(by) = expired_by {
+            let deadline: Option<i64> = get_s(&item, "GSI2SK").and_then(|d| d.parse().ok());
+            if deadline.is_none_or(|d| d > by) {
+                return StoreError::Conflict {
+                    job_id: job_id.to_string(),
+                    reason: "its worker reported in time".into(),
+                };
+            }
+        }
         let current: f64 = get_n(&item, "percent").unwrap_or(0.0);
         match requested_percent {
             Some(p) if p < current => StoreError::PercentBackwards {
@@ -363,9 +495,55 @@ impl DynamoStore {
                 current,
                 requested: p,
             },
-            _ => StoreError::Unavailable(format!(
-                "conditional update of job {job_id} failed for an unknown reason"
-            )),
+            _ => StoreError::Conflict {
+                job_id: job_id.to_string(),
+                reason: "another process holds its lease".into(),
+            },
+        }
+    }
+
+    /// Sends a prepared `UpdateItem` on a job that must exist and not be
+    /// terminal; returns the job as it is after the write.
+    async fn update_live(
+        &self,
+        job_id: &str,
+        req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<JobRecord, StoreError> {
+        self.update_live_if(job_id, req, "").await
+    }
+
+    /// As `update_live`, with `extra` appended to the condition (its
+    /// failure, when the job is live, is a `Conflict`).
+    async fn update_live_if(
+        &self,
+        job_id: &str,
+        req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        extra: &str,
+    ) -> Result<JobRecord, StoreError> {
+        let mut req = req
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(job_key(job_id))))
+            .condition_expression(format!(
+                "attribute_exists(PK) AND {TERMINAL_CONDITION}{extra}"
+            ))
+            .expression_attribute_names("#status", "status")
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (k, v) in terminal_values() {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(out) => job_from_item(&out.attributes.unwrap_or_default()),
+            Err(SdkError::ServiceError(se))
+                if se.err().code() == Some("ConditionalCheckFailedException") =>
+            {
+                let old = match se.into_err() {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                Err(self.classify_failure(job_id, old, None, None).await)
+            }
+            Err(e) => Err(unavailable(e)),
         }
     }
 
@@ -470,6 +648,11 @@ impl Store for DynamoStore {
         }
         item.insert("createdAt".into(), s(rfc3339(job.created_at)));
         item.insert("updatedAt".into(), s(rfc3339(snap.updated_at)));
+        item.insert("attempt".into(), n(job.attempt));
+        if let Some(l) = &job.lease {
+            item.insert("leaseOwner".into(), s(l.owner.clone()));
+            item.insert("leaseUntil".into(), n(l.until));
+        }
         item.insert("ttl".into(), self.retention_ttl(snap.updated_at));
         let res = self
             .client
@@ -509,34 +692,34 @@ impl Store for DynamoStore {
             "#updatedAt = :now",
             "#ttl = :ttl",
         ];
+        let mut remove: Vec<&str> = Vec::new();
         let mut values: Item = HashMap::from([
             (":one".to_string(), n(1)),
             (":status".to_string(), s(update.status.as_str())),
             (":now".to_string(), s(rfc3339(now))),
             (":ttl".to_string(), self.retention_ttl(now)),
-            (":succeeded".to_string(), s("succeeded")),
-            (":failed".to_string(), s("failed")),
-            (":cancelled".to_string(), s("cancelled")),
         ]);
+        values.extend(terminal_values());
         let mut names = HashMap::from([
             ("#seq".to_string(), "seq".to_string()),
             ("#status".to_string(), "status".to_string()),
             ("#updatedAt".to_string(), "updatedAt".to_string()),
             ("#ttl".to_string(), "ttl".to_string()),
+            ("#message".to_string(), "message".to_string()),
         ]);
-        let mut condition = String::from(
-            "attribute_exists(PK) AND NOT (#status IN (:succeeded, :failed, :cancelled))",
-        );
+        let mut condition = format!("attribute_exists(PK) AND {TERMINAL_CONDITION}");
         if let Some(p) = percent {
             set.push("#percent = :percent");
             values.insert(":percent".into(), n(p));
             names.insert("#percent".into(), "percent".into());
             condition.push_str(" AND (attribute_not_exists(#percent) OR #percent <= :percent)");
         }
-        if let Some(m) = &update.message {
-            set.push("#message = :message");
-            values.insert(":message".into(), s(m.clone()));
-            names.insert("#message".into(), "message".into());
+        match &update.message {
+            Some(m) => {
+                set.push("#message = :message");
+                values.insert(":message".into(), s(m.clone()));
+            }
+            None => remove.push("#message"),
         }
         if let Some(r) = &update.result {
             set.push("#result = :result");
@@ -548,12 +731,31 @@ impl Store for DynamoStore {
             values.insert(":error".into(), error_attr(e));
             names.insert("#error".into(), "error".into());
         }
+        let expired_by = match update.liveness {
+            Liveness::ExpiredBy(by) => Some(by),
+            _ => None,
+        };
+        if let Some(by) = expired_by {
+            condition.push_str(" AND GSI2SK <= :by");
+            values.insert(":by".into(), s(deadline_key(by)));
+        }
+        if update.status.is_terminal() {
+            remove.extend(["GSI2PK", "GSI2SK", "leaseOwner", "leaseUntil"]);
+        } else if let Liveness::Refresh(deadline) = update.liveness {
+            set.push("GSI2PK = :live, GSI2SK = :deadline");
+            values.insert(":live".into(), s(live_shard(job_id)));
+            values.insert(":deadline".into(), s(deadline_key(deadline)));
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(HashMap::from(job_key(job_id))))
-            .update_expression(format!("SET {}", set.join(", ")))
+            .update_expression(expression)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -570,7 +772,9 @@ impl Store for DynamoStore {
                     aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
                     _ => None,
                 };
-                Err(self.classify_failure(job_id, old, percent).await)
+                Err(self
+                    .classify_failure(job_id, old, percent, expired_by)
+                    .await)
             }
             Err(e) => Err(unavailable(e)),
         }
@@ -580,24 +784,90 @@ impl Store for DynamoStore {
         let res = self
             .client
             .update_item()
+            .update_expression("SET cancelRequested = :t")
+            .expression_attribute_values(":t", AttributeValue::Bool(true));
+        self.update_live(job_id, res).await
+    }
+
+    async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError> {
+        let req = self
+            .client
+            .update_item()
+            .update_expression("SET GSI2PK = :live, GSI2SK = :deadline")
+            .expression_attribute_values(":live", s(live_shard(job_id)))
+            .expression_attribute_values(":deadline", s(deadline_key(deadline)));
+        self.update_live(job_id, req).await
+    }
+
+    async fn lost_jobs(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..LIVE_SHARDS {
+            if out.len() >= limit {
+                break;
+            }
+            let items = self
+                .query_all(
+                    Some(GSI2),
+                    "GSI2PK = :p AND GSI2SK <= :now",
+                    vec![
+                        (":p", s(format!("LIVE#{shard}"))),
+                        (":now", s(deadline_key(now))),
+                    ],
+                    "PK",
+                )
+                .await?;
+            out.extend(
+                items
+                    .iter()
+                    .filter_map(|i| get_s(i, "PK").and_then(|pk| pk.strip_prefix("JOB#")))
+                    .map(str::to_owned),
+            );
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn hand_over(
+        &self,
+        job_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<JobRecord, StoreError> {
+        let req = self
+            .client
+            .update_item()
+            .update_expression(
+                "SET leaseOwner = :owner, leaseUntil = :until, attempt = if_not_exists(attempt, :zero) + :one",
+            )
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
+        self.update_live_if(
+            job_id,
+            req,
+            " AND (attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner)",
+        )
+        .await
+    }
+
+    async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(HashMap::from(job_key(job_id))))
-            .update_expression("SET cancelRequested = :t")
-            .condition_expression(
-                "attribute_exists(PK) AND NOT (#status IN (:succeeded, :failed, :cancelled))",
-            )
-            .expression_attribute_names("#status", "status")
+            .update_expression("SET dispatched = :t REMOVE leaseOwner, leaseUntil")
+            .condition_expression("attribute_exists(PK)")
             .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .expression_attribute_values(":succeeded", s("succeeded"))
-            .expression_attribute_values(":failed", s("failed"))
-            .expression_attribute_values(":cancelled", s("cancelled"))
-            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match res {
-            Ok(out) => job_from_item(&out.attributes.unwrap_or_default()),
+            Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                Err(self.classify_failure(job_id, None, None).await)
+                Err(StoreError::NotFound(job_id.to_string()))
             }
             Err(e) => Err(unavailable(e)),
         }

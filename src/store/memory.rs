@@ -1,8 +1,8 @@
 //! In-process store on sharded maps: no global lock on the message path.
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Store, StoreError, WebhookState,
-    apply_update,
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Lease, Store, StoreError,
+    WebhookState, apply_update,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -92,17 +92,56 @@ impl Store for MemoryStore {
         Ok(job.clone())
     }
 
-    async fn request_cancel(&self, job_id: &str) -> Result<JobRecord, StoreError> {
+    async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError> {
+        let mut job = self.live_job(job_id)?;
+        job.deadline = Some(deadline);
+        Ok(job.clone())
+    }
+
+    async fn lost_jobs(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .jobs
+            .iter()
+            .filter(|j| j.deadline.is_some_and(|d| d <= now) && !j.snapshot.status.is_terminal())
+            .take(limit)
+            .map(|j| j.key().clone())
+            .collect())
+    }
+
+    async fn hand_over(
+        &self,
+        job_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<JobRecord, StoreError> {
+        let mut job = self.live_job(job_id)?;
+        if !job.lease_free_for(owner, now) {
+            return Err(StoreError::Conflict {
+                job_id: job_id.to_string(),
+                reason: "another process holds its lease".into(),
+            });
+        }
+        job.lease = Some(Lease {
+            owner: owner.to_string(),
+            until,
+        });
+        job.attempt += 1;
+        Ok(job.clone())
+    }
+
+    async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError> {
         let mut job = self
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| StoreError::NotFound(job_id.to_string()))?;
-        if job.snapshot.status.is_terminal() {
-            return Err(StoreError::Terminal {
-                job_id: job_id.to_string(),
-                status: job.snapshot.status,
-            });
-        }
+        job.dispatched = true;
+        job.lease = None;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, job_id: &str) -> Result<JobRecord, StoreError> {
+        let mut job = self.live_job(job_id)?;
         job.cancel_requested = true;
         Ok(job.clone())
     }
@@ -189,6 +228,26 @@ impl Store for MemoryStore {
                 Ok(IdempotencyOutcome::Recorded)
             }
         }
+    }
+}
+
+impl MemoryStore {
+    /// The job, locked for writing, unless it is unknown or terminal.
+    fn live_job(
+        &self,
+        job_id: &str,
+    ) -> Result<dashmap::mapref::one::RefMut<'_, String, JobRecord>, StoreError> {
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| StoreError::NotFound(job_id.to_string()))?;
+        if job.snapshot.status.is_terminal() {
+            return Err(StoreError::Terminal {
+                job_id: job_id.to_string(),
+                status: job.snapshot.status,
+            });
+        }
+        Ok(job)
     }
 }
 

@@ -25,6 +25,26 @@ pub struct JobRecord {
     pub cancel_requested: bool,
     /// Delivery state of the `callbackUrl` webhook, once there is one.
     pub webhook: Option<WebhookState>,
+    /// How many times the job was handed to a worker (1 for the first hand-over).
+    pub attempt: u32,
+    /// The process responsible for handing the job over or running it, until when.
+    pub lease: Option<Lease>,
+    /// A worker target confirmed it has the job (so nobody hands it over again).
+    pub dispatched: bool,
+    /// Liveness deadline (epoch seconds) of a job whose worker reports through
+    /// the update endpoint: past it without an update or heartbeat, the job
+    /// ends `failed` `worker_lost`. Absent once terminal.
+    pub deadline: Option<i64>,
+}
+
+/// A time-bounded claim of one process on one job, taken with a conditional
+/// write so two processes over one table never both hand over, resume or
+/// run the same job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    /// Epoch seconds; after it, another process may take the job over.
+    pub until: i64,
 }
 
 impl JobRecord {
@@ -53,7 +73,28 @@ impl JobRecord {
             created_at: now,
             cancel_requested: false,
             webhook: None,
+            attempt: 1,
+            lease: None,
+            dispatched: false,
+            deadline: None,
         }
+    }
+
+    /// The same record, leased to `owner` until `until` (epoch seconds).
+    pub fn leased_to(mut self, owner: impl Into<String>, until: i64) -> JobRecord {
+        self.lease = Some(Lease {
+            owner: owner.into(),
+            until,
+        });
+        self
+    }
+
+    /// True when `owner` may take the job: nobody holds it, the holder's
+    /// lease has run out, or `owner` holds it already.
+    pub fn lease_free_for(&self, owner: &str, now: i64) -> bool {
+        self.lease
+            .as_ref()
+            .is_none_or(|l| l.owner == owner || l.until <= now)
     }
 
     /// True while the job still owes work: it is not terminal, or it is
@@ -98,8 +139,9 @@ pub struct WebhookState {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A change to a job. `seq` is always the stored one plus one; fields left
-/// `None` keep their value.
+/// A change to a job. `seq` is always the stored one plus one; a `percent`
+/// left `None` keeps its value, a `message` left `None` is cleared (each
+/// snapshot says what is happening now), `result` and `error` are kept.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobUpdate {
     pub status: Status,
@@ -107,6 +149,22 @@ pub struct JobUpdate {
     pub message: Option<String>,
     pub result: Option<Value>,
     pub error: Option<JobError>,
+    /// What the update does to the job's liveness deadline.
+    pub liveness: Liveness,
+}
+
+/// How an update treats the liveness deadline. A terminal update always
+/// removes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Liveness {
+    /// Leave it as it is (the built-in demo worker, the CLI).
+    #[default]
+    Keep,
+    /// Set it to these epoch seconds (a worker reported).
+    Refresh(i64),
+    /// Apply the update only if the deadline has passed by these epoch
+    /// seconds (the liveness sweep ending a lost job), else `Conflict`.
+    ExpiredBy(i64),
 }
 
 impl JobUpdate {
@@ -118,6 +176,7 @@ impl JobUpdate {
             message: None,
             result: None,
             error: None,
+            liveness: Liveness::Keep,
         }
     }
 }
@@ -149,8 +208,26 @@ pub enum StoreError {
     },
     #[error("invalid update: {0}")]
     InvalidUpdate(String),
+    /// A conditional write lost to another writer (a lease held elsewhere,
+    /// a deadline refreshed meanwhile); nothing was changed.
+    #[error("job {job_id}: {reason}")]
+    Conflict { job_id: String, reason: String },
+    /// A stored item that cannot be read back as a job (hand-edited or
+    /// written by an incompatible version); retrying will not help.
+    #[error("job item is corrupt: {0}")]
+    Corrupt(String),
+    /// A value too large for what the store can hold.
+    #[error("{what} is {size} bytes; the most a job can hold is {limit}")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the request for its rate (DynamoDB throttling).
+    #[error("store throttled: {0}")]
+    Throttled(String),
 }
 
 /// Outcome of recording an idempotency key.
@@ -195,6 +272,24 @@ pub trait Store: Send + Sync + 'static {
     async fn connection_jobs(&self, connection_id: &str) -> Result<Vec<String>, StoreError>;
     /// Removes every subscription of a connection; returns how many there were.
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError>;
+    /// Refreshes a job's liveness deadline without a new seq (a worker's
+    /// heartbeat); fails with `Terminal` once the job has ended.
+    async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError>;
+    /// Up to `limit` ids of unfinished jobs whose liveness deadline is at or
+    /// before `now` (epoch seconds), from an index of deadlines (never a Scan).
+    async fn lost_jobs(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Takes the job's lease for `owner` until `until` and counts one more
+    /// hand-over (`attempt` + 1), if the job is not terminal and its lease
+    /// is free for `owner` at `now`; `Conflict` when another process holds it.
+    async fn hand_over(
+        &self,
+        job_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<JobRecord, StoreError>;
+    /// Records that a worker target has the job; the lease is released.
+    async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError>;
     /// Up to `limit` jobs that still owe work (see `JobRecord::unfinished`),
     /// so a restarted `serve` can take them up again. It reads the whole
     /// table: run once at start, never on a message path.
@@ -243,13 +338,21 @@ pub fn apply_update(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     validate_update(&update)?;
-    let snap = &mut job.snapshot;
-    if snap.status.is_terminal() {
+    if job.snapshot.status.is_terminal() {
         return Err(StoreError::Terminal {
-            job_id: snap.job_id.clone(),
-            status: snap.status,
+            job_id: job.snapshot.job_id.clone(),
+            status: job.snapshot.status,
         });
     }
+    if let Liveness::ExpiredBy(by) = update.liveness
+        && job.deadline.is_none_or(|d| d > by)
+    {
+        return Err(StoreError::Conflict {
+            job_id: job.snapshot.job_id.clone(),
+            reason: "its worker reported in time".into(),
+        });
+    }
+    let snap = &mut job.snapshot;
     let percent = effective_percent(&update).unwrap_or(snap.percent);
     if percent < snap.percent {
         return Err(StoreError::PercentBackwards {
@@ -261,9 +364,7 @@ pub fn apply_update(
     snap.seq += 1;
     snap.status = update.status;
     snap.percent = percent;
-    if update.message.is_some() {
-        snap.message = update.message;
-    }
+    snap.message = update.message;
     if update.result.is_some() {
         snap.result = update.result;
     }
@@ -271,5 +372,15 @@ pub fn apply_update(
         snap.error = update.error;
     }
     snap.updated_at = now;
+    if job.snapshot.status.is_terminal() {
+        job.deadline = None;
+        job.lease = None;
+    } else if let Liveness::Refresh(d) = update.liveness {
+        job.deadline = Some(d);
+    }
     Ok(())
 }
+
+/// Most bytes a job's `input` may take as JSON, on every store: with the
+/// largest update (128 KiB) it stays inside DynamoDB's 400 KB item.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;

@@ -1,0 +1,567 @@
+//! Handing jobs of the user's own kinds to the user's workers.
+//!
+//! A kind is configured as `KIND=TARGET` (`serve --kind`, `JOBCAST_KINDS`);
+//! the target says how the job message reaches the worker: an SQS queue, an
+//! asynchronous Lambda invoke, a signed HTTP POST, or a local command. The
+//! worker reports back through `POST /jobs/{id}/updates` with the worker
+//! token the message carries. The built-in `demo` kind goes to the demo
+//! worker (the in-process pool in `serve`, the demo queue in AWS).
+
+mod command;
+mod http;
+mod lambda;
+mod sqs;
+
+use crate::handlers::{JobQueue, QueueError};
+use crate::protocol::{JobError, Status, rfc3339};
+use crate::publish::Publisher;
+use crate::store::{JobRecord, JobUpdate, StoreError};
+use crate::token::TokenKey;
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// The kind served by the built-in demo worker.
+pub const DEMO_KIND: &str = "demo";
+
+/// How long a process holds a job it is handing over before another
+/// process may take the hand-over up (after a crash, say).
+pub const HANDOVER_LEASE: Duration = Duration::from_secs(120);
+
+/// Where a kind's jobs go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `sqs:<queue URL>`: `SendMessage` with the job message as body.
+    Sqs(String),
+    /// `lambda:<function name or ARN>`: asynchronous `Invoke` (`Event`).
+    Lambda(String),
+    /// `http://…` / `https://…`: a signed `POST` of the job message.
+    Http(String),
+    /// `command:<shell command>`: run once per job (`serve` only).
+    Command(String),
+}
+
+impl Target {
+    /// Parses a target as written after `KIND=`.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let s = s.trim();
+        let nonempty = |rest: &str, what: &str| -> Result<String, String> {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                Err(format!("'{s}' names no {what}"))
+            } else {
+                Ok(rest.to_string())
+            }
+        };
+        if let Some(rest) = s.strip_prefix("sqs:") {
+            let url = nonempty(rest, "queue URL")?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(format!(
+                    "sqs: takes the queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got '{url}'"
+                ));
+            }
+            Ok(Target::Sqs(url))
+        } else if let Some(rest) = s.strip_prefix("lambda:") {
+            Ok(Target::Lambda(nonempty(rest, "function")?))
+        } else if let Some(rest) = s.strip_prefix("command:") {
+            Ok(Target::Command(nonempty(rest, "command")?))
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            reqwest::Url::parse(s).map_err(|e| format!("'{s}' is not a valid URL: {e}"))?;
+            Ok(Target::Http(s.to_string()))
+        } else {
+            Err(format!(
+                "unknown target '{s}': use sqs:<queue URL>, lambda:<function>, http(s)://<url> or command:<shell command>"
+            ))
+        }
+    }
+
+    /// The target's scheme, for logs and metrics.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Target::Sqs(_) => "sqs",
+            Target::Lambda(_) => "lambda",
+            Target::Http(_) => "http",
+            Target::Command(_) => "command",
+        }
+    }
+}
+
+/// Parses one `KIND=TARGET`.
+pub fn parse_kind_spec(s: &str) -> Result<(String, Target), String> {
+    let (kind, target) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KIND=TARGET (like export=sqs:https://…), got '{s}'"))?;
+    let kind = crate::config::parse_kind(kind)?;
+    if kind == DEMO_KIND {
+        return Err(
+            "'demo' is built in and cannot be given a target; pick another kind name".into(),
+        );
+    }
+    Ok((kind, Target::parse(target)?))
+}
+
+/// The configured kinds, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kinds(pub BTreeMap<String, Target>);
+
+impl Kinds {
+    /// Parses `JOBCAST_KINDS` (`a=T1,b=T2`); a target holding a comma needs
+    /// the repeatable flag instead.
+    pub fn parse_list(list: &str) -> Result<Kinds, String> {
+        let mut kinds = Kinds::default();
+        for spec in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            kinds.add(parse_kind_spec(spec)?)?;
+        }
+        Ok(kinds)
+    }
+
+    /// Adds one kind; a kind named twice is an error.
+    pub fn add(&mut self, (kind, target): (String, Target)) -> Result<(), String> {
+        if self.0.contains_key(&kind) {
+            return Err(format!("kind '{kind}' is configured twice"));
+        }
+        self.0.insert(kind, target);
+        Ok(())
+    }
+
+    /// Every kind accepted: `demo` and the configured ones.
+    pub fn names(&self) -> Vec<String> {
+        std::iter::once(DEMO_KIND.to_string())
+            .chain(self.0.keys().cloned())
+            .collect()
+    }
+}
+
+/// What a worker receives (CONTRACT section 8).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMessage {
+    #[serde(rename = "type")]
+    pub message_type: &'static str,
+    pub job_id: String,
+    pub kind: String,
+    pub input: Value,
+    pub created_at: String,
+    pub attempt: u32,
+    pub worker_token: String,
+    pub update_url: String,
+    pub heartbeat_timeout_seconds: u64,
+}
+
+/// Why a hand-over failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// Worth another try later (unreachable, throttled, 5xx).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail again the same way (misconfigured target, refused).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// One way of delivering job messages.
+#[async_trait]
+pub trait Deliver: Send + Sync + 'static {
+    /// One attempt to hand `message` (serialized as `body`) to the worker.
+    async fn deliver(&self, message: &JobMessage, body: &str) -> Result<(), DispatchError>;
+}
+
+/// How the dispatcher retries targets that can be retried (`http`).
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retry in the background (`serve`) or before answering (Lambda, where
+    /// nothing may outlive the invocation).
+    pub background: bool,
+}
+
+impl Default for RetryPolicy {
+    /// The webhook schedule: 8 attempts, exponential backoff with full jitter.
+    fn default() -> RetryPolicy {
+        let w = crate::webhook::WebhookOptions::default();
+        RetryPolicy {
+            max_attempts: w.max_attempts,
+            base_backoff: w.base_backoff,
+            max_backoff: w.max_backoff,
+            background: true,
+        }
+    }
+}
+
+/// Settings shared by every hand-over.
+#[derive(Clone)]
+pub struct DispatchSettings {
+    pub tokens: TokenKey,
+    /// `heartbeatTimeoutSeconds` of job messages; zero turns liveness off.
+    pub heartbeat_timeout: Duration,
+    /// Identifies this process in leases.
+    pub owner: String,
+    pub retry: RetryPolicy,
+}
+
+/// Routes each job to the demo worker or its kind's target.
+pub struct Dispatcher {
+    demo: Arc<dyn JobQueue>,
+    targets: BTreeMap<String, Arc<dyn Deliver>>,
+    kinds: Kinds,
+    settings: DispatchSettings,
+    publisher: Publisher,
+    tasks: TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+/// What `command:` targets need: they run only in `serve` (never in Lambda,
+/// where `deliverers` gets `None`).
+pub struct CommandHost<'a> {
+    /// Ends a job whose command exits non-zero.
+    pub publisher: &'a Publisher,
+    /// Watches the commands.
+    pub tasks: &'a TaskTracker,
+    /// Cancelled at shutdown: the commands are stopped.
+    pub stop: &'a tokio_util::sync::CancellationToken,
+}
+
+/// Builds the deliverers for `kinds`.
+pub async fn deliverers(
+    kinds: &Kinds,
+    webhook_secret: Option<&str>,
+    commands: Option<CommandHost<'_>>,
+) -> Result<BTreeMap<String, Arc<dyn Deliver>>, String> {
+    let mut out: BTreeMap<String, Arc<dyn Deliver>> = BTreeMap::new();
+    let mut sdk = None;
+    for (kind, target) in &kinds.0 {
+        let d: Arc<dyn Deliver> = match target {
+            Target::Sqs(url) => {
+                if sdk.is_none() {
+                    sdk = Some(crate::aws::sdk_config().await);
+                }
+                let config = sdk.as_ref().map(aws_sdk_sqs::Client::new);
+                Arc::new(sqs::SqsTarget::new(
+                    config.ok_or("SQS client unavailable")?,
+                    url.clone(),
+                ))
+            }
+            Target::Lambda(function) => {
+                if sdk.is_none() {
+                    sdk = Some(crate::aws::sdk_config().await);
+                }
+                let client = sdk.as_ref().map(aws_sdk_lambda::Client::new);
+                Arc::new(lambda::LambdaTarget::new(
+                    client.ok_or("Lambda client unavailable")?,
+                    function.clone(),
+                ))
+            }
+            Target::Http(url) => {
+                let secret = webhook_secret.ok_or_else(|| {
+                    format!(
+                        "kind '{kind}' posts to {url}, and http targets are signed: set JOBCAST_WEBHOOK_SECRET (e.g. `openssl rand -hex 32`)"
+                    )
+                })?;
+                Arc::new(http::HttpTarget::new(url.clone(), secret.as_bytes())?)
+            }
+            Target::Command(cmd) => {
+                let Some(host) = &commands else {
+                    return Err(format!(
+                        "kind '{kind}': command: targets run only under jobcast serve; use sqs:, lambda: or http(s):// here"
+                    ));
+                };
+                Arc::new(command::CommandTarget::new(
+                    cmd.clone(),
+                    host.publisher.clone(),
+                    host.tasks.clone(),
+                    host.stop.clone(),
+                ))
+            }
+        };
+        out.insert(kind.clone(), d);
+    }
+    Ok(out)
+}
+
+impl Dispatcher {
+    pub fn new(
+        demo: Arc<dyn JobQueue>,
+        kinds: Kinds,
+        targets: BTreeMap<String, Arc<dyn Deliver>>,
+        settings: DispatchSettings,
+        publisher: Publisher,
+        tasks: TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Dispatcher {
+        Dispatcher {
+            demo,
+            targets,
+            kinds,
+            settings,
+            publisher,
+            tasks,
+            stop,
+        }
+    }
+
+    /// True for a kind configured with a target here.
+    pub fn has_target(&self, kind: &str) -> bool {
+        self.targets.contains_key(kind)
+    }
+
+    pub fn settings(&self) -> &DispatchSettings {
+        &self.settings
+    }
+
+    /// The message for one hand-over of `job`.
+    pub fn message(&self, job: &JobRecord, base_url: &str) -> JobMessage {
+        let job_id = job.snapshot.job_id.clone();
+        let now = chrono::Utc::now().timestamp();
+        JobMessage {
+            message_type: "job",
+            worker_token: self.settings.tokens.issue_worker(&job_id, now),
+            update_url: format!("{}/jobs/{job_id}/updates", base_url.trim_end_matches('/')),
+            kind: job.kind.clone(),
+            input: job.input.clone(),
+            created_at: rfc3339(job.created_at),
+            attempt: job.attempt.max(1),
+            heartbeat_timeout_seconds: self.settings.heartbeat_timeout.as_secs(),
+            job_id,
+        }
+    }
+
+    /// Takes up a worker-kind job whose hand-over never completed (a
+    /// previous process died first): takes the lease, counts the attempt,
+    /// hands it over again. Returns false when another process holds it.
+    pub async fn redeliver(&self, job: &JobRecord, base_url: &str) -> Result<bool, QueueError> {
+        let now = chrono::Utc::now().timestamp();
+        let until = now + HANDOVER_LEASE.as_secs() as i64;
+        match self
+            .publisher
+            .store()
+            .hand_over(&job.snapshot.job_id, &self.settings.owner, until, now)
+            .await
+        {
+            Ok(taken) => self.enqueue(&taken, base_url).await.map(|_| true),
+            Err(StoreError::Conflict { .. } | StoreError::Terminal { .. }) => Ok(false),
+            Err(e) => Err(QueueError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn hand_over(&self, job: &JobRecord, base_url: &str) -> Result<(), QueueError> {
+        let kind = job.kind.as_str();
+        let Some(target) = self.targets.get(kind).cloned() else {
+            return Err(QueueError::Unavailable(format!(
+                "no target for kind '{kind}'"
+            )));
+        };
+        let scheme = self.kinds.0.get(kind).map(Target::scheme).unwrap_or("");
+        let message = self.message(job, base_url);
+        let body =
+            serde_json::to_string(&message).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        if scheme != "http" {
+            target
+                .deliver(&message, &body)
+                .await
+                .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+            self.confirm(&message.job_id, scheme).await;
+            return Ok(());
+        }
+        // Signed POSTs are retried on the webhook schedule, then the job fails.
+        let run = retry_http(
+            target,
+            message,
+            self.settings.retry.clone(),
+            self.publisher.clone(),
+            self.settings.owner.clone(),
+        );
+        if self.settings.retry.background {
+            let stop = self.stop.clone();
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = run => {}
+                    // Left to the next start, which hands it over again.
+                    _ = stop.cancelled() => {}
+                }
+            });
+        } else {
+            run.await;
+        }
+        Ok(())
+    }
+
+    async fn confirm(&self, job_id: &str, scheme: &str) {
+        tracing::info!(job_id, target = scheme, "job handed to its worker");
+        if let Err(e) = self.publisher.store().mark_dispatched(job_id).await {
+            tracing::warn!(job_id, error = %e, "could not record the hand-over");
+        }
+    }
+}
+
+/// Posts the job message until the worker takes it (2xx) or the attempts
+/// run out; then the job ends `failed` `dispatch_failed`. Every retry is a
+/// new hand-over (`attempt` + 1).
+async fn retry_http(
+    target: Arc<dyn Deliver>,
+    mut message: JobMessage,
+    policy: RetryPolicy,
+    publisher: Publisher,
+    owner: String,
+) {
+    let job_id = message.job_id.clone();
+    let mut last = String::new();
+    for n in 0..policy.max_attempts.max(1) {
+        if n > 0 {
+            tokio::time::sleep(crate::publish::backoff(
+                n,
+                policy.base_backoff,
+                policy.max_backoff,
+            ))
+            .await;
+            let now = chrono::Utc::now().timestamp();
+            let until = now + HANDOVER_LEASE.as_secs() as i64;
+            match publisher
+                .store()
+                .hand_over(&job_id, &owner, until, now)
+                .await
+            {
+                Ok(job) => message.attempt = job.attempt,
+                // Ended meanwhile (cancelled) or taken by another process.
+                Err(StoreError::Terminal { .. } | StoreError::Conflict { .. }) => return,
+                Err(e) => {
+                    tracing::warn!(job_id, error = %e, "could not record a hand-over attempt")
+                }
+            }
+        }
+        let body = match serde_json::to_string(&message) {
+            Ok(b) => b,
+            Err(e) => {
+                last = e.to_string();
+                break;
+            }
+        };
+        match target.deliver(&message, &body).await {
+            Ok(()) => {
+                tracing::info!(
+                    job_id,
+                    attempt = message.attempt,
+                    "job handed to its worker over http"
+                );
+                if let Err(e) = publisher.store().mark_dispatched(&job_id).await {
+                    tracing::warn!(job_id, error = %e, "could not record the hand-over");
+                }
+                return;
+            }
+            Err(DispatchError::Fatal(e)) => {
+                last = e;
+                break;
+            }
+            Err(DispatchError::Retryable(e)) => {
+                tracing::warn!(job_id, attempt = message.attempt, error = %e, "worker did not take the job; retrying");
+                last = e;
+            }
+        }
+    }
+    tracing::error!(job_id, error = %last, "giving up handing the job to its worker");
+    fail_job(
+        &publisher,
+        &job_id,
+        "dispatch_failed",
+        format!("the worker did not take the job: {last}"),
+    )
+    .await;
+}
+
+/// Ends a job `failed` with `code`, unless it has ended already.
+pub(crate) async fn fail_job(publisher: &Publisher, job_id: &str, code: &str, message: String) {
+    let mut u = JobUpdate::status(Status::Failed);
+    u.message = Some(message.clone());
+    u.error = Some(JobError {
+        code: code.into(),
+        message,
+    });
+    match publisher.publish(job_id, u).await {
+        Ok(_) | Err(StoreError::Terminal { .. }) => {}
+        Err(e) => tracing::error!(job_id, code, error = %e, "could not record the job's failure"),
+    }
+}
+
+#[async_trait]
+impl JobQueue for Dispatcher {
+    async fn enqueue(&self, job: &JobRecord, base_url: &str) -> Result<(), QueueError> {
+        if job.kind == DEMO_KIND {
+            self.demo.enqueue(job, base_url).await
+        } else {
+            self.hand_over(job, base_url).await
+        }
+    }
+
+    fn cancel_hint(&self, job_id: &str) {
+        self.demo.cancel_hint(job_id);
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.kinds.names()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            Target::parse("sqs:https://sqs.eu-west-1.amazonaws.com/1/q"),
+            Ok(Target::Sqs(
+                "https://sqs.eu-west-1.amazonaws.com/1/q".into()
+            ))
+        );
+        assert_eq!(
+            Target::parse("lambda:my-fn"),
+            Ok(Target::Lambda("my-fn".into()))
+        );
+        assert_eq!(
+            Target::parse("command:python3 worker.py"),
+            Ok(Target::Command("python3 worker.py".into()))
+        );
+        assert_eq!(
+            Target::parse("http://127.0.0.1:9000/jobs"),
+            Ok(Target::Http("http://127.0.0.1:9000/jobs".into()))
+        );
+        for bad in [
+            "",
+            "sqs:",
+            "sqs:queue-name",
+            "lambda:",
+            "ftp://x",
+            "command: ",
+            "export",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kind_lists() {
+        let k = Kinds::parse_list("export=lambda:exp, encode=command:./encode.sh").unwrap();
+        assert_eq!(k.names(), vec!["demo", "encode", "export"]);
+        assert!(
+            Kinds::parse_list("demo=lambda:x")
+                .unwrap_err()
+                .contains("built in")
+        );
+        assert!(
+            Kinds::parse_list("a=lambda:x,a=lambda:y")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(Kinds::parse_list("Bad Kind=lambda:x").is_err());
+        assert!(
+            Kinds::parse_list("export")
+                .unwrap_err()
+                .contains("KIND=TARGET")
+        );
+    }
+}
