@@ -6,8 +6,8 @@ mod common;
 use chrono::Utc;
 use jobcast::protocol::Status;
 use jobcast::store::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, MemoryStore, Store, StoreError,
-    WebhookState, WebhookStatus,
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Liveness, MemoryStore, Store,
+    StoreError, WebhookState, WebhookStatus,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -252,4 +252,176 @@ async fn memory_store_semantics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamo_store_semantics() {
     suite(Arc::new(common::dynamo_store().await)).await;
+}
+
+fn worker_job(id: &str) -> JobRecord {
+    JobRecord::queued(id, "export", json!({"file": "a.csv"}), None, Utc::now())
+}
+
+fn refreshed(status: Status, deadline: i64) -> JobUpdate {
+    let mut u = JobUpdate::status(status);
+    u.liveness = Liveness::Refresh(deadline);
+    u
+}
+
+/// Liveness deadlines, the lost-job index and hand-over leases.
+async fn liveness_suite(store: Arc<dyn Store>) {
+    let now = Utc::now().timestamp();
+    let id = format!("live-{:08x}", rand::random::<u32>());
+    store.create_job(worker_job(&id)).await.unwrap();
+    // A queued job with no deadline is never lost.
+    assert!(
+        !store
+            .lost_jobs(now + 1_000, 100)
+            .await
+            .unwrap()
+            .contains(&id)
+    );
+
+    // An update sets the deadline; the job is lost once it has passed.
+    let mut u = refreshed(Status::Running, now + 10);
+    u.message = Some("step 1".into());
+    let j = store.update_job(&id, u, Utc::now()).await.unwrap();
+    assert_eq!(j.deadline, Some(now + 10));
+    assert!(!store.lost_jobs(now + 9, 100).await.unwrap().contains(&id));
+    assert!(store.lost_jobs(now + 10, 100).await.unwrap().contains(&id));
+
+    // An omitted message is cleared, percent kept.
+    let mut u = refreshed(Status::Running, now + 10);
+    u.percent = Some(30.0);
+    store.update_job(&id, u, Utc::now()).await.unwrap();
+    let j = store
+        .update_job(&id, refreshed(Status::Running, now + 10), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(j.snapshot.message, None);
+    assert_eq!(j.snapshot.percent, 30.0);
+
+    // A heartbeat moves the deadline without a new seq.
+    let seq = j.snapshot.seq;
+    let j = store.heartbeat(&id, now + 20).await.unwrap();
+    assert_eq!(j.snapshot.seq, seq);
+    assert_eq!(j.deadline, Some(now + 20));
+    assert!(!store.lost_jobs(now + 10, 100).await.unwrap().contains(&id));
+
+    // The sweep's update holds only while the deadline is still past: a
+    // worker that reported in time wins.
+    let mut lost = JobUpdate::status(Status::Failed);
+    lost.liveness = Liveness::ExpiredBy(now + 10);
+    assert!(matches!(
+        store.update_job(&id, lost.clone(), Utc::now()).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    lost.liveness = Liveness::ExpiredBy(now + 20);
+    let j = store.update_job(&id, lost, Utc::now()).await.unwrap();
+    assert_eq!(j.snapshot.status, Status::Failed);
+    assert_eq!(j.snapshot.seq, seq + 1);
+    assert_eq!(j.deadline, None);
+    assert!(
+        !store
+            .lost_jobs(now + 1_000, 100)
+            .await
+            .unwrap()
+            .contains(&id)
+    );
+    assert!(matches!(
+        store.heartbeat(&id, now + 30).await,
+        Err(StoreError::Terminal { .. })
+    ));
+    assert!(matches!(
+        store.heartbeat("no-such-job", now).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Many lost jobs: the index returns each once, within the limit.
+    let ids: Vec<String> = (0..12).map(|n| format!("{id}-{n}")).collect();
+    for (n, j) in ids.iter().enumerate() {
+        store.create_job(worker_job(j)).await.unwrap();
+        store
+            .update_job(
+                j,
+                refreshed(Status::Running, now - 100 + n as i64),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut found = store.lost_jobs(now, 1_000).await.unwrap();
+    found.retain(|j| ids.contains(j));
+    found.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(found, want);
+    assert!(store.lost_jobs(now, 5).await.unwrap().len() <= 5);
+
+    // Leases: one holder at a time, each hand-over counted.
+    let h = format!("lease-{:08x}", rand::random::<u32>());
+    store.create_job(worker_job(&h)).await.unwrap();
+    let j = store.hand_over(&h, "A", now + 100, now).await.unwrap();
+    assert_eq!(j.attempt, 2);
+    assert_eq!(j.lease.as_ref().map(|l| l.owner.as_str()), Some("A"));
+    assert!(matches!(
+        store.hand_over(&h, "B", now + 100, now).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    // The holder may renew; anyone may take it once it has lapsed.
+    assert_eq!(
+        store
+            .hand_over(&h, "A", now + 100, now)
+            .await
+            .unwrap()
+            .attempt,
+        3
+    );
+    let j = store
+        .hand_over(&h, "B", now + 400, now + 101)
+        .await
+        .unwrap();
+    assert_eq!(j.attempt, 4);
+    assert!(!j.dispatched);
+    store.mark_dispatched(&h).await.unwrap();
+    assert!(store.get_job(&h).await.unwrap().unwrap().dispatched);
+
+    // Racing processes: exactly one takes a free job.
+    let r = format!("race-{:08x}", rand::random::<u32>());
+    store.create_job(worker_job(&r)).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (s, r) = (Arc::clone(&store), r.clone());
+        tasks.push(tokio::spawn(async move {
+            s.hand_over(&r, &format!("serve-{n}"), now + 100, now).await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(j) => {
+                won += 1;
+                assert_eq!(j.attempt, 2);
+            }
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+
+    // A terminal job is never handed over again.
+    store
+        .update_job(&r, JobUpdate::status(Status::Cancelled), Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.hand_over(&r, "serve-0", now + 100, now + 1_000).await,
+        Err(StoreError::Terminal { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_liveness_and_leases() {
+    liveness_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_store_liveness_and_leases() {
+    liveness_suite(Arc::new(common::dynamo_store().await)).await;
 }

@@ -184,7 +184,13 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// The webhook schedule: 8 attempts, exponential backoff with full jitter.
     fn default() -> RetryPolicy {
-        let w = crate::webhook::WebhookOptions::default();
+        RetryPolicy::like_webhooks(&crate::webhook::WebhookOptions::default())
+    }
+}
+
+impl RetryPolicy {
+    /// The schedule webhooks are retried on, retried in the background.
+    pub fn like_webhooks(w: &crate::webhook::WebhookOptions) -> RetryPolicy {
         RetryPolicy {
             max_attempts: w.max_attempts,
             base_backoff: w.base_backoff,

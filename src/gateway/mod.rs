@@ -232,7 +232,7 @@ impl Gateway {
                 tokens: tokens.clone(),
                 heartbeat_timeout: config.heartbeat_timeout,
                 owner: owner.clone(),
-                retry: crate::dispatch::RetryPolicy::default(),
+                retry: crate::dispatch::RetryPolicy::like_webhooks(&config.webhook),
             },
             publisher.clone(),
             workers.tasks().clone(),

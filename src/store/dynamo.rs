@@ -567,7 +567,11 @@ impl DynamoStore {
                     .collect(),
             ))
             .projection_expression(projection)
-            .expression_attribute_names("#ttl", "ttl")
+            .set_expression_attribute_names(
+                projection
+                    .contains("#ttl")
+                    .then(|| HashMap::from([("#ttl".to_string(), "ttl".to_string())])),
+            )
             .into_paginator()
             .items()
             .send();
