@@ -506,6 +506,15 @@ async fn table_create_is_idempotent() {
     );
 }
 
+/// Where a serve process logs: nowhere, unless JOBCAST_TEST_SERVE_LOG is set.
+fn serve_log() -> std::process::Stdio {
+    if std::env::var_os("JOBCAST_TEST_SERVE_LOG").is_some() {
+        std::process::Stdio::inherit()
+    } else {
+        std::process::Stdio::null()
+    }
+}
+
 /// `jobcast serve --store dynamodb` as its own process, on a free port.
 fn serve_process(store: &DynamoStore) -> (Process, String) {
     serve_process_with(store, &[], &[])
@@ -536,8 +545,8 @@ fn serve_process_with(
             .env("JOBCAST_TOKEN_SECRET", SECRET)
             .args(args)
             .envs(envs.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(serve_log())
+            .stderr(serve_log())
             .spawn()
             .unwrap(),
     );
@@ -789,4 +798,162 @@ async fn a_webhook_owed_when_serve_crashed_is_delivered_by_the_next_run() {
     assert_eq!(body["jobId"], id.as_str());
     assert_eq!(body["status"], "succeeded");
     crash(second).await;
+}
+
+fn sqs_client() -> Option<aws_sdk_sqs::Client> {
+    let endpoint = std::env::var("JOBCAST_TEST_SQS").ok()?;
+    let creds = aws_credential_types::Credentials::new("local", "local", None, None, "test");
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    Some(aws_sdk_sqs::Client::from_conf(config))
+}
+
+#[tokio::test]
+async fn an_sqs_kind_gets_the_job_message_and_its_worker_reports_through_serve() {
+    let Some(sqs) = sqs_client() else {
+        panic!("JOBCAST_TEST_SQS is not set: run ./scripts/test.sh, which starts an SQS emulator");
+    };
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("exports-{:08x}", rand::random::<u32>()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let store = dynamo_store().await;
+    let kind = format!("export=sqs:{queue}");
+    let endpoint = std::env::var("JOBCAST_TEST_SQS").unwrap();
+    let (_serve, addr) = serve_process_with(
+        &store,
+        &["--kind", &kind],
+        &[("AWS_ENDPOINT_URL_SQS", &endpoint)],
+    );
+    let job = post_job(
+        &addr,
+        json!({"kind": "export", "input": {"table": "orders"}}),
+    )
+    .await;
+    let id = job["jobId"].as_str().unwrap().to_string();
+    let watcher = tokio::spawn({
+        let job = job.clone();
+        async move { follow(&job).await }
+    });
+    let msg = tokio::time::timeout(WAIT, async {
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(&queue)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            if let Some(m) = got.messages().first() {
+                return serde_json::from_str::<Value>(m.body().unwrap()).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the job message on the queue");
+    assert_eq!(msg["jobId"], id.as_str());
+    assert_eq!(msg["input"], json!({"table": "orders"}));
+    assert_eq!(msg["attempt"], 1);
+    let worker = reqwest::Client::new();
+    for body in [
+        json!({"percent": 50, "message": "half"}),
+        json!({"status": "succeeded", "result": {"rows": 12}}),
+    ] {
+        let r = worker
+            .post(msg["updateUrl"].as_str().unwrap())
+            .bearer_auth(msg["workerToken"].as_str().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let seen = watcher.await.unwrap();
+    assert_monotonic(&seen);
+    assert_eq!(seen.last().unwrap()["result"], json!({"rows": 12}));
+    let stored = store.get_job(&id).await.unwrap().unwrap();
+    assert!(stored.dispatched);
+    assert_eq!(stored.snapshot.seq, 3);
+}
+
+#[tokio::test]
+async fn two_serves_over_one_table_resume_hand_over_and_expire_each_job_once() {
+    use jobcast::store::{JobRecord, Liveness};
+    let store = dynamo_store().await;
+    let now = chrono::Utc::now();
+    // A demo job a crashed run left half done ...
+    let demo = format!("job_{:024x}", rand::random::<u128>() >> 32);
+    store
+        .create_job(JobRecord::queued(
+            &demo,
+            "demo",
+            json!({"steps": 10, "stepMs": 50}),
+            None,
+            now,
+        ))
+        .await
+        .unwrap();
+    let mut step1 = JobUpdate::status(Status::Running);
+    step1.percent = Some(10.0);
+    store.update_job(&demo, step1, now).await.unwrap();
+    // ... a worker-kind job it never handed over ...
+    let queued = format!("job_{:024x}", rand::random::<u128>() >> 32);
+    store
+        .create_job(JobRecord::queued(&queued, "export", json!({}), None, now))
+        .await
+        .unwrap();
+    // ... and one whose worker went silent.
+    let silent = format!("job_{:024x}", rand::random::<u128>() >> 32);
+    store
+        .create_job(JobRecord::queued(&silent, "export", json!({}), None, now))
+        .await
+        .unwrap();
+    let mut u = JobUpdate::status(Status::Running);
+    u.liveness = Liveness::Refresh(now.timestamp() - 1);
+    store.update_job(&silent, u, now).await.unwrap();
+    store.mark_dispatched(&silent).await.unwrap();
+
+    let worker = webhook_receiver(vec![200]).await;
+    let kind = format!("export=http://{}/work", worker.addr);
+    let env = [("JOBCAST_WEBHOOK_SECRET", SECRET)];
+    let args = ["--kind", kind.as_str(), "--heartbeat-timeout", "1s"];
+    let (_a, _addr_a) = serve_process_with(&store, &args, &env);
+    let (_b, _addr_b) = serve_process_with(&store, &args, &env);
+
+    // The demo job runs to its end once: one run publishes steps 2..10 and
+    // the end (seq 12); two interleaved would go on to about 21. (Each serve
+    // pushes to its own clients only, so the store is what both share.)
+    wait_for_job(&store, &demo, 20, |j| j.snapshot.status.is_terminal()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = store.get_job(&demo).await.unwrap().unwrap();
+    assert_eq!(d.snapshot.status, Status::Succeeded);
+    assert_eq!(d.snapshot.seq, 12, "one run, not two interleaved");
+
+    // The worker-kind job was handed over once, as attempt 2.
+    let got = worker.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "handed over exactly once");
+    let msg: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(msg["jobId"], queued.as_str());
+    assert_eq!(msg["attempt"], 2);
+
+    // The silent job ended worker_lost once.
+    let s = store.get_job(&silent).await.unwrap().unwrap();
+    assert_eq!(s.snapshot.status, Status::Failed);
+    assert_eq!(s.snapshot.error.unwrap().code, "worker_lost");
+    assert_eq!(s.snapshot.seq, 3);
 }

@@ -4,40 +4,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use tokio_tungstenite::connect_async;
-
-/// Follows a job over its websocketUrl until a terminal snapshot; returns every snapshot seen.
-async fn follow(job: &Value) -> Vec<Value> {
-    let (mut c, _) = connect_async(job["websocketUrl"].as_str().unwrap())
-        .await
-        .unwrap();
-    send_json(&mut c, json!({"action": "sync"})).await;
-    let mut seen = Vec::new();
-    loop {
-        let m = next_json(&mut c).await;
-        assert_eq!(m["type"], "progress");
-        let status = m["status"].as_str().unwrap().to_string();
-        seen.push(m);
-        if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
-            return seen;
-        }
-    }
-}
-
-/// Every invariant of a snapshot stream as a client applies it (dropping
-/// any message whose seq is not newer): seq +1 each, percent never down.
-fn assert_monotonic(seen: &[Value]) {
-    let applied = applied(seen);
-    for w in applied.windows(2) {
-        let (a, b) = (&w[0], &w[1]);
-        assert_eq!(
-            b["seq"].as_u64().unwrap(),
-            a["seq"].as_u64().unwrap() + 1,
-            "{seen:?}"
-        );
-        assert!(b["percent"].as_f64().unwrap() >= a["percent"].as_f64().unwrap());
-    }
-}
 
 #[tokio::test]
 async fn demo_job_runs_to_success_with_every_invariant() {

@@ -381,6 +381,12 @@ async fn liveness_suite(store: Arc<dyn Store>) {
     assert!(!j.dispatched);
     store.mark_dispatched(&h).await.unwrap();
     assert!(store.get_job(&h).await.unwrap().unwrap().dispatched);
+    // Once its worker has it, nobody hands it over again (a process that
+    // read it before the hand-over was recorded included).
+    assert!(matches!(
+        store.hand_over(&h, "C", now + 400, now + 1_000).await,
+        Err(StoreError::Conflict { .. })
+    ));
 
     // Racing processes: exactly one takes a free job.
     let r = format!("race-{:08x}", rand::random::<u32>());

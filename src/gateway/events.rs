@@ -129,6 +129,9 @@ pub fn http_event(
     let mut e = ApiGatewayV2httpRequest::default();
     e.version = Some("2.0".into());
     e.route_key = Some(match job_id {
+        Some(_) if path.trim_end_matches('/').ends_with("/updates") => {
+            format!("{} /jobs/{{jobId}}/updates", parts.method)
+        }
         Some(_) => format!("{} /jobs/{{jobId}}", parts.method),
         None => format!("{} /jobs", parts.method),
     });

@@ -158,7 +158,7 @@ async fn route(
             "text/plain; version=0.0.4; charset=utf-8",
             shared.deps.metrics.render(),
         ),
-        ["jobs"] | ["jobs", _] if method == Method::OPTIONS => shared
+        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"] if method == Method::OPTIONS => shared
             .cors
             .preflight(req.headers().get(header::ORIGIN))
             .unwrap_or_else(|| {
@@ -171,7 +171,7 @@ async fn route(
                     .insert(header::VARY, HeaderValue::from_static("Origin"));
                 r
             }),
-        ["jobs"] | ["jobs", _] => {
+        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"] => {
             let id = segments.get(1).map(|s| s.to_string());
             let origin = req.headers().get(header::ORIGIN).cloned();
             let mut r = jobs(&shared, req, peer, id.as_deref()).await;

@@ -848,11 +848,13 @@ impl Store for DynamoStore {
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":false", AttributeValue::Bool(false));
         self.update_live_if(
             job_id,
             req,
-            " AND (attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner)",
+            " AND (attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner) \
+             AND (attribute_not_exists(dispatched) OR dispatched = :false)",
         )
         .await
     }

@@ -122,6 +122,12 @@ impl Store for MemoryStore {
                 reason: "another process holds its lease".into(),
             });
         }
+        if job.dispatched {
+            return Err(StoreError::Conflict {
+                job_id: job_id.to_string(),
+                reason: "its worker already has it".into(),
+            });
+        }
         job.lease = Some(Lease {
             owner: owner.to_string(),
             until,

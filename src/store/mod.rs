@@ -279,8 +279,9 @@ pub trait Store: Send + Sync + 'static {
     /// before `now` (epoch seconds), from an index of deadlines (never a Scan).
     async fn lost_jobs(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Takes the job's lease for `owner` until `until` and counts one more
-    /// hand-over (`attempt` + 1), if the job is not terminal and its lease
-    /// is free for `owner` at `now`; `Conflict` when another process holds it.
+    /// hand-over (`attempt` + 1), if the job is not terminal, not yet with
+    /// its worker (`dispatched`), and its lease is free for `owner` at
+    /// `now`; `Conflict` when another process holds it or a worker has it.
     async fn hand_over(
         &self,
         job_id: &str,

@@ -214,6 +214,40 @@ pub async fn next_json(c: &mut Client) -> Value {
     }
 }
 
+/// Follows a job through its `websocketUrl` until it ends; returns every
+/// progress message seen, the current snapshot first.
+pub async fn follow(job: &Value) -> Vec<Value> {
+    let (mut c, _) = connect_async(job["websocketUrl"].as_str().unwrap())
+        .await
+        .unwrap();
+    send_json(&mut c, serde_json::json!({"action": "sync"})).await;
+    let mut seen = Vec::new();
+    loop {
+        let m = next_json(&mut c).await;
+        assert_eq!(m["type"], "progress");
+        let status = m["status"].as_str().unwrap().to_string();
+        seen.push(m);
+        if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
+            return seen;
+        }
+    }
+}
+
+/// Every invariant of a snapshot stream as a client applies it (dropping
+/// any message whose seq is not newer): seq +1 each, percent never down.
+pub fn assert_monotonic(seen: &[Value]) {
+    let applied = applied(seen);
+    for w in applied.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert_eq!(
+            b["seq"].as_u64().unwrap(),
+            a["seq"].as_u64().unwrap() + 1,
+            "{seen:?}"
+        );
+        assert!(b["percent"].as_f64().unwrap() >= a["percent"].as_f64().unwrap());
+    }
+}
+
 /// Reads until the server's close frame; returns its code.
 pub async fn close_code(c: &mut Client) -> u16 {
     loop {
