@@ -106,6 +106,20 @@ fi
 (cd web-demo && JOBCAST_BIN="$PWD/../target/debug/jobcast" node --test tests/) 2>&1 | tee target/web-test-output.txt
 web_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/web-test-output.txt | tail -1)
 
+step "worker libraries against a live serve (Python, Node)"
+if [ ! -x target/py-venv/bin/pytest ]; then
+  python3 -m venv target/py-venv
+  target/py-venv/bin/pip install --quiet --disable-pip-version-check pytest==8.3.4 websockets==14.1
+fi
+# Installed as a user would: pip install ./clients/python.
+target/py-venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./clients/python
+JOBCAST_BIN="$PWD/target/debug/jobcast" target/py-venv/bin/pytest -q -p no:cacheprovider clients/python \
+  2>&1 | tee target/python-worker-output.txt
+py_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' target/python-worker-output.txt | tail -1)
+(cd clients/node && npm ci --no-audit --no-fund --loglevel=error)
+(cd clients/node && JOBCAST_BIN="$PWD/../../target/debug/jobcast" node --test tests/) 2>&1 | tee target/node-worker-output.txt
+node_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/node-worker-output.txt | tail -1)
+
 step "Lambda binaries under cargo lambda watch"
 scripts/lambda-smoke.sh
 
@@ -123,7 +137,7 @@ bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)
 
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
-passed=$((passed + ${web_passed:-0}))
+passed=$((passed + ${web_passed:-0} + ${py_passed:-0} + ${node_passed:-0}))
 echo "benchmark report rows checked: ${bench_checks:-0}"
 if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2

@@ -1,0 +1,85 @@
+/** A job message, as jobcast hands it to a worker. */
+export interface JobMessage {
+  type: 'job';
+  jobId: string;
+  kind: string;
+  input: unknown;
+  createdAt: string;
+  attempt: number;
+  workerToken: string;
+  updateUrl: string;
+  heartbeatTimeoutSeconds: number;
+}
+
+/** What jobcast answers to an accepted update. */
+export interface Accepted {
+  jobId: string;
+  seq: number;
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+}
+
+/** A progress snapshot, as GET /jobs/{id} shows it. */
+export interface Snapshot {
+  type: 'progress';
+  jobId: string;
+  seq: number;
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+  percent: number;
+  message?: string | null;
+  result?: unknown;
+  error?: { code: string; message: string } | null;
+  updatedAt: string;
+  [key: string]: unknown;
+}
+
+export interface JobOptions {
+  /** Retries of 429, 5xx and network errors (default 6). */
+  retries?: number;
+  /** Per request (default 30000). */
+  timeoutMs?: number;
+  /** First backoff (default 500); doubles each retry, with jitter. */
+  backoffMs?: number;
+  /** Longest wait between tries, Retry-After included (default 30000). */
+  maxBackoffMs?: number;
+}
+
+export const VERSION: string;
+
+/** jobcast refused an update, or could not be reached after every retry. */
+export class JobcastError extends Error {
+  /** HTTP status; null when jobcast was unreachable. */
+  status: number | null;
+  /** The RFC 9457 problem document jobcast answered with. */
+  problem: Record<string, unknown>;
+  code: string | null;
+}
+
+/** The job has already ended (409 terminal). */
+export class JobEnded extends JobcastError {
+  snapshot: Snapshot;
+  readonly cancelled: boolean;
+}
+
+export class Job {
+  constructor(message: JobMessage, options?: JobOptions);
+  static fromMessage(message: JobMessage | string | Uint8Array, options?: JobOptions): Job;
+  static fromEnv(options?: JobOptions): Promise<Job>;
+  readonly id: string;
+  readonly kind: string | null;
+  readonly input: any;
+  readonly attempt: number;
+  readonly heartbeatTimeoutSeconds: number;
+  readonly createdAt: string | null;
+  readonly updateUrl: string;
+  last: Accepted | Snapshot | null;
+  /** True once a call learned that the job had ended. */
+  ended: boolean;
+  /** True once a call learned that the job was cancelled. */
+  cancelled: boolean;
+  progress(update?: { percent?: number; message?: string }): Promise<Accepted>;
+  heartbeat(): Promise<Accepted>;
+  succeed(result?: unknown, message?: string): Promise<Accepted>;
+  fail(code: string, message: string): Promise<Accepted>;
+  /** Heartbeats in the background until the returned function is called. */
+  keepAlive(everyMs?: number): () => void;
+}

@@ -1,0 +1,204 @@
+// Report the progress of a jobcast job from a Node worker (Node 18+, no
+// dependencies: the global fetch).
+//
+//   import { Job } from '@jobcast/worker';
+//   const job = Job.fromMessage(message);
+//   await job.progress({ percent: 50, message: 'half way' });
+//   await job.succeed({ url: 's3://bucket/out.csv' });
+//
+// 429, 5xx and network errors are retried with exponential backoff,
+// honouring Retry-After; any other 4xx is not. Once the job has ended
+// (cancelled by its client, or expired) every call rejects with JobEnded,
+// which carries the final snapshot: the signal to stop.
+
+export const VERSION = '0.1.0';
+const RETRYABLE = new Set([429, 500, 502, 503, 504]);
+const REQUIRED = ['jobId', 'workerToken', 'updateUrl'];
+
+/** jobcast refused an update, or could not be reached after every retry. */
+export class JobcastError extends Error {
+  constructor(message, { status = null, problem = {} } = {}) {
+    super(message);
+    this.name = 'JobcastError';
+    this.status = status;
+    this.problem = problem ?? {};
+    this.code = this.problem.code ?? null;
+  }
+}
+
+/** The job has already ended (409 terminal); `snapshot` is its final state. */
+export class JobEnded extends JobcastError {
+  constructor(message, snapshot, problem) {
+    super(message, { status: 409, problem });
+    this.name = 'JobEnded';
+    this.snapshot = snapshot;
+  }
+
+  get cancelled() {
+    return this.snapshot?.status === 'cancelled';
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class Job {
+  /**
+   * @param {object} message a job message, as jobcast sends it
+   * @param {object} [options] retries, timeoutMs, backoffMs, maxBackoffMs
+   */
+  constructor(message, options = {}) {
+    this.id = message.jobId;
+    this.kind = message.kind ?? null;
+    this.input = message.input ?? null;
+    this.attempt = Number(message.attempt ?? 1);
+    this.heartbeatTimeoutSeconds = Number(message.heartbeatTimeoutSeconds ?? 0);
+    this.createdAt = message.createdAt ?? null;
+    this.updateUrl = message.updateUrl;
+    this.retries = options.retries ?? 6;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.backoffMs = options.backoffMs ?? 500;
+    this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
+    /** The last accepted {jobId, seq, status}, or the final snapshot once ended. */
+    this.last = null;
+    this.ended = false;
+    this.cancelled = false;
+    Object.defineProperty(this, 'token', { value: message.workerToken, enumerable: false });
+  }
+
+  /**
+   * A job from its message: an object, or its JSON text (an SQS body, stdin).
+   * Throws a TypeError naming what is missing otherwise.
+   */
+  static fromMessage(message, options) {
+    let m = message;
+    if (typeof m === 'string' || m instanceof Uint8Array) {
+      const text = typeof m === 'string' ? m : new TextDecoder().decode(m);
+      try {
+        m = JSON.parse(text);
+      } catch (e) {
+        throw new TypeError(`a job message is JSON, and this is not: ${e.message}`);
+      }
+    }
+    if (m === null || typeof m !== 'object' || Array.isArray(m)) {
+      throw new TypeError('a job message is a JSON object');
+    }
+    const missing = REQUIRED.filter((k) => typeof m[k] !== 'string' || m[k] === '');
+    if (missing.length) {
+      throw new TypeError(
+        `not a jobcast job message: missing ${missing.join(', ')} ` +
+          "(pass the whole message jobcast sent, e.g. an SQS record's body)",
+      );
+    }
+    return new Job(m, options);
+  }
+
+  /** The job of a `command:` worker: JOBCAST_JOB, else standard input. */
+  static async fromEnv(options) {
+    if (process.env.JOBCAST_JOB) return Job.fromMessage(process.env.JOBCAST_JOB, options);
+    const chunks = [];
+    for await (const chunk of process.stdin) chunks.push(chunk);
+    return Job.fromMessage(Buffer.concat(chunks).toString('utf8'), options);
+  }
+
+  /** Reports progress (the job becomes running). An omitted message is cleared. */
+  progress({ percent, message } = {}) {
+    const body = { status: 'running' };
+    if (percent !== undefined && percent !== null) body.percent = percent;
+    if (message !== undefined && message !== null) body.message = message;
+    return this.#send(body);
+  }
+
+  /** Tells jobcast the worker is alive, without a new snapshot. */
+  heartbeat() {
+    return this.#send({});
+  }
+
+  /** Ends the job succeeded (percent 100), with an optional result. */
+  succeed(result, message) {
+    const body = { status: 'succeeded' };
+    if (result !== undefined && result !== null) body.result = result;
+    if (message !== undefined && message !== null) body.message = message;
+    return this.#send(body);
+  }
+
+  /** Ends the job failed with error {code, message}. */
+  fail(code, message) {
+    return this.#send({ status: 'failed', message, error: { code, message } });
+  }
+
+  /**
+   * Heartbeats every `everyMs` (a third of the timeout by default) until the
+   * returned function is called; does nothing when liveness is off.
+   */
+  keepAlive(everyMs) {
+    const interval = everyMs ?? (this.heartbeatTimeoutSeconds * 1000) / 3;
+    if (!interval || interval <= 0) return () => {};
+    const timer = setInterval(() => {
+      this.heartbeat().catch(() => clearInterval(timer));
+    }, interval);
+    timer.unref?.();
+    return () => clearInterval(timer);
+  }
+
+  async #send(body) {
+    const data = JSON.stringify(body);
+    for (let attempt = 0; ; attempt += 1) {
+      const { status, headers, answer, reason } = await this.#post(data);
+      if (status === 200) {
+        this.last = answer ?? {};
+        return this.last;
+      }
+      if (status === 409 && answer?.code === 'terminal') {
+        const snapshot = answer.snapshot ?? {};
+        this.last = snapshot;
+        this.ended = true;
+        this.cancelled = snapshot.status === 'cancelled';
+        throw new JobEnded(`job ${this.id} already ended ${snapshot.status ?? ''}`.trim(), snapshot, answer);
+      }
+      const retryable = status === null || RETRYABLE.has(status);
+      if (!retryable || attempt >= this.retries) {
+        const problem = answer && typeof answer === 'object' ? answer : {};
+        const where = status === null ? 'unreachable' : String(status);
+        throw new JobcastError(`update of job ${this.id} refused (${where}): ${problem.detail ?? reason}`, {
+          status,
+          problem,
+        });
+      }
+      await sleep(this.#delay(attempt, headers));
+    }
+  }
+
+  #delay(attempt, headers) {
+    const retryAfter = Number.parseFloat(headers?.get?.('retry-after') ?? '');
+    if (Number.isFinite(retryAfter)) {
+      return Math.min(Math.max(retryAfter * 1000, 0), this.maxBackoffMs);
+    }
+    const ceiling = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** attempt);
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  async #post(data) {
+    try {
+      const res = await fetch(this.updateUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          'content-type': 'application/json',
+          'user-agent': `jobcast-worker-node/${VERSION}`,
+        },
+        body: data,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      const text = await res.text();
+      let answer = null;
+      try {
+        answer = text ? JSON.parse(text) : null;
+      } catch {
+        answer = null;
+      }
+      return { status: res.status, headers: res.headers, answer, reason: res.statusText };
+    } catch (e) {
+      return { status: null, headers: null, answer: null, reason: e.cause?.message ?? e.message };
+    }
+  }
+}

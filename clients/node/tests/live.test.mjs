@@ -1,0 +1,105 @@
+// The library against a live `jobcast serve`: a worker written with it runs
+// jobs that a WebSocket client and a webhook receiver watch.
+import assert from 'node:assert/strict';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Job, JobEnded } from '../index.js';
+import { WEBHOOK_SECRET, applied, follow, recorder, serve } from './helpers.mjs';
+
+const LIB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../index.js');
+
+test('a command worker runs a job to succeeded, watched live', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'jobcast-node-'));
+  const worker = path.join(dir, 'export-worker.mjs');
+  writeFileSync(
+    worker,
+    `import { Job } from ${JSON.stringify(LIB)};
+const job = await Job.fromEnv();
+const rows = job.input.rows;
+for (let n = 1; n <= rows; n += 1) {
+  await job.progress({ percent: (100 * n) / rows, message: \`row \${n} of \${rows}\` });
+}
+await job.succeed({ rows, table: job.input.table });
+`,
+  );
+  const s = await serve('--kind', `export=command:${process.execPath} ${worker}`);
+  t.after(s.stop);
+  const hook = await recorder();
+  t.after(hook.close);
+  const job = await s.create('export', { table: 'orders', rows: 4 }, `${hook.url}/hook`);
+  const shown = applied(await follow(job.websocketUrl));
+  assert.deepEqual(shown.map((m) => m.seq), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(shown.map((m) => m.percent), [0, 25, 50, 75, 100, 100]);
+  assert.equal(shown[2].message, 'row 2 of 4');
+  assert.equal(shown.at(-1).status, 'succeeded');
+  assert.deepEqual(shown.at(-1).result, { rows: 4, table: 'orders' });
+
+  const [got] = await hook.waitFor(1);
+  assert.equal(JSON.parse(got.body).seq, 6);
+  const sig = Object.fromEntries(got.headers['jobcast-signature'].split(',').map((p) => p.split('=')));
+  const want = createHmac('sha256', WEBHOOK_SECRET).update(`${sig.t}.${got.body}`).digest('hex');
+  assert.ok(timingSafeEqual(Buffer.from(sig.v1), Buffer.from(want)));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(hook.requests.length, 1);
+});
+
+test('cancel reaches the worker as JobEnded', async (t) => {
+  const inbox = await recorder();
+  t.after(inbox.close);
+  const s = await serve('--kind', `manual=${inbox.url}/work`);
+  t.after(s.stop);
+  const created = await s.create('manual', { n: 1 });
+  const [msg] = await inbox.waitFor(1);
+  const job = Job.fromMessage(msg.body);
+  assert.equal(job.id, created.jobId);
+  assert.equal(job.attempt, 1);
+  assert.equal((await job.progress({ percent: 10, message: 'started' })).seq, 2);
+  assert.equal((await job.heartbeat()).seq, 2, 'a heartbeat makes no new snapshot');
+  const del = await s.request('DELETE', `/jobs/${job.id}`, { token: created.token });
+  assert.equal(del.status, 202);
+  assert.equal(del.body.status, 'cancelled');
+  await assert.rejects(job.progress({ percent: 20 }), (e) => e instanceof JobEnded && e.snapshot.status === 'cancelled');
+  assert.equal(job.cancelled, true);
+});
+
+test('fail ends the job with the error', async (t) => {
+  const inbox = await recorder();
+  t.after(inbox.close);
+  const s = await serve('--kind', `manual=${inbox.url}/work`);
+  t.after(s.stop);
+  await s.create('manual');
+  const job = Job.fromMessage((await inbox.waitFor(1))[0].body);
+  await job.progress({ percent: 40 });
+  await job.fail('no_such_table', 'table orders does not exist');
+  const { status, body } = await s.request('GET', `/jobs/${job.id}`);
+  assert.equal(status, 200);
+  assert.equal(body.status, 'failed');
+  assert.deepEqual(body.error, { code: 'no_such_table', message: 'table orders does not exist' });
+  assert.equal(body.percent, 40);
+});
+
+test('a worker that goes quiet is lost', async (t) => {
+  const inbox = await recorder();
+  t.after(inbox.close);
+  const s = await serve('--kind', `manual=${inbox.url}/work`, '--heartbeat-timeout', '1s');
+  t.after(s.stop);
+  await s.create('manual');
+  const job = Job.fromMessage((await inbox.waitFor(1))[0].body);
+  assert.equal(job.heartbeatTimeoutSeconds, 1);
+  await job.progress({ percent: 5 });
+  let view;
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    view = (await s.request('GET', `/jobs/${job.id}`)).body;
+    if (view.status !== 'running') break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(view.status, 'failed');
+  assert.equal(view.error.code, 'worker_lost');
+  await assert.rejects(job.progress({ percent: 50 }), JobEnded);
+  assert.equal(job.cancelled, false);
+});

@@ -1,0 +1,251 @@
+"""Report the progress of a jobcast job from a worker, with the standard library only.
+
+A worker receives a *job message* (from SQS, a Lambda event, an HTTP POST or,
+under ``jobcast serve --kind KIND=command:…``, its standard input) and reports
+through the job's ``updateUrl``::
+
+    from jobcast_worker import Job
+    job = Job.from_message(message)
+    job.progress(percent=50, message="half way")
+    job.succeed({"url": "s3://bucket/out.csv"})
+
+Throttling (429), server errors (5xx) and connection errors are retried with
+exponential backoff, honouring ``Retry-After``; other 4xx answers are never
+retried. Once the job has ended (cancelled by its client, or expired), every
+call raises :class:`JobEnded` carrying the final snapshot: the signal to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Mapping, Optional, Union
+
+__all__ = ["Job", "JobEnded", "JobcastError", "RETRYABLE"]
+__version__ = "0.1.0"
+
+#: HTTP statuses worth another try.
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+_REQUIRED = ("jobId", "workerToken", "updateUrl")
+
+
+class JobcastError(Exception):
+    """jobcast refused an update, or could not be reached after every retry.
+
+    ``status`` is the HTTP status (``None`` when jobcast was unreachable) and
+    ``problem`` the RFC 9457 problem document jobcast answered with.
+    """
+
+    def __init__(self, message: str, status: Optional[int] = None,
+                 problem: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problem = problem or {}
+
+    @property
+    def code(self) -> Optional[str]:
+        return self.problem.get("code")
+
+
+class JobEnded(JobcastError):
+    """The job has already ended (``409 terminal``); ``snapshot`` is its final state."""
+
+    def __init__(self, message: str, snapshot: Dict[str, Any],
+                 problem: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message, 409, problem)
+        self.snapshot = snapshot
+
+    @property
+    def cancelled(self) -> bool:
+        return self.snapshot.get("status") == "cancelled"
+
+
+class Job:
+    """One job handed to this worker, and the calls that report on it."""
+
+    def __init__(self, job_id: str, update_url: str, worker_token: str, *,
+                 kind: Optional[str] = None, input: Any = None, attempt: int = 1,
+                 heartbeat_timeout_seconds: int = 0, created_at: Optional[str] = None,
+                 retries: int = 6, timeout: float = 30.0,
+                 backoff: float = 0.5, max_backoff: float = 30.0) -> None:
+        self.id = job_id
+        self.update_url = update_url
+        self.kind = kind
+        self.input = input
+        self.attempt = attempt
+        self.heartbeat_timeout_seconds = heartbeat_timeout_seconds
+        self.created_at = created_at
+        self.retries = retries
+        self.timeout = timeout
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        #: The last accepted ``{"jobId", "seq", "status"}``, or the final snapshot once ended.
+        self.last: Optional[Dict[str, Any]] = None
+        self._token = worker_token
+        self._ended: Optional[JobEnded] = None
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, kind={self.kind!r}, attempt={self.attempt})"
+
+    # -- building -------------------------------------------------------------
+
+    @classmethod
+    def from_message(cls, message: Union[str, bytes, Mapping[str, Any]], **options: Any) -> "Job":
+        """A job from its job message: a dict, or its JSON text (an SQS body, stdin)."""
+        if isinstance(message, (bytes, bytearray)):
+            message = message.decode("utf-8")
+        if isinstance(message, str):
+            try:
+                message = json.loads(message)
+            except ValueError as e:
+                raise ValueError(f"a job message is JSON, and this is not: {e}") from None
+        if not isinstance(message, Mapping):
+            raise ValueError("a job message is a JSON object")
+        missing = [k for k in _REQUIRED if not isinstance(message.get(k), str) or not message.get(k)]
+        if missing:
+            raise ValueError(
+                "not a jobcast job message: missing " + ", ".join(missing)
+                + " (pass the whole message jobcast sent, e.g. an SQS record's body)")
+        return cls(
+            message["jobId"], message["updateUrl"], message["workerToken"],
+            kind=message.get("kind"), input=message.get("input"),
+            attempt=int(message.get("attempt") or 1),
+            heartbeat_timeout_seconds=int(message.get("heartbeatTimeoutSeconds") or 0),
+            created_at=message.get("createdAt"), **options)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> "Job":
+        """The job of a ``command:`` worker: ``JOBCAST_JOB``, else standard input."""
+        text = os.environ.get("JOBCAST_JOB") or sys.stdin.read()
+        return cls.from_message(text, **options)
+
+    # -- reporting ------------------------------------------------------------
+
+    def progress(self, percent: Optional[float] = None, message: Optional[str] = None) -> Dict[str, Any]:
+        """Reports progress (the job becomes ``running``). An omitted message is cleared."""
+        body: Dict[str, Any] = {"status": "running"}
+        if percent is not None:
+            body["percent"] = percent
+        if message is not None:
+            body["message"] = message
+        return self._send(body)
+
+    def heartbeat(self) -> Dict[str, Any]:
+        """Tells jobcast the worker is alive, without a new snapshot."""
+        return self._send({})
+
+    def succeed(self, result: Any = None, message: Optional[str] = None) -> Dict[str, Any]:
+        """Ends the job ``succeeded`` (percent 100), with an optional result."""
+        body: Dict[str, Any] = {"status": "succeeded"}
+        if result is not None:
+            body["result"] = result
+        if message is not None:
+            body["message"] = message
+        return self._send(body)
+
+    def fail(self, code: str, message: str) -> Dict[str, Any]:
+        """Ends the job ``failed`` with ``error {code, message}``."""
+        return self._send({"status": "failed", "message": message,
+                           "error": {"code": code, "message": message}})
+
+    @property
+    def cancelled(self) -> bool:
+        """True once an update learned that the job was cancelled."""
+        return self._ended is not None and self._ended.cancelled
+
+    @property
+    def ended(self) -> bool:
+        """True once an update learned that the job had already ended."""
+        return self._ended is not None
+
+    @contextmanager
+    def heartbeats(self, every: Optional[float] = None) -> Iterator["Job"]:
+        """Heartbeats in a background thread while the block runs (for steps
+        longer than the heartbeat timeout). Every third of the timeout unless
+        ``every`` says otherwise; does nothing when liveness is off."""
+        interval = every if every is not None else self.heartbeat_timeout_seconds / 3
+        if not interval or interval <= 0:
+            yield self
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.heartbeat()
+                except JobcastError:
+                    return
+
+        t = threading.Thread(target=beat, name=f"jobcast-heartbeat-{self.id}", daemon=True)
+        t.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            t.join(timeout=self.timeout)
+
+    # -- transport ------------------------------------------------------------
+
+    def _send(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        data = json.dumps(body).encode("utf-8")
+        attempt = 0
+        while True:
+            status, headers, answer, reason = self._post(data)
+            if status == 200:
+                self.last = answer if isinstance(answer, dict) else {}
+                return self.last
+            if status == 409 and isinstance(answer, dict) and answer.get("code") == "terminal":
+                snapshot = answer.get("snapshot") or {}
+                self._ended = JobEnded(
+                    f"job {self.id} already ended {snapshot.get('status', '')}".strip(),
+                    snapshot, answer)
+                self.last = snapshot
+                raise self._ended
+            retryable = status is None or status in RETRYABLE
+            if not retryable or attempt >= self.retries:
+                problem = answer if isinstance(answer, dict) else {}
+                detail = problem.get("detail") or reason
+                where = f"{status}" if status is not None else "unreachable"
+                raise JobcastError(f"update of job {self.id} refused ({where}): {detail}",
+                                   status, problem)
+            time.sleep(self._delay(attempt, headers))
+            attempt += 1
+
+    def _delay(self, attempt: int, headers: Mapping[str, str]) -> float:
+        retry_after = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_backoff)
+            except ValueError:
+                pass
+        ceiling = min(self.max_backoff, self.backoff * (2 ** attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _post(self, data: bytes):
+        req = urllib.request.Request(self.update_url, data=data, method="POST", headers={
+            "Authorization": f"Bearer {self._token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"jobcast-worker-python/{__version__}",
+        })
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as res:
+                return res.status, dict(res.headers), _json(res.read()), res.reason
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers or {}), _json(e.read()), e.reason
+        except (urllib.error.URLError, OSError) as e:
+            return None, {}, None, str(getattr(e, "reason", e))
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8")) if raw else None
+    except ValueError:
+        return None
