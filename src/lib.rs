@@ -19,3 +19,4 @@ pub mod push;
 pub mod store;
 pub mod token;
 pub mod webhook;
+pub mod worker_client;

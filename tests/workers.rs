@@ -557,3 +557,132 @@ async fn an_input_over_256_kib_is_a_413_naming_the_limit() {
     let p = problem(r, 413, "payload_too_large").await;
     assert!(p["detail"].as_str().unwrap().contains("262144"), "{p}");
 }
+
+mod rust_client {
+    use super::*;
+    use jobcast::worker_client::{Job, ReportError, RetryOptions};
+
+    fn quick(job: Job) -> Job {
+        job.with_retry(RetryOptions {
+            retries: 3,
+            base_backoff: MS(10),
+            max_backoff: MS(50),
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_rust_worker_runs_a_job_watched_by_a_browser_and_a_webhook() {
+        let inbox = webhook_receiver(vec![200]).await;
+        let hook = webhook_receiver(vec![200]).await;
+        let srv = http_kind_server(&inbox, |_| {}).await;
+        let created = create(
+            &srv,
+            json!({"kind": "export", "input": {"rows": 3},
+                   "callbackUrl": format!("http://{}/hook", hook.addr)}),
+        )
+        .await;
+        let watcher = tokio::spawn({
+            let job = created.clone();
+            async move { follow(&job).await }
+        });
+        job_message(&inbox, 1).await;
+        let body = inbox.got.lock().unwrap()[0].body.clone();
+        let job = Job::from_message(&body).unwrap();
+        assert_eq!(job.id, created["jobId"].as_str().unwrap());
+        let rows = job.input["rows"].as_u64().unwrap();
+        for n in 1..=rows {
+            let a = job
+                .progress(
+                    Some(100.0 * n as f64 / rows as f64),
+                    Some(&format!("row {n}")),
+                )
+                .await
+                .unwrap();
+            assert_eq!(a.seq, n + 1);
+        }
+        assert_eq!(job.heartbeat().await.unwrap().seq, rows + 1);
+        let done = job
+            .succeed(Some(json!({"rows": rows})), None)
+            .await
+            .unwrap();
+        assert_eq!(done.status, "succeeded");
+
+        let seen = applied(&watcher.await.unwrap());
+        let seqs: Vec<u64> = seen.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(seen[2]["message"], "row 2");
+        assert_eq!(seen[4]["result"], json!({"rows": 3}));
+        tokio::time::timeout(WAIT, async {
+            while hook.got.lock().unwrap().is_empty() {
+                tokio::time::sleep(MS(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let terminal: Value = serde_json::from_slice(&hook.got.lock().unwrap()[0].body).unwrap();
+        assert_eq!(terminal["seq"], 5);
+        // After the end, the worker is told so.
+        let e = job.progress(Some(100.0), None).await.unwrap_err();
+        assert!(matches!(e, ReportError::Ended { .. }), "{e}");
+        assert!(job.ended() && !job.cancelled());
+    }
+
+    #[tokio::test]
+    async fn cancel_reaches_a_rust_worker() {
+        let inbox = webhook_receiver(vec![200]).await;
+        let srv = http_kind_server(&inbox, |_| {}).await;
+        let created = create(&srv, json!({"kind": "export", "input": {}})).await;
+        job_message(&inbox, 1).await;
+        let body = inbox.got.lock().unwrap()[0].body.clone();
+        let job = Job::from_message(&body).unwrap();
+        job.progress(Some(10.0), None).await.unwrap();
+        let r = srv
+            .http
+            .delete(srv.url(&format!("/jobs/{}", job.id)))
+            .bearer_auth(created["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let e = job.heartbeat().await.unwrap_err();
+        assert!(e.cancelled(), "{e}");
+        assert!(job.cancelled());
+        assert_eq!(job.final_snapshot().unwrap()["status"], "cancelled");
+    }
+
+    fn message_for(addr: std::net::SocketAddr) -> Value {
+        json!({"type": "job", "jobId": "job_1", "kind": "export", "input": {},
+               "attempt": 1, "workerToken": "wt", "heartbeatTimeoutSeconds": 300,
+               "updateUrl": format!("http://{addr}/jobs/job_1/updates")})
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_and_4xx_never() {
+        // Only retryable answers: the first try, three retries, then the last status.
+        let flaky = webhook_receiver(vec![503, 502, 429, 500]).await;
+        let job = quick(Job::from_value(message_for(flaky.addr)).unwrap());
+        let e = job.progress(Some(1.0), None).await.unwrap_err();
+        assert!(matches!(e, ReportError::Refused { status: 500, .. }), "{e}");
+        assert_eq!(
+            flaky.got.lock().unwrap().len(),
+            4,
+            "first try and 3 retries"
+        );
+
+        let refused = webhook_receiver(vec![422]).await;
+        let job = quick(Job::from_value(message_for(refused.addr)).unwrap());
+        let e = job.progress(Some(1.0), None).await.unwrap_err();
+        assert!(matches!(e, ReportError::Refused { status: 422, .. }), "{e}");
+        tokio::time::sleep(MS(100)).await;
+        assert_eq!(refused.got.lock().unwrap().len(), 1);
+
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let job = quick(Job::from_value(message_for(dead)).unwrap());
+        let e = job.heartbeat().await.unwrap_err();
+        assert!(matches!(e, ReportError::Unreachable { .. }), "{e}");
+    }
+}
