@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Smoke test of the real Lambda binaries under `cargo lambda watch` (the
-# Lambda runtime API emulator): jobs_api, connect, worker and message are
-# invoked with the events in tests/fixtures, against DynamoDB Local, an SQS
-# emulator and `jobcast serve` as the @connections endpoint.
+# Lambda runtime API emulator): jobs_api, connect, worker, message and
+# sweeper are invoked with the events in tests/fixtures, against DynamoDB
+# Local, an SQS emulator and `jobcast serve` as the @connections endpoint.
+# A kind of your own with a `lambda:` target is handed to example_worker
+# (asynchronous Invoke through the emulator), which reports through the
+# jobs_api function's update route.
 #
 # Needs JOBCAST_TEST_DYNAMODB and JOBCAST_TEST_SQS (./scripts/test.sh sets both).
 set -euo pipefail
@@ -22,7 +25,7 @@ json_get() { python3 -c 'import json, sys; v = json.load(sys.stdin)
 for k in sys.argv[1:]: v = v[k] if not isinstance(v, str) else json.loads(v)[k]
 print(v if not isinstance(v, (dict, list)) else json.dumps(v))' "$@"; }
 
-cargo build --quiet -p jobcast -p jobcast-lambdas --bins
+cargo build --quiet -p jobcast -p jobcast-lambdas --features jobcast-lambdas/example-worker --bins
 target/debug/jobcast table create --table "$table" >/dev/null
 # The emulator routes on the credential scope; it does not check signatures.
 queue_url=$(curl -sf -X POST "$JOBCAST_TEST_SQS/" -H 'X-Amz-Target: AmazonSQS.CreateQueue' \
@@ -36,6 +39,11 @@ JOBCAST_TOKEN_SECRET=$secret target/debug/jobcast serve --listen "127.0.0.1:$ser
   --stage prod --store dynamodb --table "$table" >"$work/serve.log" 2>&1 &
 serve_pid=$!
 (cd lambdas && exec cargo lambda watch --invoke-port "$invoke_port" --ignore-changes \
+  --features example-worker --concurrency 2 \
+  --env-var "JOBCAST_KINDS=export=lambda:example_worker" \
+  --env-var "JOBCAST_HEARTBEAT_TIMEOUT_SECONDS=1" \
+  --env-var "JOBCAST_PUBLIC_URL=http://127.0.0.1:$invoke_port/lambda-url/jobs_api" \
+  --env-var "AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$invoke_port" \
   --env-var "JOBCAST_TABLE=$table" \
   --env-var "JOBCAST_TOKEN_SECRET=$secret" \
   --env-var "JOBCAST_QUEUE_URL=$queue_url" \
@@ -91,4 +99,41 @@ times=$(for _ in $(seq 1 20); do
   curl -s -o /dev/null -w '%{time_total}\n' -X POST "$url" --data-binary "@$ping"
 done | sort -n)
 echo "message: warm invoke over 20 calls: median $(echo "$times" | sed -n 10p) s, max $(echo "$times" | tail -1) s (debug build)"
+# A kind of your own: jobs_api hands the job to example_worker (lambda:
+# target, asynchronous Invoke), which reports through jobs_api's
+# POST /jobs/{id}/updates until the job succeeds.
+post_export=$(fill jobs-post.json post-export.json idempotencyKey=smoke-2)
+sed -i 's|{\\"kind\\":\\"demo\\",\\"input\\":{\\"steps\\":3,\\"stepMs\\":0}}|{\\"kind\\":\\"export\\",\\"input\\":{\\"steps\\":3}}|' "$post_export"
+grep -q export "$post_export" || fail "could not make the export job event"
+out=$(invoke jobs_api "$post_export")
+[ "$(echo "$out" | json_get statusCode)" = 202 ] || fail "jobs_api answered $out for a lambda: kind"
+export_id=$(echo "$out" | json_get body jobId)
+for _ in $(seq 1 100); do
+  status=$(curl -s "http://127.0.0.1:$serve_port/jobs/$export_id" | json_get status)
+  [ "$status" = succeeded ] && break
+  sleep 0.3
+done
+[ "$status" = succeeded ] || fail "the lambda: kind job is $status; see $work/watch.log"
+seq=$(curl -s "http://127.0.0.1:$serve_port/jobs/$export_id" | json_get seq)
+[ "$seq" = 5 ] || fail "the lambda: kind job ended at seq $seq, not 5"
+echo "lambda: kind: handed to example_worker, reported through jobs_api to succeeded (seq 5)"
+
+# sweeper: a worker that goes quiet is ended worker_lost by the scheduled sweep.
+post_quiet=$(fill jobs-post.json post-quiet.json idempotencyKey=smoke-3)
+sed -i 's|{\\"kind\\":\\"demo\\",\\"input\\":{\\"steps\\":3,\\"stepMs\\":0}}|{\\"kind\\":\\"export\\",\\"input\\":{\\"steps\\":3,\\"stopAfter\\":1}}|' "$post_quiet"
+out=$(invoke jobs_api "$post_quiet")
+quiet_id=$(echo "$out" | json_get body jobId)
+for _ in $(seq 1 100); do
+  status=$(curl -s "http://127.0.0.1:$serve_port/jobs/$quiet_id" | json_get status)
+  [ "$status" = running ] && break
+  sleep 0.3
+done
+[ "$status" = running ] || fail "the quiet job is $status, not running"
+sleep 2.5
+echo '{"version":"0","id":"smoke","detail-type":"Scheduled Event","source":"aws.scheduler","detail":{}}' >"$work/schedule.json"
+out=$(invoke sweeper "$work/schedule.json")
+[ "$(echo "$out" | json_get ended)" -ge 1 ] || fail "sweeper answered $out"
+code=$(curl -s "http://127.0.0.1:$serve_port/jobs/$quiet_id" | json_get error code)
+[ "$code" = worker_lost ] || fail "after the sweep, the quiet job's error is $code"
+echo "sweeper: a quiet worker's job ended failed worker_lost"
 echo "lambda smoke: ok"

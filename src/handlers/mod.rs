@@ -77,6 +77,6 @@ impl Deps {
 }
 
 /// Seconds since the Unix epoch, now.
-pub(crate) fn now_unix() -> i64 {
+pub fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }

@@ -1,0 +1,27 @@
+//! The liveness sweep, run on a schedule: every running job of a worker
+//! kind whose worker sent no update or heartbeat within
+//! `heartbeatTimeoutSeconds` ends `failed` `worker_lost` (subscribers
+//! pushed, webhook delivered). Lost jobs are found through the table's
+//! sparse deadline index (GSI2), never a Scan; the update is conditional on
+//! the deadline still being past, so overlapping runs end each job once.
+
+use jobcast::handlers::worker;
+use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn};
+use serde_json::{Value, json};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let wiring = Wiring::from_env().await?;
+    let deps = wiring.deps(&wiring.fixed_endpoint()?);
+    let deps = &deps;
+    run(service_fn(move |_event: LambdaEvent<Value>| async move {
+        let now = jobcast::handlers::now_unix();
+        let ended = worker::sweep_lost(&deps.publisher, now).await?;
+        if ended > 0 {
+            tracing::warn!(ended, "jobs ended worker_lost");
+        }
+        Ok::<Value, Error>(json!({ "ended": ended }))
+    }))
+    .await
+}
