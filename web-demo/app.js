@@ -1,5 +1,5 @@
-// The demo page: starts demo jobs through the jobs API and follows them all
-// over one WebSocket with jobcast-client.js.
+// The demo page: starts jobs (the demo kind, or one of your own) through the
+// jobs API and follows them all over one WebSocket with jobcast-client.js.
 import { JobcastClient, isTerminal } from './jobcast-client.js';
 
 const jobsList = document.getElementById('jobs');
@@ -37,28 +37,49 @@ function render(view, snap) {
   }
 }
 
-document.getElementById('start').addEventListener('submit', async (ev) => {
+function showError(text) {
+  formError.textContent = text;
+  formError.hidden = false;
+}
+
+document.getElementById('start').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  formError.hidden = true;
   const data = new FormData(ev.target);
   const input = { steps: Number(data.get('steps')), stepMs: Number(data.get('stepMs')) };
   if (data.get('failAt')) input.failAt = Number(data.get('failAt'));
+  start('demo', input);
+});
+
+document.getElementById('start-own').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const data = new FormData(ev.target);
+  let input;
+  try {
+    input = JSON.parse(String(data.get('input') || '{}'));
+  } catch (e) {
+    showError(`The input is not JSON: ${e.message}`);
+    return;
+  }
+  start(String(data.get('kind')).trim(), input);
+});
+
+/** Starts a job through the jobs API and follows it. */
+async function start(kind, input) {
+  formError.hidden = true;
   let res;
   try {
     res = await fetch('/jobs', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ kind: 'demo', input }),
+      body: JSON.stringify({ kind, input }),
     });
   } catch {
-    formError.textContent = 'The jobs API cannot be reached.';
-    formError.hidden = false;
+    showError('The jobs API cannot be reached.');
     return;
   }
   const body = await res.json();
   if (res.status !== 202) {
-    formError.textContent = body.detail ?? 'The job could not be started.';
-    formError.hidden = false;
+    showError(body.detail ?? 'The job could not be started.');
     return;
   }
   const node = template.content.firstElementChild.cloneNode(true);
@@ -95,4 +116,4 @@ document.getElementById('start').addEventListener('submit', async (ev) => {
     statusUrl: body.statusUrl,
     onUpdate: (snap) => render(view, snap),
   });
-});
+}

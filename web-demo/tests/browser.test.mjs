@@ -3,7 +3,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -30,7 +31,20 @@ before(async () => {
   assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: apt-get install chromium`);
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // A kind of the user's own: a worker written with clients/node, run per job.
+  const worker = path.join(mkdtempSync(path.join(tmpdir(), 'jobcast-demo-')), 'export-worker.mjs');
+  writeFileSync(worker, `import { Job } from ${JSON.stringify(path.join(root, 'clients/node/index.js'))};
+const job = await Job.fromEnv();
+const rows = job.input.rows ?? 5;
+for (let n = 1; n <= rows; n += 1) {
+  await new Promise((r) => setTimeout(r, 100));
+  await job.progress({ percent: (100 * n) / rows, message: \`row \${n} of \${rows}\` });
+}
+await job.succeed({ rows });
+`);
+  server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--kind', `export=command:${process.execPath} ${worker}`], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   for (let i = 0; i < 100; i++) {
     try {
       if ((await fetch(`${base}/healthz`)).ok) break;
@@ -74,7 +88,7 @@ async function startJob(page, { steps, stepMs, failAt }) {
   await page.fill('input[name=steps]', String(steps));
   await page.fill('input[name=stepMs]', String(stepMs));
   await page.fill('input[name=failAt]', failAt ? String(failAt) : '');
-  await page.click('button[type=submit]');
+  await page.click('#start button[type=submit]');
   await page.waitForFunction((n) => document.querySelectorAll('li.job').length > n, before);
   return page.locator('li.job').first().getAttribute('data-job-id');
 }
@@ -102,6 +116,28 @@ test('a job runs to 100% and shows its result', async () => {
   assert.equal(await page.textContent('#connection'), 'closed');
   assertNeverBackwards(await page.evaluate((i) => window.__aria[i], id), id);
   assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a job of your own kind, run by a worker made with clients/node, is watched live', async () => {
+  const { page, errors } = await openPage();
+  await page.fill('#start-own input[name=kind]', 'export');
+  await page.fill('#start-own input[name=input]', '{"rows": 6}');
+  await page.click('#start-own button[type=submit]');
+  await page.waitForSelector('li.job');
+  const id = await page.locator('li.job').first().getAttribute('data-job-id');
+  await page.waitForFunction((i) => (window.__aria[i] ?? []).some((v) => v > 0 && v < 100), id);
+  assert.equal(await finalStatus(page, id), 'succeeded');
+  assert.match(await job(page, id).locator('.outcome').textContent(), /"rows": 6/);
+  const seen = await page.evaluate((i) => window.__aria[i], id);
+  assertNeverBackwards(seen, id);
+  assert.ok(seen.filter((v) => v > 0 && v < 100).length >= 2, `bar moved in steps: ${seen}`);
+  // An unknown kind is refused with the server's reason.
+  await page.fill('#start-own input[name=kind]', 'import');
+  await page.click('#start-own button[type=submit]');
+  await page.waitForSelector('#form-error:not([hidden])');
+  assert.match(await page.textContent('#form-error'), /export/);
+  assert.deepEqual(errors.filter((e) => !/400/.test(e)), []);
   await page.close();
 });
 
@@ -218,8 +254,10 @@ test('usable at phone width: nothing overflows sideways', async () => {
   assert.equal(await finalStatus(page, id), 'succeeded');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
-  const box = await page.locator('button[type=submit]').boundingBox();
-  assert.ok(box.width >= 44 || box.height >= 36, 'the start button stays a usable target');
+  for (const form of ['#start', '#start-own']) {
+    const box = await page.locator(`${form} button[type=submit]`).boundingBox();
+    assert.ok(box.width >= 44 || box.height >= 36, `${form}: the start button stays a usable target`);
+  }
   assert.deepEqual(errors, []);
   await page.close();
 });
