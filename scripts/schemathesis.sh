@@ -20,7 +20,7 @@ PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PA
 command -v st >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 . scripts/lib.sh
 port=$(free_port)
-JOBCAST_WEBHOOK_SECRET=schemathesis-webhook-secret "$bin" serve --listen "127.0.0.1:$port" \
+JOBCAST_WEBHOOK_SECRET=schemathesis-webhook-secret "$bin" serve --listen "127.0.0.1:$port" --kind export=command:true \
   >target/schemathesis-serve.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT

@@ -210,3 +210,39 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
         assert!(!text.contains(secret), "a secret reached the log");
     }
 }
+
+#[test]
+fn kind_configuration_errors_name_the_fix() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = jobcast()
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} {env:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The replaced flag and variable say what replaced them.
+    for err in [
+        run(&["--external-kind", "export"], &[]),
+        run(&[], &[("JOBCAST_EXTERNAL_KINDS", "export")]),
+    ] {
+        assert!(
+            err.contains("--kind") && err.contains("export=command:"),
+            "{err}"
+        );
+    }
+    let err = run(&["--kind", "demo=command:true"], &[]);
+    assert!(err.contains("demo"), "{err}");
+    let err = run(&["--kind", "export"], &[]);
+    assert!(err.contains("KIND=TARGET"), "{err}");
+    let err = run(&["--kind", "export=ftp://host/x"], &[]);
+    assert!(err.contains("sqs:") && err.contains("command:"), "{err}");
+    let err = run(&["--kind", "export=https://workers.example/run"], &[]);
+    assert!(err.contains("JOBCAST_WEBHOOK_SECRET"), "{err}");
+    let err = run(&[], &[("JOBCAST_KINDS", "a=command:true,a=command:false")]);
+    assert!(err.contains("'a'"), "{err}");
+    let err = run(&["--heartbeat-timeout", "soon"], &[]);
+    assert!(err.contains("heartbeat"), "{err}");
+}
