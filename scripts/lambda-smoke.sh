@@ -67,6 +67,16 @@ fill() {
   echo "$out"
 }
 invoke() { cargo lambda invoke "$1" --invoke-port "$invoke_port" --data-file "$2"; }
+# wait_status JOB STATUS: polls the job (30 s at most); prints the last status seen.
+wait_status() {
+  local status=
+  for _ in $(seq 1 100); do
+    status=$(curl -s "http://127.0.0.1:$serve_port/jobs/$1" | json_get status)
+    [ "$status" = "$2" ] && break
+    sleep 0.3
+  done
+  echo "$status"
+}
 
 # jobs_api: accept a job (202), queued on SQS.
 out=$(invoke jobs_api "$(fill jobs-post.json post.json idempotencyKey=smoke-1)")
@@ -108,11 +118,7 @@ grep -q export "$post_export" || fail "could not make the export job event"
 out=$(invoke jobs_api "$post_export")
 [ "$(echo "$out" | json_get statusCode)" = 202 ] || fail "jobs_api answered $out for a lambda: kind"
 export_id=$(echo "$out" | json_get body jobId)
-for _ in $(seq 1 100); do
-  status=$(curl -s "http://127.0.0.1:$serve_port/jobs/$export_id" | json_get status)
-  [ "$status" = succeeded ] && break
-  sleep 0.3
-done
+status=$(wait_status "$export_id" succeeded)
 [ "$status" = succeeded ] || fail "the lambda: kind job is $status; see $work/watch.log"
 seq=$(curl -s "http://127.0.0.1:$serve_port/jobs/$export_id" | json_get seq)
 [ "$seq" = 5 ] || fail "the lambda: kind job ended at seq $seq, not 5"
@@ -123,11 +129,7 @@ post_quiet=$(fill jobs-post.json post-quiet.json idempotencyKey=smoke-3)
 sed -i 's|{\\"kind\\":\\"demo\\",\\"input\\":{\\"steps\\":3,\\"stepMs\\":0}}|{\\"kind\\":\\"export\\",\\"input\\":{\\"steps\\":3,\\"stopAfter\\":1}}|' "$post_quiet"
 out=$(invoke jobs_api "$post_quiet")
 quiet_id=$(echo "$out" | json_get body jobId)
-for _ in $(seq 1 100); do
-  status=$(curl -s "http://127.0.0.1:$serve_port/jobs/$quiet_id" | json_get status)
-  [ "$status" = running ] && break
-  sleep 0.3
-done
+status=$(wait_status "$quiet_id" running)
 [ "$status" = running ] || fail "the quiet job is $status, not running"
 sleep 2.5
 echo '{"version":"0","id":"smoke","detail-type":"Scheduled Event","source":"aws.scheduler","detail":{}}' >"$work/schedule.json"

@@ -493,19 +493,22 @@ fn token_problem(e: TokenError, who: &str) -> Problem {
     Problem::new(403, "forbidden", detail)
 }
 
+/// 401 for a request without the bearer token it needs.
+fn unauthorized(detail: &str) -> Problem {
+    let mut p = Problem::new(401, "unauthorized", detail);
+    p.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
+    p
+}
+
 async fn cancel(
     deps: &Deps,
     req: &ApiGatewayV2httpRequest,
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
     let Some(token) = presented_token(req, true) else {
-        let mut p = Problem::new(
-            401,
-            "unauthorized",
+        return Err(unauthorized(
             "cancelling needs the job's token (from POST /jobs): Authorization: Bearer <token> or ?token=",
-        );
-        p.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
-        return Err(p);
+        ));
     };
     deps.tokens
         .verify(id, &token, super::now_unix())
@@ -643,13 +646,9 @@ async fn update(
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
     let Some(token) = presented_token(req, false) else {
-        let mut p = Problem::new(
-            401,
-            "unauthorized",
+        return Err(unauthorized(
             "updates need the job message's workerToken: Authorization: Bearer <workerToken>",
-        );
-        p.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
-        return Err(p);
+        ));
     };
     let now = Utc::now();
     deps.tokens
