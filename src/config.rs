@@ -46,6 +46,33 @@ pub enum BenchCommand {
     /// Churn connections and jobs against a running serve; fail on a lost
     /// terminal snapshot, memory growth or leaked file descriptors.
     Soak(SoakArgs),
+    /// Load the worker API of a running serve: updates/s through
+    /// POST /jobs/{id}/updates and the time from an update to the browser.
+    Updates(UpdatesArgs),
+}
+
+/// Options of `jobcast bench updates`.
+#[derive(Clone, Debug, Args)]
+pub struct UpdatesArgs {
+    /// jobs API base of the serve under test (loopback). Start it with
+    /// JOBCAST_WEBHOOK_SECRET set and `--kind bench=http://RECEIVER/`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub jobs_url: String,
+    /// The kind the serve hands to this bench.
+    #[arg(long, default_value = "bench")]
+    pub kind: String,
+    /// Where this bench takes the job messages.
+    #[arg(long, default_value = "127.0.0.1:8099")]
+    pub receiver: SocketAddr,
+    /// Jobs at once, each with one worker and one WebSocket client.
+    #[arg(long, default_value_t = 20)]
+    pub jobs: usize,
+    /// Updates per job (the last one ends it).
+    #[arg(long, default_value_t = 500)]
+    pub updates: usize,
+    /// The server's pid, to report its CPU time per update.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// Options of `jobcast bench soak`.

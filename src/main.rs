@@ -343,6 +343,47 @@ async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
     Ok(())
 }
 
+async fn bench_updates(args: jobcast::config::UpdatesArgs) -> Result<(), String> {
+    if args.jobs == 0 || args.updates == 0 {
+        return Err("--jobs and --updates must be at least 1".into());
+    }
+    let r = jobcast::bench::updates::run(jobcast::bench::updates::UpdatesOptions {
+        jobs_url: args.jobs_url.trim_end_matches('/').to_string(),
+        kind: args.kind,
+        receiver: args.receiver,
+        jobs: args.jobs,
+        updates: args.updates,
+        server_pid: args.server_pid,
+    })
+    .await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+    );
+    eprintln!(
+        "{} updates from {} workers in {:.2} s: {:.0} updates/s; endpoint p50 {:.2} ms p99 {:.2} ms; update to client p50 {:.2} ms p99 {:.2} ms; {} missing; server CPU {}",
+        r.updates,
+        r.jobs,
+        r.seconds,
+        r.updates_per_second,
+        r.endpoint.p50_ms,
+        r.endpoint.p99_ms,
+        r.update_to_client.p50_ms,
+        r.update_to_client.p99_ms,
+        r.missing,
+        r.server_cpu_us_per_update
+            .map(|c| format!("{c:.0} µs/update"))
+            .unwrap_or_else(|| "not measured (--server-pid)".into())
+    );
+    if r.missing > 0 {
+        return Err(format!(
+            "{} accepted updates never reached their client",
+            r.missing
+        ));
+    }
+    Ok(())
+}
+
 async fn bench_soak(args: SoakArgs) -> Result<(), String> {
     let r = jobcast::bench::soak::run(jobcast::bench::soak::SoakOptions {
         jobs_url: args.jobs_url.trim_end_matches('/').to_string(),
@@ -401,6 +442,10 @@ async fn main() -> ExitCode {
         Some(Command::Bench(BenchCommand::Soak(args))) => {
             init_cli_tracing();
             bench_soak(args).await
+        }
+        Some(Command::Bench(BenchCommand::Updates(args))) => {
+            init_cli_tracing();
+            bench_updates(args).await
         }
         Some(Command::Bench(BenchCommand::Run(args))) => {
             init_cli_tracing();

@@ -686,3 +686,35 @@ mod rust_client {
         assert!(matches!(e, ReportError::Unreachable { .. }), "{e}");
     }
 }
+
+#[tokio::test]
+async fn the_worker_api_bench_runs_every_update_to_its_client() {
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kinds = format!("bench=http://{receiver}/");
+    let srv = start_with(|c| {
+        c.webhook_secret = Some(SECRET.into());
+        c.kinds = Kinds::parse_list(&kinds).unwrap();
+    })
+    .await;
+    let r = jobcast::bench::updates::run(jobcast::bench::updates::UpdatesOptions {
+        jobs_url: srv.url(""),
+        kind: "bench".into(),
+        receiver,
+        jobs: 4,
+        updates: 25,
+        server_pid: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.updates, 100);
+    assert_eq!(r.missing, 0);
+    assert_eq!(r.endpoint.count, 100);
+    assert_eq!(r.update_to_client.count, 100);
+    assert_eq!(
+        srv.metric("jobcast_jobs_total{status=\"succeeded\"}").await,
+        4.0
+    );
+}

@@ -102,7 +102,7 @@ pub struct Latency {
 
 impl Latency {
     /// From a histogram recorded in microseconds.
-    fn of(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             count: h.len(),
@@ -348,7 +348,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// The server's CPU time per message between two readings, in µs.
-fn cpu_micros_per(pid: Option<u32>, before: Option<f64>, messages: u64) -> Option<f64> {
+pub(crate) fn cpu_micros_per(pid: Option<u32>, before: Option<f64>, messages: u64) -> Option<f64> {
     let used = cpu_seconds(pid?)? - before?;
     (messages > 0).then(|| used * 1e6 / messages as f64)
 }

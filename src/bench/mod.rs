@@ -8,10 +8,14 @@
 //!   and checks nothing is lost and nothing leaks.
 //! - [`fanout`] (`jobcast bench fanout`) runs a gateway in this process and
 //!   times the publisher's fan-out through each store and push path.
+//! - [`updates`] (`jobcast bench updates`) loads the worker API: updates per
+//!   second through `POST /jobs/{id}/updates` and the time from an update
+//!   to the WebSocket client.
 
 pub mod fanout;
 pub mod load;
 pub mod soak;
+pub mod updates;
 
 pub use fanout::{BenchPush, BenchStore, FanoutReport, fanout};
 pub use load::{LoadOptions, LoadReport, run};

@@ -1,0 +1,284 @@
+//! `jobcast bench updates`: the worker API under load. Workers of a kind of
+//! the user's own report through `POST /jobs/{id}/updates` as fast as the
+//! server answers, while one WebSocket client per job follows it: updates
+//! per second through the endpoint, the endpoint's latency, and the time
+//! from an update's POST to the client receiving that snapshot.
+//!
+//! The serve under test must hand the kind to this bench's receiver:
+//! `JOBCAST_WEBHOOK_SECRET=… jobcast serve --kind bench=http://127.0.0.1:8099/`.
+
+use super::load::{Latency, cpu_micros_per, cpu_seconds};
+use super::require_loopback;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What `jobcast bench updates` is asked to do.
+#[derive(Clone, Debug)]
+pub struct UpdatesOptions {
+    /// The jobs API of the serve under test (loopback).
+    pub jobs_url: String,
+    /// The kind the serve hands to `receiver`.
+    pub kind: String,
+    /// Where this bench takes job messages.
+    pub receiver: SocketAddr,
+    /// Jobs run at once, one worker and one WebSocket client each.
+    pub jobs: usize,
+    /// Updates each worker sends (the last one ends the job).
+    pub updates: usize,
+    /// The server's pid, for its CPU time.
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatesReport {
+    pub jobs: usize,
+    pub updates: u64,
+    pub seconds: f64,
+    pub updates_per_second: f64,
+    /// `POST /jobs/{id}/updates`, request to answer.
+    pub endpoint: Latency,
+    /// From the start of an update's POST to its snapshot at the client.
+    pub update_to_client: Latency,
+    /// Accepted updates no client received.
+    pub missing: u64,
+    pub server_cpu_us_per_update: Option<f64>,
+}
+
+/// Takes the job messages the serve posts, answering 200.
+async fn receive_messages(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Value>) {
+    use http_body_util::BodyExt;
+    while let Ok((stream, _)) = listener.accept().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        if let Ok(body) = req.into_body().collect().await
+                            && let Ok(v) = serde_json::from_slice::<Value>(&body.to_bytes())
+                        {
+                            let _ = tx.send(v);
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+struct Started {
+    job_id: String,
+    websocket_url: String,
+}
+
+async fn start_job(
+    http: &reqwest::Client,
+    o: &UpdatesOptions,
+    n: usize,
+) -> Result<Started, String> {
+    let res = http
+        .post(format!("{}/jobs", o.jobs_url))
+        .json(&json!({"kind": o.kind, "input": {"n": n}}))
+        .send()
+        .await
+        .map_err(|e| format!("POST /jobs: {e}"))?;
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.map_err(|e| format!("POST /jobs: {e}"))?;
+    if status == 400
+        && body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("unknown job kind"))
+    {
+        return Err(format!(
+            "the serve does not accept kind '{}': start it with JOBCAST_WEBHOOK_SECRET set and --kind {}=http://{}/",
+            o.kind, o.kind, o.receiver
+        ));
+    }
+    if status != 202 {
+        return Err(format!("POST /jobs answered {status}: {body}"));
+    }
+    let field = |k: &str| {
+        body[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("POST /jobs answer lacks {k}"))
+    };
+    Ok(Started {
+        job_id: field("jobId")?,
+        websocket_url: field("websocketUrl")?,
+    })
+}
+
+/// Follows one job until it ends: the arrival time of each seq.
+async fn follow(url: String) -> Result<HashMap<u64, Instant>, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|e| format!("WebSocket connect: {e}"))?;
+    let mut seen = HashMap::new();
+    while let Some(m) = ws.next().await {
+        let Ok(Message::Text(t)) = m else { continue };
+        let at = Instant::now();
+        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+            continue;
+        };
+        if v["type"] != "progress" {
+            continue;
+        }
+        if let Some(seq) = v["seq"].as_u64() {
+            seen.entry(seq).or_insert(at);
+        }
+        if matches!(
+            v["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
+/// One worker: `updates` reports, the last one `succeeded`; the send time of each seq.
+async fn work(
+    http: reqwest::Client,
+    message: Value,
+    updates: usize,
+    endpoint: Arc<Mutex<Histogram<u64>>>,
+) -> Result<HashMap<u64, Instant>, String> {
+    let url = message["updateUrl"]
+        .as_str()
+        .ok_or("job message lacks updateUrl")?;
+    let token = message["workerToken"]
+        .as_str()
+        .ok_or("job message lacks workerToken")?;
+    let mut sent = HashMap::new();
+    for k in 1..=updates {
+        let body = if k == updates {
+            json!({"status": "succeeded", "result": {"updates": updates}})
+        } else {
+            json!({"percent": 100.0 * k as f64 / updates as f64, "message": format!("step {k}")})
+        };
+        let start = Instant::now();
+        let res = http
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("POST updates: {e}"))?;
+        let took = start.elapsed();
+        if res.status() != 200 {
+            return Err(format!("POST updates answered {}", res.status()));
+        }
+        let a: Value = res.json().await.map_err(|e| e.to_string())?;
+        if let Ok(mut h) = endpoint.lock() {
+            let _ = h.record(took.as_micros() as u64);
+        }
+        if let Some(seq) = a["seq"].as_u64() {
+            sent.insert(seq, start);
+        }
+    }
+    Ok(sent)
+}
+
+pub async fn run(o: UpdatesOptions) -> Result<UpdatesReport, String> {
+    require_loopback(&o.jobs_url)?;
+    let listener = tokio::net::TcpListener::bind(o.receiver)
+        .await
+        .map_err(|e| format!("cannot listen on {} for job messages: {e}", o.receiver))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let receiver = tokio::spawn(receive_messages(listener, tx));
+    let http = reqwest::Client::new();
+    let mut started = Vec::with_capacity(o.jobs);
+    for n in 0..o.jobs {
+        started.push(start_job(&http, &o, n).await?);
+    }
+    let mut messages: HashMap<String, Value> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while messages.len() < o.jobs {
+        let m = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| {
+                format!(
+                    "{} of {} job messages arrived in 30 s",
+                    messages.len(),
+                    o.jobs
+                )
+            })?
+            .ok_or("the receiver stopped")?;
+        if let Some(id) = m["jobId"].as_str() {
+            messages.insert(id.to_string(), m);
+        }
+    }
+    let followers: Vec<_> = started
+        .iter()
+        .map(|s| tokio::spawn(follow(s.websocket_url.clone())))
+        .collect();
+    // Let every client subscribe before the first update.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let endpoint = Arc::new(Mutex::new(
+        Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
+    ));
+    let cpu_before = o.server_pid.and_then(cpu_seconds);
+    let began = Instant::now();
+    let workers: Vec<_> = started
+        .iter()
+        .map(|s| {
+            let message = messages.remove(&s.job_id).unwrap_or_default();
+            tokio::spawn(work(
+                http.clone(),
+                message,
+                o.updates,
+                Arc::clone(&endpoint),
+            ))
+        })
+        .collect();
+    let mut sent = Vec::with_capacity(workers.len());
+    for w in workers {
+        sent.push(w.await.map_err(|e| e.to_string())??);
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let updates = (o.jobs * o.updates) as u64;
+    let cpu = cpu_micros_per(o.server_pid, cpu_before, updates);
+    let mut to_client = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut missing = 0;
+    for (f, sent) in followers.into_iter().zip(sent) {
+        let seen = tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .map_err(|_| "a client did not see its job end in 10 s".to_string())?
+            .map_err(|e| e.to_string())??;
+        for (seq, at) in sent {
+            match seen.get(&seq) {
+                Some(got) => {
+                    let _ = to_client.record(got.saturating_duration_since(at).as_micros() as u64);
+                }
+                None => missing += 1,
+            }
+        }
+    }
+    receiver.abort();
+    let endpoint = endpoint.lock().map_err(|e| e.to_string())?;
+    Ok(UpdatesReport {
+        jobs: o.jobs,
+        updates,
+        seconds,
+        updates_per_second: updates as f64 / seconds,
+        endpoint: Latency::of(&endpoint),
+        update_to_client: Latency::of(&to_client),
+        missing,
+        server_cpu_us_per_update: cpu,
+    })
+}
