@@ -396,14 +396,14 @@ async fn cancel_ends_a_worker_job_at_once_and_the_worker_learns_it() {
 async fn a_silent_worker_ends_worker_lost_and_a_heartbeating_one_does_not() {
     let worker = webhook_receiver(vec![200]).await;
     let hook = webhook_receiver(vec![200]).await;
-    let srv = http_kind_server(&worker, |c| c.heartbeat_timeout = Duration::from_secs(1)).await;
+    let srv = http_kind_server(&worker, |c| c.heartbeat_timeout = Duration::from_secs(2)).await;
     let silent = create(
         &srv,
         json!({"kind": "export", "input": {}, "callbackUrl": format!("http://{}/hook", hook.addr)}),
     )
     .await;
     let silent_msg = job_message(&worker, 1).await;
-    assert_eq!(silent_msg["heartbeatTimeoutSeconds"], 1);
+    assert_eq!(silent_msg["heartbeatTimeoutSeconds"], 2);
     let alive = create(&srv, json!({"kind": "export", "input": {}})).await;
     let alive_msg = job_message(&worker, 2).await;
     assert_eq!(alive_msg["jobId"], alive["jobId"]);
@@ -414,7 +414,7 @@ async fn a_silent_worker_ends_worker_lost_and_a_heartbeating_one_does_not() {
     accepted(&silent_msg, json!({"percent": 5})).await;
     accepted(&alive_msg, json!({"percent": 5})).await;
     // The live worker heartbeats for well past the timeout.
-    for _ in 0..10 {
+    for _ in 0..14 {
         tokio::time::sleep(MS(300)).await;
         accepted(&alive_msg, json!({})).await;
     }

@@ -90,7 +90,11 @@ pub const SWEEP_BATCH: usize = 1000;
 /// the last moment wins, and two sweepers never both end one job.
 /// Returns how many jobs it ended.
 pub async fn sweep_lost(publisher: &Publisher, now: i64) -> Result<usize, StoreError> {
-    let ids = publisher.store().lost_jobs(now, SWEEP_BATCH).await?;
+    // Deadlines are whole seconds (the last report's second plus the
+    // timeout): one is past only once the whole second after it has begun,
+    // so no job is ended before its worker has had the full timeout.
+    let due = now - 1;
+    let ids = publisher.store().lost_jobs(due, SWEEP_BATCH).await?;
     let mut ended = 0;
     for job_id in ids {
         let mut u = JobUpdate::status(Status::Failed);
@@ -99,7 +103,7 @@ pub async fn sweep_lost(publisher: &Publisher, now: i64) -> Result<usize, StoreE
             code: "worker_lost".into(),
             message: "no update or heartbeat from the worker within heartbeatTimeoutSeconds".into(),
         });
-        u.liveness = Liveness::ExpiredBy(now);
+        u.liveness = Liveness::ExpiredBy(due);
         match publisher.publish(&job_id, u).await {
             Ok(_) => {
                 ended += 1;
