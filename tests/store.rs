@@ -171,8 +171,20 @@ async fn suite(store: Arc<dyn Store>) {
         response: json!({}),
     };
     assert_eq!(
-        store.put_idempotency("k", other).await.unwrap(),
+        store.put_idempotency("k", other.clone()).await.unwrap(),
+        IdempotencyOutcome::Existing(rec.clone())
+    );
+    // Releasing for another job leaves the key alone; for its own job frees it.
+    store.release_idempotency("k", "b").await.unwrap();
+    assert_eq!(
+        store.put_idempotency("k", other.clone()).await.unwrap(),
         IdempotencyOutcome::Existing(rec)
+    );
+    store.release_idempotency("k", "a").await.unwrap();
+    store.release_idempotency("never-bound", "a").await.unwrap();
+    assert_eq!(
+        store.put_idempotency("k", other).await.unwrap(),
+        IdempotencyOutcome::Recorded
     );
 }
 

@@ -349,3 +349,57 @@ async fn jobs_api_queues_on_sqs_and_worker_runs_the_batch() {
         5
     );
 }
+
+#[tokio::test]
+async fn a_retried_key_after_queue_full_is_a_fresh_attempt_never_a_replayed_202() {
+    let mut rig = rig().await;
+    let good_queue = rig.queue_url.clone();
+    let post = |rig: &Rig| {
+        let event: ApiGatewayV2httpRequest =
+            serde_json::from_str(&fixture("jobs-post.json", &[("idempotencyKey", "order-7")]))
+                .unwrap();
+        let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
+        async move {
+            let res = jobs_api::handle(&deps, event).await;
+            let body: Value = match res.body {
+                Some(Body::Text(t)) => serde_json::from_str(&t).unwrap(),
+                _ => Value::Null,
+            };
+            (res.status_code, res.headers, body)
+        }
+    };
+    // The queue is gone: the job cannot be enqueued.
+    rig.wiring.queue = Arc::new(SqsQueue::new(
+        rig.sqs.clone(),
+        format!("{good_queue}-deleted"),
+    ));
+    let (status, _, first) = post(&rig).await;
+    assert_eq!(status, 503, "{first}");
+    assert_eq!(first["code"], "queue_full");
+    // A retry with the same key is a fresh attempt: still 503, not a 202
+    // for the job that never ran.
+    let (status, _, again) = post(&rig).await;
+    assert_eq!(status, 503, "{again}");
+
+    // The queue is back: the retry runs, and only now does the key replay.
+    rig.wiring.queue = Arc::new(SqsQueue::new(rig.sqs.clone(), good_queue.clone()));
+    let (status, headers, accepted) = post(&rig).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let job_id = accepted["jobId"].as_str().unwrap();
+    let job = rig.store.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.snapshot.status, jobcast::protocol::Status::Queued);
+    let (status, headers, replay) = post(&rig).await;
+    assert_eq!(status, 202);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replay, accepted);
+    let queued = rig
+        .sqs
+        .receive_message()
+        .queue_url(&good_queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.messages().len(), 1, "enqueued once");
+}

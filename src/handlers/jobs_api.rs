@@ -353,32 +353,13 @@ async fn create(
     });
 
     if let Some(key) = &idempotency_key {
-        let request_hash = hex(&Sha256::digest(&body));
         let record = IdempotencyRecord {
-            request_hash: request_hash.clone(),
+            request_hash: hex(&Sha256::digest(&body)),
             job_id: job_id.clone(),
             response: accepted.clone(),
         };
-        match deps
-            .store()
-            .put_idempotency(key, record)
-            .await
-            .map_err(store_problem)?
-        {
-            IdempotencyOutcome::Recorded => {}
-            IdempotencyOutcome::Existing(prev) if prev.request_hash == request_hash => {
-                let mut r = accepted_response(&prev.job_id, &prev.response);
-                r.headers
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return Ok(r);
-            }
-            IdempotencyOutcome::Existing(_) => {
-                return Err(Problem::new(
-                    422,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was already used with a different request body",
-                ));
-            }
+        if let Some(replay) = bind_idempotency_key(deps, key, record).await? {
+            return Ok(replay);
         }
     }
 
@@ -390,13 +371,15 @@ async fn create(
             now.timestamp() + HANDOVER_LEASE.as_secs() as i64,
         );
     }
-    deps.store()
-        .create_job(record.clone())
-        .await
-        .map_err(store_problem)?;
+    if let Err(e) = deps.store().create_job(record.clone()).await {
+        release_idempotency_key(deps, idempotency_key.as_deref(), &job_id).await;
+        return Err(store_problem(e));
+    }
     deps.metrics.job_entered(Status::Queued);
     if let Err(e) = deps.queue.enqueue(&record, &base_url(deps, req)).await {
         tracing::warn!(job_id, error = %e, "could not enqueue job");
+        // The key must not replay a 202 for a job that will never run.
+        release_idempotency_key(deps, idempotency_key.as_deref(), &job_id).await;
         let mut u = JobUpdate::status(Status::Failed);
         u.error = Some(crate::protocol::JobError {
             code: "not_enqueued".into(),
@@ -409,6 +392,90 @@ async fn create(
     }
     tracing::info!(job_id, kind = %record.kind, "job accepted");
     Ok(accepted_response(&job_id, &accepted))
+}
+
+/// Binds `key` to this request's job, or answers for it: `Some` replays
+/// the first 202 (the same body), a 422 for another body, a 409 while the
+/// first request is still storing its job. A key whose job was never stored
+/// or never enqueued is taken over: the retry is a fresh attempt.
+async fn bind_idempotency_key(
+    deps: &Deps,
+    key: &str,
+    record: IdempotencyRecord,
+) -> Result<Option<ApiGatewayV2httpResponse>, Problem> {
+    for _ in 0..3 {
+        let prev = match deps
+            .store()
+            .put_idempotency(key, record.clone())
+            .await
+            .map_err(store_problem)?
+        {
+            IdempotencyOutcome::Recorded => return Ok(None),
+            IdempotencyOutcome::Existing(prev) if prev.request_hash == record.request_hash => prev,
+            IdempotencyOutcome::Existing(_) => {
+                return Err(Problem::new(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used with a different request body",
+                ));
+            }
+        };
+        match deps
+            .store()
+            .get_job(&prev.job_id)
+            .await
+            .map_err(store_problem)?
+        {
+            Some(j) if !never_ran(&j) => {
+                let mut r = accepted_response(&prev.job_id, &prev.response);
+                r.headers
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return Ok(Some(r));
+            }
+            Some(_) => {
+                tracing::info!(key, job_id = %prev.job_id, "a retry takes over an idempotency key whose job was never enqueued");
+                deps.store()
+                    .release_idempotency(key, &prev.job_id)
+                    .await
+                    .map_err(store_problem)?;
+            }
+            None => {
+                let mut p = Problem::new(
+                    409,
+                    "idempotency_key_in_flight",
+                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                );
+                p.headers.push((header::RETRY_AFTER, "1".into()));
+                return Err(p);
+            }
+        }
+    }
+    let mut p = Problem::new(
+        409,
+        "idempotency_key_in_flight",
+        "requests with this Idempotency-Key keep racing; retry shortly",
+    );
+    p.headers.push((header::RETRY_AFTER, "1".into()));
+    Err(p)
+}
+
+/// A job that failed before any worker saw it.
+fn never_ran(job: &JobRecord) -> bool {
+    job.snapshot.status == Status::Failed
+        && job
+            .snapshot
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == "not_enqueued")
+}
+
+/// Best effort: a key left bound is still taken over by `bind_idempotency_key`.
+async fn release_idempotency_key(deps: &Deps, key: Option<&str>, job_id: &str) {
+    if let Some(key) = key
+        && let Err(e) = deps.store().release_idempotency(key, job_id).await
+    {
+        tracing::warn!(key, job_id, error = %e, "could not release an idempotency key");
+    }
 }
 
 fn accepted_response(job_id: &str, body: &Value) -> ApiGatewayV2httpResponse {

@@ -1055,4 +1055,22 @@ impl Store for DynamoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
+
+    async fn release_idempotency(&self, key: &str, job_id: &str) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(idem_key(key))))
+            .condition_expression("jobId = :j")
+            .expression_attribute_values(":j", s(job_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // Bound to another job, or gone: nothing of ours to release.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
 }

@@ -235,6 +235,12 @@ impl Store for MemoryStore {
             }
         }
     }
+
+    async fn release_idempotency(&self, key: &str, job_id: &str) -> Result<(), StoreError> {
+        self.idempotency
+            .remove_if(key, |_, (record, _)| record.job_id == job_id);
+        Ok(())
+    }
 }
 
 impl MemoryStore {

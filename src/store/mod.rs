@@ -303,6 +303,10 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         record: IdempotencyRecord,
     ) -> Result<IdempotencyOutcome, StoreError>;
+    /// Unbinds an idempotency key if it is still bound to `job_id` (a job
+    /// that was never stored or enqueued), so a retry with the key is a
+    /// fresh attempt. Does nothing if it is bound to another job.
+    async fn release_idempotency(&self, key: &str, job_id: &str) -> Result<(), StoreError>;
 }
 
 /// Checks what an update can be judged on without the stored job.
