@@ -21,9 +21,10 @@
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use dashmap::DashMap;
 use jobcast::dispatch::{Deliver, DispatchSettings, Dispatcher, Kinds, RetryPolicy, deliverers};
-use jobcast::handlers::worker::QueuedJob;
+use jobcast::handlers::worker::{self, QueuedJob};
 use jobcast::handlers::{Deps, JobQueue, Links, QueueError};
 use jobcast::metrics::Metrics;
 use jobcast::publish::{PublishOptions, Publisher};
@@ -206,21 +207,40 @@ impl Wiring {
             wiring.heartbeat_timeout = Duration::from_secs(secs);
         }
         if let Some(secret) = secret {
-            wiring.webhooks = Some(Arc::new(
-                Webhooks::new(
-                    secret.into_bytes(),
-                    Arc::clone(&wiring.store),
-                    Arc::clone(&wiring.metrics),
-                    WebhookOptions {
-                        // Bounded by the function's own timeout.
-                        max_attempts: 4,
-                        ..WebhookOptions::default()
-                    },
-                )
-                .map_err(Error::from)?,
-            ));
+            wiring = wiring.with_webhook_secret(secret.as_bytes(), WebhookOptions::default())?;
         }
         Ok(wiring)
+    }
+
+    /// Signs and delivers webhooks (and signs `http` hand-overs) with
+    /// `secret`; attempts are capped, since each is bounded by the
+    /// function's own timeout.
+    pub fn with_webhook_secret(
+        mut self,
+        secret: &[u8],
+        options: WebhookOptions,
+    ) -> Result<Wiring, Error> {
+        let options = WebhookOptions {
+            max_attempts: options.max_attempts.min(4),
+            ..options
+        };
+        self.webhooks = Some(Arc::new(
+            Webhooks::new(
+                secret.to_vec(),
+                Arc::clone(&self.store),
+                Arc::clone(&self.metrics),
+                options,
+            )
+            .map_err(Error::from)?,
+        ));
+        Ok(self)
+    }
+
+    /// The worker function: runs each queued job of an SQS batch through
+    /// the shipped dependencies (webhooks delivered inline, once).
+    pub async fn run_worker_batch(&self, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
+        let deps = self.deps(&self.fixed_endpoint()?);
+        Ok(worker::handle_sqs(&deps.publisher, self.webhooks.as_deref(), event).await)
     }
 
     /// Wiring over explicit parts (tests, custom hosts).

@@ -8,7 +8,7 @@ use aws_lambda_events::encodings::Body;
 use aws_lambda_events::sqs::SqsEvent;
 use futures_util::{SinkExt, StreamExt};
 use jobcast::gateway::{Gateway, GatewayConfig};
-use jobcast::handlers::{jobs_api, websocket, worker};
+use jobcast::handlers::{jobs_api, websocket};
 use jobcast::store::{DynamoStore, MemoryStore, Store};
 use jobcast::token::TokenKey;
 use jobcast_lambdas::{SqsQueue, Wiring};
@@ -304,8 +304,7 @@ async fn jobs_api_queues_on_sqs_and_worker_runs_the_batch() {
     let mut batch: SqsEvent =
         serde_json::from_str(&fixture("sqs.json", &[("jobId", &job_id)])).unwrap();
     batch.records[0].body = Some(body);
-    let publisher = rig.wiring.publisher(&rig.wiring.fixed_endpoint().unwrap());
-    let response = worker::handle_sqs(&publisher, None, batch).await;
+    let response = rig.wiring.run_worker_batch(batch).await.unwrap();
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()
@@ -333,8 +332,10 @@ async fn jobs_api_queues_on_sqs_and_worker_runs_the_batch() {
         serde_json::from_str(&fixture("sqs.json", &[("jobId", &job_id)])).unwrap();
     again.records.truncate(1);
     assert!(
-        worker::handle_sqs(&publisher, None, again)
+        rig.wiring
+            .run_worker_batch(again)
             .await
+            .unwrap()
             .batch_item_failures
             .is_empty()
     );
@@ -402,4 +403,100 @@ async fn a_retried_key_after_queue_full_is_a_fresh_attempt_never_a_replayed_202(
         .await
         .unwrap();
     assert_eq!(queued.messages().len(), 1, "enqueued once");
+}
+
+/// A receiver counting the webhook deliveries it takes.
+async fn counting_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                // Headers, then the declared body.
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn the_shipped_worker_wiring_delivers_each_webhook_once() {
+    let rig = rig().await;
+    let wiring = rig
+        .wiring
+        .with_webhook_secret(
+            b"webhook-secret-0123456789abcdef",
+            jobcast::webhook::WebhookOptions::default(),
+        )
+        .unwrap();
+    let (hook, delivered) = counting_receiver().await;
+    let mut event: ApiGatewayV2httpRequest =
+        serde_json::from_str(&fixture("jobs-post.json", &[("idempotencyKey", "hook-1")])).unwrap();
+    event.body = Some(
+        json!({"kind": "demo", "input": {"steps": 2, "stepMs": 0}, "callbackUrl": hook})
+            .to_string(),
+    );
+    let deps = wiring.deps(&wiring.fixed_endpoint().unwrap());
+    let res = jobs_api::handle(&deps, event).await;
+    assert_eq!(res.status_code, 202, "{:?}", res.body);
+    let received = rig
+        .sqs
+        .receive_message()
+        .queue_url(&rig.queue_url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let message = received.messages()[0].body().unwrap().to_string();
+    let job_id = serde_json::from_str::<Value>(&message).unwrap()["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut batch: SqsEvent =
+        serde_json::from_str(&fixture("sqs.json", &[("jobId", &job_id)])).unwrap();
+    batch.records.truncate(1);
+    batch.records[0].body = Some(message);
+    let response = wiring.run_worker_batch(batch.clone()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    // SQS may deliver the message again: still one webhook.
+    wiring.run_worker_batch(batch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(delivered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let job = rig.store.get_job(&job_id).await.unwrap().unwrap();
+    assert_eq!(job.snapshot.status, jobcast::protocol::Status::Succeeded);
+    assert_eq!(
+        job.webhook.map(|w| w.status),
+        Some(jobcast::store::WebhookStatus::Delivered)
+    );
 }

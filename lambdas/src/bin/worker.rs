@@ -1,22 +1,21 @@
-//! Runs queued jobs from SQS, publishing every step; reports per-message
-//! failures so one bad message does not fail its batch.
+//! Runs queued `demo` jobs from SQS, publishing every step; reports
+//! per-message failures so one bad message does not fail its batch.
 //!
-//! New job kinds go in `jobcast::handlers::worker::run_job`.
+//! Jobs of your own kinds never come here: they go to their own targets
+//! (`JOBCAST_KINDS`).
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use jobcast::handlers::worker;
+use aws_lambda_events::sqs::SqsEvent;
 use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let wiring = &*Box::leak(Box::new(Wiring::from_env().await?));
-    let deps = &*Box::leak(Box::new(wiring.deps(&wiring.fixed_endpoint()?)));
+    let wiring = Wiring::from_env().await?;
+    // Fails at start, not per event, when the endpoint is missing.
+    wiring.fixed_endpoint()?;
+    let wiring = &wiring;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let webhooks = wiring.webhooks.as_deref();
-        Ok::<SqsBatchResponse, Error>(
-            worker::handle_sqs(&deps.publisher, webhooks, event.payload).await,
-        )
+        wiring.run_worker_batch(event.payload).await
     }))
     .await
 }
