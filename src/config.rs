@@ -88,13 +88,13 @@ pub struct SoakArgs {
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub duration: Duration,
     /// Connections open at once, about.
-    #[arg(long, default_value = "5000", value_parser = parse_positive::<usize>)]
+    #[arg(long, default_value = "5000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub connections: usize,
     /// New connections per second.
-    #[arg(long, default_value = "200", value_parser = parse_positive::<u32>)]
+    #[arg(long, default_value = "200", value_parser = parse_positive::<u32>, allow_negative_numbers = true)]
     pub connects_per_second: u32,
     /// Jobs created per second.
-    #[arg(long, default_value = "50", value_parser = parse_positive::<u32>)]
+    #[arg(long, default_value = "50", value_parser = parse_positive::<u32>, allow_negative_numbers = true)]
     pub jobs_per_second: u32,
     /// The serve process, for its memory and open files.
     #[arg(long)]
@@ -117,22 +117,22 @@ pub struct RunArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080/dev")]
     pub management_url: String,
     /// WebSocket clients held open for the whole run.
-    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>)]
+    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub clients: usize,
     /// Handshakes in progress at once.
-    #[arg(long, default_value = "128", value_parser = parse_positive::<usize>)]
+    #[arg(long, default_value = "128", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub handshake_concurrency: usize,
     /// Spread client sockets over 127.0.0.1..=127.0.0.N (more than ~28k clients need 2+).
     #[arg(long, default_value = "1", value_parser = clap::value_parser!(u8).range(1..=254))]
     pub source_ips: u8,
     /// `@connections` posts in flight, each worker on its own keep-alive connection.
-    #[arg(long, default_value = "64", value_parser = parse_positive::<usize>)]
+    #[arg(long, default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub in_flight: usize,
     /// Length of the throughput phase (e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub post_duration: Duration,
     /// At most this many posts in the throughput phase.
-    #[arg(long, default_value = "10000000", value_parser = parse_positive::<u64>)]
+    #[arg(long, default_value = "10000000", value_parser = parse_positive::<u64>, allow_negative_numbers = true)]
     pub post_max: u64,
     /// Messages per second of the paced latency phase (0 skips it).
     #[arg(long, default_value = "10000")]
@@ -144,7 +144,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "5")]
     pub fanout_rounds: usize,
     /// Posts in flight during a fan-out.
-    #[arg(long, default_value = "64", value_parser = parse_positive::<usize>)]
+    #[arg(long, default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub fanout_concurrency: usize,
     /// The server's process id, to read its memory from /proc.
     #[arg(long)]
@@ -205,10 +205,10 @@ impl RunArgs {
 #[derive(Clone, Debug, Args)]
 pub struct FanoutArgs {
     /// WebSocket clients subscribed to the job.
-    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>)]
+    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub subscribers: usize,
     /// Updates published (each measured on its own).
-    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>)]
+    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub rounds: usize,
     /// Store the publisher reads subscribers from (dynamodb: AWS_ENDPOINT_URL_DYNAMODB on loopback).
     #[arg(long, default_value = "memory", value_enum)]
@@ -357,6 +357,39 @@ fn parse_stage(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// `127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`, or a bare port (on 127.0.0.1).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let expected = || {
+        format!(
+            "expected HOST:PORT (127.0.0.1:8080, 0.0.0.0:8080, localhost:8080) or a port (8080), got '{s}'"
+        )
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let port: u16 = s.parse().map_err(|_| expected())?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected());
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .collect();
+    // Prefer IPv4, as browsers try 127.0.0.1 for localhost first.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
+
 fn parse_positive<T: std::str::FromStr + PartialEq + Default>(s: &str) -> Result<T, String> {
     match s.trim().parse::<T>() {
         Ok(n) if n != T::default() => Ok(n),
@@ -381,11 +414,13 @@ fn parse_base_url(s: &str) -> Result<String, String> {
 #[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on (HTTP and WebSocket share it).
+    /// A port alone means 127.0.0.1; host names are resolved (localhost:8080).
     #[arg(
         long,
         env = "JOBCAST_LISTEN",
         default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = parse_listen
     )]
     pub listen: SocketAddr,
 
@@ -402,15 +437,16 @@ pub struct ServeArgs {
     pub max_lifetime: Duration,
 
     /// Most concurrent WebSocket connections; handshakes beyond get 429.
-    #[arg(long, env = "JOBCAST_MAX_CONNECTIONS", default_value = "100000", value_parser = parse_positive::<usize>, value_name = "N")]
-    pub max_connections: usize,
+    /// [default: 100000, or what the open-file limit allows]
+    #[arg(long, env = "JOBCAST_MAX_CONNECTIONS", value_parser = parse_positive::<usize>, value_name = "N", allow_negative_numbers = true)]
+    pub max_connections: Option<usize>,
 
     /// Messages queued per connection before it is closed as a slow consumer (1008).
-    #[arg(long, env = "JOBCAST_OUTBOUND_QUEUE", default_value = "1024", value_parser = parse_positive::<usize>, value_name = "N")]
+    #[arg(long, env = "JOBCAST_OUTBOUND_QUEUE", default_value = "1024", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
     pub outbound_queue: usize,
 
     /// Demo jobs run at once by the in-process worker pool.
-    #[arg(long, env = "JOBCAST_WORKERS", default_value = "64", value_parser = parse_positive::<usize>, value_name = "N")]
+    #[arg(long, env = "JOBCAST_WORKERS", default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
     pub workers: usize,
 
     /// Time a client has to send its request headers (cuts slowloris handshakes).
@@ -434,7 +470,7 @@ pub struct ServeArgs {
     pub websocket_url: Option<String>,
 
     /// Answer @connections POSTs beyond this many per second with 429 LimitExceededException.
-    #[arg(long, env = "JOBCAST_LIMIT_POSTS_PER_SECOND", value_parser = parse_positive::<u32>, value_name = "PER_SECOND")]
+    #[arg(long, env = "JOBCAST_LIMIT_POSTS_PER_SECOND", value_parser = parse_positive::<u32>, allow_negative_numbers = true, value_name = "PER_SECOND")]
     pub limit_posts_per_second: Option<u32>,
 
     /// Messages one client may send per second (bursts up to the same number);
@@ -489,7 +525,7 @@ pub struct ServeArgs {
     pub no_resume: bool,
 
     /// Posts in flight at once when fanning one update out to subscribers.
-    #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, value_name = "N")]
+    #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
     pub publish_concurrency: usize,
 
     /// Let callbackUrl reach private addresses (10/8, 172.16/12, 192.168/16, fc00::/7).

@@ -148,6 +148,24 @@ impl Publisher {
         {
             self.metrics.job_entered(status);
         }
+        if status.is_terminal() {
+            match &job.snapshot.error {
+                Some(e) => tracing::info!(
+                    job_id,
+                    kind = %job.kind,
+                    status = status.as_str(),
+                    code = %e.code,
+                    "job ended: {}",
+                    e.message
+                ),
+                None => tracing::info!(
+                    job_id,
+                    kind = %job.kind,
+                    status = status.as_str(),
+                    "job ended"
+                ),
+            }
+        }
         let webhook = match &self.webhooks {
             Some(w) if status.is_terminal() && job.callback_url.is_some() => Some(w),
             _ => None,

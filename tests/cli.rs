@@ -246,3 +246,52 @@ fn kind_configuration_errors_name_the_fix() {
     let err = run(&["--heartbeat-timeout", "soon"], &[]);
     assert!(err.contains("heartbeat"), "{err}");
 }
+
+#[test]
+fn a_newcomers_flags_are_understood_or_named() {
+    // A bare port and a host name are listen addresses.
+    for listen in ["0", "localhost:0"] {
+        let mut p = Process::new(
+            jobcast()
+                .args(["--listen", listen])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let out = BufReader::new(p.child().stdout.take().unwrap());
+        let line = out
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening"))
+            .expect("a listening line");
+        assert!(line.contains("addr=127.0.0.1:"), "{line}");
+        // Plain text when not on a terminal, and no warning caused by a default.
+        assert!(!line.contains('\u{1b}'), "colour codes: {line:?}");
+        p.terminate();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut p.child().stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!err.contains("--max-connections"), "{err}");
+    }
+    let out = jobcast().args(["--listen", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("localhost:8080"));
+    // A bad value from the environment names the variable.
+    let out = jobcast()
+        .env("JOBCAST_IDLE_TIMEOUT", "banana")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("jobcast: JOBCAST_IDLE_TIMEOUT:"), "{err}");
+    assert!(err.contains("90s"), "{err}");
+    // A negative number is judged as a number.
+    let out = jobcast()
+        .args(["--max-connections", "-1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("whole number above 0"), "{err}");
+}

@@ -264,7 +264,7 @@ async fn frame_and_message_size_limits() {
 
 #[tokio::test]
 async fn max_connections_answers_429() {
-    let srv = start_with(|c| c.max_connections = 2).await;
+    let srv = start_with(|c| c.max_connections = Some(2)).await;
     let _a = srv.connect().await;
     let _b = srv.connect().await;
     assert_eq!(handshake_status(&srv.ws_url("")).await, 429);

@@ -96,7 +96,7 @@ pub async fn fanout(
         listen: "127.0.0.1:0"
             .parse()
             .map_err(|_| "bad address".to_string())?,
-        max_connections: subscribers + 100,
+        max_connections: Some(subscribers + 100),
         outbound_queue: rounds.max(16) * 2,
         ..GatewayConfig::default()
     };

@@ -51,7 +51,9 @@ pub struct GatewayConfig {
     pub stage: String,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
-    pub max_connections: usize,
+    /// Most concurrent WebSocket connections; `None`: as many as the
+    /// open-file limit allows, up to `DEFAULT_MAX_CONNECTIONS`.
+    pub max_connections: Option<usize>,
     /// Messages buffered per connection before it counts as a slow consumer.
     pub outbound_queue: usize,
     /// Demo jobs running at once.
@@ -92,7 +94,7 @@ impl Default for GatewayConfig {
             stage: "dev".into(),
             idle_timeout: crate::protocol::IDLE_TIMEOUT,
             max_lifetime: crate::protocol::MAX_LIFETIME,
-            max_connections: 100_000,
+            max_connections: None,
             outbound_queue: 1024,
             workers: 64,
             handshake_timeout: Duration::from_secs(10),
@@ -138,7 +140,15 @@ const FD_RESERVE: u64 = 256;
 /// many WebSocket connections fit under it. Beyond that, handshakes get a
 /// clean 429 instead of the listener failing to accept anyone at all
 /// (health checks and `@connections` included).
-fn connection_budget(wanted: usize) -> usize {
+/// Connections `serve` allows when not told otherwise, if the open-file
+/// limit has room for them.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+
+/// How many connections fit: the configured number, capped by the
+/// open-file limit (raised to its hard limit first). Only a number the
+/// user asked for is worth a warning when it does not fit.
+fn connection_budget(asked: Option<usize>) -> usize {
+    let wanted = asked.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -159,6 +169,14 @@ fn connection_budget(wanted: usize) -> usize {
         }
     }
     let fit = lim.rlim_cur.saturating_sub(FD_RESERVE) as usize;
+    if wanted > fit && asked.is_none() {
+        tracing::debug!(
+            open_file_limit = lim.rlim_cur,
+            max_connections = fit.max(1),
+            "connection limit derived from the open-file limit"
+        );
+        return fit.max(1);
+    }
     if wanted > fit {
         tracing::warn!(
             max_connections = wanted,

@@ -124,6 +124,11 @@ impl Drop for Slot {
 }
 
 impl Registry {
+    /// Most connections at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     pub fn new(max_connections: usize, metrics: Arc<Metrics>) -> Registry {
         Registry {
             conns: DashMap::with_hasher(foldhash::fast::RandomState::default()),

@@ -318,9 +318,9 @@ async fn upgrade(
         metrics
             .connects_refused_total
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            max = shared.config.max_connections,
-            "refusing connection: limit reached"
+        tracing::info!(
+            max = shared.registry.max_connections(),
+            "refusing connection: limit reached (429)"
         );
         return aws_error(429, "LimitExceededException", "Too many connections");
     };

@@ -56,11 +56,17 @@ pub async fn connect(
     let token = q.first("token").filter(|s| !s.is_empty());
     let Some(job_id) = job_id else {
         if token.is_some() {
+            tracing::info!(
+                connection_id = conn,
+                "refusing $connect: token given without jobId"
+            );
             return ws_response(400, "token given without jobId");
         }
+        tracing::debug!(connection_id = conn, "connected");
         return ws_response(200, "connected");
     };
     let Some(token) = token else {
+        tracing::info!(connection_id = conn, job_id, "refusing $connect: no token");
         return ws_response(401, "a jobId needs the token issued by POST /jobs");
     };
     if let Err(e) = deps.tokens.verify(job_id, token, now_unix()) {
@@ -69,7 +75,14 @@ pub async fn connect(
     }
     match deps.store().get_job(job_id).await {
         Ok(Some(_)) => {}
-        Ok(None) => return ws_response(404, "job not found"),
+        Ok(None) => {
+            tracing::info!(
+                connection_id = conn,
+                job_id,
+                "refusing $connect: job not found"
+            );
+            return ws_response(404, "job not found");
+        }
         Err(e) => {
             tracing::error!(error = %e, "store failed during $connect");
             return ws_response(500, "store unavailable");
@@ -97,11 +110,12 @@ pub async fn disconnect(
     };
     match deps.store().remove_connection(conn).await {
         Ok(n) => {
+            let c = &event.request_context;
             tracing::debug!(
                 connection_id = conn,
                 subscriptions = n,
-                code = ?event.request_context.disconnect_status_code,
-                reason = ?event.request_context.disconnect_reason,
+                code = c.disconnect_status_code.unwrap_or(1005),
+                reason = c.disconnect_reason.as_deref().unwrap_or(""),
                 "disconnected"
             );
             ws_response(200, "disconnected")

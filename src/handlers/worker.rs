@@ -222,7 +222,8 @@ async fn run_demo(
             return publisher.publish(job_id, u).await.map(|_| ());
         }
         let mut u = JobUpdate::status(Status::Running);
-        u.percent = Some(100.0 * k as f64 / input.steps as f64);
+        // Two decimals: what a bar can show (46.67, not 46.666666666666664).
+        u.percent = Some((10_000.0 * k as f64 / input.steps as f64).round() / 100.0);
         u.message = Some(format!("step {k}/{}", input.steps));
         match publish_retrying(publisher, job_id, u, cancel).await {
             // The stored record carries a cancel request made through the
