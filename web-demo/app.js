@@ -10,11 +10,35 @@ const connection = document.getElementById('connection');
 /** @type {JobcastClient|null} */
 let client = null;
 
+// "closed" only means no job is being followed: say so.
+const STATE_TEXT = { closed: 'idle', connecting: 'connecting', live: 'live', reconnecting: 'reconnecting', polling: 'polling' };
+
 function showState(state) {
-  connection.textContent = state;
+  connection.textContent = STATE_TEXT[state] ?? state;
   connection.dataset.state = state;
 }
 showState('closed');
+
+// The jobs this tab started, kept for the tab's session so a reload
+// follows them again.
+const SAVED = 'jobcast-demo-jobs';
+function savedJobs() {
+  try {
+    const v = JSON.parse(sessionStorage.getItem(SAVED) ?? '[]');
+    return Array.isArray(v) ? v : [];
+  } catch {
+    return [];
+  }
+}
+function saveJob(job) {
+  try {
+    const jobs = savedJobs().filter((j) => j.jobId !== job.jobId);
+    jobs.push(job);
+    sessionStorage.setItem(SAVED, JSON.stringify(jobs.slice(-50)));
+  } catch {
+    // Storage full or disabled: the page still works, it only forgets on reload.
+  }
+}
 
 function render(view, snap) {
   const pct = Math.max(0, Math.min(100, snap.percent));
@@ -82,9 +106,22 @@ async function start(kind, input) {
     showError(body.detail ?? 'The job could not be started.');
     return;
   }
+  const job = {
+    jobId: body.jobId,
+    token: body.token,
+    statusUrl: body.statusUrl,
+    websocketUrl: body.websocketUrl,
+    started: Date.now(),
+  };
+  saveJob(job);
+  show(job);
+}
+
+/** Adds a job's row and follows it. */
+function show(body) {
   const node = template.content.firstElementChild.cloneNode(true);
   const view = {
-    node, done: false, started: Date.now(),
+    node, done: false, started: body.started ?? Date.now(),
     bar: node.querySelector('.bar'), fill: node.querySelector('.fill'),
     pct: node.querySelector('.percent'), badge: node.querySelector('.badge'),
     message: node.querySelector('.message'), outcome: node.querySelector('.outcome'),
@@ -117,3 +154,6 @@ async function start(kind, input) {
     onUpdate: (snap) => render(view, snap),
   });
 }
+
+// After a reload: the tab's jobs again, each from its current snapshot.
+for (const job of savedJobs()) show(job);

@@ -113,7 +113,7 @@ test('a job runs to 100% and shows its result', async () => {
   const bar = job(page, id).locator('[role=progressbar]');
   assert.equal(await bar.getAttribute('aria-valuenow'), '100');
   assert.match(await job(page, id).locator('.outcome').textContent(), /"steps": 5/);
-  assert.equal(await page.textContent('#connection'), 'closed');
+  assert.equal(await page.textContent('#connection'), 'idle');
   assertNeverBackwards(await page.evaluate((i) => window.__aria[i], id), id);
   assert.deepEqual(errors, []);
   await page.close();
@@ -141,11 +141,28 @@ test('a job of your own kind, run by a worker made with clients/node, is watched
   await page.close();
 });
 
+test('a reload keeps the tab\'s jobs and follows them again', async () => {
+  const { page, errors } = await openPage();
+  assert.equal(await page.textContent('#connection'), 'idle', 'an idle page does not look failed');
+  const done = await startJob(page, { steps: 2, stepMs: 10 });
+  assert.equal(await finalStatus(page, done), 'succeeded');
+  const running = await startJob(page, { steps: 30, stepMs: 100 });
+  await page.reload();
+  assert.equal(await finalStatus(page, done), 'succeeded');
+  assert.equal(await finalStatus(page, running), 'succeeded');
+  assert.equal(await page.locator('li.job').count(), 2);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('failAt shows the failure', async () => {
   const { page, errors } = await openPage();
   const id = await startJob(page, { steps: 5, stepMs: 50, failAt: 3 });
   assert.equal(await finalStatus(page, id), 'failed');
   assert.match(await job(page, id).locator('.outcome').textContent(), /demo_failure/);
+  // Coloured by state, and said in text too.
+  const fill = await job(page, id).locator('.fill').evaluate((e) => getComputedStyle(e).backgroundColor);
+  assert.equal(fill, 'rgb(153, 27, 27)');
   assert.equal(await job(page, id).locator('.badge').textContent(), 'failed');
   assert.deepEqual(errors, []);
   await page.close();
