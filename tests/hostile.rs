@@ -188,3 +188,49 @@ async fn random_bytes_before_and_after_the_upgrade() {
     srv.connection_id(&mut bystander).await;
     assert_eq!(srv.metric("jobcast_connections_open").await, 1.0);
 }
+
+/// A client that sends one oversized frame and only then reads (as asyncio
+/// streams and Windows stacks do, which drop received data on a reset)
+/// must still get its close frame: the server lingers, reading and
+/// discarding what the client sent, instead of closing on unread bytes.
+#[tokio::test]
+async fn an_oversized_frame_gets_its_close_frame_every_time_not_a_reset() {
+    let srv = start().await;
+    for size in [64 * 1024, 200 * 1024] {
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            let mut c = RawWs::connect(srv.addr, "/dev").await;
+            c.frame(true, 1, &vec![b'a'; size]).await;
+            // Read only once the server has long decided.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            match c.pending_error() {
+                Some(kind) => got.push(Err(kind)),
+                None => got.push(c.try_close_code().await.map_err(|e| e.kind())),
+            }
+        }
+        let ok = got.iter().filter(|r| **r == Ok(1009)).count();
+        assert_eq!(ok, 20, "{size} bytes: {got:?}");
+    }
+}
+
+/// The same for every close the server starts on a client's mistake, with
+/// more bytes behind the offending frame that the server never reads.
+#[tokio::test]
+async fn every_server_close_with_unread_bytes_behind_it_arrives_intact() {
+    let srv = start().await;
+    let junk = vec![b'j'; 100 * 1024];
+    for (what, first, want) in [
+        ("binary frame", (0x2u8, b"bin".to_vec()), 1003),
+        ("invalid UTF-8", (0x1u8, vec![0xff, 0xfe, 0xfd]), 1007),
+        ("reserved opcode", (0x3u8, b"x".to_vec()), 1002),
+    ] {
+        for _ in 0..5 {
+            let mut c = RawWs::connect(srv.addr, "/dev").await;
+            c.frame(true, first.0, &first.1).await;
+            c.frame(true, 1, &junk).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(c.pending_error(), None, "{what}: reset");
+            assert_eq!(c.try_close_code().await.ok(), Some(want), "{what}");
+        }
+    }
+}

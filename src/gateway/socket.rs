@@ -30,6 +30,11 @@ type Sink = SplitSink<Ws, Message>;
 /// How long a close handshake may take before the socket is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// After a server-initiated close: how long, and how many bytes, the server
+/// keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
 /// Why and how a connection ended.
 struct Ending {
     code: u16,
@@ -144,6 +149,7 @@ pub(super) async fn run(
         _ => None,
     };
     if let Some(mut sink) = sink {
+        let lingering = ending.send_close;
         let frame = ending.send_close.then(|| CloseFrame {
             code: CloseCode::from(ending.code),
             reason: Utf8Bytes::from(ending.reason.clone()),
@@ -166,10 +172,39 @@ pub(super) async fn run(
             }
         };
         let _ = timeout(CLOSE_GRACE, closing).await;
+        if lingering && let Ok(mut ws) = sink.reunite(stream) {
+            linger(ws.get_mut()).await;
+        }
     }
 
     drop(slot);
     finish(&shared, &meta, ending.code, &ending.reason).await;
+}
+
+/// The lingering close (RFC 6455 7.1.1): once our close frame is out, stop
+/// writing (FIN) and read and discard what the client still sends until it
+/// closes, for a bounded time. Closing with unread bytes in the receive
+/// buffer makes the kernel answer with a reset, and clients that honour a
+/// reset before reading what they have received (asyncio streams, Windows)
+/// would never see the close frame: an oversized frame left mostly unread is
+/// exactly that case.
+async fn linger<S>(io: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = timeout(CLOSE_GRACE, io.shutdown()).await;
+    let drain = async {
+        let mut buf = [0u8; 8192];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = timeout(LINGER, drain).await;
 }
 
 /// Forgets a connection and runs its `$disconnect`: the one place that does,

@@ -341,29 +341,45 @@ impl RawWs {
 
     /// Reads frames until a close frame; returns its code.
     pub async fn close_code(&mut self) -> u16 {
+        self.try_close_code().await.expect("a close frame")
+    }
+
+    /// The error the socket has recorded, if any (SO_ERROR): a reset from
+    /// the server shows here before any read, as asyncio and Windows
+    /// clients see it.
+    pub fn pending_error(&self) -> Option<std::io::ErrorKind> {
+        match self.stream.take_error() {
+            Ok(Some(e)) => Some(e.kind()),
+            Ok(None) => None,
+            Err(e) => Some(e.kind()),
+        }
+    }
+
+    /// As `close_code`, but a reset or an early end is an error, not a panic.
+    pub async fn try_close_code(&mut self) -> std::io::Result<u16> {
         tokio::time::timeout(WAIT, async {
             loop {
                 let mut h = [0u8; 2];
-                self.stream.read_exact(&mut h).await.expect("frame header");
+                self.stream.read_exact(&mut h).await?;
                 let mut len = (h[1] & 0x7f) as u64;
                 if len == 126 {
                     let mut l = [0u8; 2];
-                    self.stream.read_exact(&mut l).await.unwrap();
+                    self.stream.read_exact(&mut l).await?;
                     len = u16::from_be_bytes(l) as u64;
                 } else if len == 127 {
                     let mut l = [0u8; 8];
-                    self.stream.read_exact(&mut l).await.unwrap();
+                    self.stream.read_exact(&mut l).await?;
                     len = u64::from_be_bytes(l);
                 }
                 let mut payload = vec![0u8; len as usize];
-                self.stream.read_exact(&mut payload).await.unwrap();
+                self.stream.read_exact(&mut payload).await?;
                 if h[0] & 0x0f == 8 {
-                    return u16::from_be_bytes([payload[0], payload[1]]);
+                    return Ok(u16::from_be_bytes([payload[0], payload[1]]));
                 }
             }
         })
         .await
-        .expect("close frame in time")
+        .unwrap_or_else(|_| Err(std::io::Error::other("no close frame in time")))
     }
 
     /// Reads the next text frame's payload.
