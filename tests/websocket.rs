@@ -242,17 +242,21 @@ async fn frame_and_message_size_limits() {
     let mut raw = RawWs::connect(srv.addr, "/dev").await;
     raw.frame(true, 1, &vec![b'x'; 32768]).await;
     assert!(raw.next_text().await.contains("bad_request"));
-    // 32769 bytes in one frame: 1009.
+    // 32769 bytes in one frame: 1009, saying it was the frame.
     raw.frame(true, 1, &vec![b'x'; 32769]).await;
-    assert_eq!(raw.close_code().await, 1009);
+    let (code, reason) = raw.close_frame().await;
+    assert_eq!(code, 1009);
+    assert!(reason.starts_with("frame too big"), "{reason}");
 
     // A 131072-byte message in 32 KiB frames is accepted.
     let mut raw = RawWs::connect(srv.addr, "/dev").await;
     raw.fragmented_text(&vec![b'y'; 131072], 32768).await;
     assert!(raw.next_text().await.contains("bad_request"));
-    // 131073 bytes: 1009.
+    // 131073 bytes: 1009, saying it was the message.
     raw.fragmented_text(&vec![b'y'; 131073], 32768).await;
-    assert_eq!(raw.close_code().await, 1009);
+    let (code, reason) = raw.close_frame().await;
+    assert_eq!(code, 1009);
+    assert!(reason.starts_with("message too big"), "{reason}");
 
     // A well-behaved library sending one big frame also gets 1009.
     let mut c = srv.connect().await;

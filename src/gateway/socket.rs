@@ -304,6 +304,16 @@ async fn read_loop(
 
 fn error_ending(e: WsError) -> Ending {
     match e {
+        // The frame limit (32 KiB) is the smaller one: a frame over it is
+        // reported as such, a message over 128 KiB (in fragments) as a message.
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size })
+            if max_size == crate::protocol::MAX_FRAME_BYTES =>
+        {
+            Ending::server(
+                1009,
+                &format!("frame too big: {size} bytes, limit {max_size}"),
+            )
+        }
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => Ending::server(
             1009,
             &format!("message too big: {size} bytes, limit {max_size}"),

@@ -344,6 +344,16 @@ impl RawWs {
         self.try_close_code().await.expect("a close frame")
     }
 
+    /// Reads frames until a close frame; returns its code and reason.
+    pub async fn close_frame(&mut self) -> (u16, String) {
+        self.try_close_frame().await.expect("a close frame")
+    }
+
+    /// As `close_code`, but a reset or an early end is an error, not a panic.
+    pub async fn try_close_code(&mut self) -> std::io::Result<u16> {
+        self.try_close_frame().await.map(|(code, _)| code)
+    }
+
     /// The error the socket has recorded, if any (SO_ERROR): a reset from
     /// the server shows here before any read, as asyncio and Windows
     /// clients see it.
@@ -355,8 +365,7 @@ impl RawWs {
         }
     }
 
-    /// As `close_code`, but a reset or an early end is an error, not a panic.
-    pub async fn try_close_code(&mut self) -> std::io::Result<u16> {
+    async fn try_close_frame(&mut self) -> std::io::Result<(u16, String)> {
         tokio::time::timeout(WAIT, async {
             loop {
                 let mut h = [0u8; 2];
@@ -374,7 +383,8 @@ impl RawWs {
                 let mut payload = vec![0u8; len as usize];
                 self.stream.read_exact(&mut payload).await?;
                 if h[0] & 0x0f == 8 {
-                    return Ok(u16::from_be_bytes([payload[0], payload[1]]));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+                    return Ok((u16::from_be_bytes([payload[0], payload[1]]), reason.into()));
                 }
             }
         })
