@@ -549,20 +549,7 @@ fn parse_table(s: &str) -> Result<String, String> {
     }
 }
 
-pub fn parse_kind(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    if s.is_empty()
-        || s.len() > 64
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(format!(
-            "a job kind uses lowercase letters, digits, '-' and '_' (like video-encode), got '{s}'"
-        ));
-    }
-    Ok(s.to_string())
-}
+pub use crate::protocol::parse_kind;
 
 /// The key pair `--require-sigv4` checks signatures against.
 pub fn sigv4_verifier() -> Result<crate::gateway::sigv4::Verifier, String> {

@@ -245,6 +245,25 @@ impl ClientAction {
     }
 }
 
+/// The kind served by the built-in demo worker.
+pub const DEMO_KIND: &str = "demo";
+
+/// A job kind's name: lowercase letters, digits, '-' and '_', 1 to 64 of them.
+pub fn parse_kind(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "a job kind uses lowercase letters, digits, '-' and '_' (like video-encode), got '{s}'"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,12 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
-/// The kind served by the built-in demo worker.
-pub const DEMO_KIND: &str = "demo";
-
-/// How long a process holds a job it is handing over before another
-/// process may take the hand-over up (after a crash, say).
-pub const HANDOVER_LEASE: Duration = Duration::from_secs(120);
+pub use crate::protocol::DEMO_KIND;
+pub use crate::store::HANDOVER_LEASE;
 
 /// Where a kind's jobs go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +91,7 @@ pub fn parse_kind_spec(s: &str) -> Result<(String, Target), String> {
     let (kind, target) = s
         .split_once('=')
         .ok_or_else(|| format!("expected KIND=TARGET (like export=sqs:https://…), got '{s}'"))?;
-    let kind = crate::config::parse_kind(kind)?;
+    let kind = crate::protocol::parse_kind(kind)?;
     if kind == DEMO_KIND {
         return Err(
             "'demo' is built in and cannot be given a target; pick another kind name".into(),

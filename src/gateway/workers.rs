@@ -275,7 +275,7 @@ async fn recover_one(
         return;
     }
     let now = chrono::Utc::now().timestamp();
-    let until = now + crate::dispatch::HANDOVER_LEASE.as_secs() as i64;
+    let until = now + crate::store::HANDOVER_LEASE.as_secs() as i64;
     let current = match publisher
         .store()
         .hand_over(&job_id, &dispatcher.settings().owner, until, now)

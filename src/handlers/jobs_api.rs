@@ -4,10 +4,11 @@
 //! `application/problem+json` document, never a 500 for bad input.
 
 use super::{Deps, worker};
-use crate::dispatch::{DEMO_KIND, HANDOVER_LEASE};
+use crate::protocol::DEMO_KIND;
 use crate::protocol::{
     JobError, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES, ServerMessage, Status, rfc3339,
 };
+use crate::store::HANDOVER_LEASE;
 use crate::store::{
     IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Liveness, MAX_INPUT_BYTES,
     StoreError,

@@ -35,7 +35,7 @@ pub trait JobQueue: Send + Sync + 'static {
     fn cancel_hint(&self, job_id: &str);
     /// The job kinds accepted.
     fn kinds(&self) -> Vec<String> {
-        vec![crate::dispatch::DEMO_KIND.to_string()]
+        vec![crate::protocol::DEMO_KIND.to_string()]
     }
 }
 

@@ -37,6 +37,10 @@ pub struct JobRecord {
     pub deadline: Option<i64>,
 }
 
+/// How long a process holds a job it is handing over before another
+/// process may take the hand-over up (after a crash, say).
+pub const HANDOVER_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A time-bounded claim of one process on one job, taken with a conditional
 /// write so two processes over one table never both hand over, resume or
 /// run the same job.
