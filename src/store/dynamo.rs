@@ -51,7 +51,19 @@ fn live_shard(job_id: &str) -> String {
     let h = job_id
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-    format!("LIVE#{}", h % LIVE_SHARDS)
+    live_partition(h % LIVE_SHARDS)
+}
+
+/// The `GSI2PK` of shard `n`.
+fn live_partition(n: u32) -> String {
+    format!("LIVE#{n}")
+}
+
+/// What an update asked for, to explain a failed condition.
+#[derive(Default)]
+struct Asked {
+    percent: Option<f64>,
+    expired_by: Option<i64>,
 }
 
 /// A deadline as GSI2's sort key: fixed width, so strings sort as numbers.
@@ -509,16 +521,17 @@ impl DynamoStore {
         job_id: &str,
         req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
     ) -> Result<JobRecord, StoreError> {
-        self.update_live_if(job_id, req, "").await
+        self.update_live_if(job_id, req, "", Asked::default()).await
     }
 
-    /// As `update_live`, with `extra` appended to the condition (its
-    /// failure, when the job is live, is a `Conflict`).
+    /// As `update_live`, with `extra` appended to the condition; a failed
+    /// condition is explained against what the update `asked`.
     async fn update_live_if(
         &self,
         job_id: &str,
         req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
         extra: &str,
+        asked: Asked,
     ) -> Result<JobRecord, StoreError> {
         let mut req = req
             .table_name(&self.table)
@@ -541,7 +554,9 @@ impl DynamoStore {
                     aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
                     _ => None,
                 };
-                Err(self.classify_failure(job_id, old, None, None).await)
+                Err(self
+                    .classify_failure(job_id, old, asked.percent, asked.expired_by)
+                    .await)
             }
             Err(e) => Err(unavailable(e)),
         }
@@ -703,7 +718,6 @@ impl Store for DynamoStore {
             (":now".to_string(), s(rfc3339(now))),
             (":ttl".to_string(), self.retention_ttl(now)),
         ]);
-        values.extend(terminal_values());
         let mut names = HashMap::from([
             ("#seq".to_string(), "seq".to_string()),
             ("#status".to_string(), "status".to_string()),
@@ -711,7 +725,7 @@ impl Store for DynamoStore {
             ("#ttl".to_string(), "ttl".to_string()),
             ("#message".to_string(), "message".to_string()),
         ]);
-        let mut condition = format!("attribute_exists(PK) AND {TERMINAL_CONDITION}");
+        let mut condition = String::new();
         if let Some(p) = percent {
             set.push("#percent = :percent");
             values.insert(":percent".into(), n(p));
@@ -754,34 +768,17 @@ impl Store for DynamoStore {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        let res = self
+        let req = self
             .client
             .update_item()
-            .table_name(&self.table)
-            .set_key(Some(HashMap::from(job_key(job_id))))
             .update_expression(expression)
-            .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(out) => job_from_item(&out.attributes.unwrap_or_default()),
-            Err(SdkError::ServiceError(se))
-                if se.err().code() == Some("ConditionalCheckFailedException") =>
-            {
-                let old = match se.into_err() {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
-                    _ => None,
-                };
-                Err(self
-                    .classify_failure(job_id, old, percent, expired_by)
-                    .await)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+            .set_expression_attribute_values(Some(values));
+        let asked = Asked {
+            percent,
+            expired_by,
+        };
+        self.update_live_if(job_id, req, &condition, asked).await
     }
 
     async fn request_cancel(&self, job_id: &str) -> Result<JobRecord, StoreError> {
@@ -814,7 +811,7 @@ impl Store for DynamoStore {
                     Some(GSI2),
                     "GSI2PK = :p AND GSI2SK <= :now",
                     vec![
-                        (":p", s(format!("LIVE#{shard}"))),
+                        (":p", s(live_partition(shard))),
                         (":now", s(deadline_key(now))),
                     ],
                     "PK",
@@ -855,6 +852,7 @@ impl Store for DynamoStore {
             req,
             " AND (attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner) \
              AND (attribute_not_exists(dispatched) OR dispatched = :false)",
+            Asked::default(),
         )
         .await
     }
