@@ -65,10 +65,10 @@ pub struct UpdatesArgs {
     #[arg(long, default_value = "127.0.0.1:8099")]
     pub receiver: SocketAddr,
     /// Jobs at once, each with one worker and one WebSocket client.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub jobs: usize,
     /// Updates per job (the last one ends it).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value = "500", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub updates: usize,
     /// The server's pid, to report its CPU time per update.
     #[arg(long)]

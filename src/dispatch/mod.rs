@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
-pub use crate::protocol::DEMO_KIND;
-pub use crate::store::HANDOVER_LEASE;
+use crate::protocol::DEMO_KIND;
+use crate::store::HANDOVER_LEASE;
 
 /// Where a kind's jobs go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,26 +239,14 @@ pub async fn deliverers(
     let mut sdk = None;
     for (kind, target) in &kinds.0 {
         let d: Arc<dyn Deliver> = match target {
-            Target::Sqs(url) => {
-                if sdk.is_none() {
-                    sdk = Some(crate::aws::sdk_config().await);
-                }
-                let config = sdk.as_ref().map(aws_sdk_sqs::Client::new);
-                Arc::new(sqs::SqsTarget::new(
-                    config.ok_or("SQS client unavailable")?,
-                    url.clone(),
-                ))
-            }
-            Target::Lambda(function) => {
-                if sdk.is_none() {
-                    sdk = Some(crate::aws::sdk_config().await);
-                }
-                let client = sdk.as_ref().map(aws_sdk_lambda::Client::new);
-                Arc::new(lambda::LambdaTarget::new(
-                    client.ok_or("Lambda client unavailable")?,
-                    function.clone(),
-                ))
-            }
+            Target::Sqs(url) => Arc::new(sqs::SqsTarget::new(
+                aws_sdk_sqs::Client::new(aws_settings(&mut sdk).await),
+                url.clone(),
+            )),
+            Target::Lambda(function) => Arc::new(lambda::LambdaTarget::new(
+                aws_sdk_lambda::Client::new(aws_settings(&mut sdk).await),
+                function.clone(),
+            )),
             Target::Http(url) => {
                 let secret = webhook_secret.ok_or_else(|| {
                     format!(
@@ -284,6 +272,15 @@ pub async fn deliverers(
         out.insert(kind.clone(), d);
     }
     Ok(out)
+}
+
+/// The AWS settings, read the first time a target needs them.
+async fn aws_settings(sdk: &mut Option<aws_config::SdkConfig>) -> &aws_config::SdkConfig {
+    let config = match sdk.take() {
+        Some(c) => c,
+        None => crate::aws::sdk_config().await,
+    };
+    sdk.insert(config)
 }
 
 impl Dispatcher {

@@ -136,17 +136,16 @@ pub struct Gateway {
 /// and `/metrics` when the WebSocket connections take all the others.
 const FD_RESERVE: u64 = 256;
 
-/// Raises this process's open-file limit to its hard limit and returns how
-/// many WebSocket connections fit under it. Beyond that, handshakes get a
-/// clean 429 instead of the listener failing to accept anyone at all
-/// (health checks and `@connections` included).
 /// Connections `serve` allows when not told otherwise, if the open-file
 /// limit has room for them.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
-/// How many connections fit: the configured number, capped by the
-/// open-file limit (raised to its hard limit first). Only a number the
-/// user asked for is worth a warning when it does not fit.
+/// Raises this process's open-file limit to its hard limit and returns how
+/// many WebSocket connections fit under it: the number `asked` for (or the
+/// default), capped by that limit. Beyond it, handshakes get a clean 429
+/// instead of the listener failing to accept anyone at all (health checks
+/// and `@connections` included). Only a number the user asked for is worth
+/// a warning when it does not fit.
 fn connection_budget(asked: Option<usize>) -> usize {
     let wanted = asked.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     let mut lim = libc::rlimit {
@@ -169,24 +168,24 @@ fn connection_budget(asked: Option<usize>) -> usize {
         }
     }
     let fit = lim.rlim_cur.saturating_sub(FD_RESERVE) as usize;
-    if wanted > fit && asked.is_none() {
-        tracing::debug!(
-            open_file_limit = lim.rlim_cur,
-            max_connections = fit.max(1),
-            "connection limit derived from the open-file limit"
-        );
-        return fit.max(1);
+    if wanted <= fit {
+        return wanted;
     }
-    if wanted > fit {
+    if asked.is_some() {
         tracing::warn!(
             max_connections = wanted,
             open_file_limit = lim.rlim_cur,
             capped_at = fit,
             "--max-connections is above what the open-file limit allows; raise `ulimit -n` (hard limit) to allow more"
         );
-        return fit.max(1);
+    } else {
+        tracing::debug!(
+            open_file_limit = lim.rlim_cur,
+            max_connections = fit,
+            "connection limit derived from the open-file limit"
+        );
     }
-    wanted
+    fit.max(1)
 }
 
 /// A random id for this process in job leases.

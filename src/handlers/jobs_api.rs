@@ -4,14 +4,12 @@
 //! `application/problem+json` document, never a 500 for bad input.
 
 use super::{Deps, worker};
-use crate::protocol::DEMO_KIND;
 use crate::protocol::{
-    JobError, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES, ServerMessage, Status, rfc3339,
+    DEMO_KIND, JobError, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES, ServerMessage, Status, rfc3339,
 };
-use crate::store::HANDOVER_LEASE;
 use crate::store::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Liveness, MAX_INPUT_BYTES,
-    StoreError,
+    HANDOVER_LEASE, IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Liveness,
+    MAX_INPUT_BYTES, StoreError,
 };
 use crate::token::TokenError;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -440,21 +438,14 @@ async fn bind_idempotency_key(
                     .await
                     .map_err(store_problem)?;
             }
-            None => {
-                let mut p = Problem::new(
-                    409,
-                    "idempotency_key_in_flight",
-                    "a request with this Idempotency-Key is still being processed; retry shortly",
-                );
-                p.headers.push((header::RETRY_AFTER, "1".into()));
-                return Err(p);
-            }
+            // The first request is still storing its job (or died doing so).
+            None => break,
         }
     }
     let mut p = Problem::new(
         409,
         "idempotency_key_in_flight",
-        "requests with this Idempotency-Key keep racing; retry shortly",
+        "a request with this Idempotency-Key is still being processed; retry shortly",
     );
     p.headers.push((header::RETRY_AFTER, "1".into()));
     Err(p)
@@ -568,6 +559,18 @@ fn unauthorized(detail: &str) -> Problem {
     p
 }
 
+/// The job, unless it is unknown (`NotFound`) or has ended (`Terminal`).
+async fn live_job(deps: &Deps, id: &str) -> Result<JobRecord, StoreError> {
+    match deps.store().get_job(id).await? {
+        None => Err(StoreError::NotFound(id.to_string())),
+        Some(j) if j.snapshot.status.is_terminal() => Err(StoreError::Terminal {
+            job_id: id.to_string(),
+            status: j.snapshot.status,
+        }),
+        Some(j) => Ok(j),
+    }
+}
+
 async fn cancel(
     deps: &Deps,
     req: &ApiGatewayV2httpRequest,
@@ -581,18 +584,7 @@ async fn cancel(
     deps.tokens
         .verify(id, &token, super::now_unix())
         .map_err(|e| token_problem(e, "job"))?;
-    let job = deps
-        .store()
-        .get_job(id)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
-    if job.snapshot.status.is_terminal() {
-        return Err(store_problem(StoreError::Terminal {
-            job_id: id.to_string(),
-            status: job.snapshot.status,
-        }));
-    }
+    let job = live_job(deps, id).await.map_err(store_problem)?;
     let job = if job.kind == DEMO_KIND {
         // The demo worker ends it when it sees the request.
         let job = deps
@@ -739,15 +731,7 @@ async fn update(
     let outcome = match parsed {
         None => match deadline {
             Some(d) => deps.store().heartbeat(id, d).await,
-            None => match deps.store().get_job(id).await {
-                Ok(Some(j)) if j.snapshot.status.is_terminal() => Err(StoreError::Terminal {
-                    job_id: id.to_string(),
-                    status: j.snapshot.status,
-                }),
-                Ok(Some(j)) => Ok(j),
-                Ok(None) => Err(StoreError::NotFound(id.to_string())),
-                Err(e) => Err(e),
-            },
+            None => live_job(deps, id).await,
         },
         Some(mut u) => {
             if let Some(d) = deadline {

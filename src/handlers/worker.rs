@@ -72,7 +72,7 @@ impl Default for DemoInput {
 /// accepted kind; the user's own kinds judge their input themselves.
 pub fn validate(kind: &str, input: &Value, kinds: &[String]) -> Result<(), String> {
     match kind {
-        "demo" => DemoInput::parse(input).map(|_| ()),
+        crate::protocol::DEMO_KIND => DemoInput::parse(input).map(|_| ()),
         k if kinds.iter().any(|e| e == k) => Ok(()),
         other => Err(format!(
             "unknown job kind '{other}'; this server accepts: {} (add yours with --kind {other}=TARGET or JOBCAST_KINDS)",
