@@ -235,6 +235,63 @@ async fn invalid_utf8_closes_with_1007_and_others_keep_working() {
     srv.connection_id(&mut bystander).await;
 }
 
+/// A raw client and its connection id, learned with a ping.
+async fn raw_connected(srv: &TestServer) -> (RawWs, String) {
+    let mut raw = RawWs::connect(srv.addr, "/dev").await;
+    raw.frame(true, 1, br#"{"action":"ping"}"#).await;
+    let pong: serde_json::Value = serde_json::from_str(&raw.next_text().await).unwrap();
+    (raw, pong["connectionId"].as_str().unwrap().to_string())
+}
+
+fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    [&code.to_be_bytes()[..], reason].concat()
+}
+
+#[tokio::test]
+async fn every_close_code_a_client_may_send_is_accepted_1012_to_1014_included() {
+    let mut srv = start().await;
+    for code in [
+        1000u16, 1001, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999,
+    ] {
+        let (mut raw, id) = raw_connected(&srv).await;
+        raw.frame(true, 8, &close_payload(code, b"done")).await;
+        let (echo, _) = raw.close_frame().await;
+        // A clean close: the code echoed, or 1000.
+        assert!(echo == code || echo == 1000, "{code} answered with {echo}");
+        // $disconnect reports the code the client sent.
+        srv.expect_disconnect(&id, i64::from(code), "done").await;
+    }
+}
+
+#[tokio::test]
+async fn codes_no_client_may_send_are_a_protocol_error() {
+    let srv = start().await;
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+        let (mut raw, _) = raw_connected(&srv).await;
+        raw.frame(true, 8, &close_payload(code, b"")).await;
+        assert_eq!(raw.close_code().await, 1002, "close code {code}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_says_whether_it_was_the_close_reason_or_a_text_frame() {
+    let mut srv = start().await;
+    let (mut raw, id) = raw_connected(&srv).await;
+    raw.frame(true, 8, &close_payload(1000, &[0xce, 0xba, 0xff]))
+        .await;
+    let (code, reason) = raw.close_frame().await;
+    assert_eq!(code, 1007);
+    assert_eq!(reason, "invalid UTF-8 in close reason");
+    srv.expect_disconnect(&id, 1007, "close reason").await;
+
+    let (mut raw, id) = raw_connected(&srv).await;
+    raw.frame(true, 1, &[b'"', 0xff, b'"']).await;
+    let (code, reason) = raw.close_frame().await;
+    assert_eq!(code, 1007);
+    assert_eq!(reason, "invalid UTF-8 in text frame");
+    srv.expect_disconnect(&id, 1007, "text frame").await;
+}
+
 #[tokio::test]
 async fn frame_and_message_size_limits() {
     let srv = start().await;

@@ -5,6 +5,7 @@
 
 pub mod cors;
 pub mod events;
+mod inbound;
 pub mod management;
 mod ratelimit;
 pub mod registry;

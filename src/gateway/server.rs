@@ -1,6 +1,7 @@
 //! The accept loop, the router, the WebSocket handshake and graceful shutdown.
 
 use super::events::{ConnectionMeta, http_event, new_connection_id, parse_query};
+use super::inbound::Watched;
 use super::management::{self, aws_error};
 use super::registry::ConnHandle;
 use super::workers::WorkerPool;
@@ -383,13 +384,9 @@ async fn upgrade(
                     // Frames queue in memory until the writer's flush (or
                     // this many bytes), so a burst leaves in one write.
                     .write_buffer_size(4096);
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                socket::run(task_shared, ws, meta, handle, rx, slot).await;
+                let (io, seen) = Watched::new(TokioIo::new(upgraded));
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                socket::run(task_shared, ws, seen, meta, handle, rx, slot).await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");

@@ -5,6 +5,7 @@
 
 use super::Shared;
 use super::events::ConnectionMeta;
+use super::inbound::{Seen, Watched};
 use super::ratelimit::Bucket;
 use super::registry::{ConnHandle, Slot};
 use crate::handlers::websocket;
@@ -24,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Ws = WebSocketStream<Watched<TokioIo<Upgraded>>>;
 type Sink = SplitSink<Ws, Message>;
 
 /// How long a close handshake may take before the socket is simply dropped.
@@ -126,6 +127,7 @@ async fn writer(
 pub(super) async fn run(
     shared: Arc<Shared>,
     ws: Ws,
+    seen: Arc<Seen>,
     meta: ConnectionMeta,
     handle: Arc<ConnHandle>,
     rx: mpsc::Receiver<Payload>,
@@ -141,7 +143,7 @@ pub(super) async fn run(
         writer_failed.clone(),
         Arc::clone(&shared),
     ));
-    let ending = read_loop(&shared, &meta, &handle, &mut stream, &writer_failed).await;
+    let ending = read_loop(&shared, &meta, &handle, &mut stream, &writer_failed, &seen).await;
 
     stop_writer.cancel();
     let sink = match timeout(CLOSE_GRACE, writer_task).await {
@@ -229,6 +231,7 @@ async fn read_loop(
     handle: &ConnHandle,
     stream: &mut SplitStream<Ws>,
     writer_failed: &CancellationToken,
+    seen: &Seen,
 ) -> Ending {
     let cfg = &shared.config;
     let lifetime = sleep_until(Instant::now() + cfg.max_lifetime);
@@ -254,7 +257,7 @@ async fn read_loop(
         let msg = match frame {
             None => return Ending::abnormal("connection lost without a close frame"),
             Some(Ok(m)) => m,
-            Some(Err(e)) => return error_ending(e),
+            Some(Err(e)) => return error_ending(e, seen),
         };
         handle.touch();
         idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
@@ -289,6 +292,10 @@ async fn read_loop(
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             Message::Close(frame) => {
                 let (code, reason) = match frame {
+                    // The watcher let 1014 through as 1000; report what was sent.
+                    Some(f) if seen.sent_1014() && u16::from(f.code) == 1000 => {
+                        (1014, f.reason.to_string())
+                    }
                     Some(f) => (u16::from(f.code), f.reason.to_string()),
                     None => (1005, String::new()),
                 };
@@ -302,7 +309,7 @@ async fn read_loop(
     }
 }
 
-fn error_ending(e: WsError) -> Ending {
+fn error_ending(e: WsError, seen: &Seen) -> Ending {
     match e {
         // The frame limit (32 KiB) is the smaller one: a frame over it is
         // reported as such, a message over 128 KiB (in fragments) as a message.
@@ -319,6 +326,9 @@ fn error_ending(e: WsError) -> Ending {
             &format!("message too big: {size} bytes, limit {max_size}"),
         ),
         WsError::Capacity(c) => Ending::server(1009, &format!("message too big: {c}")),
+        WsError::Utf8(_) if seen.bad_close_reason() => {
+            Ending::server(1007, "invalid UTF-8 in close reason")
+        }
         WsError::Utf8(_) => Ending::server(1007, "invalid UTF-8 in text frame"),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             Ending::abnormal("connection lost without a close frame")
