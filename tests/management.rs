@@ -157,6 +157,43 @@ async fn delete_closes_with_1000_and_runs_disconnect() {
 }
 
 #[tokio::test]
+async fn what_was_posted_before_a_delete_arrives_before_the_close_frame() {
+    let srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let mut lost = 0;
+    for round in 0..40 {
+        let (mut c, id) = srv.connected().await;
+        for i in 0..3 {
+            post(&api, &id, format!("last words {round}.{i}"))
+                .await
+                .expect("post");
+        }
+        api.delete_connection()
+            .connection_id(&id)
+            .send()
+            .await
+            .expect("delete");
+        let mut got = Vec::new();
+        let code = loop {
+            match tokio::time::timeout(WAIT, c.next()).await.expect("in time") {
+                Some(Ok(Message::Text(t))) => got.push(t.to_string()),
+                Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1000));
+        if got.len() != 3 {
+            lost += 1;
+        }
+    }
+    assert_eq!(
+        lost, 0,
+        "rounds in which a posted message was lost to the close"
+    );
+}
+
+#[tokio::test]
 async fn custom_domain_path_without_stage() {
     let srv = start().await;
     let api = sdk(srv.url("")).await;

@@ -293,6 +293,22 @@ async fn invalid_utf8_says_whether_it_was_the_close_reason_or_a_text_frame() {
 }
 
 #[tokio::test]
+async fn a_reply_already_due_goes_out_before_a_protocol_error_closes() {
+    let srv = start().await;
+    for _ in 0..20 {
+        let mut raw = RawWs::connect(srv.addr, "/dev").await;
+        // A ping, then at once a frame with reserved bits set: the pong is
+        // owed before the connection fails.
+        let ping = RawWs::encode(true, 1, br#"{"action":"ping"}"#);
+        let bad = RawWs::encode(true, 0x40 | 1, b"rsv");
+        raw.write_raw(&[ping, bad].concat()).await;
+        let pong: serde_json::Value = serde_json::from_str(&raw.next_text().await).unwrap();
+        assert_eq!(pong["type"], "pong");
+        assert_eq!(raw.close_code().await, 1002);
+    }
+}
+
+#[tokio::test]
 async fn frame_and_message_size_limits() {
     let srv = start().await;
     // A 32768-byte frame is accepted (the reply proves the server read it).

@@ -7,7 +7,7 @@ use super::Shared;
 use super::events::ConnectionMeta;
 use super::inbound::{Seen, Watched};
 use super::ratelimit::Bucket;
-use super::registry::{ConnHandle, Slot};
+use super::registry::{ConnHandle, SLOW_CONSUMER_CLOSE, Slot};
 use crate::handlers::websocket;
 use crate::push::Payload;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -43,6 +43,9 @@ struct Ending {
     /// Whether we still send a close frame (false when the client already
     /// closed, or the transport is gone).
     send_close: bool,
+    /// Whether messages already queued go out before the close frame (not
+    /// for a slow consumer, whose full queue is the reason it is closed).
+    drain: bool,
 }
 
 impl Ending {
@@ -51,6 +54,7 @@ impl Ending {
             code,
             reason: reason.to_string(),
             send_close: true,
+            drain: true,
         }
     }
 
@@ -59,6 +63,7 @@ impl Ending {
             code: 1006,
             reason: reason.to_string(),
             send_close: false,
+            drain: false,
         }
     }
 }
@@ -74,6 +79,17 @@ fn payload_message(p: Payload) -> Message {
 /// Small, because the socket's write buffer keeps its capacity.
 const BATCH_BYTES: usize = 4096;
 
+/// How the writer is told to end.
+#[derive(Clone, Default)]
+struct WriterStop {
+    /// End now; what is still queued is dropped.
+    now: CancellationToken,
+    /// End once what is queued at that moment has gone out, so a message
+    /// posted (or a reply owed) before a server-initiated close arrives
+    /// before its close frame.
+    after_queue: CancellationToken,
+}
+
 /// Writes queued payloads until stopped. Whatever is already queued when a
 /// message is taken goes out with it in one flush, so a burst of updates
 /// costs one syscall instead of one each. Returns the sink when it is
@@ -81,16 +97,17 @@ const BATCH_BYTES: usize = 4096;
 async fn writer(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Payload>,
-    stop: CancellationToken,
+    stop: WriterStop,
     failed: CancellationToken,
     shared: Arc<Shared>,
 ) -> Option<Sink> {
-    let stopped = stop.cancelled();
+    let stopped = stop.now.cancelled();
     tokio::pin!(stopped);
     loop {
         let first = tokio::select! {
             biased;
             _ = &mut stopped => return Some(sink),
+            _ = stop.after_queue.cancelled() => return write_queued(sink, rx, &shared).await,
             p = rx.recv() => match p {
                 Some(p) => p,
                 None => return Some(sink),
@@ -123,6 +140,22 @@ async fn writer(
     }
 }
 
+/// Writes what is queued now (not what arrives meanwhile) in one flush.
+async fn write_queued(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Payload>,
+    shared: &Shared,
+) -> Option<Sink> {
+    let queued = rx.len();
+    for _ in 0..queued {
+        let Ok(p) = rx.try_recv() else { break };
+        sink.feed(payload_message(p)).await.ok()?;
+    }
+    sink.flush().await.ok()?;
+    shared.deps.metrics.messages_out(queued as u64);
+    Some(sink)
+}
+
 /// Drives one upgraded connection to its end and runs `$disconnect`.
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -134,7 +167,7 @@ pub(super) async fn run(
     slot: Slot,
 ) {
     let (sink, mut stream) = ws.split();
-    let stop_writer = CancellationToken::new();
+    let stop_writer = WriterStop::default();
     let writer_failed = CancellationToken::new();
     let writer_task = tokio::spawn(writer(
         sink,
@@ -145,7 +178,11 @@ pub(super) async fn run(
     ));
     let ending = read_loop(&shared, &meta, &handle, &mut stream, &writer_failed, &seen).await;
 
-    stop_writer.cancel();
+    if ending.drain {
+        stop_writer.after_queue.cancel();
+    } else {
+        stop_writer.now.cancel();
+    }
     let sink = match timeout(CLOSE_GRACE, writer_task).await {
         Ok(Ok(sink)) => sink,
         _ => None,
@@ -245,7 +282,10 @@ async fn read_loop(
             _ = handle.close_token().cancelled() => {
                 let req = handle.close_request();
                 return match req {
-                    Some(r) => Ending::server(r.code, &r.reason),
+                    Some(r) => Ending {
+                        drain: r.code != SLOW_CONSUMER_CLOSE,
+                        ..Ending::server(r.code, &r.reason)
+                    },
                     None => Ending::server(1001, "Going away"),
                 };
             }
@@ -303,6 +343,7 @@ async fn read_loop(
                     code,
                     reason,
                     send_close: false,
+                    drain: false,
                 };
             }
         }

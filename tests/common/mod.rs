@@ -290,6 +290,15 @@ impl RawWs {
 
     /// Sends one masked frame.
     pub async fn frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        // The server may close before reading it all; that is the point of some tests.
+        let _ = self
+            .stream
+            .write_all(&RawWs::encode(fin, opcode, payload))
+            .await;
+    }
+
+    /// One masked frame as bytes, to send several in one write.
+    pub fn encode(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
         let len = payload.len();
         if len < 126 {
@@ -304,8 +313,7 @@ impl RawWs {
         let mask = [0x12u8, 0x34, 0x56, 0x78];
         out.extend_from_slice(&mask);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        // The server may close before reading it all; that is the point of some tests.
-        let _ = self.stream.write_all(&out).await;
+        out
     }
 
     /// Sends bytes as they are, frames or not.
