@@ -92,6 +92,10 @@ echo "DynamoDB Local at $JOBCAST_TEST_DYNAMODB, SQS at $JOBCAST_TEST_SQS"
 step "tests"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt
 
+step "WebSocket conformance (Autobahn|Testsuite, groups 1-7, 9, 10)"
+scripts/autobahn.sh target/debug/jobcast 2>&1 | tee target/autobahn-output.txt
+ab_passed=$(sed -n 's/^  OK: \([0-9]*\) of.*/\1/p' target/autobahn-output.txt | tail -1)
+
 step "web demo in chromium"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
@@ -137,7 +141,7 @@ bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)
 
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
-passed=$((passed + ${web_passed:-0} + ${py_passed:-0} + ${node_passed:-0}))
+passed=$((passed + ${web_passed:-0} + ${py_passed:-0} + ${node_passed:-0} + ${ab_passed:-0}))
 echo "benchmark report rows checked: ${bench_checks:-0}"
 if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2
