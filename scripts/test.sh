@@ -110,7 +110,7 @@ fi
 (cd web-demo && JOBCAST_BIN="$PWD/../target/debug/jobcast" node --test tests/) 2>&1 | tee target/web-test-output.txt
 web_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/web-test-output.txt | tail -1)
 
-step "worker libraries against a live serve (Python, Node)"
+step "against a live serve: worker libraries (Python, Node), close frames through asyncio clients"
 if [ ! -x target/py-venv/bin/pytest ]; then
   python3 -m venv target/py-venv
   target/py-venv/bin/pip install --quiet --disable-pip-version-check pytest==8.3.4 websockets==14.1
@@ -120,6 +120,10 @@ target/py-venv/bin/pip install --quiet --disable-pip-version-check --force-reins
 JOBCAST_BIN="$PWD/target/debug/jobcast" target/py-venv/bin/pytest -q -p no:cacheprovider clients/python \
   2>&1 | tee target/python-worker-output.txt
 py_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' target/python-worker-output.txt | tail -1)
+JOBCAST_BIN="$PWD/target/debug/jobcast" target/py-venv/bin/pytest -q -p no:cacheprovider tests/python \
+  2>&1 | tee target/python-close-output.txt
+close_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' target/python-close-output.txt | tail -1)
+py_passed=$(( ${py_passed:-0} + ${close_passed:-0} ))
 (cd clients/node && npm ci --no-audit --no-fund --loglevel=error)
 (cd clients/node && JOBCAST_BIN="$PWD/../../target/debug/jobcast" node --test tests/) 2>&1 | tee target/node-worker-output.txt
 node_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/node-worker-output.txt | tail -1)
