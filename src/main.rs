@@ -78,9 +78,16 @@ fn token_key(args: &ServeArgs) -> Result<TokenKey, String> {
         Ok(secret) if !secret.is_empty() => {
             TokenKey::new(secret.into_bytes(), args.token_ttl).map_err(|e| e.to_string())
         }
+        // With the memory store the jobs end with the process anyway, so a
+        // secret that does too is the right default, not a warning; a
+        // persistent store outlives it, and its tokens would stop working.
+        _ if args.store == StoreKind::Memory => {
+            tracing::info!("job tokens signed with a random secret (set JOBCAST_TOKEN_SECRET to keep one)");
+            Ok(TokenKey::random(args.token_ttl))
+        }
         _ => {
             tracing::warn!(
-                "JOBCAST_TOKEN_SECRET is not set: using a random secret, so job tokens stop working when this process exits"
+                "JOBCAST_TOKEN_SECRET is not set: using a random secret, so tokens of jobs kept in the store stop working when this process exits"
             );
             Ok(TokenKey::random(args.token_ttl))
         }
