@@ -82,7 +82,9 @@ fn token_key(args: &ServeArgs) -> Result<TokenKey, String> {
         // secret that does too is the right default, not a warning; a
         // persistent store outlives it, and its tokens would stop working.
         _ if args.store == StoreKind::Memory => {
-            tracing::info!("job tokens signed with a random secret (set JOBCAST_TOKEN_SECRET to keep one)");
+            tracing::info!(
+                "job tokens signed with a random secret (set JOBCAST_TOKEN_SECRET to keep one)"
+            );
             Ok(TokenKey::random(args.token_ttl))
         }
         _ => {
