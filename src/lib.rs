@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod publish;
 pub mod push;
+pub mod retry;
 pub mod store;
 pub mod token;
 pub mod webhook;

@@ -5,11 +5,11 @@
 use crate::metrics::Metrics;
 use crate::protocol::{ServerMessage, Snapshot};
 use crate::push::{Payload, PushError, Pusher};
+use crate::retry::backoff;
 use crate::store::{JobRecord, JobUpdate, Store, StoreError};
 use crate::webhook::Webhooks;
 use futures_util::StreamExt;
 use futures_util::stream;
-use rand::Rng;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -66,14 +66,6 @@ pub struct Publisher {
 /// Serializes a snapshot once into a payload shared by all its recipients.
 pub fn snapshot_payload(snapshot: &Snapshot) -> Payload {
     Payload::text(ServerMessage::Progress(snapshot).to_json())
-}
-
-/// Full-jitter exponential backoff: a random delay in `[0, min(cap, base * 2^attempt)]`.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX));
-    let ceiling = exp.min(cap);
-    let millis = ceiling.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(0..=millis))
 }
 
 enum Outcome {
@@ -265,24 +257,6 @@ impl Publisher {
                         error,
                     };
                 }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_bounded_by_cap_and_exponent() {
-        let base = Duration::from_millis(10);
-        let cap = Duration::from_millis(300);
-        for attempt in 0..40 {
-            for _ in 0..20 {
-                let d = backoff(attempt, base, cap);
-                assert!(d <= cap);
-                assert!(d <= base * 2u32.saturating_pow(attempt.min(20)));
             }
         }
     }

@@ -10,9 +10,9 @@
 //! against the checks): link-local and cloud metadata addresses are always
 //! refused, loopback is allowed, other private ranges only when configured.
 
-use crate::handlers::jobs_api::{hex, job_view};
 use crate::metrics::Metrics;
-use crate::publish::backoff;
+use crate::protocol::hex;
+use crate::retry::backoff;
 use crate::store::{JobRecord, Store, WebhookState, WebhookStatus};
 use chrono::Utc;
 use hmac::{Hmac, Mac};
@@ -256,7 +256,7 @@ impl Webhooks {
         let Some(url) = job.callback_url.as_deref() else {
             return WebhookStatus::Delivered;
         };
-        let body = job_view(job).to_string();
+        let body = job.public_view().to_string();
         let mut state = WebhookState {
             status: WebhookStatus::Pending,
             attempts: 0,

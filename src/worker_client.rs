@@ -335,11 +335,9 @@ impl Job {
                 Some(secs) if secs.is_finite() && secs >= 0.0 => {
                     Duration::from_secs_f64(secs).min(self.retry.max_backoff)
                 }
-                _ => crate::publish::backoff(
-                    attempt,
-                    self.retry.base_backoff,
-                    self.retry.max_backoff,
-                ),
+                _ => {
+                    crate::retry::backoff(attempt, self.retry.base_backoff, self.retry.max_backoff)
+                }
             };
             tokio::time::sleep(wait).await;
             attempt += 1;

@@ -412,7 +412,7 @@ async fn retry_http(
     let mut last = String::new();
     for n in 0..policy.max_attempts.max(1) {
         if n > 0 {
-            tokio::time::sleep(crate::publish::backoff(
+            tokio::time::sleep(crate::retry::backoff(
                 n,
                 policy.base_backoff,
                 policy.max_backoff,

@@ -193,7 +193,7 @@ fn connection_budget(asked: Option<usize>) -> usize {
 fn lease_owner() -> String {
     let mut b = [0u8; 8];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
-    format!("serve-{}", crate::handlers::jobs_api::hex(&b))
+    format!("serve-{}", crate::protocol::hex(&b))
 }
 
 /// How often the liveness sweep runs: a tenth of the timeout, between 1 and

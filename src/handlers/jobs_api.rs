@@ -4,9 +4,7 @@
 //! `application/problem+json` document, never a 500 for bad input.
 
 use super::{Deps, worker};
-use crate::protocol::{
-    DEMO_KIND, JobError, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES, ServerMessage, Status, rfc3339,
-};
+use crate::protocol::{DEMO_KIND, JobError, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES, Status, hex};
 use crate::store::{
     HANDOVER_LEASE, IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Liveness,
     MAX_INPUT_BYTES, StoreError,
@@ -20,7 +18,6 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::fmt::Write;
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -478,17 +475,6 @@ fn accepted_response(job_id: &str, body: &Value) -> ApiGatewayV2httpResponse {
     r
 }
 
-/// The job as `GET /jobs/{id}` shows it (the progress message plus
-/// `createdAt`), without delivery bookkeeping: also the webhook body.
-pub fn job_view(job: &JobRecord) -> Value {
-    let mut v: Value =
-        serde_json::to_value(ServerMessage::Progress(&job.snapshot)).unwrap_or_else(|_| json!({}));
-    if let Value::Object(o) = &mut v {
-        o.insert("createdAt".into(), Value::String(rfc3339(job.created_at)));
-    }
-    v
-}
-
 async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem> {
     let job = deps
         .store()
@@ -496,7 +482,7 @@ async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem>
         .await
         .map_err(store_problem)?
         .ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
-    let mut view = job_view(&job);
+    let mut view = job.public_view();
     if let Value::Object(o) = &mut view {
         match (&job.webhook, &job.callback_url) {
             (Some(w), _) => {
@@ -605,7 +591,7 @@ async fn cancel(
             .0
     };
     tracing::info!(job_id = id, "cancellation requested");
-    Ok(json_response(202, &job_view(&job)))
+    Ok(json_response(202, &job.public_view()))
 }
 
 /// Fields a worker update may carry.
@@ -762,20 +748,11 @@ async fn update(
                 ),
             );
             p.extra = match deps.store().get_job(id).await {
-                Ok(Some(j)) => Some(("snapshot", job_view(&j))),
+                Ok(Some(j)) => Some(("snapshot", j.public_view())),
                 _ => None,
             };
             Err(p)
         }
         Err(e) => Err(store_problem(e)),
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }

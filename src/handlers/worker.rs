@@ -172,7 +172,7 @@ async fn publish_retrying(
         match publisher.publish(job_id, update.clone()).await {
             Err(StoreError::Unavailable(e)) if started.elapsed() < STORE_RETRY_FOR => {
                 attempt += 1;
-                let wait = crate::publish::backoff(
+                let wait = crate::retry::backoff(
                     attempt,
                     Duration::from_millis(100),
                     Duration::from_secs(5),

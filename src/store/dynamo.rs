@@ -626,7 +626,7 @@ impl DynamoStore {
                 match out.unprocessed_items {
                     Some(left) if left.values().any(|v| !v.is_empty()) => {
                         pending = left;
-                        tokio::time::sleep(crate::publish::backoff(
+                        tokio::time::sleep(crate::retry::backoff(
                             attempt,
                             Duration::from_millis(50),
                             Duration::from_secs(2),

@@ -8,7 +8,7 @@ mod memory;
 pub use dynamo::{DynamoStore, TableStatus};
 pub use memory::MemoryStore;
 
-use crate::protocol::{JobError, Snapshot, Status};
+use crate::protocol::{JobError, ServerMessage, Snapshot, Status, rfc3339};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -52,6 +52,17 @@ pub struct Lease {
 }
 
 impl JobRecord {
+    /// The job as `GET /jobs/{id}` shows it (the progress message plus
+    /// `createdAt`), without delivery bookkeeping: also the webhook body.
+    pub fn public_view(&self) -> Value {
+        let mut v = serde_json::to_value(ServerMessage::Progress(&self.snapshot))
+            .unwrap_or_else(|_| Value::Object(Default::default()));
+        if let Value::Object(o) = &mut v {
+            o.insert("createdAt".into(), Value::String(rfc3339(self.created_at)));
+        }
+        v
+    }
+
     /// A new job as it is first stored: `queued`, seq 1, percent 0.
     pub fn queued(
         job_id: impl Into<String>,
