@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project. Installs what it needs.
+#
+#   ./scripts/test.sh           everything (what CI runs)
+#   ./scripts/test.sh --quick   the loop while you work: format, clippy, the
+#                               Rust tests, the browser and worker-library
+#                               tests; no dependency audit, template checks,
+#                               Lambda builds, Autobahn, Lambda smoke test,
+#                               schemathesis, soak or benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+# True for the steps the quick loop leaves out.
+full() { [ "$quick" = 0 ]; }
 
 step() { printf '\n==> %s  (%ss in)\n' "$*" "$SECONDS"; }
 
@@ -29,6 +45,7 @@ pip_install() {
   fi
 }
 
+if full; then
 step "dependencies: licenses, bans, sources and advisories (cargo deny)"
 if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-deny@0.20.2
@@ -74,6 +91,7 @@ if [ "$arch_flag" = --arm64 ]; then
   (cd infra && SAM_CLI_TELEMETRY=0 sam build --beta-features)
 fi
 unset SAM_BUILD_MODE CARGO_PROFILE_DEV_DEBUG
+fi
 
 step "DynamoDB Local and an SQS emulator"
 eval "$(scripts/dynamodb-local.sh start)"
@@ -92,9 +110,11 @@ echo "DynamoDB Local at $JOBCAST_TEST_DYNAMODB, SQS at $JOBCAST_TEST_SQS"
 step "tests"
 cargo test --workspace --locked 2>&1 | tee target/test-output.txt
 
+if full; then
 step "WebSocket conformance (Autobahn|Testsuite, groups 1-7, 9, 10)"
 scripts/autobahn.sh target/debug/jobcast 2>&1 | tee target/autobahn-output.txt
 ab_passed=$(sed -n 's/^  OK: \([0-9]*\) of.*/\1/p' target/autobahn-output.txt | tail -1)
+fi
 
 step "web demo in chromium"
 if ! command -v chromium >/dev/null 2>&1; then
@@ -128,6 +148,7 @@ py_passed=$(( ${py_passed:-0} + ${close_passed:-0} ))
 (cd clients/node && JOBCAST_BIN="$PWD/../../target/debug/jobcast" node --test tests/) 2>&1 | tee target/node-worker-output.txt
 node_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/node-worker-output.txt | tail -1)
 
+if full; then
 step "Lambda binaries under cargo lambda watch"
 scripts/lambda-smoke.sh
 
@@ -142,11 +163,12 @@ scripts/soak.sh --ci 2>&1 | tee target/soak-output.txt
 step "benchmark tooling (short run, jobcast and serverless-offline; no timing asserted)"
 scripts/bench.sh --quick 2>&1 | tee target/bench-quick-output.txt
 bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)
+echo "benchmark report rows checked: ${bench_checks:-0}"
+fi
 
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 passed=$((passed + ${web_passed:-0} + ${py_passed:-0} + ${node_passed:-0} + ${ab_passed:-0}))
-echo "benchmark report rows checked: ${bench_checks:-0}"
 if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2
   exit 1
