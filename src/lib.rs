@@ -7,7 +7,9 @@
 //! unchanged.
 
 pub mod aws;
+#[cfg(feature = "cli")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
