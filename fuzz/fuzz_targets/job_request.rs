@@ -1,14 +1,14 @@
-//! `POST /jobs` bodies: any JSON is validated into a clear error or accepted.
+//! `POST /jobs` bodies, through the very parser the jobs API runs: any bytes
+//! become a `JobRequest` or a problem with a 4xx status, never a panic.
 #![no_main]
-use jobcast::handlers::worker;
+use http::{HeaderMap, HeaderValue, header};
+use jobcast::handlers::jobs_api::JobRequest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
-        return;
-    };
-    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("demo");
-    let input = v.get("input").cloned().unwrap_or(serde_json::Value::Null);
-    let _ = worker::validate(kind, &input, &["export".to_string()]);
-    let _ = worker::DemoInput::parse(&input);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Err(p) = JobRequest::parse(&headers, data, &["demo".into(), "export".into()]) {
+        assert!((400..500).contains(&p.status), "{}", p.status);
+    }
 });

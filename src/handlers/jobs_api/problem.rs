@@ -1,0 +1,106 @@
+//! Answers of the jobs API: RFC 9457 problem documents and JSON responses.
+
+use crate::store::StoreError;
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use aws_lambda_events::encodings::Body;
+use http::{HeaderValue, header};
+use serde_json::{Value, json};
+
+/// A problem document (RFC 9457) with the status it is answered with.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: u16,
+    pub code: &'static str,
+    pub detail: String,
+    pub headers: Vec<(header::HeaderName, String)>,
+    /// One more member of the document (the final `snapshot` of a 409).
+    pub extra: Option<(&'static str, Value)>,
+}
+
+impl Problem {
+    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            code,
+            detail: detail.into(),
+            headers: Vec::new(),
+            extra: None,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        let title = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let mut doc = json!({
+            "type": "about:blank",
+            "title": title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        });
+        if let (Some((name, value)), Value::Object(o)) = (&self.extra, &mut doc) {
+            o.insert((*name).to_string(), value.clone());
+        }
+        doc.to_string()
+    }
+
+    pub(super) fn into_response(self) -> ApiGatewayV2httpResponse {
+        let mut r = response(self.status, "application/problem+json", self.body());
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                r.headers.insert(name, v);
+            }
+        }
+        r
+    }
+}
+
+pub(super) fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::NotFound(id) => Problem::new(404, "not_found", format!("job {id} not found")),
+        StoreError::Terminal { job_id, status } => Problem::new(
+            409,
+            "terminal",
+            format!("job {job_id} already ended {}", status.as_str()),
+        ),
+        StoreError::PercentBackwards { .. } | StoreError::InvalidUpdate(_) => {
+            Problem::new(422, "invalid_update", e.to_string())
+        }
+        StoreError::TooLarge { .. } => Problem::new(413, "payload_too_large", e.to_string()),
+        StoreError::Conflict { .. } => Problem::new(409, "conflict", e.to_string()),
+        StoreError::Throttled(_) => {
+            tracing::warn!(error = %e, "store throttled in jobs API");
+            let mut p = Problem::new(429, "throttled", "the job store is throttling; retry");
+            p.headers.push((header::RETRY_AFTER, "1".into()));
+            p
+        }
+        other => {
+            tracing::error!(error = %other, "store failed in jobs API");
+            let mut p = Problem::new(503, "unavailable", "the job store is unavailable; retry");
+            p.headers.push((header::RETRY_AFTER, "1".into()));
+            p
+        }
+    }
+}
+
+pub(super) fn response(
+    status: u16,
+    content_type: &'static str,
+    body: String,
+) -> ApiGatewayV2httpResponse {
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = status as i64;
+    r.headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.body = Some(Body::Text(body));
+    r
+}
+
+pub(super) fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
+    response(status, "application/json", body.to_string())
+}

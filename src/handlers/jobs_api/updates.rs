@@ -1,0 +1,173 @@
+//! `POST /jobs/{jobId}/updates`: what a worker reports, checked and handed
+//! to the one publisher.
+
+use super::problem::{Problem, json_response, store_problem};
+use super::{Deps, body_bytes, live_job, presented_token, token_problem, unauthorized};
+use crate::protocol::{JobError, MAX_MESSAGE_BYTES, Status};
+use crate::store::{JobUpdate, Liveness, StoreError};
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+/// Fields a worker update may carry.
+const UPDATE_FIELDS: [&str; 5] = ["status", "percent", "message", "result", "error"];
+
+/// Reads a worker's update body into a `JobUpdate`; `None` is a heartbeat.
+fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
+    let invalid = |m: String| Problem::new(422, "invalid_update", m);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(Problem::new(
+            400,
+            "bad_request",
+            "body must be a JSON object",
+        ));
+    };
+    if let Some(k) = obj.keys().find(|k| !UPDATE_FIELDS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown field '{k}'; an update has {}",
+            UPDATE_FIELDS.join(", ")
+        )));
+    }
+    if obj.is_empty() {
+        return Ok(None);
+    }
+    let status = match obj.get("status") {
+        None | Some(Value::Null) => Status::Running,
+        Some(Value::String(s)) => match Status::parse(s) {
+            Some(st @ (Status::Running | Status::Succeeded | Status::Failed)) => st,
+            _ => {
+                return Err(invalid(format!(
+                    "status must be running, succeeded or failed, got '{s}'"
+                )));
+            }
+        },
+        Some(other) => return Err(invalid(format!("status must be a string, got {other}"))),
+    };
+    let percent = match obj.get("percent") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(p) if (0.0..=100.0).contains(&p) => Some(p),
+            _ => {
+                return Err(invalid(format!(
+                    "percent must be a number from 0 to 100, got {v}"
+                )));
+            }
+        },
+    };
+    let message = match obj.get("message") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(m)) => Some(m.clone()),
+        Some(other) => return Err(invalid(format!("message must be a string, got {other}"))),
+    };
+    let result = obj.get("result").filter(|v| !v.is_null()).cloned();
+    if result.is_some() && status != Status::Succeeded {
+        return Err(invalid("result is set only with status succeeded".into()));
+    }
+    let error = match obj.get("error") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<JobError>(v.clone())
+                .ok()
+                .filter(|e| !e.code.is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "error must be {{\"code\": \"…\", \"message\": \"…\"}}, got {v}"
+                    ))
+                })?,
+        ),
+    };
+    if error.is_some() && status != Status::Failed {
+        return Err(invalid("error is set only with status failed".into()));
+    }
+    let error = match (status, error) {
+        (Status::Failed, None) => Some(JobError {
+            code: "worker_failed".into(),
+            message: message
+                .clone()
+                .unwrap_or_else(|| "the worker reported a failure".into()),
+        }),
+        (_, e) => e,
+    };
+    Ok(Some(JobUpdate {
+        status,
+        percent,
+        message,
+        result,
+        error,
+        liveness: Liveness::Keep,
+    }))
+}
+
+/// `POST /jobs/{id}/updates`: a worker reports progress (or a heartbeat).
+pub(super) async fn update(
+    deps: &Deps,
+    req: &ApiGatewayV2httpRequest,
+    id: &str,
+) -> Result<ApiGatewayV2httpResponse, Problem> {
+    let Some(token) = presented_token(req, false) else {
+        return Err(unauthorized(
+            "updates need the job message's workerToken: Authorization: Bearer <workerToken>",
+        ));
+    };
+    let now = Utc::now();
+    deps.tokens
+        .verify_worker(id, &token, now.timestamp())
+        .map_err(|e| token_problem(e, "worker"))?;
+    let body = body_bytes(req)?;
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(Problem::new(
+            413,
+            "payload_too_large",
+            format!(
+                "an update is at most {MAX_MESSAGE_BYTES} bytes; this one is {}",
+                body.len()
+            ),
+        ));
+    }
+    let parsed = parse_update(&body)?;
+    let timeout = deps.heartbeat_timeout.as_secs() as i64;
+    let deadline = (timeout > 0).then(|| now.timestamp() + timeout);
+    let outcome = match parsed {
+        None => match deadline {
+            Some(d) => deps.store().heartbeat(id, d).await,
+            None => live_job(deps, id).await,
+        },
+        Some(mut u) => {
+            if let Some(d) = deadline {
+                u.liveness = Liveness::Refresh(d);
+            }
+            deps.publisher.publish(id, u).await.map(|(j, _)| j)
+        }
+    };
+    match outcome {
+        Ok(job) => {
+            deps.metrics.worker_update();
+            Ok(json_response(
+                200,
+                &json!({
+                    "jobId": id,
+                    "seq": job.snapshot.seq,
+                    "status": job.snapshot.status.as_str(),
+                }),
+            ))
+        }
+        Err(StoreError::Terminal { status, .. }) => {
+            let mut p = Problem::new(
+                409,
+                "terminal",
+                format!(
+                    "job {id} already ended {}; stop working on it",
+                    status.as_str()
+                ),
+            );
+            p.extra = match deps.store().get_job(id).await {
+                Ok(Some(j)) => Some(("snapshot", j.public_view())),
+                _ => None,
+            };
+            Err(p)
+        }
+        Err(e) => Err(store_problem(e)),
+    }
+}
