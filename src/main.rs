@@ -237,9 +237,11 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
                     store,
                     metrics,
                     WebhookOptions::default(),
-                )?;
-                let status = webhooks.deliver(&job).await;
-                eprintln!("webhook: {status:?}");
+                )?
+                .inline();
+                if let Some(status) = Arc::new(webhooks).settle(&job).await {
+                    eprintln!("webhook: {status:?}");
+                }
             }
             None => eprintln!(
                 "warning: job {job_id} has a callbackUrl but JOBCAST_WEBHOOK_SECRET is not set: no webhook sent"

@@ -58,9 +58,6 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     options: PublishOptions,
     webhooks: Option<Arc<Webhooks>>,
-    /// Deliver webhooks before `publish` returns (Lambda, where nothing may
-    /// outlive the invocation) instead of in the background.
-    inline_webhooks: bool,
 }
 
 /// Serializes a snapshot once into a payload shared by all its recipients.
@@ -87,22 +84,14 @@ impl Publisher {
             metrics,
             options,
             webhooks: None,
-            inline_webhooks: false,
         }
     }
 
-    /// Delivers each terminal snapshot of a job with a `callbackUrl` through
-    /// `webhooks`, in the background.
+    /// Hands each terminal snapshot of a job with a `callbackUrl` to
+    /// `webhooks`, which delivers it in the background or before `publish`
+    /// returns, as it was built to.
     pub fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Publisher {
         self.webhooks = Some(webhooks);
-        self
-    }
-
-    /// As `with_webhooks`, but `publish` returns only once the delivery is
-    /// settled: for hosts where nothing may outlive a request (Lambda).
-    pub fn with_inline_webhooks(mut self, webhooks: Arc<Webhooks>) -> Publisher {
-        self.webhooks = Some(webhooks);
-        self.inline_webhooks = true;
         self
     }
 
@@ -162,19 +151,12 @@ impl Publisher {
             Some(w) if status.is_terminal() && job.callback_url.is_some() => Some(w),
             _ => None,
         };
-        if let Some(w) = webhook
-            && !self.inline_webhooks
-        {
-            w.spawn_delivery(job.clone());
-        }
         let subscribers = self.store.subscribers(job_id).await?;
         let report = self
             .fan_out(job_id, subscribers, snapshot_payload(&job.snapshot))
             .await;
-        if let Some(w) = webhook
-            && self.inline_webhooks
-        {
-            w.deliver(&job).await;
+        if let Some(w) = webhook {
+            w.settle(&job).await;
         }
         Ok((job, report))
     }

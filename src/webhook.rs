@@ -200,13 +200,27 @@ impl Default for WebhookOptions {
     }
 }
 
-/// Delivers terminal snapshots to callback URLs.
+/// When a delivery runs: fixed when the [`Webhooks`] is built, so every
+/// caller of one instance delivers the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// In a task of its own; progress delivery never waits for it (`serve`).
+    Background,
+    /// Before the caller goes on: for hosts where nothing may outlive a
+    /// request (Lambda, the CLI).
+    Inline,
+}
+
+/// Delivers terminal snapshots to callback URLs: the one owner of webhook
+/// delivery, whoever ends the job (a publish, a recovered job, a queued
+/// job whose earlier delivery was cut short).
 pub struct Webhooks {
     client: reqwest::Client,
     secret: Vec<u8>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     options: WebhookOptions,
+    delivery: Delivery,
 }
 
 impl Webhooks {
@@ -231,17 +245,32 @@ impl Webhooks {
             store,
             metrics,
             options,
+            delivery: Delivery::Background,
         })
+    }
+
+    /// The same, delivering inline (see [`Delivery::Inline`]).
+    pub fn inline(mut self) -> Webhooks {
+        self.delivery = Delivery::Inline;
+        self
     }
 
     pub fn policy(&self) -> AddressPolicy {
         self.options.policy
     }
 
-    /// Delivers in the background; progress delivery never waits for it.
-    pub fn spawn_delivery(self: &Arc<Self>, job: JobRecord) {
-        let this = Arc::clone(self);
-        tokio::spawn(async move { this.deliver(&job).await });
+    /// Delivers a job's webhook the way this instance was built to: in
+    /// the background (`None`), or inline, returning the final state.
+    pub async fn settle(self: &Arc<Self>, job: &JobRecord) -> Option<WebhookStatus> {
+        match self.delivery {
+            Delivery::Inline => Some(self.deliver(job).await),
+            Delivery::Background => {
+                let this = Arc::clone(self);
+                let job = job.clone();
+                tokio::spawn(async move { this.deliver(&job).await });
+                None
+            }
+        }
     }
 
     async fn record(&self, job_id: &str, state: WebhookState) {
@@ -251,7 +280,7 @@ impl Webhooks {
     }
 
     /// Delivers one job's terminal snapshot, retrying; returns the final state.
-    pub async fn deliver(&self, job: &JobRecord) -> WebhookStatus {
+    async fn deliver(&self, job: &JobRecord) -> WebhookStatus {
         let job_id = job.snapshot.job_id.as_str();
         let Some(url) = job.callback_url.as_deref() else {
             return WebhookStatus::Delivered;

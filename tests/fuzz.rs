@@ -198,7 +198,7 @@ proptest! {
         }).collect();
         doc["Records"] = Value::Array(records);
         let event: SqsEvent = serde_json::from_value(doc).unwrap();
-        let response = rt.block_on(worker::handle_sqs(&srv.deps.publisher, None, event));
+        let response = rt.block_on(worker::handle_sqs(&srv.deps.publisher, event));
         // Bodies that are not a job are reported per message; nothing is dropped silently.
         for (i, b) in bodies.iter().enumerate() {
             let is_job = serde_json::from_str::<Value>(b).ok().and_then(|v| v.get("jobId").cloned()).is_some();

@@ -231,7 +231,8 @@ impl Wiring {
                 Arc::clone(&self.metrics),
                 options,
             )
-            .map_err(Error::from)?,
+            .map_err(Error::from)?
+            .inline(),
         ));
         Ok(self)
     }
@@ -240,7 +241,7 @@ impl Wiring {
     /// the shipped dependencies (webhooks delivered inline, once).
     pub async fn run_worker_batch(&self, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
         let deps = self.deps(&self.fixed_endpoint()?);
-        Ok(worker::handle_sqs(&deps.publisher, self.webhooks.as_deref(), event).await)
+        Ok(worker::handle_sqs(&deps.publisher, event).await)
     }
 
     /// Wiring over explicit parts (tests, custom hosts).
@@ -289,7 +290,7 @@ impl Wiring {
     pub fn deps(&self, endpoint: &str) -> Deps {
         let mut publisher = self.publisher(endpoint);
         if let Some(w) = &self.webhooks {
-            publisher = publisher.with_inline_webhooks(Arc::clone(w));
+            publisher = publisher.with_webhooks(Arc::clone(w));
         }
         let queue = Arc::new(Dispatcher::new(
             Arc::clone(&self.queue),

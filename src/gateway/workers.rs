@@ -221,7 +221,7 @@ async fn recover_one(
         match publisher.webhooks() {
             Some(w) => {
                 tracing::info!(job_id, "delivering a webhook a previous run left owed");
-                w.spawn_delivery(job);
+                w.settle(&job).await;
             }
             None => tracing::warn!(
                 job_id,

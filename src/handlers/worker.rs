@@ -293,13 +293,12 @@ pub struct QueuedJob {
 /// queue's redrive policy sends a message that keeps failing to its DLQ.
 pub async fn handle_sqs(
     publisher: &Publisher,
-    webhooks: Option<&crate::webhook::Webhooks>,
     event: aws_lambda_events::sqs::SqsEvent,
 ) -> aws_lambda_events::sqs::SqsBatchResponse {
     let mut response = aws_lambda_events::sqs::SqsBatchResponse::default();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        if let Err(why) = run_queued(publisher, webhooks, record.body.as_deref()).await {
+        if let Err(why) = run_queued(publisher, record.body.as_deref()).await {
             tracing::error!(message_id = %id, error = %why, "queued job failed; reporting it for retry");
             let mut failure = aws_lambda_events::sqs::BatchItemFailure::default();
             failure.item_identifier = id;
@@ -309,11 +308,7 @@ pub async fn handle_sqs(
     response
 }
 
-async fn run_queued(
-    publisher: &Publisher,
-    webhooks: Option<&crate::webhook::Webhooks>,
-    body: Option<&str>,
-) -> Result<(), String> {
+async fn run_queued(publisher: &Publisher, body: Option<&str>) -> Result<(), String> {
     let queued: QueuedJob = serde_json::from_str(body.unwrap_or(""))
         .map_err(|e| format!("malformed queue message ({e}); expected {{\"jobId\": \"...\"}}"))?;
     let job = publisher
@@ -332,13 +327,12 @@ async fn run_queued(
             .map_err(|e| e.to_string())?;
     }
     // A webhook still owed (its delivery was cut short by an earlier
-    // invocation): nothing may outlive this one, so deliver it here. A
-    // publisher that delivers inline has settled it already.
-    if let Some(w) = webhooks
+    // invocation). One that the publish above delivered is settled already.
+    if let Some(w) = publisher.webhooks()
         && let Ok(Some(done)) = publisher.store().get_job(&queued.job_id).await
         && done.webhook_owed()
     {
-        w.deliver(&done).await;
+        w.settle(&done).await;
     }
     Ok(())
 }
