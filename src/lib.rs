@@ -22,4 +22,5 @@ pub mod retry;
 pub mod store;
 pub mod token;
 pub mod webhook;
+pub mod wiring;
 pub mod worker_client;

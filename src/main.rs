@@ -4,13 +4,12 @@ use jobcast::config::{
     StoreKind, TableArgs, TableCommand,
 };
 use jobcast::gateway::{Gateway, GatewayConfig};
-use jobcast::metrics::Metrics;
 use jobcast::protocol::ServerMessage;
-use jobcast::publish::{PublishOptions, Publisher};
 use jobcast::push::ManagementApiPusher;
 use jobcast::store::{DynamoStore, JobUpdate, MemoryStore, Store, StoreError, TableStatus};
 use jobcast::token::TokenKey;
-use jobcast::webhook::{WebhookOptions, Webhooks};
+use jobcast::webhook::{Delivery, WebhookOptions};
+use jobcast::wiring::DepsBuilder;
 use std::io::ErrorKind;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -181,13 +180,17 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
         args.table.retention,
     ));
     let pusher = Arc::new(ManagementApiPusher::new(&config, &args.endpoint));
-    let metrics = Arc::new(Metrics::new());
-    let publisher = Publisher::new(
-        Arc::clone(&store),
-        pusher,
-        Arc::clone(&metrics),
-        PublishOptions::default(),
-    );
+    let secret = std::env::var("JOBCAST_WEBHOOK_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    // A terminal update's webhook is delivered before this command exits.
+    let publisher = DepsBuilder::new(Arc::clone(&store), Default::default())
+        .webhooks(
+            secret.as_deref(),
+            WebhookOptions::default(),
+            Delivery::Inline,
+        )?
+        .publisher(pusher);
     let update = JobUpdate {
         status: args.status,
         percent: args.percent,
@@ -227,20 +230,11 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
         })
     );
     if job.snapshot.status.is_terminal() && job.callback_url.is_some() {
-        match std::env::var("JOBCAST_WEBHOOK_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty())
-        {
-            Some(secret) => {
-                let webhooks = Webhooks::new(
-                    secret.into_bytes(),
-                    store,
-                    metrics,
-                    WebhookOptions::default(),
-                )?
-                .inline();
-                if let Some(status) = Arc::new(webhooks).settle(&job).await {
-                    eprintln!("webhook: {status:?}");
+        match secret {
+            Some(_) => {
+                let delivered = store.get_job(job_id).await.ok().flatten();
+                if let Some(w) = delivered.and_then(|j| j.webhook) {
+                    eprintln!("webhook: {:?} after {} attempts", w.status, w.attempts);
                 }
             }
             None => eprintln!(

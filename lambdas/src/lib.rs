@@ -23,15 +23,14 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use dashmap::DashMap;
-use jobcast::dispatch::{Deliver, DispatchSettings, Dispatcher, Kinds, RetryPolicy, deliverers};
+use jobcast::dispatch::{Kinds, RetryPolicy, deliverers};
 use jobcast::handlers::worker::{self, QueuedJob};
-use jobcast::handlers::{Deps, JobQueue, Links, QueueError};
-use jobcast::metrics::Metrics;
-use jobcast::publish::{PublishOptions, Publisher};
+use jobcast::handlers::{Deps, JobQueue, QueueError};
 use jobcast::push::{ManagementApiPusher, Pusher};
 use jobcast::store::{DynamoStore, JobRecord, Store};
 use jobcast::token::TokenKey;
-use jobcast::webhook::{WebhookOptions, Webhooks};
+use jobcast::webhook::{Delivery, WebhookOptions};
+use jobcast::wiring::DepsBuilder;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,17 +143,11 @@ impl JobQueue for NoQueue {
 /// Everything a function needs, built once per execution environment.
 pub struct Wiring {
     sdk: SdkConfig,
-    pub store: Arc<dyn Store>,
-    pub tokens: TokenKey,
+    /// What every host shares: store, tokens, metrics, links, the user's
+    /// kinds and their targets, webhooks (delivered inline here).
+    pub parts: DepsBuilder,
+    /// Where demo jobs go (SQS in the template).
     pub queue: Arc<dyn JobQueue>,
-    pub metrics: Arc<Metrics>,
-    pub links: Links,
-    /// The user's own kinds and the deliverers of their targets.
-    pub kinds: Kinds,
-    targets: std::collections::BTreeMap<String, Arc<dyn Deliver>>,
-    /// Worker liveness (zero: off).
-    pub heartbeat_timeout: Duration,
-    pub webhooks: Option<Arc<Webhooks>>,
     /// Overrides the endpoint derived from events (custom domains).
     pub management_endpoint: Option<String>,
     pushers: DashMap<String, Arc<dyn Pusher>>,
@@ -187,53 +180,48 @@ impl Wiring {
             }
         };
         let mut wiring = Wiring::new(sdk, store, tokens, queue);
-        wiring.links.websocket_url = var("JOBCAST_WEBSOCKET_URL");
-        wiring.links.public_url = var("JOBCAST_PUBLIC_URL");
+        wiring.parts.links.websocket_url = var("JOBCAST_WEBSOCKET_URL");
+        wiring.parts.links.public_url = var("JOBCAST_PUBLIC_URL");
         wiring.management_endpoint = var("JOBCAST_MANAGEMENT_ENDPOINT");
         if var("JOBCAST_EXTERNAL_KINDS").is_some() {
             return Err("JOBCAST_EXTERNAL_KINDS was replaced by JOBCAST_KINDS (KIND=TARGET,…): redeploy with the template's Kinds parameter".into());
         }
         if let Some(list) = var("JOBCAST_KINDS") {
-            wiring.kinds = Kinds::parse_list(&list).map_err(|e| format!("JOBCAST_KINDS: {e}"))?;
+            wiring.parts.kinds =
+                Kinds::parse_list(&list).map_err(|e| format!("JOBCAST_KINDS: {e}"))?;
         }
         let secret = var("JOBCAST_WEBHOOK_SECRET");
-        wiring.targets = deliverers(&wiring.kinds, secret.as_deref(), None).await?;
+        wiring.parts.targets = deliverers(&wiring.parts.kinds, secret.as_deref(), None).await?;
         if let Some(s) = var("JOBCAST_HEARTBEAT_TIMEOUT_SECONDS") {
             let secs: u64 = s.parse().map_err(|_| {
                 format!(
                     "JOBCAST_HEARTBEAT_TIMEOUT_SECONDS must be whole seconds (0 for off), got '{s}'"
                 )
             })?;
-            wiring.heartbeat_timeout = Duration::from_secs(secs);
+            wiring.parts.heartbeat_timeout = Duration::from_secs(secs);
         }
         if let Some(secret) = secret {
-            wiring = wiring.with_webhook_secret(secret.as_bytes(), WebhookOptions::default())?;
+            wiring = wiring.with_webhook_secret(&secret, WebhookOptions::default())?;
         }
         Ok(wiring)
     }
 
     /// Signs and delivers webhooks (and signs `http` hand-overs) with
-    /// `secret`; attempts are capped, since each is bounded by the
-    /// function's own timeout.
+    /// `secret`, inline: nothing may outlive an invocation. Attempts are
+    /// capped, since each is bounded by the function's own timeout.
     pub fn with_webhook_secret(
         mut self,
-        secret: &[u8],
+        secret: &str,
         options: WebhookOptions,
     ) -> Result<Wiring, Error> {
         let options = WebhookOptions {
             max_attempts: options.max_attempts.min(4),
             ..options
         };
-        self.webhooks = Some(Arc::new(
-            Webhooks::new(
-                secret.to_vec(),
-                Arc::clone(&self.store),
-                Arc::clone(&self.metrics),
-                options,
-            )
-            .map_err(Error::from)?
-            .inline(),
-        ));
+        self.parts = self
+            .parts
+            .webhooks(Some(secret), options, Delivery::Inline)
+            .map_err(Error::from)?;
         Ok(self)
     }
 
@@ -251,17 +239,21 @@ impl Wiring {
         tokens: TokenKey,
         queue: Arc<dyn JobQueue>,
     ) -> Wiring {
+        let mut parts = DepsBuilder::new(store, Arc::new(jobcast::metrics::Metrics::new()));
+        parts.tokens = tokens;
+        parts.lease_owner = LEASE_OWNER.into();
+        // Nothing may outlive the invocation: a few quick tries, then the
+        // job fails `dispatch_failed`.
+        parts.dispatch_retry = RetryPolicy {
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
+            background: false,
+        };
         Wiring {
             sdk,
-            store,
-            tokens,
+            parts,
             queue,
-            metrics: Arc::new(Metrics::new()),
-            links: Links::default(),
-            kinds: Kinds::default(),
-            targets: Default::default(),
-            heartbeat_timeout: Duration::from_secs(300),
-            webhooks: None,
             management_endpoint: None,
             pushers: DashMap::new(),
         }
@@ -274,54 +266,17 @@ impl Wiring {
             .clone()
     }
 
-    /// A publisher posting through `endpoint` that leaves webhooks to the
-    /// caller (nothing may outlive a Lambda invocation).
-    pub fn publisher(&self, endpoint: &str) -> Publisher {
-        Publisher::new(
-            Arc::clone(&self.store),
-            self.pusher(endpoint),
-            Arc::clone(&self.metrics),
-            PublishOptions::default(),
-        )
-    }
-
     /// The handlers' dependencies, posting through `endpoint`. Webhooks are
     /// delivered before a publish returns: nothing may outlive an invocation.
     pub fn deps(&self, endpoint: &str) -> Deps {
-        let mut publisher = self.publisher(endpoint);
-        if let Some(w) = &self.webhooks {
-            publisher = publisher.with_webhooks(Arc::clone(w));
-        }
-        let queue = Arc::new(Dispatcher::new(
+        let publisher = self.parts.publisher(self.pusher(endpoint));
+        let queue = self.parts.dispatcher(
+            &publisher,
             Arc::clone(&self.queue),
-            self.kinds.clone(),
-            self.targets.clone(),
-            DispatchSettings {
-                tokens: self.tokens.clone(),
-                heartbeat_timeout: self.heartbeat_timeout,
-                owner: LEASE_OWNER.into(),
-                // Nothing may outlive the invocation: a few quick tries, then
-                // the job fails `dispatch_failed`.
-                retry: RetryPolicy {
-                    max_attempts: 3,
-                    base_backoff: Duration::from_millis(200),
-                    max_backoff: Duration::from_secs(2),
-                    background: false,
-                },
-            },
-            publisher.clone(),
             tokio_util::task::TaskTracker::new(),
             tokio_util::sync::CancellationToken::new(),
-        ));
-        Deps {
-            publisher,
-            tokens: self.tokens.clone(),
-            queue,
-            metrics: Arc::clone(&self.metrics),
-            links: self.links.clone(),
-            heartbeat_timeout: self.heartbeat_timeout,
-            lease_owner: LEASE_OWNER.into(),
-        }
+        );
+        self.parts.deps(publisher, queue)
     }
 
     /// The management endpoint for a WebSocket event: the override when set,

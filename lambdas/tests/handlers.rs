@@ -114,7 +114,7 @@ async fn rig() -> Rig {
         Arc::new(SqsQueue::new(sqs.clone(), queue_url.clone())),
     );
     wiring.management_endpoint = Some(format!("http://{gateway_addr}/prod"));
-    wiring.links.websocket_url =
+    wiring.parts.links.websocket_url =
         Some("wss://abc123xyz0.execute-api.eu-west-1.amazonaws.com/prod".into());
     Rig {
         wiring,
@@ -449,7 +449,7 @@ async fn the_shipped_worker_wiring_delivers_each_webhook_once() {
     let wiring = rig
         .wiring
         .with_webhook_secret(
-            b"webhook-secret-0123456789abcdef",
+            "webhook-secret-0123456789abcdef",
             jobcast::webhook::WebhookOptions::default(),
         )
         .unwrap();

@@ -7,12 +7,11 @@
 
 use super::{RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback};
 use crate::gateway::{Gateway, GatewayConfig};
-use crate::metrics::Metrics;
 use crate::protocol::Status;
-use crate::publish::{PublishOptions, Publisher};
 use crate::push::ManagementApiPusher;
 use crate::store::{DynamoStore, JobUpdate, MemoryStore, Store};
 use crate::token::TokenKey;
+use crate::wiring::DepsBuilder;
 use chrono::Utc;
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -152,18 +151,12 @@ pub async fn fanout(
 
     let publisher = match push {
         BenchPush::InProcess => in_process,
-        BenchPush::Http => Publisher::new(
-            Arc::clone(&store),
-            Arc::new(ManagementApiPusher::new(
+        BenchPush::Http => DepsBuilder::new(Arc::clone(&store), Default::default())
+            .fan_out_concurrency(64)
+            .publisher(Arc::new(ManagementApiPusher::new(
                 &sdk,
                 &format!("http://{addr}/dev"),
-            )),
-            Arc::new(Metrics::new()),
-            PublishOptions {
-                concurrency: 64,
-                ..PublishOptions::default()
-            },
-        ),
+            ))),
     };
 
     let mut times = Vec::with_capacity(rounds);

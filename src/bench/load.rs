@@ -20,11 +20,10 @@
 //! The server's RSS comes from `/proc/<pid>/status` when its pid is given.
 
 use super::{create_bench_job, local_sdk_config, percentile, require_loopback};
-use crate::metrics::Metrics;
 use crate::protocol::Status;
-use crate::publish::{PublishOptions, Publisher};
 use crate::push::ManagementApiPusher;
 use crate::store::{JobUpdate, MemoryStore, Store};
+use crate::wiring::DepsBuilder;
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
@@ -838,15 +837,12 @@ async fn fanout_phase(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let publisher = Publisher::new(
-        Arc::clone(&store),
-        Arc::new(ManagementApiPusher::new(&sdk, &opts.management_url)),
-        Arc::new(Metrics::new()),
-        PublishOptions {
-            concurrency: opts.fanout_concurrency.max(1),
-            ..PublishOptions::default()
-        },
-    );
+    let publisher = DepsBuilder::new(Arc::clone(&store), Default::default())
+        .fan_out_concurrency(opts.fanout_concurrency)
+        .publisher(Arc::new(ManagementApiPusher::new(
+            &sdk,
+            &opts.management_url,
+        )));
     let pb = bar(opts.progress, opts.fanout_rounds as u64, "fan-out");
     board.fanout_target.store(ids.len(), Ordering::Release);
     let mut times = Vec::with_capacity(opts.fanout_rounds);

@@ -17,10 +17,11 @@ pub mod workers;
 
 use crate::handlers::{Deps, Links};
 use crate::metrics::Metrics;
-use crate::publish::{PublishOptions, Publisher};
+use crate::publish::PublishOptions;
 use crate::store::Store;
 use crate::token::TokenKey;
-use crate::webhook::{WebhookOptions, Webhooks};
+use crate::webhook::{Delivery, WebhookOptions};
+use crate::wiring::DepsBuilder;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -213,25 +214,27 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let max_connections = connection_budget(config.max_connections);
         let registry = Arc::new(Registry::new(max_connections, Arc::clone(&metrics)));
-        let mut publisher = Publisher::new(
-            Arc::clone(&store),
-            registry.clone(),
-            Arc::clone(&metrics),
-            config.publish.clone(),
-        );
-        if let Some(secret) = &config.webhook_secret {
-            let webhooks = Webhooks::new(
-                secret.as_bytes(),
-                Arc::clone(&store),
-                Arc::clone(&metrics),
+        let mut parts = DepsBuilder::new(store, Arc::clone(&metrics))
+            .webhooks(
+                config.webhook_secret.as_deref(),
                 config.webhook.clone(),
+                Delivery::Background,
             )
             .map_err(std::io::Error::other)?;
-            publisher = publisher.with_webhooks(Arc::new(webhooks));
-        }
+        parts.tokens = tokens;
+        parts.publish = config.publish.clone();
+        parts.heartbeat_timeout = config.heartbeat_timeout;
+        parts.lease_owner = lease_owner();
+        parts.kinds = config.kinds.clone();
+        parts.dispatch_retry = crate::dispatch::RetryPolicy::like_webhooks(&config.webhook);
+        parts.links = Links {
+            public_url: config.public_url.clone(),
+            websocket_url: config.websocket_url.clone(),
+            stage: config.stage.clone(),
+        };
+        let publisher = parts.publisher(registry.clone());
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
-        let owner = lease_owner();
-        let targets = crate::dispatch::deliverers(
+        parts.targets = crate::dispatch::deliverers(
             &config.kinds,
             config.webhook_secret.as_deref(),
             Some(crate::dispatch::CommandHost {
@@ -242,20 +245,12 @@ impl Gateway {
         )
         .await
         .map_err(std::io::Error::other)?;
-        let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(
+        let dispatcher = parts.dispatcher(
+            &publisher,
             workers.queue(),
-            config.kinds.clone(),
-            targets,
-            crate::dispatch::DispatchSettings {
-                tokens: tokens.clone(),
-                heartbeat_timeout: config.heartbeat_timeout,
-                owner: owner.clone(),
-                retry: crate::dispatch::RetryPolicy::like_webhooks(&config.webhook),
-            },
-            publisher.clone(),
             workers.tasks().clone(),
             workers.stop_token().clone(),
-        ));
+        );
         // Where workers reach this process when no request says (resumed jobs).
         let local_base = config.public_url.clone().unwrap_or_else(|| {
             let addr = listener.local_addr().unwrap_or(config.listen);
@@ -267,19 +262,7 @@ impl Gateway {
         if !config.heartbeat_timeout.is_zero() {
             workers.sweep_lost_every(publisher.clone(), sweep_interval(config.heartbeat_timeout));
         }
-        let deps = Deps {
-            publisher,
-            tokens,
-            queue: dispatcher,
-            metrics,
-            heartbeat_timeout: config.heartbeat_timeout,
-            lease_owner: owner.into(),
-            links: Links {
-                public_url: config.public_url.clone(),
-                websocket_url: config.websocket_url.clone(),
-                stage: config.stage.clone(),
-            },
-        };
+        let deps = parts.deps(publisher, dispatcher);
         let (lifecycle, _) = broadcast::channel(4096);
         Ok(Gateway {
             listener,

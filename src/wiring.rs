@@ -1,0 +1,150 @@
+//! Assembling what the handlers need. `serve`, the Lambda functions, the
+//! CLI and the bench all build their publisher and their [`Deps`] here, so
+//! a new dependency is added once and every host gets it the same way.
+//! What differs between hosts is data set on the builder: the pusher (the
+//! registry in `serve`, the Management API elsewhere), how webhooks are
+//! delivered, how hand-overs are retried, and where demo jobs go.
+
+use crate::dispatch::{Deliver, DispatchSettings, Dispatcher, Kinds, RetryPolicy};
+use crate::handlers::{Deps, JobQueue, Links};
+use crate::metrics::Metrics;
+use crate::publish::{PublishOptions, Publisher};
+use crate::push::Pusher;
+use crate::store::Store;
+use crate::token::TokenKey;
+use crate::webhook::{Delivery, WebhookOptions, Webhooks};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The parts every host shares, and how it wants them put together.
+pub struct DepsBuilder {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub tokens: TokenKey,
+    pub publish: PublishOptions,
+    /// Set by [`DepsBuilder::webhooks`]; `None` refuses `callbackUrl`.
+    pub webhooks: Option<Arc<Webhooks>>,
+    /// Signs `http` hand-overs (and webhooks).
+    pub webhook_secret: Option<String>,
+    pub links: Links,
+    /// Worker liveness; zero turns it off.
+    pub heartbeat_timeout: Duration,
+    /// Identifies this process in job leases.
+    pub lease_owner: String,
+    /// The user's kinds and the deliverers of their targets.
+    pub kinds: Kinds,
+    pub targets: BTreeMap<String, Arc<dyn Deliver>>,
+    /// How a failed hand-over is retried.
+    pub dispatch_retry: RetryPolicy,
+}
+
+impl DepsBuilder {
+    /// Defaults for everything but the store and the metrics (which the
+    /// webhooks built next count into): a random token key, no webhooks, no
+    /// kinds of the user's, a 5-minute heartbeat.
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> DepsBuilder {
+        DepsBuilder {
+            store,
+            metrics,
+            tokens: TokenKey::random(Duration::from_secs(24 * 3600)),
+            publish: PublishOptions::default(),
+            webhooks: None,
+            webhook_secret: None,
+            links: Links::default(),
+            heartbeat_timeout: Duration::from_secs(300),
+            lease_owner: "jobcast".into(),
+            kinds: Kinds::default(),
+            targets: BTreeMap::new(),
+            dispatch_retry: RetryPolicy::like_webhooks(&WebhookOptions::default()),
+        }
+    }
+
+    /// Webhooks signed with `secret` (none without one), delivered as
+    /// `delivery` says for every caller of this builder's publishers.
+    pub fn webhooks(
+        mut self,
+        secret: Option<&str>,
+        options: WebhookOptions,
+        delivery: Delivery,
+    ) -> Result<DepsBuilder, String> {
+        self.webhook_secret = secret.map(str::to_string);
+        self.webhooks = match secret {
+            None => None,
+            Some(s) => {
+                let w = Webhooks::new(
+                    s.as_bytes(),
+                    Arc::clone(&self.store),
+                    Arc::clone(&self.metrics),
+                    options,
+                )?;
+                Some(Arc::new(match delivery {
+                    Delivery::Inline => w.inline(),
+                    Delivery::Background => w,
+                }))
+            }
+        };
+        Ok(self)
+    }
+
+    /// The same builder, fanning out with at most `n` posts in flight.
+    pub fn fan_out_concurrency(mut self, n: usize) -> DepsBuilder {
+        self.publish.concurrency = n.max(1);
+        self
+    }
+
+    /// A publisher over the builder's store, posting through `pusher`.
+    pub fn publisher(&self, pusher: Arc<dyn Pusher>) -> Publisher {
+        let p = Publisher::new(
+            Arc::clone(&self.store),
+            pusher,
+            Arc::clone(&self.metrics),
+            self.publish.clone(),
+        );
+        match &self.webhooks {
+            Some(w) => p.with_webhooks(Arc::clone(w)),
+            None => p,
+        }
+    }
+
+    /// Routes demo jobs to `demo` and the user's kinds to their targets.
+    /// Background hand-overs run on `tasks` and stop with `stop`.
+    pub fn dispatcher(
+        &self,
+        publisher: &Publisher,
+        demo: Arc<dyn JobQueue>,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher::new(
+            demo,
+            self.kinds.clone(),
+            self.targets.clone(),
+            DispatchSettings {
+                tokens: self.tokens.clone(),
+                heartbeat_timeout: self.heartbeat_timeout,
+                owner: self.lease_owner.clone(),
+                retry: self.dispatch_retry.clone(),
+            },
+            publisher.clone(),
+            tasks,
+            stop,
+        ))
+    }
+
+    /// The handlers' dependencies: `publisher` (from [`Self::publisher`])
+    /// and `queue` (usually from [`Self::dispatcher`]).
+    pub fn deps(&self, publisher: Publisher, queue: Arc<dyn JobQueue>) -> Deps {
+        Deps {
+            publisher,
+            tokens: self.tokens.clone(),
+            queue,
+            metrics: Arc::clone(&self.metrics),
+            links: self.links.clone(),
+            heartbeat_timeout: self.heartbeat_timeout,
+            lease_owner: self.lease_owner.as_str().into(),
+        }
+    }
+}
