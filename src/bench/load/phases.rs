@@ -1,0 +1,441 @@
+//! The phases that post: to `@connections` as fast as answers come, at a
+//! fixed pace, and a job's snapshot fanned out to every client.
+
+use super::*;
+
+/// One keep-alive HTTP/1.1 connection to the management API.
+pub(super) struct Poster {
+    pub(super) sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Poster {
+    pub(super) async fn open(target: &Target) -> Result<Poster, String> {
+        let stream = TcpStream::connect(target.mgmt_addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(Poster { sender })
+    }
+
+    /// Posts one body; the status, or None when the connection failed.
+    pub(super) async fn post(
+        &mut self,
+        target: &Target,
+        connection_id: &str,
+        body: String,
+    ) -> Option<u16> {
+        self.sender.ready().await.ok()?;
+        let req = Request::post(target.post_path(connection_id))
+            .header(header::HOST, &target.mgmt_host)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .ok()?;
+        let resp = self.sender.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.ok()?;
+        Some(status)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct WorkerTally {
+    pub(super) sent: u64,
+    pub(super) accepted: u64,
+    pub(super) statuses: BTreeMap<String, u64>,
+}
+
+/// What the posting phases share: where they post, to whom, and the board
+/// the clients record arrivals on.
+pub(super) struct Rig {
+    pub(super) target: Arc<Target>,
+    pub(super) ids: Arc<Vec<String>>,
+    pub(super) board: Arc<Board>,
+}
+
+/// One post phase: its index on the board, its pace (0: as fast as answers
+/// come back), and its bounds in time and count.
+pub(super) struct PostPhase {
+    pub(super) phase: usize,
+    pub(super) rate: u64,
+    pub(super) duration: Duration,
+    pub(super) max: u64,
+}
+
+/// Runs one post phase with `opts.post_in_flight` workers.
+pub(super) async fn post_phase(rig: &Rig, spec: PostPhase, opts: &LoadOptions) -> PostReport {
+    let Rig { target, ids, board } = rig;
+    let PostPhase {
+        phase,
+        rate,
+        duration,
+        max,
+    } = spec;
+    let in_flight = opts.post_in_flight;
+    let what = if rate == 0 { "posts" } else { "paced" };
+    let pb = bar(opts.progress, duration.as_millis() as u64, what);
+    let counter = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(Latencies::new());
+    let cpu_before = opts.server_pid.and_then(cpu_seconds);
+    let started = Instant::now();
+    let start_ns = board.now_ns();
+    let workers = in_flight.max(1);
+    let handles: Vec<JoinHandle<WorkerTally>> = (0..workers)
+        .map(|w| {
+            let target = Arc::clone(target);
+            let ids = Arc::clone(ids);
+            let board = Arc::clone(board);
+            let counter = Arc::clone(&counter);
+            let requests = Arc::clone(&requests);
+            tokio::spawn(async move {
+                let mut tally = WorkerTally::default();
+                let mut poster = None;
+                let mut failures = 0u32;
+                let mut i: u64 = 0;
+                loop {
+                    // Open-loop schedule for paced runs; closed loop otherwise.
+                    let scheduled_ns =
+                        match ((i * workers as u64 + w as u64) * 1_000_000_000).checked_div(rate) {
+                            Some(offset) => {
+                                let at = started + Duration::from_nanos(offset);
+                                if at.duration_since(started) >= duration {
+                                    break;
+                                }
+                                tokio::time::sleep_until(at.into()).await;
+                                Some(start_ns + offset)
+                            }
+                            None => None,
+                        };
+                    if started.elapsed() >= duration {
+                        break;
+                    }
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    if n >= max {
+                        break;
+                    }
+                    i += 1;
+                    if poster.is_none() {
+                        match Poster::open(&target).await {
+                            Ok(p) => poster = Some(p),
+                            Err(e) => {
+                                *tally.statuses.entry(error_key("connect", e)).or_insert(0) += 1;
+                                failures += 1;
+                                if failures >= 3 {
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(p) = poster.as_mut() else { break };
+                    let id = &ids[(n as usize) % ids.len()];
+                    let t_ns = scheduled_ns.unwrap_or_else(|| board.now_ns());
+                    let t0 = Instant::now();
+                    tally.sent += 1;
+                    match p.post(&target, id, probe(phase, t_ns)).await {
+                        Some(status) => {
+                            failures = 0;
+                            requests.record(w, t0.elapsed().as_micros() as u64);
+                            if (200..300).contains(&status) {
+                                tally.accepted += 1;
+                            }
+                            *tally.statuses.entry(status.to_string()).or_insert(0) += 1;
+                        }
+                        None => {
+                            *tally.statuses.entry("transport".into()).or_insert(0) += 1;
+                            poster = None;
+                            failures += 1;
+                            if failures >= 3 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let ticker = {
+        let pb = pb.clone();
+        let counter = Arc::clone(&counter);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                pb.set_position(started.elapsed().as_millis() as u64);
+                pb.set_message(format!("{} sent", counter.load(Ordering::Relaxed)));
+            }
+        })
+    };
+    let mut total = WorkerTally::default();
+    for h in handles {
+        if let Ok(t) = h.await {
+            total.sent += t.sent;
+            total.accepted += t.accepted;
+            for (k, v) in t.statuses {
+                *total.statuses.entry(k).or_insert(0) += v;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    ticker.abort();
+    pb.finish_and_clear();
+
+    // Drain: wait for accepted messages still on their way.
+    let drain_deadline = Instant::now() + opts.drain_timeout;
+    while board.delivered[phase].load(Ordering::Relaxed) < total.accepted
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let delivered = board.delivered[phase].load(Ordering::Relaxed);
+    let server_cpu_us_per_message = cpu_micros_per(opts.server_pid, cpu_before, delivered);
+    let last = board.last_delivery_ns[phase].load(Ordering::Relaxed);
+    let delivery_seconds = (last.saturating_sub(start_ns) as f64 / 1e9).max(1e-9);
+    PostReport {
+        in_flight: workers,
+        rate,
+        seconds,
+        sent: total.sent,
+        accepted: total.accepted,
+        per_second: total.accepted as f64 / seconds.max(1e-9),
+        delivered,
+        delivered_per_second: delivered as f64 / delivery_seconds,
+        statuses: total.statuses,
+        end_to_end: Latency::of(&board.latencies[phase].merged()),
+        request: Latency::of(&requests.merged()),
+        lost: total.accepted.saturating_sub(delivered),
+        server_cpu_us_per_message,
+    }
+}
+
+/// Publishes `rounds` updates of one job followed by every client, through
+/// jobcast's publisher and the target's `@connections`.
+pub(super) async fn fanout_phase(
+    ids: &[String],
+    board: &Board,
+    opts: &LoadOptions,
+) -> Result<FanoutReport, String> {
+    let sdk = local_sdk_config().await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let job_id = "job_benchfanout";
+    let now = Utc::now();
+    create_bench_job(store.as_ref(), job_id, now).await?;
+    for id in ids {
+        store
+            .subscribe(job_id, id, now)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let publisher = DepsBuilder::new(Arc::clone(&store), Default::default())
+        .fan_out_concurrency(opts.fanout_concurrency)
+        .publisher(Arc::new(ManagementApiPusher::new(
+            &sdk,
+            &opts.management_url,
+        )));
+    let pb = bar(opts.progress, opts.fanout_rounds as u64, "fan-out");
+    board.fanout_target.store(ids.len(), Ordering::Release);
+    let mut times = Vec::with_capacity(opts.fanout_rounds);
+    let mut lost = 0u64;
+    for round in 1..=opts.fanout_rounds {
+        board.fanout_got.store(0, Ordering::Release);
+        // The job was created at seq 1; round r publishes seq r + 1.
+        board.fanout_seq.store(round as u64 + 1, Ordering::Release);
+        let mut update = JobUpdate::status(Status::Running);
+        update.percent = Some(round as f64 * 100.0 / (opts.fanout_rounds as f64 + 1.0));
+        let started = Instant::now();
+        let (_, report) = publisher
+            .publish(job_id, update)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = started + Duration::from_secs(30);
+        while board.fanout_got.load(Ordering::Acquire) < ids.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = tokio::time::timeout(left, board.fanout_done.notified()).await;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        let got = board.fanout_got.load(Ordering::Acquire).min(ids.len());
+        lost += (ids.len() - got) as u64;
+        if !report.failed.is_empty() {
+            tracing::warn!(
+                failed = report.failed.len(),
+                "fan-out could not reach some connections"
+            );
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    times.sort_by(f64::total_cmp);
+    let p50 = percentile(&times, 0.5);
+    Ok(FanoutReport {
+        subscribers: ids.len(),
+        rounds: opts.fanout_rounds,
+        concurrency: opts.fanout_concurrency,
+        ms_p50: p50,
+        ms_min: times.first().copied().unwrap_or(0.0),
+        ms_max: times.last().copied().unwrap_or(0.0),
+        messages_per_second: ids.len() as f64 / (p50 / 1000.0).max(1e-9),
+        lost,
+    })
+}
+
+pub(super) async fn post_job(
+    http: &reqwest::Client,
+    jobs_url: &str,
+    input: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let resp = http
+        .post(format!("{}/jobs", jobs_url.trim_end_matches('/')))
+        .json(&serde_json::json!({ "kind": "demo", "input": input }))
+        .send()
+        .await
+        .map_err(|e| format!("POST /jobs: {e}"))?;
+    if resp.status().as_u16() != 202 {
+        return Err(format!("POST /jobs answered {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| format!("POST /jobs: {e}"))
+}
+
+pub(super) fn field<'a>(v: &'a serde_json::Value, name: &str) -> Result<&'a str, String> {
+    v[name]
+        .as_str()
+        .ok_or_else(|| format!("POST /jobs answered without {name}"))
+}
+
+/// Counts what the clients of the in-process fan-out receive.
+#[derive(Default)]
+pub(super) struct DemoTally {
+    pub(super) received: AtomicU64,
+    pub(super) finished: AtomicUsize,
+    pub(super) first_ns: AtomicU64,
+    pub(super) last_ns: AtomicU64,
+}
+
+/// A demo job published by `serve`'s own worker to `opts.clients` fresh
+/// clients. A blocker job holds the only worker while they connect, so
+/// every update of the measured job reaches every one of them.
+pub(super) async fn in_process_fanout_phase(
+    target: &Target,
+    jobs_url: &str,
+    opts: &LoadOptions,
+) -> Result<InProcessFanoutReport, String> {
+    require_loopback(jobs_url)?;
+    let http = reqwest::Client::new();
+    let blocker = post_job(
+        &http,
+        jobs_url,
+        serde_json::json!({"steps": 1, "stepMs": 60000}),
+    )
+    .await?;
+    let blocker_id = field(&blocker, "jobId")?.to_string();
+    let blocker_token = field(&blocker, "token")?.to_string();
+    let steps = opts.demo_steps.clamp(1, 1000);
+    let job = post_job(
+        &http,
+        jobs_url,
+        serde_json::json!({"steps": steps, "stepMs": 0}),
+    )
+    .await?;
+    let status_url = format!(
+        "{}/jobs/{}",
+        jobs_url.trim_end_matches('/'),
+        field(&job, "jobId")?
+    );
+    let state: serde_json::Value = http
+        .get(&status_url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    if state["status"] != "queued" {
+        return Err("the in-process fan-out needs `jobcast serve --workers 1` (the measured job started before its clients connected)".into());
+    }
+    let (results, _, _) = open_all(target, field(&job, "websocketUrl")?, opts).await;
+    let base = Instant::now();
+    let tally = Arc::new(DemoTally {
+        first_ns: AtomicU64::new(u64::MAX),
+        ..DemoTally::default()
+    });
+    let terminal_seq = steps as u64 + 2;
+    let stop = CancellationToken::new();
+    let mut readers = Vec::new();
+    for mut ws in results.into_iter().flatten() {
+        let tally = Arc::clone(&tally);
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = ws.next() => m,
+                    _ = stop.cancelled() => break,
+                };
+                let Some(Ok(Message::Text(t))) = m else {
+                    if matches!(m, Some(Ok(_))) {
+                        continue;
+                    } else {
+                        return;
+                    };
+                };
+                let now = base.elapsed().as_nanos() as u64;
+                tally.received.fetch_add(1, Ordering::Relaxed);
+                tally.first_ns.fetch_min(now, Ordering::Relaxed);
+                if number_after(t.as_str(), r#""seq":"#) == Some(terminal_seq) {
+                    tally.last_ns.fetch_max(now, Ordering::Relaxed);
+                    tally.finished.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), ws.close(None)).await;
+        }));
+    }
+    let subscribers = readers.len();
+    let cpu_before = opts.server_pid.and_then(cpu_seconds);
+    let resp = http
+        .delete(format!(
+            "{}/jobs/{blocker_id}",
+            jobs_url.trim_end_matches('/')
+        ))
+        .bearer_auth(&blocker_token)
+        .send()
+        .await
+        .map_err(|e| format!("DELETE /jobs: {e}"))?;
+    if resp.status().as_u16() != 202 {
+        return Err(format!("DELETE /jobs answered {}", resp.status()));
+    }
+    let pb = bar(opts.progress, subscribers as u64, "in-process");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tally.finished.load(Ordering::Relaxed) < subscribers && Instant::now() < deadline {
+        pb.set_position(tally.finished.load(Ordering::Relaxed) as u64);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pb.finish_and_clear();
+    let received = tally.received.load(Ordering::Relaxed);
+    let server_cpu_us_per_message = cpu_micros_per(opts.server_pid, cpu_before, received);
+    let seconds = tally
+        .last_ns
+        .load(Ordering::Relaxed)
+        .saturating_sub(tally.first_ns.load(Ordering::Relaxed)) as f64
+        / 1e9;
+    stop.cancel();
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(15), r).await;
+    }
+    // seq 2 ..= steps + 2 reach every subscriber (seq 1 was stored before they came).
+    let updates = steps as u64 + 1;
+    let expected = updates * subscribers as u64;
+    Ok(InProcessFanoutReport {
+        subscribers,
+        updates,
+        expected,
+        delivered: received,
+        seconds,
+        delivered_per_second: received as f64 / seconds.max(1e-9),
+        lost: expected.saturating_sub(received),
+        server_cpu_us_per_message,
+    })
+}
