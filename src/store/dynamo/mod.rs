@@ -1,0 +1,505 @@
+//! The DynamoDB store: one table, items as in the contract.
+//!
+//! | item | PK | SK |
+//! |---|---|---|
+//! | job state | `JOB#<jobId>` | `STATE` |
+//! | subscription | `JOB#<jobId>` | `CONN#<connectionId>` (GSI1: `CONN#<connectionId>` / `JOB#<jobId>`) |
+//! | idempotency key | `IDEM#<key>` | `IDEM` |
+//!
+//! A job whose worker reports through the update endpoint also carries its
+//! liveness deadline in GSI2 (`GSI2PK` `LIVE#<shard>`, `GSI2SK` the deadline
+//! as 12 zero-padded epoch digits), a sparse index the liveness sweep queries
+//! by range; a terminal update removes both attributes, so finished jobs
+//! leave the index.
+//!
+//! Every invariant is enforced by DynamoDB itself: seq increments and the
+//! finality of terminal states by conditional `UpdateItem`, idempotency by a
+//! conditional put. Fan-out reads a job's partition with `Query`, never `Scan`.
+//! Items carry `ttl` (epoch seconds); reads ignore items whose ttl has passed
+//! but that DynamoDB has not removed yet.
+
+mod item;
+mod queries;
+mod table;
+
+use item::*;
+
+use super::{
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Lease, Liveness, Store,
+    StoreError, WebhookState, effective_percent, validate_update,
+};
+use crate::protocol::{JobError, SUBSCRIPTION_TTL, Snapshot, Status, rfc3339};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus as SdkTableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus, WriteRequest,
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// The `dynamodb` store.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    retention: Duration,
+}
+
+/// What `ensure_table` found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableStatus {
+    Created,
+    AlreadyExisted,
+}
+
+impl DynamoStore {
+    /// A store over `table`; job state and idempotency keys expire `retention`
+    /// after their last write.
+    pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> DynamoStore {
+        DynamoStore {
+            client,
+            table: table.into(),
+            retention,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn retention_ttl(&self, now: DateTime<Utc>) -> AttributeValue {
+        n(now.timestamp() + self.retention.as_secs() as i64)
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_job(&self, job: JobRecord) -> Result<(), StoreError> {
+        let snap = &job.snapshot;
+        let mut item: Item = HashMap::from(job_key(&snap.job_id));
+        item.insert("status".into(), s(snap.status.as_str()));
+        item.insert("seq".into(), n(snap.seq));
+        item.insert("percent".into(), n(snap.percent));
+        if let Some(m) = &snap.message {
+            item.insert("message".into(), s(m.clone()));
+        }
+        item.insert("kind".into(), s(job.kind.clone()));
+        item.insert("input".into(), s(job.input.to_string()));
+        if let Some(u) = &job.callback_url {
+            item.insert("callbackUrl".into(), s(u.clone()));
+        }
+        item.insert("createdAt".into(), s(rfc3339(job.created_at)));
+        item.insert("updatedAt".into(), s(rfc3339(snap.updated_at)));
+        item.insert("attempt".into(), n(job.attempt));
+        if let Some(l) = &job.lease {
+            item.insert("leaseOwner".into(), s(l.owner.clone()));
+            item.insert("leaseUntil".into(), n(l.until));
+        }
+        item.insert("ttl".into(), self.retention_ttl(snap.updated_at));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::AlreadyExists(snap.job_id.clone()))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        match self.get_item(job_key(job_id)).await? {
+            Some(item) => job_from_item(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_job(
+        &self,
+        job_id: &str,
+        update: JobUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<JobRecord, StoreError> {
+        validate_update(&update)?;
+        let percent = effective_percent(&update);
+        let mut set = vec![
+            "#seq = #seq + :one",
+            "#status = :status",
+            "#updatedAt = :now",
+            "#ttl = :ttl",
+        ];
+        let mut remove: Vec<&str> = Vec::new();
+        let mut values: Item = HashMap::from([
+            (":one".to_string(), n(1)),
+            (":status".to_string(), s(update.status.as_str())),
+            (":now".to_string(), s(rfc3339(now))),
+            (":ttl".to_string(), self.retention_ttl(now)),
+        ]);
+        let mut names = HashMap::from([
+            ("#seq".to_string(), "seq".to_string()),
+            ("#status".to_string(), "status".to_string()),
+            ("#updatedAt".to_string(), "updatedAt".to_string()),
+            ("#ttl".to_string(), "ttl".to_string()),
+            ("#message".to_string(), "message".to_string()),
+        ]);
+        let mut condition = String::new();
+        if let Some(p) = percent {
+            set.push("#percent = :percent");
+            values.insert(":percent".into(), n(p));
+            names.insert("#percent".into(), "percent".into());
+            condition.push_str(" AND (attribute_not_exists(#percent) OR #percent <= :percent)");
+        }
+        match &update.message {
+            Some(m) => {
+                set.push("#message = :message");
+                values.insert(":message".into(), s(m.clone()));
+            }
+            None => remove.push("#message"),
+        }
+        if let Some(r) = &update.result {
+            set.push("#result = :result");
+            values.insert(":result".into(), s(r.to_string()));
+            names.insert("#result".into(), "result".into());
+        }
+        if let Some(e) = &update.error {
+            set.push("#error = :error");
+            values.insert(":error".into(), error_attr(e));
+            names.insert("#error".into(), "error".into());
+        }
+        let expired_by = match update.liveness {
+            Liveness::ExpiredBy(by) => Some(by),
+            _ => None,
+        };
+        if let Some(by) = expired_by {
+            condition.push_str(" AND GSI2SK <= :by");
+            values.insert(":by".into(), s(deadline_key(by)));
+        }
+        if update.status.is_terminal() {
+            remove.extend(["GSI2PK", "GSI2SK", "leaseOwner", "leaseUntil"]);
+        } else if let Liveness::Refresh(deadline) = update.liveness {
+            set.push("GSI2PK = :live, GSI2SK = :deadline");
+            values.insert(":live".into(), s(live_shard(job_id)));
+            values.insert(":deadline".into(), s(deadline_key(deadline)));
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let req = self
+            .client
+            .update_item()
+            .update_expression(expression)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values));
+        let asked = Asked {
+            percent,
+            expired_by,
+        };
+        self.update_live_if(job_id, req, &condition, asked).await
+    }
+
+    async fn request_cancel(&self, job_id: &str) -> Result<JobRecord, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .update_expression("SET cancelRequested = :t")
+            .expression_attribute_values(":t", AttributeValue::Bool(true));
+        self.update_live(job_id, res).await
+    }
+
+    async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError> {
+        let req = self
+            .client
+            .update_item()
+            .update_expression("SET GSI2PK = :live, GSI2SK = :deadline")
+            .expression_attribute_values(":live", s(live_shard(job_id)))
+            .expression_attribute_values(":deadline", s(deadline_key(deadline)));
+        self.update_live(job_id, req).await
+    }
+
+    async fn lost_jobs(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..LIVE_SHARDS {
+            if out.len() >= limit {
+                break;
+            }
+            let items = self
+                .query_all(
+                    Some(GSI2),
+                    "GSI2PK = :p AND GSI2SK <= :now",
+                    vec![
+                        (":p", s(live_partition(shard))),
+                        (":now", s(deadline_key(now))),
+                    ],
+                    "PK",
+                )
+                .await?;
+            out.extend(
+                items
+                    .iter()
+                    .filter_map(|i| get_s(i, "PK").and_then(|pk| pk.strip_prefix("JOB#")))
+                    .map(str::to_owned),
+            );
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn hand_over(
+        &self,
+        job_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<JobRecord, StoreError> {
+        let req = self
+            .client
+            .update_item()
+            .update_expression(
+                "SET leaseOwner = :owner, leaseUntil = :until, attempt = if_not_exists(attempt, :zero) + :one",
+            )
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":false", AttributeValue::Bool(false));
+        self.update_live_if(
+            job_id,
+            req,
+            " AND (attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner) \
+             AND (attribute_not_exists(dispatched) OR dispatched = :false)",
+            Asked::default(),
+        )
+        .await
+    }
+
+    async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(job_key(job_id))))
+            .update_expression("SET dispatched = :t REMOVE leaseOwner, leaseUntil")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::NotFound(job_id.to_string()))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        job_id: &str,
+        connection_id: &str,
+        connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut item: Item = HashMap::from(sub_key(job_id, connection_id));
+        item.insert("GSI1PK".into(), s(format!("CONN#{connection_id}")));
+        item.insert("GSI1SK".into(), s(format!("JOB#{job_id}")));
+        item.insert("connectedAt".into(), s(rfc3339(connected_at)));
+        item.insert(
+            "ttl".into(),
+            n(connected_at.timestamp() + SUBSCRIPTION_TTL.as_secs() as i64),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(sub_key(job_id, connection_id))))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn subscribers(&self, job_id: &str) -> Result<Vec<String>, StoreError> {
+        let items = self
+            .query_all(
+                None,
+                "PK = :pk AND begins_with(SK, :conn)",
+                vec![(":pk", s(format!("JOB#{job_id}"))), (":conn", s("CONN#"))],
+                "SK, #ttl",
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| get_s(i, "SK").and_then(|sk| sk.strip_prefix("CONN#")))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn connection_jobs(&self, connection_id: &str) -> Result<Vec<String>, StoreError> {
+        let items = self
+            .query_all(
+                Some(GSI1),
+                "GSI1PK = :c",
+                vec![(":c", s(format!("CONN#{connection_id}")))],
+                "GSI1SK, #ttl",
+            )
+            .await?;
+        let mut jobs: Vec<String> = items
+            .iter()
+            .filter_map(|i| get_s(i, "GSI1SK").and_then(|sk| sk.strip_prefix("JOB#")))
+            .map(str::to_owned)
+            .collect();
+        jobs.sort();
+        Ok(jobs)
+    }
+
+    async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
+        let jobs = self.connection_jobs(connection_id).await?;
+        let keys: Vec<_> = jobs.iter().map(|j| sub_key(j, connection_id)).collect();
+        self.batch_delete(keys).await?;
+        Ok(jobs.len())
+    }
+
+    async fn unfinished_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        // The one Scan: no key names unfinished jobs, and this runs once when
+        // `serve` starts. The filter keeps the pages small; `unfinished`
+        // decides on what comes back.
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression(
+                "SK = :state AND (NOT (#status IN (:succeeded, :failed, :cancelled)) \
+                 OR attribute_exists(callbackUrl))",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":state", s("STATE"))
+            .expression_attribute_values(":succeeded", s("succeeded"))
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .into_paginator()
+            .items()
+            .send();
+        let now = Utc::now().timestamp();
+        let mut out = Vec::new();
+        while out.len() < limit
+            && let Some(item) = pages.next().await
+        {
+            let item = item.map_err(unavailable)?;
+            if expired(&item, now) {
+                continue;
+            }
+            match job_from_item(&item) {
+                Ok(job) if job.unfinished() => out.push(job),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable job item"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_webhook(&self, job_id: &str, state: WebhookState) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(&state).map_err(|e| StoreError::InvalidUpdate(e.to_string()))?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(job_key(job_id))))
+            .update_expression("SET webhook = :w")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":w", s(json))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::NotFound(job_id.to_string()))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn put_idempotency(
+        &self,
+        key: &str,
+        record: IdempotencyRecord,
+    ) -> Result<IdempotencyOutcome, StoreError> {
+        let now = Utc::now();
+        let mut item: Item = HashMap::from(idem_key(key));
+        item.insert("requestHash".into(), s(record.request_hash.clone()));
+        item.insert("jobId".into(), s(record.job_id.clone()));
+        item.insert("response".into(), s(record.response.to_string()));
+        item.insert("ttl".into(), self.retention_ttl(now));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // An expired key that TTL has not removed yet counts as absent.
+            .condition_expression("attribute_not_exists(PK) OR #ttl <= :now")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(IdempotencyOutcome::Recorded),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                let item = self
+                    .get_item(idem_key(key))
+                    .await?
+                    .ok_or_else(|| StoreError::Unavailable("idempotency key vanished".into()))?;
+                Ok(IdempotencyOutcome::Existing(IdempotencyRecord {
+                    request_hash: get_s(&item, "requestHash").unwrap_or_default().into(),
+                    job_id: get_s(&item, "jobId").unwrap_or_default().into(),
+                    response: get_json(&item, "response").unwrap_or(Value::Null),
+                }))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release_idempotency(&self, key: &str, job_id: &str) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(idem_key(key))))
+            .condition_expression("jobId = :j")
+            .expression_attribute_values(":j", s(job_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // Bound to another job, or gone: nothing of ours to release.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}

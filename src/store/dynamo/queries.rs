@@ -1,0 +1,204 @@
+//! The requests the store is built from: reads, conditional updates that
+//! explain a failed condition, paged queries and batched deletes.
+
+use super::*;
+
+impl DynamoStore {
+    pub(super) async fn get_item(
+        &self,
+        key: [(String, AttributeValue); 2],
+    ) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item.filter(|i| !expired(i, Utc::now().timestamp())))
+    }
+
+    /// Explains why a conditional write on a job failed, from the item as it was.
+    pub(super) async fn classify_failure(
+        &self,
+        job_id: &str,
+        old: Option<Item>,
+        requested_percent: Option<f64>,
+        expired_by: Option<i64>,
+    ) -> StoreError {
+        let old = match old {
+            Some(i) => Some(i),
+            None => match self.get_item(job_key(job_id)).await {
+                Ok(i) => i,
+                Err(e) => return e,
+            },
+        };
+        let Some(item) = old.filter(|i| !expired(i, Utc::now().timestamp())) else {
+            return StoreError::NotFound(job_id.to_string());
+        };
+        let status = get_s(&item, "status").and_then(Status::parse);
+        if let Some(st) = status.filter(|s| s.is_terminal()) {
+            return StoreError::Terminal {
+                job_id: job_id.to_string(),
+                status: st,
+            };
+        }
+        if let Some(by) = expired_by {
+            let deadline: Option<i64> = get_s(&item, "GSI2SK").and_then(|d| d.parse().ok());
+            if deadline.is_none_or(|d| d > by) {
+                return StoreError::Conflict {
+                    job_id: job_id.to_string(),
+                    reason: "its worker reported in time".into(),
+                };
+            }
+        }
+        let current: f64 = get_n(&item, "percent").unwrap_or(0.0);
+        match requested_percent {
+            Some(p) if p < current => StoreError::PercentBackwards {
+                job_id: job_id.to_string(),
+                current,
+                requested: p,
+            },
+            _ => StoreError::Conflict {
+                job_id: job_id.to_string(),
+                reason: "another process holds its lease".into(),
+            },
+        }
+    }
+
+    /// Sends a prepared `UpdateItem` on a job that must exist and not be
+    /// terminal; returns the job as it is after the write.
+    pub(super) async fn update_live(
+        &self,
+        job_id: &str,
+        req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<JobRecord, StoreError> {
+        self.update_live_if(job_id, req, "", Asked::default()).await
+    }
+
+    /// As `update_live`, with `extra` appended to the condition; a failed
+    /// condition is explained against what the update `asked`.
+    pub(super) async fn update_live_if(
+        &self,
+        job_id: &str,
+        req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        extra: &str,
+        asked: Asked,
+    ) -> Result<JobRecord, StoreError> {
+        let mut req = req
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(job_key(job_id))))
+            .condition_expression(format!(
+                "attribute_exists(PK) AND {TERMINAL_CONDITION}{extra}"
+            ))
+            .expression_attribute_names("#status", "status")
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (k, v) in terminal_values() {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(out) => job_from_item(&out.attributes.unwrap_or_default()),
+            Err(SdkError::ServiceError(se))
+                if se.err().code() == Some("ConditionalCheckFailedException") =>
+            {
+                let old = match se.into_err() {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                Err(self
+                    .classify_failure(job_id, old, asked.percent, asked.expired_by)
+                    .await)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    pub(super) async fn query_all(
+        &self,
+        index: Option<&str>,
+        key_condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        projection: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression(key_condition)
+            .set_expression_attribute_values(Some(
+                values
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ))
+            .projection_expression(projection)
+            .set_expression_attribute_names(
+                projection
+                    .contains("#ttl")
+                    .then(|| HashMap::from([("#ttl".to_string(), "ttl".to_string())])),
+            )
+            .into_paginator()
+            .items()
+            .send();
+        let now = Utc::now().timestamp();
+        let mut out = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(unavailable)?;
+            if !expired(&item, now) {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn batch_delete(
+        &self,
+        keys: Vec<[(String, AttributeValue); 2]>,
+    ) -> Result<(), StoreError> {
+        for chunk in keys.chunks(BATCH) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                let del = DeleteRequest::builder()
+                    .set_key(Some(HashMap::from(key.clone())))
+                    .build()
+                    .map_err(|e| StoreError::InvalidUpdate(e.to_string()))?;
+                requests.push(WriteRequest::builder().delete_request(del).build());
+            }
+            let mut pending = HashMap::from([(self.table.clone(), requests)]);
+            for attempt in 0..8u32 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                match out.unprocessed_items {
+                    Some(left) if left.values().any(|v| !v.is_empty()) => {
+                        pending = left;
+                        tokio::time::sleep(crate::retry::backoff(
+                            attempt,
+                            Duration::from_millis(50),
+                            Duration::from_secs(2),
+                        ))
+                        .await;
+                    }
+                    _ => {
+                        pending = HashMap::new();
+                        break;
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Unavailable(
+                    "DynamoDB kept throttling a batch delete".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
