@@ -586,7 +586,7 @@ impl ServeArgs {
             _ => crate::dispatch::Kinds::default(),
         };
         for spec in &self.kinds {
-            kinds.add(spec.clone())?;
+            kinds.add(spec.clone()).map_err(|e| e.to_string())?;
         }
         Ok(kinds)
     }

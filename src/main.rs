@@ -189,7 +189,8 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
             secret.as_deref(),
             WebhookOptions::default(),
             Delivery::Inline,
-        )?
+        )
+        .map_err(|e| e.to_string())?
         .publisher(pusher);
     let update = JobUpdate {
         status: args.status,

@@ -87,18 +87,42 @@ pub fn refusal(ip: IpAddr, policy: AddressPolicy) -> Option<&'static str> {
     }
 }
 
+/// Why a `callbackUrl` was refused (a 400 `bad_callback_url`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackUrlError {
+    #[error("callbackUrl is not a valid URL ({0})")]
+    Invalid(String),
+    #[error("callbackUrl must be an http or https URL")]
+    Scheme,
+    #[error("callbackUrl must not carry credentials")]
+    Credentials,
+    #[error("callbackUrl has no host")]
+    NoHost,
+    #[error("callbackUrl host '{host}' does not resolve ({reason})")]
+    Unresolved { host: String, reason: String },
+    #[error("callbackUrl host '{0}' has no address")]
+    NoAddress(String),
+    #[error("callbackUrl resolves to {ip}: {why}")]
+    Refused { ip: IpAddr, why: &'static str },
+}
+
+/// The webhook HTTP client could not be built (a TLS set-up problem).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the webhook HTTP client: {0}")]
+pub struct ClientError(String);
+
 /// Checks a callback URL's shape and every address its host resolves to.
-pub async fn check_callback_url(url: &str, policy: AddressPolicy) -> Result<Url, String> {
-    let parsed = Url::parse(url).map_err(|e| format!("callbackUrl is not a valid URL ({e})"))?;
+pub async fn check_callback_url(url: &str, policy: AddressPolicy) -> Result<Url, CallbackUrlError> {
+    let parsed = Url::parse(url).map_err(|e| CallbackUrlError::Invalid(e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("callbackUrl must be an http or https URL".into());
+        return Err(CallbackUrlError::Scheme);
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("callbackUrl must not carry credentials".into());
+        return Err(CallbackUrlError::Credentials);
     }
     let host = parsed
         .host_str()
-        .ok_or("callbackUrl has no host")?
+        .ok_or(CallbackUrlError::NoHost)?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
@@ -107,16 +131,19 @@ pub async fn check_callback_url(url: &str, policy: AddressPolicy) -> Result<Url,
         Ok(ip) => vec![ip],
         Err(_) => tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| format!("callbackUrl host '{host}' does not resolve ({e})"))?
+            .map_err(|e| CallbackUrlError::Unresolved {
+                host: host.clone(),
+                reason: e.to_string(),
+            })?
             .map(|a| a.ip())
             .collect(),
     };
     if addrs.is_empty() {
-        return Err(format!("callbackUrl host '{host}' has no address"));
+        return Err(CallbackUrlError::NoAddress(host));
     }
     for ip in addrs {
         if let Some(why) = refusal(ip, policy) {
-            return Err(format!("callbackUrl resolves to {ip}: {why}"));
+            return Err(CallbackUrlError::Refused { ip, why });
         }
     }
     Ok(parsed)
@@ -229,7 +256,7 @@ impl Webhooks {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         options: WebhookOptions,
-    ) -> Result<Webhooks, String> {
+    ) -> Result<Webhooks, ClientError> {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: options.policy,
@@ -238,7 +265,7 @@ impl Webhooks {
             .timeout(options.timeout)
             .user_agent(concat!("jobcast-webhook/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
+            .map_err(|e| ClientError(e.to_string()))?;
         Ok(Webhooks {
             client,
             secret: secret.into(),

@@ -12,7 +12,7 @@ use crate::publish::{PublishOptions, Publisher};
 use crate::push::Pusher;
 use crate::store::Store;
 use crate::token::TokenKey;
-use crate::webhook::{Delivery, WebhookOptions, Webhooks};
+use crate::webhook::{ClientError, Delivery, WebhookOptions, Webhooks};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +69,7 @@ impl DepsBuilder {
         secret: Option<&str>,
         options: WebhookOptions,
         delivery: Delivery,
-    ) -> Result<DepsBuilder, String> {
+    ) -> Result<DepsBuilder, ClientError> {
         self.webhook_secret = secret.map(str::to_string);
         self.webhooks = match secret {
             None => None,

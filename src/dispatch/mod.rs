@@ -41,14 +41,41 @@ pub enum Target {
     Command(String),
 }
 
+/// Why a kind or its target was refused (`--kind`, `JOBCAST_KINDS`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KindError {
+    #[error("'{spec}' names no {what}")]
+    Empty { spec: String, what: &'static str },
+    #[error("sqs: takes the queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got '{0}'")]
+    NotAQueueUrl(String),
+    #[error("'{spec}' is not a valid URL: {reason}")]
+    BadUrl { spec: String, reason: String },
+    #[error(
+        "unknown target '{0}': use sqs:<queue URL>, lambda:<function>, http(s)://<url> or command:<shell command>"
+    )]
+    UnknownTarget(String),
+    #[error("expected KIND=TARGET (like export=sqs:https://…), got '{0}'")]
+    NotASpec(String),
+    /// The kind's name itself (see `protocol::parse_kind`).
+    #[error("{0}")]
+    BadName(String),
+    #[error("'demo' is built in and cannot be given a target; pick another kind name")]
+    Demo,
+    #[error("kind '{0}' is configured twice")]
+    Twice(String),
+}
+
 impl Target {
     /// Parses a target as written after `KIND=`.
-    pub fn parse(s: &str) -> Result<Target, String> {
+    pub fn parse(s: &str) -> Result<Target, KindError> {
         let s = s.trim();
-        let nonempty = |rest: &str, what: &str| -> Result<String, String> {
+        let nonempty = |rest: &str, what: &'static str| -> Result<String, KindError> {
             let rest = rest.trim();
             if rest.is_empty() {
-                Err(format!("'{s}' names no {what}"))
+                Err(KindError::Empty {
+                    spec: s.to_string(),
+                    what,
+                })
             } else {
                 Ok(rest.to_string())
             }
@@ -56,9 +83,7 @@ impl Target {
         if let Some(rest) = s.strip_prefix("sqs:") {
             let url = nonempty(rest, "queue URL")?;
             if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(format!(
-                    "sqs: takes the queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got '{url}'"
-                ));
+                return Err(KindError::NotAQueueUrl(url));
             }
             Ok(Target::Sqs(url))
         } else if let Some(rest) = s.strip_prefix("lambda:") {
@@ -66,12 +91,13 @@ impl Target {
         } else if let Some(rest) = s.strip_prefix("command:") {
             Ok(Target::Command(nonempty(rest, "command")?))
         } else if s.starts_with("http://") || s.starts_with("https://") {
-            reqwest::Url::parse(s).map_err(|e| format!("'{s}' is not a valid URL: {e}"))?;
+            reqwest::Url::parse(s).map_err(|e| KindError::BadUrl {
+                spec: s.to_string(),
+                reason: e.to_string(),
+            })?;
             Ok(Target::Http(s.to_string()))
         } else {
-            Err(format!(
-                "unknown target '{s}': use sqs:<queue URL>, lambda:<function>, http(s)://<url> or command:<shell command>"
-            ))
+            Err(KindError::UnknownTarget(s.to_string()))
         }
     }
 
@@ -87,15 +113,13 @@ impl Target {
 }
 
 /// Parses one `KIND=TARGET`.
-pub fn parse_kind_spec(s: &str) -> Result<(String, Target), String> {
+pub fn parse_kind_spec(s: &str) -> Result<(String, Target), KindError> {
     let (kind, target) = s
         .split_once('=')
-        .ok_or_else(|| format!("expected KIND=TARGET (like export=sqs:https://…), got '{s}'"))?;
-    let kind = crate::protocol::parse_kind(kind)?;
+        .ok_or_else(|| KindError::NotASpec(s.to_string()))?;
+    let kind = crate::protocol::parse_kind(kind).map_err(KindError::BadName)?;
     if kind == DEMO_KIND {
-        return Err(
-            "'demo' is built in and cannot be given a target; pick another kind name".into(),
-        );
+        return Err(KindError::Demo);
     }
     Ok((kind, Target::parse(target)?))
 }
@@ -107,7 +131,7 @@ pub struct Kinds(pub BTreeMap<String, Target>);
 impl Kinds {
     /// Parses `JOBCAST_KINDS` (`a=T1,b=T2`); a target holding a comma needs
     /// the repeatable flag instead.
-    pub fn parse_list(list: &str) -> Result<Kinds, String> {
+    pub fn parse_list(list: &str) -> Result<Kinds, KindError> {
         let mut kinds = Kinds::default();
         for spec in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             kinds.add(parse_kind_spec(spec)?)?;
@@ -116,9 +140,9 @@ impl Kinds {
     }
 
     /// Adds one kind; a kind named twice is an error.
-    pub fn add(&mut self, (kind, target): (String, Target)) -> Result<(), String> {
+    pub fn add(&mut self, (kind, target): (String, Target)) -> Result<(), KindError> {
         if self.0.contains_key(&kind) {
-            return Err(format!("kind '{kind}' is configured twice"));
+            return Err(KindError::Twice(kind));
         }
         self.0.insert(kind, target);
         Ok(())
@@ -546,21 +570,16 @@ mod tests {
     fn kind_lists() {
         let k = Kinds::parse_list("export=lambda:exp, encode=command:./encode.sh").unwrap();
         assert_eq!(k.names(), vec!["demo", "encode", "export"]);
-        assert!(
-            Kinds::parse_list("demo=lambda:x")
-                .unwrap_err()
-                .contains("built in")
+        assert_eq!(Kinds::parse_list("demo=lambda:x"), Err(KindError::Demo));
+        assert_eq!(
+            Kinds::parse_list("a=lambda:x,a=lambda:y"),
+            Err(KindError::Twice("a".into()))
         );
-        assert!(
-            Kinds::parse_list("a=lambda:x,a=lambda:y")
-                .unwrap_err()
-                .contains("twice")
-        );
-        assert!(Kinds::parse_list("Bad Kind=lambda:x").is_err());
-        assert!(
-            Kinds::parse_list("export")
-                .unwrap_err()
-                .contains("KIND=TARGET")
-        );
+        assert!(matches!(
+            Kinds::parse_list("Bad Kind=lambda:x"),
+            Err(KindError::BadName(_))
+        ));
+        let e = Kinds::parse_list("export").unwrap_err();
+        assert!(e.to_string().contains("KIND=TARGET"), "{e}");
     }
 }

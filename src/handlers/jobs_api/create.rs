@@ -134,7 +134,7 @@ pub(super) async fn create(
         };
         crate::webhook::check_callback_url(url, webhooks.policy())
             .await
-            .map_err(|m| Problem::new(400, "bad_callback_url", m))?;
+            .map_err(|e| Problem::new(400, "bad_callback_url", e.to_string()))?;
     }
     accept(deps, req, job).await
 }
