@@ -2,25 +2,23 @@
 //! it: typed errors in `x-amzn-ErrorType` with a JSON `{"message"}` body,
 //! connection ids percent-decoded exactly once.
 
+use super::http_io::{BodyError, read_limited, response};
 use super::{HttpResponse, Shared, full};
 use crate::protocol::{MAX_CONNECTION_ID_LEN, MAX_POST_BYTES, rfc3339};
 use crate::push::{Payload, PushError, Pusher};
 use http::{HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
 /// An AWS-shaped error response.
 pub(crate) fn aws_error(status: u16, error_type: &str, message: &str) -> HttpResponse {
-    let mut r = Response::new(full(json!({ "message": message }).to_string()));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+    let mut r = response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "application/json",
+        json!({ "message": message }).to_string(),
     );
     if let Ok(v) = HeaderValue::from_str(error_type) {
-        h.insert("x-amzn-errortype", v);
+        r.headers_mut().insert("x-amzn-errortype", v);
     }
     r
 }
@@ -58,23 +56,13 @@ pub fn decode_connection_id(raw: &str) -> Result<String, PushError> {
 }
 
 /// Reads a body of at most `MAX_POST_BYTES`.
-async fn read_body(body: Incoming, content_length: Option<u64>) -> Result<bytes::Bytes, PushError> {
-    if content_length.is_some_and(|n| n > MAX_POST_BYTES as u64) {
-        return Err(PushError::PayloadTooLarge);
-    }
-    Ok(Limited::new(body, MAX_POST_BYTES)
-        .collect()
+async fn read_body(headers: &http::HeaderMap, body: Incoming) -> Result<bytes::Bytes, PushError> {
+    read_limited(headers, body, MAX_POST_BYTES)
         .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                PushError::PayloadTooLarge
-            } else {
-                PushError::BadRequest(format!("could not read body: {e}"))
-            }
-        })?
-        .to_bytes())
+        .map_err(|e| match e {
+            BodyError::TooLarge(_) => PushError::PayloadTooLarge,
+            BodyError::Unreadable(_) => PushError::BadRequest(e.to_string()),
+        })
 }
 
 /// Handles one `@connections/{id}` request.
@@ -113,12 +101,7 @@ async fn handle_inner(
             .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
         return Ok(r);
     }
-    let content_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let bytes = read_body(body, content_length).await?;
+    let bytes = read_body(&parts.headers, body).await?;
     // As in AWS: an unsigned or wrongly signed call learns nothing else.
     if let Some(verifier) = &shared.config.require_sigv4 {
         verifier.verify(

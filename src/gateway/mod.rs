@@ -5,6 +5,7 @@
 
 pub mod cors;
 pub mod events;
+mod http_io;
 mod inbound;
 pub mod management;
 mod ratelimit;

@@ -1,6 +1,7 @@
 //! The accept loop, the router, the WebSocket handshake and graceful shutdown.
 
 use super::events::{ConnectionMeta, http_event, new_connection_id, parse_query};
+use super::http_io::{BodyError, read_limited, response};
 use super::inbound::Watched;
 use super::management::{self, aws_error};
 use super::registry::ConnHandle;
@@ -12,7 +13,6 @@ use crate::protocol::{MAX_FRAME_BYTES, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES};
 use aws_lambda_events::encodings::Body as LambdaBody;
 use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -114,20 +114,8 @@ pub(super) async fn run(
     Ok(())
 }
 
-fn text_response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<bytes::Bytes>,
-) -> HttpResponse {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
 fn problem(p: Problem) -> HttpResponse {
-    let mut r = text_response(
+    let mut r = response(
         StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST),
         "application/problem+json",
         p.body(),
@@ -153,8 +141,8 @@ async fn route(
     match segments.as_slice() {
         [] if method == Method::GET || method == Method::HEAD => static_files::serve("index.html"),
         [file] if static_files::exists(file) && method == Method::GET => static_files::serve(file),
-        ["healthz"] => text_response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
-        ["metrics"] => text_response(
+        ["healthz"] => response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        ["metrics"] => response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             shared.deps.metrics.render(),
@@ -216,36 +204,12 @@ async fn jobs(
     job_id: Option<&str>,
 ) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    let too_large = || {
-        problem(Problem::new(
-            413,
-            "payload_too_large",
-            format!("request body is over {MAX_JOB_BODY_BYTES} bytes"),
-        ))
-    };
-    let declared: Option<u64> = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n| n > MAX_JOB_BODY_BYTES as u64) {
-        return too_large();
-    }
-    let bytes = match Limited::new(body, MAX_JOB_BODY_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large();
+    let bytes = match read_limited(&parts.headers, body, MAX_JOB_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e @ BodyError::TooLarge(_)) => {
+            return problem(Problem::new(413, "payload_too_large", e.to_string()));
         }
-        Err(e) => {
-            return problem(Problem::new(
-                400,
-                "bad_request",
-                format!("could not read body: {e}"),
-            ));
-        }
+        Err(e) => return problem(Problem::new(400, "bad_request", e.to_string())),
     };
     let event = http_event(&parts, &bytes, peer, job_id);
     let out = jobs_api::handle(&shared.deps, event).await;
@@ -355,7 +319,7 @@ async fn upgrade(
             Some(LambdaBody::Text(t)) => t,
             _ => String::new(),
         };
-        return text_response(status, "application/json", body);
+        return response(status, "application/json", body);
     }
 
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue.max(1));
