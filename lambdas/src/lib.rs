@@ -53,7 +53,9 @@ pub async fn run_websocket(route: WebSocketRoute) -> Result<(), Error> {
     use aws_lambda_events::apigw::ApiGatewayProxyResponse;
     use jobcast::handlers::websocket;
     init_tracing();
-    let wiring = &*Box::leak(Box::new(Wiring::from_env().await?));
+    let wiring = Wiring::from_env().await?;
+    // Borrowed by every invocation: `run` only returns when the function stops.
+    let wiring = &wiring;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
             let deps = wiring.deps(&wiring.endpoint_for(&event.payload));

@@ -9,7 +9,8 @@ use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn}
 async fn main() -> Result<(), Error> {
     init_tracing();
     let wiring = Wiring::from_env().await?;
-    let deps = &*Box::leak(Box::new(wiring.deps(&wiring.fixed_endpoint()?)));
+    let deps = wiring.deps(&wiring.fixed_endpoint()?);
+    let deps = &deps;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
             Ok::<ApiGatewayV2httpResponse, Error>(jobs_api::handle(deps, event.payload).await)
