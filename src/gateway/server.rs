@@ -231,15 +231,9 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
     })
 }
 
-/// The WebSocket handshake: `$connect` runs before the upgrade, so a refusal
-/// is a real HTTP status and no socket is ever opened for it.
-async fn upgrade(
-    shared: Arc<Shared>,
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-    sockets: &TaskTracker,
-) -> HttpResponse {
-    let metrics = &shared.deps.metrics;
+/// Checks that a request is a WebSocket handshake jobcast can answer;
+/// returns its `Sec-WebSocket-Key`, or the refusal to send.
+fn check_handshake(shared: &Shared, req: &Request<Incoming>) -> Result<HeaderValue, HttpResponse> {
     let headers = req.headers();
     let is_upgrade = req.method() == Method::GET
         && header_has_token(headers, header::CONNECTION, "upgrade")
@@ -255,7 +249,7 @@ async fn upgrade(
         ));
         r.headers_mut()
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return r;
+        return Err(r);
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -270,14 +264,51 @@ async fn upgrade(
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return r;
+        return Err(r);
     }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return problem(Problem::new(
-            400,
-            "bad_request",
-            "missing Sec-WebSocket-Key",
-        ));
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or_else(|| {
+            problem(Problem::new(
+                400,
+                "bad_request",
+                "missing Sec-WebSocket-Key",
+            ))
+        })
+}
+
+/// Who is connecting, as `$connect` and `@connections` GET report it.
+fn connection_meta(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> ConnectionMeta {
+    ConnectionMeta {
+        connection_id: new_connection_id(),
+        connected_at: Utc::now(),
+        source_ip: peer.ip().to_string(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        domain_name: headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string(),
+        stage: shared.config.stage.clone(),
+    }
+}
+
+/// The WebSocket handshake: `$connect` runs before the upgrade, so a refusal
+/// is a real HTTP status and no socket is ever opened for it.
+async fn upgrade(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    sockets: &TaskTracker,
+) -> HttpResponse {
+    let metrics = &shared.deps.metrics;
+    let key = match check_handshake(&shared, &req) {
+        Ok(key) => key,
+        Err(refusal) => return refusal,
     };
     let Some(slot) = shared.registry.try_reserve() else {
         metrics
@@ -289,25 +320,8 @@ async fn upgrade(
         );
         return aws_error(429, "LimitExceededException", "Too many connections");
     };
-
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let domain_name = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
-    let meta = ConnectionMeta {
-        connection_id: new_connection_id(),
-        connected_at: Utc::now(),
-        source_ip: peer.ip().to_string(),
-        user_agent: user_agent.clone(),
-        domain_name,
-        stage: shared.config.stage.clone(),
-    };
-    let event = meta.connect_event(headers, parse_query(req.uri().query()));
+    let meta = connection_meta(&shared, req.headers(), peer);
+    let event = meta.connect_event(req.headers(), parse_query(req.uri().query()));
     let answer = websocket::connect(&shared.deps, event).await;
     if !(200..300).contains(&answer.status_code) {
         metrics
@@ -327,7 +341,7 @@ async fn upgrade(
         tx,
         meta.connected_at,
         meta.source_ip.clone(),
-        user_agent,
+        meta.user_agent.clone(),
     ));
     // Registered before the 101 goes out, so a POST made as soon as the
     // client sees the upgrade finds the connection.
@@ -341,15 +355,9 @@ async fn upgrade(
     sockets.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config = WebSocketConfig::default()
-                    .max_message_size(Some(MAX_MESSAGE_BYTES))
-                    .max_frame_size(Some(MAX_FRAME_BYTES))
-                    .read_buffer_size(4096)
-                    // Frames queue in memory until the writer's flush (or
-                    // this many bytes), so a burst leaves in one write.
-                    .write_buffer_size(4096);
                 let (io, seen) = Watched::new(TokioIo::new(upgraded));
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                let ws =
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
                 socket::run(task_shared, ws, seen, meta, handle, rx, slot).await;
             }
             Err(e) => {
@@ -359,7 +367,20 @@ async fn upgrade(
             }
         }
     });
+    switching_protocols(&key)
+}
 
+/// API Gateway's limits, and small buffers: frames queue in memory until
+/// the writer's flush (or 4 KiB), so a burst leaves in one write.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+}
+
+fn switching_protocols(key: &HeaderValue) -> HttpResponse {
     let mut r = Response::new(full(""));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
