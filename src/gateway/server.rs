@@ -233,7 +233,10 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 
 /// Checks that a request is a WebSocket handshake jobcast can answer;
 /// returns its `Sec-WebSocket-Key`, or the refusal to send.
-fn check_handshake(shared: &Shared, req: &Request<Incoming>) -> Result<HeaderValue, HttpResponse> {
+fn check_handshake(
+    shared: &Shared,
+    req: &Request<Incoming>,
+) -> Result<HeaderValue, Box<HttpResponse>> {
     let headers = req.headers();
     let is_upgrade = req.method() == Method::GET
         && header_has_token(headers, header::CONNECTION, "upgrade")
@@ -249,7 +252,7 @@ fn check_handshake(shared: &Shared, req: &Request<Incoming>) -> Result<HeaderVal
         ));
         r.headers_mut()
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return Err(r);
+        return Err(Box::new(r));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -264,7 +267,7 @@ fn check_handshake(shared: &Shared, req: &Request<Incoming>) -> Result<HeaderVal
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return Err(r);
+        return Err(Box::new(r));
     }
     headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -308,7 +311,7 @@ async fn upgrade(
     let metrics = &shared.deps.metrics;
     let key = match check_handshake(&shared, &req) {
         Ok(key) => key,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let Some(slot) = shared.registry.try_reserve() else {
         metrics
