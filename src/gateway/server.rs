@@ -273,11 +273,11 @@ fn check_handshake(
         .get(header::SEC_WEBSOCKET_KEY)
         .cloned()
         .ok_or_else(|| {
-            problem(Problem::new(
+            Box::new(problem(Problem::new(
                 400,
                 "bad_request",
                 "missing Sec-WebSocket-Key",
-            ))
+            )))
         })
 }
 
