@@ -1,7 +1,15 @@
 //! Command-line and environment configuration. Every flag can also be set by
 //! a `JOBCAST_*` variable; a bad value is a one-line error naming the fix.
 
+mod bench;
+mod parse;
+
+pub use bench::*;
+use parse::*;
+pub use parse::{parse_duration, parse_duration_or_zero, parse_listen};
+
 use crate::gateway::GatewayConfig;
+pub use crate::protocol::parse_kind;
 use crate::publish::PublishOptions;
 use crate::webhook::{AddressPolicy, WebhookOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -34,191 +42,6 @@ pub enum Command {
     /// Measure the gateway on this machine (loopback only).
     #[command(subcommand)]
     Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Fan one job's updates out to N subscribed WebSocket clients.
-    Fanout(FanoutArgs),
-    /// Load any gateway with API Gateway's `@connections`: connect rate,
-    /// post throughput, end-to-end latency, fan-out and the server's memory.
-    Run(Box<RunArgs>),
-    /// Churn connections and jobs against a running serve; fail on a lost
-    /// terminal snapshot, memory growth or leaked file descriptors.
-    Soak(SoakArgs),
-    /// Load the worker API of a running serve: updates/s through
-    /// POST /jobs/{id}/updates and the time from an update to the browser.
-    Updates(UpdatesArgs),
-}
-
-/// Options of `jobcast bench updates`.
-#[derive(Clone, Debug, Args)]
-pub struct UpdatesArgs {
-    /// jobs API base of the serve under test (loopback). Start it with
-    /// JOBCAST_WEBHOOK_SECRET set and `--kind bench=http://RECEIVER/`.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub jobs_url: String,
-    /// The kind the serve hands to this bench.
-    #[arg(long, default_value = "bench")]
-    pub kind: String,
-    /// Where this bench takes the job messages.
-    #[arg(long, default_value = "127.0.0.1:8099")]
-    pub receiver: SocketAddr,
-    /// Jobs at once, each with one worker and one WebSocket client.
-    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub jobs: usize,
-    /// Updates per job (the last one ends it).
-    #[arg(long, default_value = "500", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub updates: usize,
-    /// The server's pid, to report its CPU time per update.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-}
-
-/// Options of `jobcast bench soak`.
-#[derive(Clone, Debug, Args)]
-pub struct SoakArgs {
-    /// jobs API base of the serve under test (loopback).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub jobs_url: String,
-    /// Its WebSocket API (loopback).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/dev")]
-    pub ws_url: String,
-    /// How long to run (e.g. 10m, 60s).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Connections open at once, about.
-    #[arg(long, default_value = "5000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub connections: usize,
-    /// New connections per second.
-    #[arg(long, default_value = "200", value_parser = parse_positive::<u32>, allow_negative_numbers = true)]
-    pub connects_per_second: u32,
-    /// Jobs created per second.
-    #[arg(long, default_value = "50", value_parser = parse_positive::<u32>, allow_negative_numbers = true)]
-    pub jobs_per_second: u32,
-    /// The serve process, for its memory and open files.
-    #[arg(long)]
-    pub server_pid: u32,
-    /// Write the JSON result here (else stdout).
-    #[arg(long)]
-    pub json_out: Option<std::path::PathBuf>,
-}
-
-/// Options of `jobcast bench run`.
-#[derive(Clone, Debug, Args)]
-pub struct RunArgs {
-    /// Name of the system under test, copied into the report.
-    #[arg(long, default_value = "jobcast")]
-    pub label: String,
-    /// WebSocket URL the clients open (loopback).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/dev")]
-    pub ws_url: String,
-    /// Management API base; `@connections/{id}` is appended (loopback).
-    #[arg(long, default_value = "http://127.0.0.1:8080/dev")]
-    pub management_url: String,
-    /// WebSocket clients held open for the whole run.
-    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub clients: usize,
-    /// Handshakes in progress at once.
-    #[arg(long, default_value = "128", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub handshake_concurrency: usize,
-    /// Spread client sockets over 127.0.0.1..=127.0.0.N (more than ~28k clients need 2+).
-    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u8).range(1..=254))]
-    pub source_ips: u8,
-    /// `@connections` posts in flight, each worker on its own keep-alive connection.
-    #[arg(long, default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub in_flight: usize,
-    /// Length of the throughput phase (e.g. 5s).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub post_duration: Duration,
-    /// At most this many posts in the throughput phase.
-    #[arg(long, default_value = "10000000", value_parser = parse_positive::<u64>, allow_negative_numbers = true)]
-    pub post_max: u64,
-    /// Messages per second of the paced latency phase (0 skips it).
-    #[arg(long, default_value = "10000")]
-    pub rate: u64,
-    /// Length of the paced phase.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub rate_duration: Duration,
-    /// Publishes of the fan-out phase, through jobcast's publisher and the target's `@connections` (0 skips it).
-    #[arg(long, default_value = "5")]
-    pub fanout_rounds: usize,
-    /// Posts in flight during a fan-out.
-    #[arg(long, default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub fanout_concurrency: usize,
-    /// The server's process id, to read its memory from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Prometheus endpoint with `jobcast_disconnects_total`, to count `$disconnect` events.
-    #[arg(long)]
-    pub metrics_url: Option<String>,
-    /// A file the server's `$disconnect` handler appends one line to per event.
-    #[arg(long, conflicts_with = "metrics_url")]
-    pub disconnect_log: Option<std::path::PathBuf>,
-    /// How long to wait for accepted messages still in flight after each phase.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
-    /// jobcast's jobs API base: adds the in-process fan-out phase (a demo job
-    /// published by `serve`'s own worker to --clients fresh clients; start
-    /// `serve --workers 1 --outbound-queue 1024`).
-    #[arg(long)]
-    pub jobs_url: Option<String>,
-    /// Steps of that demo job, published back to back (0 skips the phase).
-    #[arg(long, default_value = "100", value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub demo_steps: u32,
-    /// Write the JSON result to this file (else to stdout).
-    #[arg(long)]
-    pub json_out: Option<std::path::PathBuf>,
-    /// No progress bars.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-impl RunArgs {
-    pub fn load_options(&self) -> crate::bench::LoadOptions {
-        crate::bench::LoadOptions {
-            label: self.label.clone(),
-            ws_url: self.ws_url.clone(),
-            management_url: self.management_url.clone(),
-            clients: self.clients,
-            handshake_concurrency: self.handshake_concurrency,
-            source_ips: self.source_ips,
-            post_in_flight: self.in_flight,
-            post_duration: self.post_duration,
-            post_max: self.post_max,
-            rate: self.rate,
-            rate_duration: self.rate_duration,
-            fanout_rounds: self.fanout_rounds,
-            fanout_concurrency: self.fanout_concurrency,
-            server_pid: self.server_pid,
-            metrics_url: self.metrics_url.clone(),
-            disconnect_log: self.disconnect_log.clone(),
-            drain_timeout: self.drain_timeout,
-            progress: !self.quiet,
-            jobs_url: self.jobs_url.clone(),
-            demo_steps: self.demo_steps,
-        }
-    }
-}
-
-/// Options of `jobcast bench fanout`.
-#[derive(Clone, Debug, Args)]
-pub struct FanoutArgs {
-    /// WebSocket clients subscribed to the job.
-    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub subscribers: usize,
-    /// Updates published (each measured on its own).
-    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
-    pub rounds: usize,
-    /// Store the publisher reads subscribers from (dynamodb: AWS_ENDPOINT_URL_DYNAMODB on loopback).
-    #[arg(long, default_value = "memory", value_enum)]
-    pub store: crate::bench::BenchStore,
-    /// How updates reach the connections.
-    #[arg(long, default_value = "in-process", value_enum)]
-    pub push: crate::bench::BenchPush,
-    /// Print the result as one JSON object.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,27 +112,6 @@ pub struct PublishArgs {
     pub table: TableArgs,
 }
 
-fn parse_update_status(s: &str) -> Result<crate::protocol::Status, String> {
-    match crate::protocol::Status::parse(s) {
-        Some(crate::protocol::Status::Queued) | None => {
-            Err("expected running, succeeded, failed or cancelled".into())
-        }
-        Some(st) => Ok(st),
-    }
-}
-
-fn parse_json(s: &str) -> Result<serde_json::Value, String> {
-    serde_json::from_str(s).map_err(|e| {
-        format!("not valid JSON ({e}); quote it for the shell, e.g. '{{\"rows\":42}}'")
-    })
-}
-
-fn parse_job_error(s: &str) -> Result<crate::protocol::JobError, String> {
-    serde_json::from_str(s).map_err(|_| {
-        "expected JSON like '{\"code\":\"timeout\",\"message\":\"took too long\"}'".to_string()
-    })
-}
-
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -317,97 +119,6 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line.
     Json,
-}
-
-/// Parses durations such as `90s`, `10m`, `2h` or `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|_| format!("expected a duration such as 90s, 10m or 2h, got '{s}'"))?;
-    if d.is_zero() {
-        return Err("the duration must be greater than zero".into());
-    }
-    Ok(d)
-}
-
-/// Like `parse_duration`, but `0` (turning the feature off) is allowed.
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(s).map_err(|e| format!("{e} (or 0 to turn it off)"))
-}
-
-fn parse_stage(s: &str) -> Result<String, String> {
-    let reserved = ["jobs", "healthz", "metrics", "@connections"];
-    if s.is_empty()
-        || s.len() > 128
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(
-            "a stage name uses only letters, digits, '-' and '_' (like dev or prod)".into(),
-        );
-    }
-    if reserved.contains(&s) {
-        return Err(format!(
-            "'{s}' is a reserved path; pick another stage name such as dev"
-        ));
-    }
-    Ok(s.to_string())
-}
-
-/// `127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`, or a bare port (on 127.0.0.1).
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    let expected = || {
-        format!(
-            "expected HOST:PORT (127.0.0.1:8080, 0.0.0.0:8080, localhost:8080) or a port (8080), got '{s}'"
-        )
-    };
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        let port: u16 = s.parse().map_err(|_| expected())?;
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let (host, port) = s.rsplit_once(':').ok_or_else(expected)?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(expected());
-    }
-    use std::net::ToSocketAddrs;
-    let addrs: Vec<SocketAddr> = s
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .collect();
-    // Prefer IPv4, as browsers try 127.0.0.1 for localhost first.
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| format!("'{host}' resolves to no address"))
-}
-
-fn parse_positive<T: std::str::FromStr + PartialEq + Default>(s: &str) -> Result<T, String> {
-    match s.trim().parse::<T>() {
-        Ok(n) if n != T::default() => Ok(n),
-        _ => Err(format!("expected a whole number above 0, got '{s}'")),
-    }
-}
-
-fn parse_base_url(s: &str) -> Result<String, String> {
-    let ok = ["http://", "https://", "ws://", "wss://"]
-        .iter()
-        .any(|p| s.starts_with(p) && s.len() > p.len());
-    if ok {
-        Ok(s.trim_end_matches('/').to_string())
-    } else {
-        Err(format!(
-            "expected an absolute URL such as https://api.example.com, got '{s}'"
-        ))
-    }
 }
 
 /// Options of `jobcast serve`.
@@ -537,19 +248,6 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_LOG_FORMAT", default_value = "pretty", value_enum)]
     pub log_format: LogFormat,
 }
-
-fn parse_table(s: &str) -> Result<String, String> {
-    let ok = (3..=255).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err("a DynamoDB table name has 3 to 255 letters, digits, '_', '-' or '.'".into())
-    }
-}
-
-pub use crate::protocol::parse_kind;
 
 /// The key pair `--require-sigv4` checks signatures against.
 pub fn sigv4_verifier() -> Result<crate::gateway::sigv4::Verifier, String> {
