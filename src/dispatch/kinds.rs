@@ -1,0 +1,133 @@
+//! Kinds of the user's own and their targets, as `--kind KIND=TARGET` and
+//! `JOBCAST_KINDS` write them.
+
+use crate::protocol::DEMO_KIND;
+use std::collections::BTreeMap;
+
+/// Where a kind's jobs go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `sqs:<queue URL>`: `SendMessage` with the job message as body.
+    Sqs(String),
+    /// `lambda:<function name or ARN>`: asynchronous `Invoke` (`Event`).
+    Lambda(String),
+    /// `http://…` / `https://…`: a signed `POST` of the job message.
+    Http(String),
+    /// `command:<shell command>`: run once per job (`serve` only).
+    Command(String),
+}
+
+/// Why a kind or its target was refused (`--kind`, `JOBCAST_KINDS`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KindError {
+    #[error("'{spec}' names no {what}")]
+    Empty { spec: String, what: &'static str },
+    #[error("sqs: takes the queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got '{0}'")]
+    NotAQueueUrl(String),
+    #[error("'{spec}' is not a valid URL: {reason}")]
+    BadUrl { spec: String, reason: String },
+    #[error(
+        "unknown target '{0}': use sqs:<queue URL>, lambda:<function>, http(s)://<url> or command:<shell command>"
+    )]
+    UnknownTarget(String),
+    #[error("expected KIND=TARGET (like export=sqs:https://…), got '{0}'")]
+    NotASpec(String),
+    /// The kind's name itself (see `protocol::parse_kind`).
+    #[error("{0}")]
+    BadName(String),
+    #[error("'demo' is built in and cannot be given a target; pick another kind name")]
+    Demo,
+    #[error("kind '{0}' is configured twice")]
+    Twice(String),
+}
+
+impl Target {
+    /// Parses a target as written after `KIND=`.
+    pub fn parse(s: &str) -> Result<Target, KindError> {
+        let s = s.trim();
+        let nonempty = |rest: &str, what: &'static str| -> Result<String, KindError> {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                Err(KindError::Empty {
+                    spec: s.to_string(),
+                    what,
+                })
+            } else {
+                Ok(rest.to_string())
+            }
+        };
+        if let Some(rest) = s.strip_prefix("sqs:") {
+            let url = nonempty(rest, "queue URL")?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(KindError::NotAQueueUrl(url));
+            }
+            Ok(Target::Sqs(url))
+        } else if let Some(rest) = s.strip_prefix("lambda:") {
+            Ok(Target::Lambda(nonempty(rest, "function")?))
+        } else if let Some(rest) = s.strip_prefix("command:") {
+            Ok(Target::Command(nonempty(rest, "command")?))
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            reqwest::Url::parse(s).map_err(|e| KindError::BadUrl {
+                spec: s.to_string(),
+                reason: e.to_string(),
+            })?;
+            Ok(Target::Http(s.to_string()))
+        } else {
+            Err(KindError::UnknownTarget(s.to_string()))
+        }
+    }
+
+    /// The target's scheme, for logs and metrics.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Target::Sqs(_) => "sqs",
+            Target::Lambda(_) => "lambda",
+            Target::Http(_) => "http",
+            Target::Command(_) => "command",
+        }
+    }
+}
+
+/// Parses one `KIND=TARGET`.
+pub fn parse_kind_spec(s: &str) -> Result<(String, Target), KindError> {
+    let (kind, target) = s
+        .split_once('=')
+        .ok_or_else(|| KindError::NotASpec(s.to_string()))?;
+    let kind = crate::protocol::parse_kind(kind).map_err(KindError::BadName)?;
+    if kind == DEMO_KIND {
+        return Err(KindError::Demo);
+    }
+    Ok((kind, Target::parse(target)?))
+}
+
+/// The configured kinds, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kinds(pub BTreeMap<String, Target>);
+
+impl Kinds {
+    /// Parses `JOBCAST_KINDS` (`a=T1,b=T2`); a target holding a comma needs
+    /// the repeatable flag instead.
+    pub fn parse_list(list: &str) -> Result<Kinds, KindError> {
+        let mut kinds = Kinds::default();
+        for spec in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            kinds.add(parse_kind_spec(spec)?)?;
+        }
+        Ok(kinds)
+    }
+
+    /// Adds one kind; a kind named twice is an error.
+    pub fn add(&mut self, (kind, target): (String, Target)) -> Result<(), KindError> {
+        if self.0.contains_key(&kind) {
+            return Err(KindError::Twice(kind));
+        }
+        self.0.insert(kind, target);
+        Ok(())
+    }
+
+    /// Every kind accepted: `demo` and the configured ones.
+    pub fn names(&self) -> Vec<String> {
+        std::iter::once(DEMO_KIND.to_string())
+            .chain(self.0.keys().cloned())
+            .collect()
+    }
+}
