@@ -289,23 +289,12 @@ impl Store for DynamoStore {
     }
 
     async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(HashMap::from(job_key(job_id))))
-            .update_expression("SET dispatched = :t REMOVE leaseOwner, leaseUntil")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                Err(StoreError::NotFound(job_id.to_string()))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.update_existing(
+            job_id,
+            "SET dispatched = :t REMOVE leaseOwner, leaseUntil",
+            (":t", AttributeValue::Bool(true)),
+        )
+        .await
     }
 
     async fn subscribe(
@@ -427,23 +416,8 @@ impl Store for DynamoStore {
     async fn set_webhook(&self, job_id: &str, state: WebhookState) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(&state).map_err(|e| StoreError::InvalidUpdate(e.to_string()))?;
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(HashMap::from(job_key(job_id))))
-            .update_expression("SET webhook = :w")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":w", s(json))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                Err(StoreError::NotFound(job_id.to_string()))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.update_existing(job_id, "SET webhook = :w", (":w", s(json)))
+            .await
     }
 
     async fn put_idempotency(

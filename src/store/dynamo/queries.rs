@@ -201,4 +201,31 @@ impl DynamoStore {
         }
         Ok(())
     }
+
+    /// Applies `expression` (with its one value) to a job's item, which
+    /// must exist: `NotFound` otherwise.
+    pub(super) async fn update_existing(
+        &self,
+        job_id: &str,
+        expression: &str,
+        (name, value): (&str, AttributeValue),
+    ) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(job_key(job_id))))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(name, value)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::NotFound(job_id.to_string()))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
 }
