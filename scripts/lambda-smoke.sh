@@ -25,7 +25,10 @@ json_get() { python3 -c 'import json, sys; v = json.load(sys.stdin)
 for k in sys.argv[1:]: v = v[k] if not isinstance(v, str) else json.loads(v)[k]
 print(v if not isinstance(v, (dict, list)) else json.dumps(v))' "$@"; }
 
-cargo build --quiet -p jobcast -p jobcast-lambdas --features jobcast-lambdas/example-worker --bins
+# Built apart, as `cargo lambda watch` builds the functions (the library
+# without its cli feature), so the watch finds them fresh.
+cargo build --quiet -p jobcast --bins
+cargo build --quiet -p jobcast-lambdas --features example-worker --bins
 target/debug/jobcast table create --table "$table" >/dev/null
 # The emulator routes on the credential scope; it does not check signatures.
 queue_url=$(curl -sf -X POST "$JOBCAST_TEST_SQS/" -H 'X-Amz-Target: AmazonSQS.CreateQueue' \
