@@ -240,6 +240,10 @@ pub enum StoreError {
     },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A request the store could not even build (a bug, not bad input):
+    /// neither the caller's fault nor worth a retry.
+    #[error("could not build a store request: {0}")]
+    Request(String),
     /// The store refused the request for its rate (DynamoDB throttling).
     #[error("store throttled: {0}")]
     Throttled(String),

@@ -192,3 +192,8 @@ pub(super) fn error_attr(e: &JobError) -> AttributeValue {
         ("message".to_string(), s(e.message.clone())),
     ]))
 }
+
+/// An SDK request that could not be built.
+pub(super) fn request_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Request(e.to_string())
+}

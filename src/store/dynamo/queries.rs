@@ -165,7 +165,7 @@ impl DynamoStore {
                 let del = DeleteRequest::builder()
                     .set_key(Some(HashMap::from(key.clone())))
                     .build()
-                    .map_err(|e| StoreError::InvalidUpdate(e.to_string()))?;
+                    .map_err(request_error)?;
                 requests.push(WriteRequest::builder().delete_request(del).build());
             }
             let mut pending = HashMap::from([(self.table.clone(), requests)]);

@@ -4,80 +4,41 @@
 use super::*;
 
 impl DynamoStore {
-    /// Creates the table with GSI1 and TTL on `ttl` unless it exists; makes
-    /// sure TTL is enabled either way. Waits until the table is active.
+    /// Creates the table with its indexes and TTL on `ttl` unless it
+    /// exists; adds GSI2 to a table made before it; makes sure TTL is
+    /// enabled either way. Waits until the table is active.
     pub async fn ensure_table(&self) -> Result<TableStatus, StoreError> {
-        let attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-        };
-        let key = |name: &str, kind: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-        };
-        let build =
-            |e: aws_sdk_dynamodb::error::BuildError| StoreError::InvalidUpdate(e.to_string());
-        let gsi = GlobalSecondaryIndex::builder()
-            .index_name(GSI1)
-            .key_schema(key("GSI1PK", KeyType::Hash).map_err(build)?)
-            .key_schema(key("GSI1SK", KeyType::Range).map_err(build)?)
-            // `ttl` rides along so reads can skip expired subscriptions.
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .non_key_attributes("ttl")
-                    .build(),
-            )
-            .build()
-            .map_err(build)?;
-        let gsi2 = GlobalSecondaryIndex::builder()
-            .index_name(GSI2)
-            .key_schema(key("GSI2PK", KeyType::Hash).map_err(build)?)
-            .key_schema(key("GSI2SK", KeyType::Range).map_err(build)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::KeysOnly)
-                    .build(),
-            )
-            .build()
-            .map_err(build)?;
-        let created = self
+        let status = self.create_table().await?;
+        self.wait_active().await?;
+        if status == TableStatus::AlreadyExisted {
+            self.add_index_if_missing(deadlines_index()?, vec![attr("GSI2PK")?, attr("GSI2SK")?])
+                .await?;
+        }
+        self.ensure_ttl().await?;
+        Ok(status)
+    }
+
+    async fn create_table(&self) -> Result<TableStatus, StoreError> {
+        let mut req = self
             .client
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("PK").map_err(build)?)
-            .attribute_definitions(attr("SK").map_err(build)?)
-            .attribute_definitions(attr("GSI1PK").map_err(build)?)
-            .attribute_definitions(attr("GSI1SK").map_err(build)?)
-            .attribute_definitions(attr("GSI2PK").map_err(build)?)
-            .attribute_definitions(attr("GSI2SK").map_err(build)?)
-            .key_schema(key("PK", KeyType::Hash).map_err(build)?)
-            .key_schema(key("SK", KeyType::Range).map_err(build)?)
-            .global_secondary_indexes(gsi)
-            .global_secondary_indexes(gsi2.clone())
-            .send()
-            .await;
-        let status = match created {
-            Ok(_) => TableStatus::Created,
-            Err(e) if e.code() == Some("ResourceInUseException") => TableStatus::AlreadyExisted,
-            Err(e) => return Err(unavailable(e)),
-        };
-        self.wait_active().await?;
-        if status == TableStatus::AlreadyExisted {
-            self.add_index_if_missing(
-                gsi2,
-                vec![
-                    attr("GSI2PK").map_err(build)?,
-                    attr("GSI2SK").map_err(build)?,
-                ],
-            )
-            .await?;
+            .key_schema(key("PK", KeyType::Hash)?)
+            .key_schema(key("SK", KeyType::Range)?)
+            .global_secondary_indexes(subscriptions_index()?)
+            .global_secondary_indexes(deadlines_index()?);
+        for name in ["PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK"] {
+            req = req.attribute_definitions(attr(name)?);
         }
+        match req.send().await {
+            Ok(_) => Ok(TableStatus::Created),
+            Err(e) if e.code() == Some("ResourceInUseException") => Ok(TableStatus::AlreadyExisted),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn ensure_ttl(&self) -> Result<(), StoreError> {
         let ttl = self
             .client
             .describe_time_to_live()
@@ -98,13 +59,13 @@ impl DynamoStore {
                         .enabled(true)
                         .attribute_name("ttl")
                         .build()
-                        .map_err(build)?,
+                        .map_err(request_error)?,
                 )
                 .send()
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(status)
+        Ok(())
     }
 
     /// Adds `index` to a table made by an earlier version that lacks it.
@@ -135,7 +96,7 @@ impl DynamoStore {
             .set_key_schema(Some(index.key_schema().to_vec()))
             .set_projection(index.projection().cloned())
             .build()
-            .map_err(|e| StoreError::InvalidUpdate(e.to_string()))?;
+            .map_err(request_error)?;
         self.client
             .update_table()
             .table_name(&self.table)
@@ -190,4 +151,61 @@ impl DynamoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+fn attr(name: &str) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(request_error)
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(request_error)
+}
+
+fn index(
+    name: &str,
+    hash: &str,
+    range: &str,
+    projection: Projection,
+) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash)?)
+        .key_schema(key(range, KeyType::Range)?)
+        .projection(projection)
+        .build()
+        .map_err(request_error)
+}
+
+/// GSI1: a connection's subscriptions. `ttl` rides along so reads can skip
+/// expired ones.
+fn subscriptions_index() -> Result<GlobalSecondaryIndex, StoreError> {
+    index(
+        GSI1,
+        "GSI1PK",
+        "GSI1SK",
+        Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .non_key_attributes("ttl")
+            .build(),
+    )
+}
+
+/// GSI2: liveness deadlines of running worker-kind jobs (sparse).
+fn deadlines_index() -> Result<GlobalSecondaryIndex, StoreError> {
+    index(
+        GSI2,
+        "GSI2PK",
+        "GSI2SK",
+        Projection::builder()
+            .projection_type(ProjectionType::KeysOnly)
+            .build(),
+    )
 }
