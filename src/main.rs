@@ -260,20 +260,7 @@ async fn bench_fanout(args: FanoutArgs) -> Result<(), String> {
     if args.json {
         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
     } else {
-        println!(
-            "fan-out to {} subscribers ({:?} store, {:?} push, {} rounds): p50 {:.2} ms, min {:.2} ms, max {:.2} ms, {:.0} msg/s at p50, {:.1} DynamoDB requests/publish, connect {:.2} s, lost {}",
-            r.subscribers,
-            r.store,
-            r.push,
-            r.rounds,
-            r.fanout_ms_p50,
-            r.fanout_ms_min,
-            r.fanout_ms_max,
-            r.messages_per_second_p50,
-            r.dynamodb_requests_per_publish,
-            r.connect_seconds,
-            r.lost
-        );
+        println!("{r}");
     }
     if r.lost > 0 {
         return Err(format!("{} messages were not delivered", r.lost));
@@ -289,71 +276,7 @@ async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
         None => println!("{json}"),
     }
-    let c = &r.connect;
-    eprintln!(
-        "{}: {}/{} clients in {:.2} s ({:.0}/s, handshake p50 {:.2} ms p99 {:.2} ms)",
-        r.label,
-        c.identified,
-        c.requested,
-        c.seconds,
-        c.per_second,
-        c.handshake.p50_ms,
-        c.handshake.p99_ms
-    );
-    for p in std::iter::once(&r.posts).chain(r.paced.as_ref()) {
-        eprintln!(
-            "{}: posts {:.0}/s accepted, {:.0}/s delivered at {} in flight{} (end-to-end p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms; lost {}; statuses {:?}; server CPU {:.1} µs/message)",
-            r.label,
-            p.per_second,
-            p.delivered_per_second,
-            p.in_flight,
-            if p.rate > 0 {
-                format!(", paced at {}/s", p.rate)
-            } else {
-                String::new()
-            },
-            p.end_to_end.p50_ms,
-            p.end_to_end.p99_ms,
-            p.end_to_end.p999_ms,
-            p.lost,
-            p.statuses,
-            p.server_cpu_us_per_message.unwrap_or(f64::NAN)
-        );
-    }
-    if let Some(f) = &r.fanout {
-        eprintln!(
-            "{}: fan-out to {} via @connections p50 {:.1} ms ({:.0} msg/s), lost {}",
-            r.label, f.subscribers, f.ms_p50, f.messages_per_second, f.lost
-        );
-    }
-    if let Some(f) = &r.in_process_fanout {
-        eprintln!(
-            "{}: in-process fan-out of {} updates to {} clients: {}/{} delivered in {:.2} s ({:.0} msg/s), lost {}",
-            r.label,
-            f.updates,
-            f.subscribers,
-            f.delivered,
-            f.expected,
-            f.seconds,
-            f.delivered_per_second,
-            f.lost
-        );
-    }
-    if let Some(m) = &r.memory {
-        eprintln!(
-            "{}: server RSS idle {} KiB, connected {} KiB ({:.1} KiB/connection), under load {} KiB, after close {} KiB",
-            r.label,
-            m.idle_kib,
-            m.connected_kib,
-            m.per_connection_kib,
-            m.under_load_kib,
-            m.after_close_kib
-        );
-    }
-    eprintln!(
-        "{}: closed {} (dropped early {}), $disconnect observed {:?}",
-        r.label, r.close.closed, r.close.dropped_early, r.close.disconnects_observed
-    );
+    eprint!("{r}");
     Ok(())
 }
 
@@ -371,21 +294,7 @@ async fn bench_updates(args: jobcast::config::UpdatesArgs) -> Result<(), String>
         "{}",
         serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
     );
-    eprintln!(
-        "{} updates from {} workers in {:.2} s: {:.0} updates/s; endpoint p50 {:.2} ms p99 {:.2} ms; update to client p50 {:.2} ms p99 {:.2} ms; {} missing; server CPU {}",
-        r.updates,
-        r.jobs,
-        r.seconds,
-        r.updates_per_second,
-        r.endpoint.p50_ms,
-        r.endpoint.p99_ms,
-        r.update_to_client.p50_ms,
-        r.update_to_client.p99_ms,
-        r.missing,
-        r.server_cpu_us_per_update
-            .map(|c| format!("{c:.0} µs/update"))
-            .unwrap_or_else(|| "not measured (--server-pid)".into())
-    );
+    eprintln!("{r}");
     if r.missing > 0 {
         return Err(format!(
             "{} accepted updates never reached their client",
@@ -413,22 +322,7 @@ async fn bench_soak(args: SoakArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
         None => println!("{json}"),
     }
-    eprintln!(
-        "soak {:.0} s: {} connects (peak {} open), {} jobs, {} subscriptions, {} terminal snapshots seen, {} lost; RSS {} -> max {} KiB ({:+.1}%), fds {} -> {}; errors {:?}",
-        r.seconds,
-        r.connects,
-        r.peak_open,
-        r.jobs_created,
-        r.subscriptions,
-        r.terminal_seen,
-        r.lost,
-        r.rss_kib_at_warmup,
-        r.rss_kib_max_after_warmup,
-        r.rss_growth_percent,
-        r.fds_start,
-        r.fds_end,
-        r.errors
-    );
+    eprintln!("{r}");
     if r.passed {
         Ok(())
     } else {

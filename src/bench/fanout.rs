@@ -210,3 +210,23 @@ pub async fn fanout(
         lost,
     })
 }
+
+impl std::fmt::Display for FanoutReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fan-out to {} subscribers ({:?} store, {:?} push, {} rounds): p50 {:.2} ms, min {:.2} ms, max {:.2} ms, {:.0} msg/s at p50, {:.1} DynamoDB requests/publish, connect {:.2} s, lost {}",
+            self.subscribers,
+            self.store,
+            self.push,
+            self.rounds,
+            self.fanout_ms_p50,
+            self.fanout_ms_min,
+            self.fanout_ms_max,
+            self.messages_per_second_p50,
+            self.dynamodb_requests_per_publish,
+            self.connect_seconds,
+            self.lost
+        )
+    }
+}

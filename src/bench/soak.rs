@@ -343,3 +343,25 @@ pub async fn run(opts: SoakOptions) -> Result<SoakReport, String> {
     };
     Ok(report)
 }
+
+impl std::fmt::Display for SoakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "soak {:.0} s: {} connects (peak {} open), {} jobs, {} subscriptions, {} terminal snapshots seen, {} lost; RSS {} -> max {} KiB ({:+.1}%), fds {} -> {}; errors {:?}",
+            self.seconds,
+            self.connects,
+            self.peak_open,
+            self.jobs_created,
+            self.subscriptions,
+            self.terminal_seen,
+            self.lost,
+            self.rss_kib_at_warmup,
+            self.rss_kib_max_after_warmup,
+            self.rss_growth_percent,
+            self.fds_start,
+            self.fds_end,
+            self.errors
+        )
+    }
+}

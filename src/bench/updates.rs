@@ -282,3 +282,24 @@ pub async fn run(o: UpdatesOptions) -> Result<UpdatesReport, String> {
         server_cpu_us_per_update: cpu,
     })
 }
+
+impl std::fmt::Display for UpdatesReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} updates from {} workers in {:.2} s: {:.0} updates/s; endpoint p50 {:.2} ms p99 {:.2} ms; update to client p50 {:.2} ms p99 {:.2} ms; {} missing; server CPU {}",
+            self.updates,
+            self.jobs,
+            self.seconds,
+            self.updates_per_second,
+            self.endpoint.p50_ms,
+            self.endpoint.p99_ms,
+            self.update_to_client.p50_ms,
+            self.update_to_client.p99_ms,
+            self.missing,
+            self.server_cpu_us_per_update
+                .map(|c| format!("{c:.0} µs/update"))
+                .unwrap_or_else(|| "not measured (--server-pid)".into())
+        )
+    }
+}

@@ -182,3 +182,84 @@ impl Latencies {
         all
     }
 }
+
+/// The one-screen summary `jobcast bench run` prints.
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.connect;
+        writeln!(
+            f,
+            "{}: {}/{} clients in {:.2} s ({:.0}/s, handshake p50 {:.2} ms p99 {:.2} ms)",
+            self.label,
+            c.identified,
+            c.requested,
+            c.seconds,
+            c.per_second,
+            c.handshake.p50_ms,
+            c.handshake.p99_ms
+        )?;
+        for p in std::iter::once(&self.posts).chain(self.paced.as_ref()) {
+            writeln!(
+                f,
+                "{}: posts {:.0}/s accepted, {:.0}/s delivered at {} in flight{} (end-to-end p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms; lost {}; statuses {:?}; server CPU {:.1} µs/message)",
+                self.label,
+                p.per_second,
+                p.delivered_per_second,
+                p.in_flight,
+                if p.rate > 0 {
+                    format!(", paced at {}/s", p.rate)
+                } else {
+                    String::new()
+                },
+                p.end_to_end.p50_ms,
+                p.end_to_end.p99_ms,
+                p.end_to_end.p999_ms,
+                p.lost,
+                p.statuses,
+                p.server_cpu_us_per_message.unwrap_or(f64::NAN)
+            )?;
+        }
+        if let Some(fo) = &self.fanout {
+            writeln!(
+                f,
+                "{}: fan-out to {} via @connections p50 {:.1} ms ({:.0} msg/s), lost {}",
+                self.label, fo.subscribers, fo.ms_p50, fo.messages_per_second, fo.lost
+            )?;
+        }
+        if let Some(ip) = &self.in_process_fanout {
+            writeln!(
+                f,
+                "{}: in-process fan-out of {} updates to {} clients: {}/{} delivered in {:.2} s ({:.0} msg/s), lost {}",
+                self.label,
+                ip.updates,
+                ip.subscribers,
+                ip.delivered,
+                ip.expected,
+                ip.seconds,
+                ip.delivered_per_second,
+                ip.lost
+            )?;
+        }
+        if let Some(m) = &self.memory {
+            writeln!(
+                f,
+                "{}: server RSS idle {} KiB, connected {} KiB ({:.1} KiB/connection), under load {} KiB, after close {} KiB",
+                self.label,
+                m.idle_kib,
+                m.connected_kib,
+                m.per_connection_kib,
+                m.under_load_kib,
+                m.after_close_kib
+            )?;
+        }
+        writeln!(
+            f,
+            "{}: closed {} (dropped early {}), $disconnect observed {:?}",
+            self.label,
+            self.close.closed,
+            self.close.dropped_early,
+            self.close.disconnects_observed
+        )?;
+        Ok(())
+    }
+}
