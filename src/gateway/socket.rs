@@ -305,19 +305,7 @@ async fn read_loop(
             && let Some(b) = budget.as_mut()
             && !b.try_take()
         {
-            shared.deps.metrics.message_in();
-            shared
-                .deps
-                .metrics
-                .rate_limit_closes_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ending::server(
-                1008,
-                &format!(
-                    "rate limit: more than {} messages per second",
-                    cfg.client_messages_per_second.unwrap_or_default()
-                ),
-            );
+            return over_rate(shared);
         }
         match msg {
             Message::Text(text) => {
@@ -330,23 +318,40 @@ async fn read_loop(
                 return Ending::server(1003, "binary frames are not supported; send text");
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(frame) => {
-                let (code, reason) = match frame {
-                    // The watcher let 1014 through as 1000; report what was sent.
-                    Some(f) if seen.sent_1014() && u16::from(f.code) == 1000 => {
-                        (1014, f.reason.to_string())
-                    }
-                    Some(f) => (u16::from(f.code), f.reason.to_string()),
-                    None => (1005, String::new()),
-                };
-                return Ending {
-                    code,
-                    reason,
-                    send_close: false,
-                    drain: false,
-                };
-            }
+            Message::Close(frame) => return peer_closed(frame, seen),
         }
+    }
+}
+
+/// A client over its message rate: counted, and closed with 1008.
+fn over_rate(shared: &Shared) -> Ending {
+    let metrics = &shared.deps.metrics;
+    metrics.message_in();
+    metrics
+        .rate_limit_closes_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ending::server(
+        1008,
+        &format!(
+            "rate limit: more than {} messages per second",
+            shared.config.client_messages_per_second.unwrap_or_default()
+        ),
+    )
+}
+
+/// The client closed: its code and reason, as `$disconnect` reports them.
+fn peer_closed(frame: Option<CloseFrame>, seen: &Seen) -> Ending {
+    let (code, reason) = match frame {
+        // The watcher let 1014 through as 1000; report what was sent.
+        Some(f) if seen.sent_1014() && u16::from(f.code) == 1000 => (1014, f.reason.to_string()),
+        Some(f) => (u16::from(f.code), f.reason.to_string()),
+        None => (1005, String::new()),
+    };
+    Ending {
+        code,
+        reason,
+        send_close: false,
+        drain: false,
     }
 }
 
