@@ -13,8 +13,11 @@ use serde_json::{Value, json};
 const UPDATE_FIELDS: [&str; 5] = ["status", "percent", "message", "result", "error"];
 
 /// Reads a worker's update body into a `JobUpdate`; `None` is a heartbeat.
+fn invalid(m: String) -> Problem {
+    Problem::new(422, "invalid_update", m)
+}
+
 fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
-    let invalid = |m: String| Problem::new(422, "invalid_update", m);
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
@@ -33,18 +36,7 @@ fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
     if obj.is_empty() {
         return Ok(None);
     }
-    let status = match obj.get("status") {
-        None | Some(Value::Null) => Status::Running,
-        Some(Value::String(s)) => match Status::parse(s) {
-            Some(st @ (Status::Running | Status::Succeeded | Status::Failed)) => st,
-            _ => {
-                return Err(invalid(format!(
-                    "status must be running, succeeded or failed, got '{s}'"
-                )));
-            }
-        },
-        Some(other) => return Err(invalid(format!("status must be a string, got {other}"))),
-    };
+    let status = update_status(obj.get("status"))?;
     let percent = match obj.get("percent") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_f64() {
@@ -65,7 +57,40 @@ fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
     if result.is_some() && status != Status::Succeeded {
         return Err(invalid("result is set only with status succeeded".into()));
     }
-    let error = match obj.get("error") {
+    let error = update_error(obj.get("error"), status, message.as_deref())?;
+    Ok(Some(JobUpdate {
+        status,
+        percent,
+        message,
+        result,
+        error,
+        liveness: Liveness::Keep,
+    }))
+}
+
+/// An update's `status`: `running` when absent; `queued` and `cancelled`
+/// are not a worker's to report.
+fn update_status(v: Option<&Value>) -> Result<Status, Problem> {
+    match v {
+        None | Some(Value::Null) => Ok(Status::Running),
+        Some(Value::String(s)) => match Status::parse(s) {
+            Some(st @ (Status::Running | Status::Succeeded | Status::Failed)) => Ok(st),
+            _ => Err(invalid(format!(
+                "status must be running, succeeded or failed, got '{s}'"
+            ))),
+        },
+        Some(other) => Err(invalid(format!("status must be a string, got {other}"))),
+    }
+}
+
+/// An update's `error`: only with `failed`, which gets `worker_failed`
+/// (and the message) when it names none.
+fn update_error(
+    v: Option<&Value>,
+    status: Status,
+    message: Option<&str>,
+) -> Result<Option<JobError>, Problem> {
+    let error = match v {
         None | Some(Value::Null) => None,
         Some(v) => Some(
             serde_json::from_value::<JobError>(v.clone())
@@ -81,23 +106,15 @@ fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
     if error.is_some() && status != Status::Failed {
         return Err(invalid("error is set only with status failed".into()));
     }
-    let error = match (status, error) {
+    Ok(match (status, error) {
         (Status::Failed, None) => Some(JobError {
             code: "worker_failed".into(),
             message: message
-                .clone()
+                .map(str::to_string)
                 .unwrap_or_else(|| "the worker reported a failure".into()),
         }),
         (_, e) => e,
-    };
-    Ok(Some(JobUpdate {
-        status,
-        percent,
-        message,
-        result,
-        error,
-        liveness: Liveness::Keep,
-    }))
+    })
 }
 
 /// `POST /jobs/{id}/updates`: a worker reports progress (or a heartbeat).
