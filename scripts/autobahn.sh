@@ -19,8 +19,12 @@ mkdir -p "$out"
 # Autobahn|Testsuite runs on Python 2.7 only.
 py2=$(ls -1 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/2.7*/bin/python2.7 2>/dev/null | tail -1 || true)
 [ -n "$py2" ] || py2=$(command -v python2.7 || true)
-if [ -z "$py2" ]; then
-  echo "Python 2.7 is missing (Autobahn|Testsuite needs it): pyenv install 2.7.18" >&2
+if [ -z "$py2" ] && command -v pyenv >/dev/null 2>&1; then
+  pyenv install -s 2.7.18 >&2
+  py2="$(pyenv root)/versions/2.7.18/bin/python2.7"
+fi
+if [ ! -x "${py2:-}" ]; then
+  echo "Python 2.7 is missing (Autobahn|Testsuite needs it): install pyenv, then pyenv install 2.7.18" >&2
   exit 1
 fi
 if [ ! -x "$out/venv/bin/wstest" ]; then

@@ -287,15 +287,17 @@ impl Webhooks {
     }
 
     /// Delivers a job's webhook the way this instance was built to: in
-    /// the background (`None`), or inline, returning the final state.
-    pub async fn settle(self: &Arc<Self>, job: &JobRecord) -> Option<WebhookStatus> {
+    /// the background, or inline (returning once it is settled). Either way
+    /// the outcome is recorded on the job.
+    pub async fn settle(self: &Arc<Self>, job: &JobRecord) {
         match self.delivery {
-            Delivery::Inline => Some(self.deliver(job).await),
+            Delivery::Inline => {
+                self.deliver(job).await;
+            }
             Delivery::Background => {
                 let this = Arc::clone(self);
                 let job = job.clone();
                 tokio::spawn(async move { this.deliver(&job).await });
-                None
             }
         }
     }

@@ -27,8 +27,6 @@ pub struct DepsBuilder {
     pub publish: PublishOptions,
     /// Set by [`DepsBuilder::webhooks`]; `None` refuses `callbackUrl`.
     pub webhooks: Option<Arc<Webhooks>>,
-    /// Signs `http` hand-overs (and webhooks).
-    pub webhook_secret: Option<String>,
     pub links: Links,
     /// Worker liveness; zero turns it off.
     pub heartbeat_timeout: Duration,
@@ -52,7 +50,6 @@ impl DepsBuilder {
             tokens: TokenKey::random(Duration::from_secs(24 * 3600)),
             publish: PublishOptions::default(),
             webhooks: None,
-            webhook_secret: None,
             links: Links::default(),
             heartbeat_timeout: Duration::from_secs(300),
             lease_owner: "jobcast".into(),
@@ -70,7 +67,6 @@ impl DepsBuilder {
         options: WebhookOptions,
         delivery: Delivery,
     ) -> Result<DepsBuilder, ClientError> {
-        self.webhook_secret = secret.map(str::to_string);
         self.webhooks = match secret {
             None => None,
             Some(s) => {

@@ -227,6 +227,14 @@ impl Wiring {
         Ok(self)
     }
 
+    /// The handlers' dependencies from the environment, posting through
+    /// `JOBCAST_MANAGEMENT_ENDPOINT` (functions that are not WebSocket
+    /// integrations: jobs API, sweeper).
+    pub async fn fixed_deps_from_env() -> Result<Deps, Error> {
+        let wiring = Wiring::from_env().await?;
+        Ok(wiring.deps(&wiring.fixed_endpoint()?))
+    }
+
     /// The worker function: runs each queued job of an SQS batch through
     /// the shipped dependencies (webhooks delivered inline, once).
     pub async fn run_worker_batch(&self, event: SqsEvent) -> Result<SqsBatchResponse, Error> {

@@ -8,8 +8,7 @@ use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn}
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let wiring = Wiring::from_env().await?;
-    let deps = wiring.deps(&wiring.fixed_endpoint()?);
+    let deps = Wiring::fixed_deps_from_env().await?;
     let deps = &deps;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let wiring = Wiring::from_env().await?;
-    let deps = wiring.deps(&wiring.fixed_endpoint()?);
+    let deps = Wiring::fixed_deps_from_env().await?;
     let deps = &deps;
     run(service_fn(move |_event: LambdaEvent<Value>| async move {
         let now = jobcast::handlers::now_unix();
