@@ -21,6 +21,15 @@ full() { [ "$quick" = 0 ]; }
 
 step() { printf '\n==> %s  (%ss in)\n' "$*" "$SECONDS"; }
 
+if [ "${CI:-}" = true ]; then
+  # A clean clone builds once: incremental state would only cost disk.
+  export CARGO_INCREMENTAL=0
+fi
+# Disk is the resource a clean run can run out of (a full disk shows up as
+# the linker dying with SIGBUS): say what there is, before and after.
+disk_report() { df -h . | awk 'NR==2 {print "  disk: " $4 " free of " $2}'; [ -d target ] && du -sh target | awk '{print "  target/: " $1}' || true; }
+disk_report
+
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
@@ -173,4 +182,5 @@ if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2
   exit 1
 fi
+disk_report
 step "all checks passed ($passed tests)"
