@@ -8,6 +8,7 @@
 use super::{RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::protocol::Status;
+use crate::publish::Publisher;
 use crate::push::ManagementApiPusher;
 use crate::store::{DynamoStore, JobUpdate, MemoryStore, Store};
 use crate::token::TokenKey;
@@ -69,27 +70,7 @@ pub async fn fanout(
     let counter = RequestCounter::default();
     // Every target is on this machine: any credentials will do.
     let sdk = local_sdk_config().await;
-    let store: Arc<dyn Store> = match store_kind {
-        BenchStore::Memory => Arc::new(MemoryStore::new()),
-        BenchStore::Dynamodb => {
-            let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").map_err(|_| {
-                "set AWS_ENDPOINT_URL_DYNAMODB to DynamoDB Local (scripts/dynamodb-local.sh start)"
-                    .to_string()
-            })?;
-            require_loopback(&endpoint)?;
-            let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
-                .interceptor(counter.clone())
-                .build();
-            let table = format!("jobcast-bench-{:08x}", rand::random::<u32>());
-            let s = DynamoStore::new(
-                aws_sdk_dynamodb::Client::from_conf(conf),
-                table,
-                Duration::from_secs(3600),
-            );
-            s.ensure_table().await.map_err(|e| e.to_string())?;
-            Arc::new(s)
-        }
-    };
+    let store = bench_store(store_kind, &sdk, &counter).await?;
     let tokens = TokenKey::random(Duration::from_secs(3600));
     let config = GatewayConfig {
         listen: "127.0.0.1:0"
@@ -114,40 +95,9 @@ pub async fn fanout(
     create_bench_job(store.as_ref(), &job_id, now).await?;
     let token = tokens.issue(&job_id, now.timestamp());
     let url = format!("ws://{addr}/dev?jobId={job_id}&token={token}");
-
-    // Connect every subscriber, 64 handshakes at a time.
-    let received = Arc::new(AtomicUsize::new(0));
-    let all_in = Arc::new(Notify::new());
     let connect_started = Instant::now();
-    let sockets: Vec<_> = futures_util::stream::iter(0..subscribers)
-        .map(|_| {
-            let url = url.clone();
-            async move {
-                tokio_tungstenite::connect_async(url)
-                    .await
-                    .map(|(ws, _)| ws)
-            }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
+    let audience = Audience::connect(&url, subscribers).await?;
     let connect_seconds = connect_started.elapsed().as_secs_f64();
-    let mut readers = Vec::with_capacity(subscribers);
-    for ws in sockets {
-        let mut ws = ws.map_err(|e| format!("connect failed: {e}"))?;
-        let received = Arc::clone(&received);
-        let all_in = Arc::clone(&all_in);
-        readers.push(tokio::spawn(async move {
-            while let Some(Ok(m)) = ws.next().await {
-                if let Message::Text(t) = m
-                    && t.as_str().contains(r#""type":"progress""#)
-                    && received.fetch_add(1, Ordering::AcqRel) + 1 == subscribers
-                {
-                    all_in.notify_one();
-                }
-            }
-        }));
-    }
 
     let publisher = match push {
         BenchPush::InProcess => in_process,
@@ -159,37 +109,13 @@ pub async fn fanout(
             ))),
     };
 
-    let mut times = Vec::with_capacity(rounds);
-    let mut lost = 0u64;
     let requests_before = counter.get();
-    for round in 1..=rounds {
-        received.store(0, Ordering::Release);
-        let mut update = JobUpdate::status(Status::Running);
-        update.percent = Some(round as f64 * 100.0 / (rounds as f64 + 1.0));
-        let started = Instant::now();
-        let (_, report) = publisher
-            .publish(&job_id, update)
-            .await
-            .map_err(|e| e.to_string())?;
-        let deadline = started + Duration::from_secs(30);
-        while received.load(Ordering::Acquire) < subscribers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let _ = tokio::time::timeout(left, all_in.notified()).await;
-        }
-        let got = received.load(Ordering::Acquire);
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        lost += (subscribers - got.min(subscribers)) as u64 + report.failed.len() as u64;
-    }
+    let (mut times, lost) = audience.rounds(&publisher, &job_id, rounds).await?;
     let requests = counter.get() - requests_before;
 
     let _ = stop_tx.send(());
     let _ = server.await;
-    for r in readers {
-        r.abort();
-    }
+    drop(audience);
     times.sort_by(f64::total_cmp);
     let p50 = percentile(&times, 0.5);
     Ok(FanoutReport {
@@ -209,6 +135,127 @@ pub async fn fanout(
         dynamodb_requests_per_publish: requests as f64 / rounds.max(1) as f64,
         lost,
     })
+}
+
+/// The store under the bench: memory, or a fresh table in DynamoDB Local
+/// whose requests `counter` counts.
+async fn bench_store(
+    kind: BenchStore,
+    sdk: &aws_config::SdkConfig,
+    counter: &RequestCounter,
+) -> Result<Arc<dyn Store>, String> {
+    match kind {
+        BenchStore::Memory => Ok(Arc::new(MemoryStore::new())),
+        BenchStore::Dynamodb => {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").map_err(|_| {
+                "set AWS_ENDPOINT_URL_DYNAMODB to DynamoDB Local (scripts/dynamodb-local.sh start)"
+                    .to_string()
+            })?;
+            require_loopback(&endpoint)?;
+            let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(counter.clone())
+                .build();
+            let table = format!("jobcast-bench-{:08x}", rand::random::<u32>());
+            let s = DynamoStore::new(
+                aws_sdk_dynamodb::Client::from_conf(conf),
+                table,
+                Duration::from_secs(3600),
+            );
+            s.ensure_table().await.map_err(|e| e.to_string())?;
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+/// The subscribers of one job: a reader task per socket counting progress
+/// messages, and a notification when every one has the current round.
+struct Audience {
+    size: usize,
+    received: Arc<AtomicUsize>,
+    all_in: Arc<Notify>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Audience {
+    /// Connects `size` subscribers to `url`, 64 handshakes at a time.
+    async fn connect(url: &str, size: usize) -> Result<Self, String> {
+        let sockets: Vec<_> = futures_util::stream::iter(0..size)
+            .map(|_| async move {
+                tokio_tungstenite::connect_async(url)
+                    .await
+                    .map(|(ws, _)| ws)
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let received = Arc::new(AtomicUsize::new(0));
+        let all_in = Arc::new(Notify::new());
+        let mut readers = Vec::with_capacity(size);
+        for ws in sockets {
+            let mut ws = ws.map_err(|e| format!("connect failed: {e}"))?;
+            let received = Arc::clone(&received);
+            let all_in = Arc::clone(&all_in);
+            readers.push(tokio::spawn(async move {
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = m
+                        && t.as_str().contains(r#""type":"progress""#)
+                        && received.fetch_add(1, Ordering::AcqRel) + 1 == size
+                    {
+                        all_in.notify_one();
+                    }
+                }
+            }));
+        }
+        Ok(Self {
+            size,
+            received,
+            all_in,
+            readers,
+        })
+    }
+
+    /// Publishes `rounds` updates one after another, each timed until every
+    /// subscriber has it (or 30 s). Returns the times in milliseconds and the
+    /// deliveries lost.
+    async fn rounds(
+        &self,
+        publisher: &Publisher,
+        job_id: &str,
+        rounds: usize,
+    ) -> Result<(Vec<f64>, u64), String> {
+        let mut times = Vec::with_capacity(rounds);
+        let mut lost = 0u64;
+        for round in 1..=rounds {
+            self.received.store(0, Ordering::Release);
+            let mut update = JobUpdate::status(Status::Running);
+            update.percent = Some(round as f64 * 100.0 / (rounds as f64 + 1.0));
+            let started = Instant::now();
+            let (_, report) = publisher
+                .publish(job_id, update)
+                .await
+                .map_err(|e| e.to_string())?;
+            let deadline = started + Duration::from_secs(30);
+            while self.received.load(Ordering::Acquire) < self.size {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let _ = tokio::time::timeout(left, self.all_in.notified()).await;
+            }
+            let got = self.received.load(Ordering::Acquire);
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            lost += (self.size - got.min(self.size)) as u64 + report.failed.len() as u64;
+        }
+        Ok((times, lost))
+    }
+}
+
+impl Drop for Audience {
+    fn drop(&mut self) {
+        for r in &self.readers {
+            r.abort();
+        }
+    }
 }
 
 impl std::fmt::Display for FanoutReport {

@@ -64,6 +64,8 @@ struct Ctx {
     opts: SoakOptions,
     jobs: Mutex<VecDeque<(String, String)>>,
     http: reqwest::Client,
+    jobs_created: AtomicU64,
+    job_failures: AtomicU64,
     connects: AtomicU64,
     connect_failures: AtomicU64,
     open: AtomicUsize,
@@ -201,6 +203,8 @@ pub async fn run(opts: SoakOptions) -> Result<SoakReport, String> {
         opts: opts.clone(),
         jobs: Mutex::new(VecDeque::new()),
         http: reqwest::Client::new(),
+        jobs_created: AtomicU64::new(0),
+        job_failures: AtomicU64::new(0),
         connects: AtomicU64::new(0),
         connect_failures: AtomicU64::new(0),
         open: AtomicUsize::new(0),
@@ -212,54 +216,88 @@ pub async fn run(opts: SoakOptions) -> Result<SoakReport, String> {
     });
     let started = Instant::now();
     let end = started + opts.duration;
-    // Memory is baselined once the connection pool and the store's retention
-    // window have filled: after the warm-up share, and after twice the mean
-    // client lifetime.
+    let maker = spawn_job_maker(Arc::clone(&ctx), end);
+    let samples = run_clients(&ctx, started + warmup(&opts), end).await;
+    let _ = maker.await;
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let mut report = SoakReport {
+        connects: load(&ctx.connects),
+        connect_failures: load(&ctx.connect_failures),
+        peak_open: ctx.peak_open.load(Ordering::Relaxed),
+        jobs_created: load(&ctx.jobs_created),
+        job_create_failures: load(&ctx.job_failures),
+        subscriptions: load(&ctx.subscriptions),
+        terminal_seen: load(&ctx.terminal_seen),
+        lost: load(&ctx.lost),
+        errors: ctx.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        fds_start,
+        ..SoakReport::default()
+    };
+    // Our own keep-alive connections to the jobs API go with the context.
+    drop(ctx);
+    // Let the server finish every close and `$disconnect`.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let memory = RssGrowth::of(&samples);
+    report.seconds = started.elapsed().as_secs_f64();
+    report.rss_kib_at_warmup = memory.first;
+    report.rss_kib_max_after_warmup = memory.max;
+    report.rss_kib_end = rss_kib(pid).unwrap_or(0);
+    report.rss_growth_percent = memory.percent;
+    report.fds_end = open_fds(pid);
+    report.passed = report.lost == 0
+        && report.connect_failures == 0
+        && report.job_create_failures == 0
+        && report.rss_growth_percent < 10.0
+        && report.fds_end <= report.fds_start;
+    Ok(report)
+}
+
+/// How long before memory is baselined: once the connection pool and the
+/// store's retention window have filled (the warm-up share, and at least
+/// twice the mean client lifetime).
+fn warmup(opts: &SoakOptions) -> Duration {
     let mean_life_s = opts.connections as f64 / f64::from(opts.connects_per_second.max(1));
-    let warmup = opts
-        .duration
+    opts.duration
         .mul_f64(opts.warmup.clamp(0.0, 0.9))
         .max(Duration::from_secs_f64(2.0 * mean_life_s))
-        .min(opts.duration.mul_f64(0.9));
-    let warmup_at = started + warmup;
+        .min(opts.duration.mul_f64(0.9))
+}
 
-    // Jobs at a steady rate.
-    let jobs_created = Arc::new(AtomicU64::new(0));
-    let job_failures = Arc::new(AtomicU64::new(0));
-    let maker = {
-        let ctx = Arc::clone(&ctx);
-        let (created, failed) = (Arc::clone(&jobs_created), Arc::clone(&job_failures));
-        let every = Duration::from_secs_f64(1.0 / f64::from(opts.jobs_per_second.max(1)));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            while Instant::now() < end {
-                tick.tick().await;
-                let ctx = Arc::clone(&ctx);
-                let (created, failed) = (Arc::clone(&created), Arc::clone(&failed));
-                tokio::spawn(async move {
-                    match create_job(&ctx).await {
-                        Ok(j) => {
-                            created.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(mut q) = ctx.jobs.lock() {
-                                q.push_back(j);
-                                while q.len() > 64 {
-                                    q.pop_front();
-                                }
+/// Jobs at a steady rate until `end`; the newest 64 are kept for clients.
+fn spawn_job_maker(ctx: Arc<Ctx>, end: Instant) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs_f64(1.0 / f64::from(ctx.opts.jobs_per_second.max(1)));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        while Instant::now() < end {
+            tick.tick().await;
+            let ctx = Arc::clone(&ctx);
+            tokio::spawn(async move {
+                match create_job(&ctx).await {
+                    Ok(j) => {
+                        ctx.jobs_created.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut q) = ctx.jobs.lock() {
+                            q.push_back(j);
+                            while q.len() > 64 {
+                                q.pop_front();
                             }
                         }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            ctx.error(e);
-                        }
                     }
-                });
-            }
-        })
-    };
+                    Err(e) => {
+                        ctx.job_failures.fetch_add(1, Ordering::Relaxed);
+                        ctx.error(e);
+                    }
+                }
+            });
+        }
+    })
+}
 
-    // Clients at a steady rate, each living about connections / rate seconds.
-    let rate = f64::from(opts.connects_per_second.max(1));
-    let mean_life = opts.connections as f64 / rate;
+/// Clients at a steady rate until `end`, each living about
+/// connections / rate seconds; waits for them all. Returns the server's RSS
+/// sampled every second from `warmup_at` on.
+async fn run_clients(ctx: &Arc<Ctx>, warmup_at: Instant, end: Instant) -> Vec<u64> {
+    let rate = f64::from(ctx.opts.connects_per_second.max(1));
+    let mean_life = ctx.opts.connections as f64 / rate;
     let mut clients = Vec::new();
     let mut samples: Vec<u64> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -270,78 +308,57 @@ pub async fn run(opts: SoakOptions) -> Result<SoakReport, String> {
         // No client outlives the run by more than one job.
         let left = end.saturating_duration_since(Instant::now());
         let life = Duration::from_secs_f64(life).min(left);
-        clients.push(tokio::spawn(client(Arc::clone(&ctx), life)));
+        clients.push(tokio::spawn(client(Arc::clone(ctx), life)));
         if last_sample.elapsed() >= Duration::from_secs(1) {
             last_sample = Instant::now();
             if Instant::now() >= warmup_at {
-                samples.push(rss_kib(pid).unwrap_or(0));
+                samples.push(rss_kib(ctx.opts.server_pid).unwrap_or(0));
             }
             clients.retain(|c| !c.is_finished());
         }
     }
-    let _ = maker.await;
     for c in clients {
-        let _ = tokio::time::timeout(Duration::from_secs(60), c).await;
+        match tokio::time::timeout(Duration::from_secs(60), c).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => ctx.error("a client task panicked"),
+            Err(_) => ctx.error("a client did not finish within 60 s of the end"),
+        }
     }
-    let errors = ctx.errors.lock().map(|e| e.clone()).unwrap_or_default();
-    let counts = (
-        ctx.connects.load(Ordering::Relaxed),
-        ctx.connect_failures.load(Ordering::Relaxed),
-        ctx.peak_open.load(Ordering::Relaxed),
-        ctx.subscriptions.load(Ordering::Relaxed),
-        ctx.terminal_seen.load(Ordering::Relaxed),
-        ctx.lost.load(Ordering::Relaxed),
-    );
-    // Our own keep-alive connections to the jobs API go with the context.
-    drop(ctx);
-    // Let the server finish every close and `$disconnect`.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_end = rss_kib(pid).unwrap_or(0);
-    let fds_end = open_fds(pid);
-    let (connects, connect_failures, peak_open, subscriptions, terminal_seen, lost) = counts;
-    // Growth: the highest RSS of the last quarter of the measured window
-    // against the highest of its first quarter, so the allocator's first
-    // high-water mark under this load is the baseline, not a leak.
-    let quarter = (samples.len() / 4).max(1);
-    let first = samples.iter().take(quarter).copied().max().unwrap_or(0);
-    let last = samples
-        .iter()
-        .rev()
-        .take(quarter)
-        .copied()
-        .max()
-        .unwrap_or(0);
-    let rss_at_warmup = first;
-    let rss_max = samples.iter().copied().max().unwrap_or(0);
-    let growth = if first > 0 {
-        (last as f64 - first as f64) * 100.0 / first as f64
-    } else {
-        0.0
-    };
-    let report = SoakReport {
-        seconds: started.elapsed().as_secs_f64(),
-        connects,
-        connect_failures,
-        peak_open,
-        jobs_created: jobs_created.load(Ordering::Relaxed),
-        job_create_failures: job_failures.load(Ordering::Relaxed),
-        subscriptions,
-        terminal_seen,
-        lost,
-        errors,
-        rss_kib_at_warmup: rss_at_warmup,
-        rss_kib_max_after_warmup: rss_max,
-        rss_kib_end: rss_end,
-        rss_growth_percent: growth,
-        fds_start,
-        fds_end,
-        passed: lost == 0
-            && connect_failures == 0
-            && job_failures.load(Ordering::Relaxed) == 0
-            && growth < 10.0
-            && fds_end <= fds_start,
-    };
-    Ok(report)
+    samples
+}
+
+/// Growth: the highest RSS of the last quarter of the measured window against
+/// the highest of its first quarter, so the allocator's first high-water mark
+/// under this load is the baseline, not a leak.
+struct RssGrowth {
+    first: u64,
+    max: u64,
+    percent: f64,
+}
+
+impl RssGrowth {
+    fn of(samples: &[u64]) -> Self {
+        let quarter = (samples.len() / 4).max(1);
+        let first = samples.iter().take(quarter).copied().max().unwrap_or(0);
+        let last = samples
+            .iter()
+            .rev()
+            .take(quarter)
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let percent = if first > 0 {
+            (last as f64 - first as f64) * 100.0 / first as f64
+        } else {
+            0.0
+        };
+        let max = samples.iter().copied().max().unwrap_or(0);
+        Self {
+            first,
+            max,
+            percent,
+        }
+    }
 }
 
 impl std::fmt::Display for SoakReport {

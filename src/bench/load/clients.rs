@@ -20,8 +20,38 @@ pub(super) struct Board {
 }
 
 impl Board {
+    pub(super) fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            delivered: Default::default(),
+            last_delivery_ns: Default::default(),
+            latencies: [Latencies::new(), Latencies::new()],
+            fanout_seq: AtomicU64::new(0),
+            fanout_got: AtomicUsize::new(0),
+            fanout_target: AtomicUsize::new(0),
+            fanout_done: Notify::new(),
+            closing: CancellationToken::new(),
+        }
+    }
+
     pub(super) fn now_ns(&self) -> u64 {
         self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Waits up to `timeout` for `accepted` messages of post phase `phase`
+    /// still on their way; returns how many arrived.
+    pub(super) async fn wait_delivered(
+        &self,
+        phase: usize,
+        accepted: u64,
+        timeout: Duration,
+    ) -> u64 {
+        let deadline = Instant::now() + timeout;
+        while self.delivered[phase].load(Ordering::Relaxed) < accepted && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.delivered[phase].load(Ordering::Relaxed)
     }
 
     pub(super) fn on_text(&self, client: usize, text: &str) {

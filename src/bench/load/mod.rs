@@ -182,17 +182,7 @@ pub async fn run(opts: LoadOptions) -> Result<LoadReport, String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let connected_kib = rss(opts.server_pid);
 
-    let board = Arc::new(Board {
-        base: Instant::now(),
-        delivered: Default::default(),
-        last_delivery_ns: Default::default(),
-        latencies: [Latencies::new(), Latencies::new()],
-        fanout_seq: AtomicU64::new(0),
-        fanout_got: AtomicUsize::new(0),
-        fanout_target: AtomicUsize::new(0),
-        fanout_done: Notify::new(),
-        closing: CancellationToken::new(),
-    });
+    let board = Arc::new(Board::new());
     let ids: Arc<Vec<String>> =
         Arc::new(connected.clients.iter().map(|(id, _)| id.clone()).collect());
     let readers: Vec<JoinHandle<bool>> = connected
@@ -208,13 +198,43 @@ pub async fn run(opts: LoadOptions) -> Result<LoadReport, String> {
         ids: Arc::clone(&ids),
         board: Arc::clone(&board),
     };
+    post_phases(&rig, &opts, &mut report).await;
+    if opts.fanout_rounds > 0 {
+        report.fanout = Some(fanout_phase(&ids, &board, &opts).await?);
+    }
+    stop_sampler.cancel();
+    let under_load_kib = sampler.await.unwrap_or(0);
+
+    report.close = close_phase(&board, readers, &opts, disconnects_before).await;
+    if let Some(jobs_url) = &opts.jobs_url
+        && opts.demo_steps > 0
+    {
+        report.in_process_fanout = Some(in_process_fanout_phase(&target, jobs_url, &opts).await?);
+    }
+    if opts.server_pid.is_some() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let identified = report.connect.identified.max(1) as f64;
+        report.memory = Some(MemoryReport {
+            idle_kib,
+            connected_kib,
+            under_load_kib,
+            after_close_kib: rss(opts.server_pid),
+            per_connection_kib: connected_kib.saturating_sub(idle_kib) as f64 / identified,
+        });
+    }
+    Ok(report)
+}
+
+/// The post phases: as fast as answers come back, then (with `--rate`) at
+/// a fixed pace.
+async fn post_phases(rig: &Rig, opts: &LoadOptions, report: &mut LoadReport) {
     let as_fast_as_answered = PostPhase {
         phase: 0,
         rate: 0,
         duration: opts.post_duration,
         max: opts.post_max,
     };
-    report.posts = post_phase(&rig, as_fast_as_answered, &opts).await;
+    report.posts = post_phase(rig, as_fast_as_answered, opts).await;
     if opts.rate > 0 {
         let paced = PostPhase {
             phase: 1,
@@ -222,15 +242,18 @@ pub async fn run(opts: LoadOptions) -> Result<LoadReport, String> {
             duration: opts.rate_duration,
             max: u64::MAX,
         };
-        report.paced = Some(post_phase(&rig, paced, &opts).await);
+        report.paced = Some(post_phase(rig, paced, opts).await);
     }
-    if opts.fanout_rounds > 0 {
-        report.fanout = Some(fanout_phase(&ids, &board, &opts).await?);
-    }
-    stop_sampler.cancel();
-    let under_load_kib = sampler.await.unwrap_or(0);
+}
 
-    // Close every client and give the server time to run each `$disconnect`.
+/// Closes every client and gives the server time to run each `$disconnect`
+/// (counted from its metrics when they can be read).
+async fn close_phase(
+    board: &Board,
+    readers: Vec<JoinHandle<bool>>,
+    opts: &LoadOptions,
+    disconnects_before: Option<u64>,
+) -> CloseReport {
     let close_started = Instant::now();
     board.closing.cancel();
     let mut closed = 0;
@@ -249,7 +272,7 @@ pub async fn run(opts: LoadOptions) -> Result<LoadReport, String> {
     if let Some(before) = disconnects_before {
         let deadline = Instant::now() + opts.drain_timeout.max(Duration::from_secs(2));
         loop {
-            let now = disconnects(&opts).await.unwrap_or(before);
+            let now = disconnects(opts).await.unwrap_or(before);
             observed = Some(now.saturating_sub(before));
             if now.saturating_sub(before) >= expected || Instant::now() >= deadline {
                 break;
@@ -257,29 +280,12 @@ pub async fn run(opts: LoadOptions) -> Result<LoadReport, String> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    report.close = CloseReport {
+    CloseReport {
         closed,
         dropped_early,
         seconds: close_started.elapsed().as_secs_f64(),
         disconnects_observed: observed,
-    };
-    if let Some(jobs_url) = &opts.jobs_url
-        && opts.demo_steps > 0
-    {
-        report.in_process_fanout = Some(in_process_fanout_phase(&target, jobs_url, &opts).await?);
     }
-    if opts.server_pid.is_some() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let identified = report.connect.identified.max(1) as f64;
-        report.memory = Some(MemoryReport {
-            idle_kib,
-            connected_kib,
-            under_load_kib,
-            after_close_kib: rss(opts.server_pid),
-            per_connection_kib: connected_kib.saturating_sub(idle_kib) as f64 / identified,
-        });
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -65,135 +65,158 @@ pub(super) struct PostPhase {
     pub(super) max: u64,
 }
 
+/// What every worker of one post phase shares.
+struct PhaseShared {
+    target: Arc<Target>,
+    ids: Arc<Vec<String>>,
+    board: Arc<Board>,
+    spec: PostPhase,
+    workers: usize,
+    /// Posts claimed so far (bounded by `spec.max`).
+    claimed: AtomicU64,
+    requests: Latencies,
+    started: Instant,
+    start_ns: u64,
+}
+
+impl PhaseShared {
+    /// Waits for worker `w`'s `i`-th turn: at its slot of the open-loop
+    /// schedule for paced runs (returned, as board time), at once for closed
+    /// loops — with the post's number in the phase. None once the phase is
+    /// over.
+    async fn next_turn(&self, w: usize, i: u64) -> Option<(u64, Option<u64>)> {
+        let slot = (i * self.workers as u64 + w as u64) * 1_000_000_000;
+        let scheduled = match slot.checked_div(self.spec.rate) {
+            Some(offset) => {
+                if Duration::from_nanos(offset) >= self.spec.duration {
+                    return None;
+                }
+                tokio::time::sleep_until((self.started + Duration::from_nanos(offset)).into())
+                    .await;
+                Some(self.start_ns + offset)
+            }
+            None => None,
+        };
+        if self.started.elapsed() >= self.spec.duration {
+            return None;
+        }
+        let n = self.claimed.fetch_add(1, Ordering::Relaxed);
+        (n < self.spec.max).then_some((n, scheduled))
+    }
+}
+
+impl WorkerTally {
+    fn count(&mut self, key: String) {
+        *self.statuses.entry(key).or_insert(0) += 1;
+    }
+
+    fn add(&mut self, other: WorkerTally) {
+        self.sent += other.sent;
+        self.accepted += other.accepted;
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_insert(0) += v;
+        }
+    }
+}
+
+/// One worker of a post phase: posts probes on its own keep-alive
+/// connection, reopening it on failure, until the phase is over or three
+/// attempts in a row fail.
+async fn post_worker(shared: Arc<PhaseShared>, w: usize) -> WorkerTally {
+    let mut tally = WorkerTally::default();
+    let mut poster = None;
+    let mut failures = 0u32;
+    let mut i: u64 = 0;
+    while failures < 3 {
+        let Some((n, scheduled_ns)) = shared.next_turn(w, i).await else {
+            break;
+        };
+        i += 1;
+        let p = match poster.as_mut() {
+            Some(p) => p,
+            None => match Poster::open(&shared.target).await {
+                Ok(p) => poster.insert(p),
+                Err(e) => {
+                    tally.count(error_key("connect", e));
+                    failures += 1;
+                    continue;
+                }
+            },
+        };
+        let id = &shared.ids[(n as usize) % shared.ids.len()];
+        let t_ns = scheduled_ns.unwrap_or_else(|| shared.board.now_ns());
+        let t0 = Instant::now();
+        tally.sent += 1;
+        match p
+            .post(&shared.target, id, probe(shared.spec.phase, t_ns))
+            .await
+        {
+            Some(status) => {
+                failures = 0;
+                shared.requests.record(w, t0.elapsed().as_micros() as u64);
+                if (200..300).contains(&status) {
+                    tally.accepted += 1;
+                }
+                tally.count(status.to_string());
+            }
+            None => {
+                tally.count("transport".into());
+                poster = None;
+                failures += 1;
+            }
+        }
+    }
+    tally
+}
+
 /// Runs one post phase with `opts.post_in_flight` workers.
 pub(super) async fn post_phase(rig: &Rig, spec: PostPhase, opts: &LoadOptions) -> PostReport {
-    let Rig { target, ids, board } = rig;
-    let PostPhase {
-        phase,
-        rate,
-        duration,
-        max,
-    } = spec;
-    let in_flight = opts.post_in_flight;
-    let what = if rate == 0 { "posts" } else { "paced" };
-    let pb = bar(opts.progress, duration.as_millis() as u64, what);
-    let counter = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(Latencies::new());
+    let what = if spec.rate == 0 { "posts" } else { "paced" };
+    let pb = bar(opts.progress, spec.duration.as_millis() as u64, what);
     let cpu_before = opts.server_pid.and_then(cpu_seconds);
-    let started = Instant::now();
-    let start_ns = board.now_ns();
-    let workers = in_flight.max(1);
+    let (phase, rate) = (spec.phase, spec.rate);
+    let workers = opts.post_in_flight.max(1);
+    let shared = Arc::new(PhaseShared {
+        target: Arc::clone(&rig.target),
+        ids: Arc::clone(&rig.ids),
+        board: Arc::clone(&rig.board),
+        spec,
+        workers,
+        claimed: AtomicU64::new(0),
+        requests: Latencies::new(),
+        started: Instant::now(),
+        start_ns: rig.board.now_ns(),
+    });
     let handles: Vec<JoinHandle<WorkerTally>> = (0..workers)
-        .map(|w| {
-            let target = Arc::clone(target);
-            let ids = Arc::clone(ids);
-            let board = Arc::clone(board);
-            let counter = Arc::clone(&counter);
-            let requests = Arc::clone(&requests);
-            tokio::spawn(async move {
-                let mut tally = WorkerTally::default();
-                let mut poster = None;
-                let mut failures = 0u32;
-                let mut i: u64 = 0;
-                loop {
-                    // Open-loop schedule for paced runs; closed loop otherwise.
-                    let scheduled_ns =
-                        match ((i * workers as u64 + w as u64) * 1_000_000_000).checked_div(rate) {
-                            Some(offset) => {
-                                let at = started + Duration::from_nanos(offset);
-                                if at.duration_since(started) >= duration {
-                                    break;
-                                }
-                                tokio::time::sleep_until(at.into()).await;
-                                Some(start_ns + offset)
-                            }
-                            None => None,
-                        };
-                    if started.elapsed() >= duration {
-                        break;
-                    }
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    if n >= max {
-                        break;
-                    }
-                    i += 1;
-                    if poster.is_none() {
-                        match Poster::open(&target).await {
-                            Ok(p) => poster = Some(p),
-                            Err(e) => {
-                                *tally.statuses.entry(error_key("connect", e)).or_insert(0) += 1;
-                                failures += 1;
-                                if failures >= 3 {
-                                    break;
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(p) = poster.as_mut() else { break };
-                    let id = &ids[(n as usize) % ids.len()];
-                    let t_ns = scheduled_ns.unwrap_or_else(|| board.now_ns());
-                    let t0 = Instant::now();
-                    tally.sent += 1;
-                    match p.post(&target, id, probe(phase, t_ns)).await {
-                        Some(status) => {
-                            failures = 0;
-                            requests.record(w, t0.elapsed().as_micros() as u64);
-                            if (200..300).contains(&status) {
-                                tally.accepted += 1;
-                            }
-                            *tally.statuses.entry(status.to_string()).or_insert(0) += 1;
-                        }
-                        None => {
-                            *tally.statuses.entry("transport".into()).or_insert(0) += 1;
-                            poster = None;
-                            failures += 1;
-                            if failures >= 3 {
-                                break;
-                            }
-                        }
-                    }
-                }
-                tally
-            })
-        })
+        .map(|w| tokio::spawn(post_worker(Arc::clone(&shared), w)))
         .collect();
     let ticker = {
-        let pb = pb.clone();
-        let counter = Arc::clone(&counter);
+        let (pb, shared) = (pb.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                pb.set_position(started.elapsed().as_millis() as u64);
-                pb.set_message(format!("{} sent", counter.load(Ordering::Relaxed)));
+                pb.set_position(shared.started.elapsed().as_millis() as u64);
+                pb.set_message(format!("{} sent", shared.claimed.load(Ordering::Relaxed)));
             }
         })
     };
     let mut total = WorkerTally::default();
     for h in handles {
         if let Ok(t) = h.await {
-            total.sent += t.sent;
-            total.accepted += t.accepted;
-            for (k, v) in t.statuses {
-                *total.statuses.entry(k).or_insert(0) += v;
-            }
+            total.add(t);
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = shared.started.elapsed().as_secs_f64();
     ticker.abort();
     pb.finish_and_clear();
 
-    // Drain: wait for accepted messages still on their way.
-    let drain_deadline = Instant::now() + opts.drain_timeout;
-    while board.delivered[phase].load(Ordering::Relaxed) < total.accepted
-        && Instant::now() < drain_deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let delivered = board.delivered[phase].load(Ordering::Relaxed);
+    let board = &rig.board;
+    let delivered = board
+        .wait_delivered(phase, total.accepted, opts.drain_timeout)
+        .await;
     let server_cpu_us_per_message = cpu_micros_per(opts.server_pid, cpu_before, delivered);
     let last = board.last_delivery_ns[phase].load(Ordering::Relaxed);
-    let delivery_seconds = (last.saturating_sub(start_ns) as f64 / 1e9).max(1e-9);
+    let delivery_seconds = (last.saturating_sub(shared.start_ns) as f64 / 1e9).max(1e-9);
     PostReport {
         in_flight: workers,
         rate,
@@ -205,7 +228,7 @@ pub(super) async fn post_phase(rig: &Rig, spec: PostPhase, opts: &LoadOptions) -
         delivered_per_second: delivered as f64 / delivery_seconds,
         statuses: total.statuses,
         end_to_end: Latency::of(&board.latencies[phase].merged()),
-        request: Latency::of(&requests.merged()),
+        request: Latency::of(&shared.requests.merged()),
         lost: total.accepted.saturating_sub(delivered),
         server_cpu_us_per_message,
     }
@@ -308,8 +331,9 @@ pub(super) fn field<'a>(v: &'a serde_json::Value, name: &str) -> Result<&'a str,
 }
 
 /// Counts what the clients of the in-process fan-out receive.
-#[derive(Default)]
 pub(super) struct DemoTally {
+    /// The clock `first_ns` and `last_ns` are read on.
+    pub(super) base: Instant,
     pub(super) received: AtomicU64,
     pub(super) finished: AtomicUsize,
     pub(super) first_ns: AtomicU64,
@@ -326,87 +350,32 @@ pub(super) async fn in_process_fanout_phase(
 ) -> Result<InProcessFanoutReport, String> {
     require_loopback(jobs_url)?;
     let http = reqwest::Client::new();
-    let blocker = post_job(
-        &http,
-        jobs_url,
-        serde_json::json!({"steps": 1, "stepMs": 60000}),
-    )
-    .await?;
-    let blocker_id = field(&blocker, "jobId")?.to_string();
-    let blocker_token = field(&blocker, "token")?.to_string();
     let steps = opts.demo_steps.clamp(1, 1000);
-    let job = post_job(
-        &http,
-        jobs_url,
-        serde_json::json!({"steps": steps, "stepMs": 0}),
-    )
-    .await?;
-    let status_url = format!(
-        "{}/jobs/{}",
-        jobs_url.trim_end_matches('/'),
-        field(&job, "jobId")?
-    );
-    let state: serde_json::Value = http
-        .get(&status_url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    if state["status"] != "queued" {
-        return Err("the in-process fan-out needs `jobcast serve --workers 1` (the measured job started before its clients connected)".into());
-    }
-    let (results, _, _) = open_all(target, field(&job, "websocketUrl")?, opts).await;
-    let base = Instant::now();
+    let held = HeldJob::start(&http, jobs_url, steps).await?;
+    let (results, _, _) = open_all(target, field(&held.job, "websocketUrl")?, opts).await;
     let tally = Arc::new(DemoTally {
+        base: Instant::now(),
+        received: AtomicU64::new(0),
+        finished: AtomicUsize::new(0),
         first_ns: AtomicU64::new(u64::MAX),
-        ..DemoTally::default()
+        last_ns: AtomicU64::new(0),
     });
-    let terminal_seq = steps as u64 + 2;
     let stop = CancellationToken::new();
-    let mut readers = Vec::new();
-    for mut ws in results.into_iter().flatten() {
-        let tally = Arc::clone(&tally);
-        let stop = stop.clone();
-        readers.push(tokio::spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    m = ws.next() => m,
-                    _ = stop.cancelled() => break,
-                };
-                let Some(Ok(Message::Text(t))) = m else {
-                    if matches!(m, Some(Ok(_))) {
-                        continue;
-                    } else {
-                        return;
-                    };
-                };
-                let now = base.elapsed().as_nanos() as u64;
-                tally.received.fetch_add(1, Ordering::Relaxed);
-                tally.first_ns.fetch_min(now, Ordering::Relaxed);
-                if number_after(t.as_str(), r#""seq":"#) == Some(terminal_seq) {
-                    tally.last_ns.fetch_max(now, Ordering::Relaxed);
-                    tally.finished.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(10), ws.close(None)).await;
-        }));
-    }
+    let readers: Vec<_> = results
+        .into_iter()
+        .flatten()
+        .map(|ws| {
+            tokio::spawn(demo_reader(
+                ws,
+                Arc::clone(&tally),
+                stop.clone(),
+                steps as u64 + 2,
+            ))
+        })
+        .collect();
     let subscribers = readers.len();
     let cpu_before = opts.server_pid.and_then(cpu_seconds);
-    let resp = http
-        .delete(format!(
-            "{}/jobs/{blocker_id}",
-            jobs_url.trim_end_matches('/')
-        ))
-        .bearer_auth(&blocker_token)
-        .send()
-        .await
-        .map_err(|e| format!("DELETE /jobs: {e}"))?;
-    if resp.status().as_u16() != 202 {
-        return Err(format!("DELETE /jobs answered {}", resp.status()));
-    }
+    held.release(&http, jobs_url).await?;
     let pb = bar(opts.progress, subscribers as u64, "in-process");
     let deadline = Instant::now() + Duration::from_secs(60);
     while tally.finished.load(Ordering::Relaxed) < subscribers && Instant::now() < deadline {
@@ -438,4 +407,97 @@ pub(super) async fn in_process_fanout_phase(
         lost: expected.saturating_sub(received),
         server_cpu_us_per_message,
     })
+}
+
+/// The measured demo job, queued behind a blocker job that holds `serve`'s
+/// only worker until [`HeldJob::release`] cancels it.
+struct HeldJob {
+    blocker_id: String,
+    blocker_token: String,
+    job: serde_json::Value,
+}
+
+impl HeldJob {
+    async fn start(http: &reqwest::Client, jobs_url: &str, steps: u32) -> Result<Self, String> {
+        let blocker = post_job(
+            http,
+            jobs_url,
+            serde_json::json!({"steps": 1, "stepMs": 60000}),
+        )
+        .await?;
+        let job = post_job(
+            http,
+            jobs_url,
+            serde_json::json!({"steps": steps, "stepMs": 0}),
+        )
+        .await?;
+        let status_url = format!(
+            "{}/jobs/{}",
+            jobs_url.trim_end_matches('/'),
+            field(&job, "jobId")?
+        );
+        let state: serde_json::Value = http
+            .get(&status_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if state["status"] != "queued" {
+            return Err("the in-process fan-out needs `jobcast serve --workers 1` (the measured job started before its clients connected)".into());
+        }
+        Ok(Self {
+            blocker_id: field(&blocker, "jobId")?.to_string(),
+            blocker_token: field(&blocker, "token")?.to_string(),
+            job,
+        })
+    }
+
+    /// Cancels the blocker, so the worker takes the measured job.
+    async fn release(&self, http: &reqwest::Client, jobs_url: &str) -> Result<(), String> {
+        let resp = http
+            .delete(format!(
+                "{}/jobs/{}",
+                jobs_url.trim_end_matches('/'),
+                self.blocker_id
+            ))
+            .bearer_auth(&self.blocker_token)
+            .send()
+            .await
+            .map_err(|e| format!("DELETE /jobs: {e}"))?;
+        if resp.status().as_u16() != 202 {
+            return Err(format!("DELETE /jobs answered {}", resp.status()));
+        }
+        Ok(())
+    }
+}
+
+/// One client of the in-process fan-out: counts every text message until
+/// `stop`, and the snapshot with `terminal_seq` as its last.
+async fn demo_reader(
+    mut ws: ClientWs,
+    tally: Arc<DemoTally>,
+    stop: CancellationToken,
+    terminal_seq: u64,
+) {
+    loop {
+        let m = tokio::select! {
+            m = ws.next() => m,
+            _ = stop.cancelled() => break,
+        };
+        let text = match m {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            _ => return,
+        };
+        let now = tally.base.elapsed().as_nanos() as u64;
+        tally.received.fetch_add(1, Ordering::Relaxed);
+        tally.first_ns.fetch_min(now, Ordering::Relaxed);
+        if number_after(text.as_str(), r#""seq":"#) == Some(terminal_seq) {
+            tally.last_ns.fetch_max(now, Ordering::Relaxed);
+            tally.finished.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), ws.close(None)).await;
 }
