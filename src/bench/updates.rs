@@ -206,23 +206,7 @@ pub async fn run(o: UpdatesOptions) -> Result<UpdatesReport, String> {
     for n in 0..o.jobs {
         started.push(start_job(&http, &o, n).await?);
     }
-    let mut messages: HashMap<String, Value> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while messages.len() < o.jobs {
-        let m = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .map_err(|_| {
-                format!(
-                    "{} of {} job messages arrived in 30 s",
-                    messages.len(),
-                    o.jobs
-                )
-            })?
-            .ok_or("the receiver stopped")?;
-        if let Some(id) = m["jobId"].as_str() {
-            messages.insert(id.to_string(), m);
-        }
-    }
+    let mut messages = collect_messages(&mut rx, o.jobs).await?;
     let followers: Vec<_> = started
         .iter()
         .map(|s| tokio::spawn(follow(s.websocket_url.clone())))
@@ -253,22 +237,7 @@ pub async fn run(o: UpdatesOptions) -> Result<UpdatesReport, String> {
     let seconds = began.elapsed().as_secs_f64();
     let updates = (o.jobs * o.updates) as u64;
     let cpu = cpu_micros_per(o.server_pid, cpu_before, updates);
-    let mut to_client = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    let mut missing = 0;
-    for (f, sent) in followers.into_iter().zip(sent) {
-        let seen = tokio::time::timeout(Duration::from_secs(10), f)
-            .await
-            .map_err(|_| "a client did not see its job end in 10 s".to_string())?
-            .map_err(|e| e.to_string())??;
-        for (seq, at) in sent {
-            match seen.get(&seq) {
-                Some(got) => {
-                    let _ = to_client.record(got.saturating_duration_since(at).as_micros() as u64);
-                }
-                None => missing += 1,
-            }
-        }
-    }
+    let (to_client, missing) = arrivals(followers, sent).await?;
     receiver.abort();
     let endpoint = endpoint.lock().map_err(|e| e.to_string())?;
     Ok(UpdatesReport {
@@ -302,4 +271,50 @@ impl std::fmt::Display for UpdatesReport {
                 .unwrap_or_else(|| "not measured (--server-pid)".into())
         )
     }
+}
+
+/// Waits up to 30 s for the job message of each of `jobs` jobs; keyed by job id.
+async fn collect_messages(
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    jobs: usize,
+) -> Result<HashMap<String, Value>, String> {
+    let mut messages = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while messages.len() < jobs {
+        let m = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| format!("{} of {jobs} job messages arrived in 30 s", messages.len()))?
+            .ok_or("the receiver stopped")?;
+        if let Some(id) = m["jobId"].as_str() {
+            messages.insert(id.to_string(), m);
+        }
+    }
+    Ok(messages)
+}
+
+type Follower = tokio::task::JoinHandle<Result<HashMap<u64, Instant>, String>>;
+
+/// Matches what each client saw against what its worker sent: the time from
+/// each update to the browser, and how many updates never arrived.
+async fn arrivals(
+    followers: Vec<Follower>,
+    sent: Vec<HashMap<u64, Instant>>,
+) -> Result<(Histogram<u64>, u64), String> {
+    let mut to_client = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut missing = 0;
+    for (f, sent) in followers.into_iter().zip(sent) {
+        let seen = tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .map_err(|_| "a client did not see its job end in 10 s".to_string())?
+            .map_err(|e| e.to_string())??;
+        for (seq, at) in sent {
+            match seen.get(&seq) {
+                Some(got) => {
+                    let _ = to_client.record(got.saturating_duration_since(at).as_micros() as u64);
+                }
+                None => missing += 1,
+            }
+        }
+    }
+    Ok((to_client, missing))
 }
