@@ -131,27 +131,7 @@ impl Verifier {
         if auth.service != "execute-api" {
             return Err(forbidden(MISMATCH));
         }
-        let time = headers
-            .get("x-amz-date")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_amz_date)
-            .ok_or_else(|| forbidden("Authorization requires a valid X-Amz-Date header."))?;
-        let skew = now
-            .duration_since(time)
-            .or_else(|e| Ok::<_, ()>(e.duration()))
-            .unwrap_or_default();
-        if skew > MAX_SKEW {
-            return Err(forbidden(
-                "Signature expired: X-Amz-Date is more than 5 minutes from now.",
-            ));
-        }
-        if auth.date
-            != chrono::DateTime::<Utc>::from(time)
-                .format("%Y%m%d")
-                .to_string()
-        {
-            return Err(forbidden(MISMATCH));
-        }
+        let time = signing_time(headers, &auth, now)?;
         // Exactly the headers the client signed, as they arrived.
         let mut signed = Vec::with_capacity(auth.signed_headers.len());
         for name in &auth.signed_headers {
@@ -171,6 +151,24 @@ impl Verifier {
             SignableBody::Bytes(body),
         )
         .map_err(|_| forbidden(MISMATCH))?;
+        let expected = self
+            .signature(request, &auth, time)
+            .ok_or_else(|| forbidden(MISMATCH))?;
+        if expected.as_bytes().ct_eq(auth.signature.as_bytes()).unwrap_u8() == 1 {
+            Ok(())
+        } else {
+            Err(forbidden(MISMATCH))
+        }
+    }
+
+    /// The signature this verifier's secret gives `request` for the scope
+    /// the client claimed.
+    fn signature(
+        &self,
+        request: SignableRequest<'_>,
+        auth: &Authorization<'_>,
+        time: SystemTime,
+    ) -> Option<String> {
         let params = v4::SigningParams::builder()
             .identity(&self.identity)
             .region(auth.region)
@@ -178,21 +176,44 @@ impl Verifier {
             .time(time)
             .settings(SigningSettings::default())
             .build()
-            .map_err(|_| forbidden(MISMATCH))?
+            .ok()?
             .into();
-        let expected = sign(request, &params).map_err(|_| forbidden(MISMATCH))?;
-        if expected
-            .signature()
-            .as_bytes()
-            .ct_eq(auth.signature.as_bytes())
-            .unwrap_u8()
-            == 1
-        {
-            Ok(())
-        } else {
-            Err(forbidden(MISMATCH))
-        }
+        let signed = sign(request, &params).ok()?;
+        Some(signed.signature().to_string())
     }
+}
+
+/// The request's `X-Amz-Date`: present, within five minutes of `now`, and
+/// on the day of the credential scope.
+fn signing_time(
+    headers: &HeaderMap,
+    auth: &Authorization<'_>,
+    now: SystemTime,
+) -> Result<SystemTime, PushError> {
+    let forbidden = |m: &str| PushError::Forbidden(m.to_string());
+    let time = headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_amz_date)
+        .ok_or_else(|| forbidden("Authorization requires a valid X-Amz-Date header."))?;
+    let skew = now
+        .duration_since(time)
+        .or_else(|e| Ok::<_, ()>(e.duration()))
+        .unwrap_or_default();
+    if skew > MAX_SKEW {
+        return Err(forbidden(
+            "Signature expired: X-Amz-Date is more than 5 minutes from now.",
+        ));
+    }
+    if auth.date
+        != chrono::DateTime::<Utc>::from(time)
+            .format("%Y%m%d")
+            .to_string()
+    {
+        return Err(forbidden(MISMATCH));
+    }
+    Ok(time)
+
 }
 
 #[cfg(test)]

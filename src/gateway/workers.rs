@@ -209,6 +209,8 @@ impl WorkerPool {
 /// Margin over one step before a job counts as abandoned.
 const ABANDONED_AFTER: Duration = Duration::from_secs(2);
 
+/// What a job found unfinished at start needs: its owed webhook, the
+/// resumption of a demo job, or the hand-over of a worker kind's job.
 async fn recover_one(
     publisher: &Publisher,
     queue: &LocalQueue,
@@ -228,33 +230,50 @@ async fn recover_one(
                 "job has a webhook owed but JOBCAST_WEBHOOK_SECRET is not set: not delivered"
             ),
         }
-        return;
-    }
-    if job.snapshot.status.is_terminal() {
-        return;
-    }
-    if !worker::KINDS.contains(&job.kind.as_str()) {
+    } else if job.snapshot.status.is_terminal() {
+        // Ended and settled: nothing is left to do.
+    } else if worker::KINDS.contains(&job.kind.as_str()) {
+        resume_demo_job(publisher, queue, dispatcher, base_url, job).await;
+    } else {
         // A worker kind: once its worker has it, the worker reports (and
         // liveness ends it if it stops). Only an unfinished hand-over is ours.
-        if job.snapshot.status != crate::protocol::Status::Queued || job.dispatched {
-            return;
-        }
-        if !dispatcher.has_target(&job.kind) {
-            tracing::warn!(job_id, kind = %job.kind, "a queued job of a kind this process has no target for; configure it with --kind to hand it over");
-            return;
-        }
-        match dispatcher.redeliver(&job, base_url).await {
-            Ok(true) => tracing::info!(
-                job_id,
-                "handed over again a job a previous run had not handed over"
-            ),
-            Ok(false) => tracing::debug!(job_id, "another process holds the job"),
-            Err(e) => {
-                tracing::warn!(job_id, error = %e, "could not hand over a job left unfinished")
-            }
-        }
+        hand_over_again(dispatcher, base_url, &job).await;
+    }
+}
+
+/// A queued job of a worker kind that was never handed over: hand it over.
+async fn hand_over_again(dispatcher: &Dispatcher, base_url: &str, job: &JobRecord) {
+    let job_id = job.snapshot.job_id.as_str();
+    if job.snapshot.status != crate::protocol::Status::Queued || job.dispatched {
         return;
     }
+    if !dispatcher.has_target(&job.kind) {
+        tracing::warn!(job_id, kind = %job.kind, "a queued job of a kind this process has no target for; configure it with --kind to hand it over");
+        return;
+    }
+    match dispatcher.redeliver(job, base_url).await {
+        Ok(true) => tracing::info!(
+            job_id,
+            "handed over again a job a previous run had not handed over"
+        ),
+        Ok(false) => tracing::debug!(job_id, "another process holds the job"),
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "could not hand over a job left unfinished")
+        }
+    }
+}
+
+/// A demo job a previous run left unfinished: once it has been quiet for a
+/// step and [`ABANDONED_AFTER`] (so a live worker elsewhere would have moved
+/// it), take it over with a lease and queue it here.
+async fn resume_demo_job(
+    publisher: &Publisher,
+    queue: &LocalQueue,
+    dispatcher: &Dispatcher,
+    base_url: &str,
+    job: JobRecord,
+) {
+    let job_id = job.snapshot.job_id.as_str();
     let step = worker::DemoInput::parse(&job.input)
         .map(|i| Duration::from_millis(i.step_ms))
         .unwrap_or_default();
@@ -262,7 +281,7 @@ async fn recover_one(
         .to_std()
         .unwrap_or_default();
     tokio::time::sleep((step + ABANDONED_AFTER).saturating_sub(quiet_since)).await;
-    let current = match publisher.store().get_job(&job_id).await {
+    let current = match publisher.store().get_job(job_id).await {
         Ok(Some(j)) => j,
         Ok(None) => return,
         Err(e) => {
@@ -278,7 +297,7 @@ async fn recover_one(
     let until = now + crate::store::HANDOVER_LEASE.as_secs() as i64;
     let current = match publisher
         .store()
-        .hand_over(&job_id, &dispatcher.settings().owner, until, now)
+        .hand_over(job_id, &dispatcher.settings().owner, until, now)
         .await
     {
         Ok(j) => j,
