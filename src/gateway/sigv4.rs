@@ -154,7 +154,12 @@ impl Verifier {
         let expected = self
             .signature(request, &auth, time)
             .ok_or_else(|| forbidden(MISMATCH))?;
-        if expected.as_bytes().ct_eq(auth.signature.as_bytes()).unwrap_u8() == 1 {
+        if expected
+            .as_bytes()
+            .ct_eq(auth.signature.as_bytes())
+            .unwrap_u8()
+            == 1
+        {
             Ok(())
         } else {
             Err(forbidden(MISMATCH))
@@ -213,7 +218,6 @@ fn signing_time(
         return Err(forbidden(MISMATCH));
     }
     Ok(time)
-
 }
 
 #[cfg(test)]

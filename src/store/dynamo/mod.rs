@@ -21,12 +21,14 @@
 mod item;
 mod queries;
 mod table;
+mod update;
 
 use item::*;
+use update::UpdateExpression;
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Lease, Liveness, Store,
-    StoreError, WebhookState, effective_percent, validate_update,
+    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Lease, Store, StoreError,
+    WebhookState, validate_update,
 };
 use crate::protocol::{JobError, SUBSCRIPTION_TTL, Snapshot, Status, rfc3339};
 use async_trait::async_trait;
@@ -135,81 +137,15 @@ impl Store for DynamoStore {
         now: DateTime<Utc>,
     ) -> Result<JobRecord, StoreError> {
         validate_update(&update)?;
-        let percent = effective_percent(&update);
-        let mut set = vec![
-            "#seq = #seq + :one",
-            "#status = :status",
-            "#updatedAt = :now",
-            "#ttl = :ttl",
-        ];
-        let mut remove: Vec<&str> = Vec::new();
-        let mut values: Item = HashMap::from([
-            (":one".to_string(), n(1)),
-            (":status".to_string(), s(update.status.as_str())),
-            (":now".to_string(), s(rfc3339(now))),
-            (":ttl".to_string(), self.retention_ttl(now)),
-        ]);
-        let mut names = HashMap::from([
-            ("#seq".to_string(), "seq".to_string()),
-            ("#status".to_string(), "status".to_string()),
-            ("#updatedAt".to_string(), "updatedAt".to_string()),
-            ("#ttl".to_string(), "ttl".to_string()),
-            ("#message".to_string(), "message".to_string()),
-        ]);
-        let mut condition = String::new();
-        if let Some(p) = percent {
-            set.push("#percent = :percent");
-            values.insert(":percent".into(), n(p));
-            names.insert("#percent".into(), "percent".into());
-            condition.push_str(" AND (attribute_not_exists(#percent) OR #percent <= :percent)");
-        }
-        match &update.message {
-            Some(m) => {
-                set.push("#message = :message");
-                values.insert(":message".into(), s(m.clone()));
-            }
-            None => remove.push("#message"),
-        }
-        if let Some(r) = &update.result {
-            set.push("#result = :result");
-            values.insert(":result".into(), s(r.to_string()));
-            names.insert("#result".into(), "result".into());
-        }
-        if let Some(e) = &update.error {
-            set.push("#error = :error");
-            values.insert(":error".into(), error_attr(e));
-            names.insert("#error".into(), "error".into());
-        }
-        let expired_by = match update.liveness {
-            Liveness::ExpiredBy(by) => Some(by),
-            _ => None,
-        };
-        if let Some(by) = expired_by {
-            condition.push_str(" AND GSI2SK <= :by");
-            values.insert(":by".into(), s(deadline_key(by)));
-        }
-        if update.status.is_terminal() {
-            remove.extend(["GSI2PK", "GSI2SK", "leaseOwner", "leaseUntil"]);
-        } else if let Liveness::Refresh(deadline) = update.liveness {
-            set.push("GSI2PK = :live, GSI2SK = :deadline");
-            values.insert(":live".into(), s(live_shard(job_id)));
-            values.insert(":deadline".into(), s(deadline_key(deadline)));
-        }
-        let mut expression = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
-        }
+        let e = UpdateExpression::new(job_id, &update, now, self.retention_ttl(now));
         let req = self
             .client
             .update_item()
-            .update_expression(expression)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values));
-        let asked = Asked {
-            percent,
-            expired_by,
-        };
-        self.update_live_if(job_id, req, &condition, asked).await
+            .update_expression(e.expression())
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values));
+        self.update_live_if(job_id, req, &e.condition, e.asked)
+            .await
     }
 
     async fn request_cancel(&self, job_id: &str) -> Result<JobRecord, StoreError> {
