@@ -5,8 +5,11 @@ use jobcast::config::{
 };
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::protocol::ServerMessage;
+use jobcast::publish::PublishReport;
 use jobcast::push::ManagementApiPusher;
-use jobcast::store::{DynamoStore, JobUpdate, MemoryStore, Store, StoreError, TableStatus};
+use jobcast::store::{
+    DynamoStore, JobRecord, JobUpdate, MemoryStore, Store, StoreError, TableStatus,
+};
 use jobcast::token::TokenKey;
 use jobcast::webhook::{Delivery, WebhookOptions};
 use jobcast::wiring::DepsBuilder;
@@ -204,32 +207,8 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
     let (job, report) = publisher
         .publish(job_id, update)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => format!(
-                "job {job_id} not found in table {}; check --job and --table",
-                args.table.table
-            ),
-            StoreError::Terminal { status, .. } => format!(
-                "job {job_id} already ended {}; a finished job accepts no further update",
-                status.as_str()
-            ),
-            other => other.to_string(),
-        })?;
-    let failed: Vec<serde_json::Value> = report
-        .failed
-        .iter()
-        .map(|(c, e)| serde_json::json!({ "connectionId": c, "error": e.to_string() }))
-        .collect();
-    println!(
-        "{}",
-        serde_json::json!({
-            "snapshot": serde_json::to_value(ServerMessage::Progress(&job.snapshot)).unwrap_or_default(),
-            "delivered": report.delivered,
-            "gone": report.gone,
-            "retried": report.retried,
-            "failed": failed,
-        })
-    );
+        .map_err(|e| publish_error(e, job_id, &args.table.table))?;
+    print_published(&job, &report);
     if job.snapshot.status.is_terminal() && job.callback_url.is_some() {
         match secret {
             Some(_) => {
@@ -253,6 +232,39 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// What `publish` says when the store refuses the update.
+fn publish_error(e: StoreError, job_id: &str, table: &str) -> String {
+    match e {
+        StoreError::NotFound(_) => {
+            format!("job {job_id} not found in table {table}; check --job and --table")
+        }
+        StoreError::Terminal { status, .. } => format!(
+            "job {job_id} already ended {}; a finished job accepts no further update",
+            status.as_str()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The stored snapshot and what the fan-out did, as one JSON line.
+fn print_published(job: &JobRecord, report: &PublishReport) {
+    let failed: Vec<serde_json::Value> = report
+        .failed
+        .iter()
+        .map(|(c, e)| serde_json::json!({ "connectionId": c, "error": e.to_string() }))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "snapshot": serde_json::to_value(ServerMessage::Progress(&job.snapshot)).unwrap_or_default(),
+            "delivered": report.delivered,
+            "gone": report.gone,
+            "retried": report.retried,
+            "failed": failed,
+        })
+    );
 }
 
 async fn bench_fanout(args: FanoutArgs) -> Result<(), String> {

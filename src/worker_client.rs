@@ -265,73 +265,26 @@ impl Job {
         let body = body.to_string();
         let mut attempt = 0;
         loop {
-            let sent = self
-                .http
-                .post(&self.update_url)
-                .bearer_auth(&self.token)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(
-                    reqwest::header::USER_AGENT,
-                    concat!("jobcast-worker-rust/", env!("CARGO_PKG_VERSION")),
-                )
-                .timeout(self.retry.timeout)
-                .body(body.clone())
-                .send()
-                .await;
-            let (status, retry_after, answer, reason) = match sent {
-                Ok(res) => {
-                    let status = res.status().as_u16();
-                    let retry_after = res
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<f64>().ok());
-                    let reason = res.status().to_string();
-                    let answer: Value = res.json().await.unwrap_or(Value::Null);
-                    (Some(status), retry_after, answer, reason)
-                }
-                Err(e) => (None, None, Value::Null, crate::aws::causes(&e)),
-            };
-            match status {
+            let answer = self.post_once(&body).await;
+            match answer.status {
                 Some(200) => {
-                    return serde_json::from_value(answer).map_err(|e| ReportError::Refused {
+                    return serde_json::from_value(answer.body).map_err(|e| ReportError::Refused {
                         job_id: self.id.clone(),
                         status: 200,
                         problem: Value::Null,
                         detail: format!("unreadable answer: {e}"),
                     });
                 }
-                Some(409) if answer["code"] == "terminal" => {
-                    let snapshot = answer["snapshot"].clone();
-                    self.ended.store(true, Ordering::Relaxed);
-                    self.cancelled
-                        .store(snapshot["status"] == "cancelled", Ordering::Relaxed);
-                    if let Ok(mut g) = self.last.lock() {
-                        *g = Some(snapshot.clone());
-                    }
-                    return Err(ReportError::Ended {
-                        job_id: self.id.clone(),
-                        snapshot,
-                    });
+                Some(409) if answer.body["code"] == "terminal" => {
+                    return Err(self.ended_with(answer.body["snapshot"].clone()));
                 }
                 _ => {}
             }
-            let retryable = status.is_none_or(|s| RETRYABLE.contains(&s));
+            let retryable = answer.status.is_none_or(|s| RETRYABLE.contains(&s));
             if !retryable || attempt >= self.retry.retries {
-                return Err(match status {
-                    None => ReportError::Unreachable {
-                        job_id: self.id.clone(),
-                        reason,
-                    },
-                    Some(status) => ReportError::Refused {
-                        job_id: self.id.clone(),
-                        status,
-                        detail: answer["detail"].as_str().unwrap_or(&reason).to_string(),
-                        problem: answer,
-                    },
-                });
+                return Err(self.failure(answer));
             }
-            let wait = match retry_after {
+            let wait = match answer.retry_after {
                 Some(secs) if secs.is_finite() && secs >= 0.0 => {
                     Duration::from_secs_f64(secs).min(self.retry.max_backoff)
                 }
@@ -343,6 +296,85 @@ impl Job {
             attempt += 1;
         }
     }
+
+    /// One POST of `body` to the update endpoint.
+    async fn post_once(&self, body: &str) -> Answer {
+        let sent = self
+            .http
+            .post(&self.update_url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("jobcast-worker-rust/", env!("CARGO_PKG_VERSION")),
+            )
+            .timeout(self.retry.timeout)
+            .body(body.to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(res) => Answer {
+                status: Some(res.status().as_u16()),
+                retry_after: res
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok()),
+                reason: res.status().to_string(),
+                body: res.json().await.unwrap_or(Value::Null),
+            },
+            Err(e) => Answer {
+                status: None,
+                retry_after: None,
+                reason: crate::aws::causes(&e),
+                body: Value::Null,
+            },
+        }
+    }
+
+    /// The job has ended (409 `terminal`): remembered, so later reports
+    /// and `cancelled()` know without asking.
+    fn ended_with(&self, snapshot: Value) -> ReportError {
+        self.ended.store(true, Ordering::Relaxed);
+        self.cancelled
+            .store(snapshot["status"] == "cancelled", Ordering::Relaxed);
+        if let Ok(mut g) = self.last.lock() {
+            *g = Some(snapshot.clone());
+        }
+        ReportError::Ended {
+            job_id: self.id.clone(),
+            snapshot,
+        }
+    }
+
+    /// The error for an answer that is neither accepted nor worth a retry.
+    fn failure(&self, answer: Answer) -> ReportError {
+        match answer.status {
+            None => ReportError::Unreachable {
+                job_id: self.id.clone(),
+                reason: answer.reason,
+            },
+            Some(status) => ReportError::Refused {
+                job_id: self.id.clone(),
+                status,
+                detail: answer.body["detail"]
+                    .as_str()
+                    .unwrap_or(&answer.reason)
+                    .to_string(),
+                problem: answer.body,
+            },
+        }
+    }
+}
+
+/// What one POST to the update endpoint came back with.
+struct Answer {
+    /// None when no answer came (connection refused, timeout).
+    status: Option<u16>,
+    retry_after: Option<f64>,
+    /// The status line's text, or why nothing came back.
+    reason: String,
+    body: Value,
 }
 
 #[cfg(test)]

@@ -102,39 +102,47 @@ impl Deliver for CommandTarget {
                 Some(e) => e.await.ok().flatten(),
                 None => None,
             };
-            let status = match status {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(job_id, error = %e, "lost track of the worker command");
-                    return;
-                }
-            };
-            if status.success() {
-                tracing::info!(job_id, "worker command exited 0");
-                return;
-            }
-            let how = match (
-                status.code(),
-                std::os::unix::process::ExitStatusExt::signal(&status),
-            ) {
-                (Some(c), _) => format!("exited with status {c}"),
-                (None, Some(sig)) => format!("was killed by signal {sig}"),
-                _ => "ended abnormally".to_string(),
-            };
-            let detail = match last_err {
-                Some(line) => format!("the worker command {how}: {line}"),
-                None => format!("the worker command {how}"),
-            };
-            match publisher.store().get_job(&job_id).await {
-                Ok(Some(j)) if j.snapshot.status.is_terminal() => {
-                    tracing::info!(job_id, "worker command {how} after its job ended");
-                }
-                _ => {
-                    tracing::warn!(job_id, "{detail}");
-                    super::fail_job(&publisher, &job_id, "worker_exited", detail).await;
-                }
+            match status {
+                Ok(status) => settle_exit(&publisher, &job_id, status, last_err).await,
+                Err(e) => tracing::error!(job_id, error = %e, "lost track of the worker command"),
             }
         });
         Ok(())
+    }
+}
+
+/// After the worker command exits: nothing on success, or when its job has
+/// already ended; otherwise the job fails `worker_exited`, with the last
+/// line the command wrote to stderr.
+async fn settle_exit(
+    publisher: &Publisher,
+    job_id: &str,
+    status: std::process::ExitStatus,
+    last_err: Option<String>,
+) {
+    if status.success() {
+        tracing::info!(job_id, "worker command exited 0");
+        return;
+    }
+    let how = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended abnormally".to_string(),
+    };
+    let detail = match last_err {
+        Some(line) => format!("the worker command {how}: {line}"),
+        None => format!("the worker command {how}"),
+    };
+    match publisher.store().get_job(job_id).await {
+        Ok(Some(j)) if j.snapshot.status.is_terminal() => {
+            tracing::info!(job_id, "worker command {how} after its job ended");
+        }
+        _ => {
+            tracing::warn!(job_id, "{detail}");
+            super::fail_job(publisher, job_id, "worker_exited", detail).await;
+        }
     }
 }

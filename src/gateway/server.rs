@@ -59,35 +59,13 @@ pub(super) async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        let sockets = sockets.clone();
-        let stop = stop_http.clone();
-        http_conns.spawn(async move {
-            let svc_shared = Arc::clone(&shared);
-            let service = service_fn(move |req| {
-                let shared = Arc::clone(&svc_shared);
-                let sockets = sockets.clone();
-                async move { Ok::<_, Infallible>(route(shared, req, peer, &sockets).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.config.handshake_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "http connection ended with an error");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        http_conns.spawn(serve_connection(
+            stream,
+            peer,
+            Arc::clone(&shared),
+            sockets.clone(),
+            stop_http.clone(),
+        ));
     }
 
     tracing::info!(
@@ -112,6 +90,42 @@ pub(super) async fn run(
     workers.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// One HTTP/1.1 connection: requests routed until the peer goes, or a
+/// graceful end once `stop` fires. WebSocket upgrades leave it for
+/// `sockets`.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    sockets: TaskTracker,
+    stop: CancellationToken,
+) {
+    let svc_shared = Arc::clone(&shared);
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&svc_shared);
+        let sockets = sockets.clone();
+        async move { Ok::<_, Infallible>(route(shared, req, peer, &sockets).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 fn problem(p: Problem) -> HttpResponse {

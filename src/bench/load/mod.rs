@@ -20,11 +20,13 @@
 //! The server's RSS comes from `/proc/<pid>/status` when its pid is given.
 
 mod clients;
+mod in_process;
 mod phases;
 mod proc;
 mod report;
 
 use clients::*;
+use in_process::*;
 use phases::*;
 pub use proc::{cpu_micros_per, cpu_seconds, rss_kib};
 pub use report::*;
