@@ -133,7 +133,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     init_tracing(args.log_format);
     let shutdown = shutdown_signal();
     let tokens = token_key(&args)?;
-    let config = args.gateway_config()?;
+    let config = args.gateway_config().map_err(|e| e.to_string())?;
     if let Some(v) = &config.require_sigv4 {
         tracing::info!(
             access_key_id = v.access_key_id(),

@@ -249,8 +249,25 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// Why the settings given to `serve` cannot start it; each says the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--require-sigv4 needs a key pair: set JOBCAST_SIGV4_ACCESS_KEY_ID and JOBCAST_SIGV4_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) to the keys your @connections callers sign with"
+    )]
+    NoSigv4Keys,
+    #[error(
+        "--external-kind (JOBCAST_EXTERNAL_KINDS) was replaced by --kind KIND=TARGET (JOBCAST_KINDS), which also says where the jobs go: e.g. --kind {0}=command:'python3 worker.py' (see \"Your own job kinds\" in the README)"
+    )]
+    ExternalKind(String),
+    #[error("JOBCAST_KINDS: {0}")]
+    KindsVar(crate::dispatch::KindError),
+    #[error("--kind: {0}")]
+    KindFlag(crate::dispatch::KindError),
+}
+
 /// The key pair `--require-sigv4` checks signatures against.
-pub fn sigv4_verifier() -> Result<crate::gateway::sigv4::Verifier, String> {
+pub fn sigv4_verifier() -> Result<crate::gateway::sigv4::Verifier, ConfigError> {
     let var = |a: &str, b: &str| {
         std::env::var(a)
             .ok()
@@ -262,35 +279,30 @@ pub fn sigv4_verifier() -> Result<crate::gateway::sigv4::Verifier, String> {
         var("JOBCAST_SIGV4_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
     ) {
         (Some(id), Some(secret)) => Ok(crate::gateway::sigv4::Verifier::new(id, secret)),
-        _ => Err("--require-sigv4 needs a key pair: set JOBCAST_SIGV4_ACCESS_KEY_ID and JOBCAST_SIGV4_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) to the keys your @connections callers sign with".into()),
+        _ => Err(ConfigError::NoSigv4Keys),
     }
 }
 
 impl ServeArgs {
     /// The job kinds: `--kind` flags and `JOBCAST_KINDS`.
-    pub fn kinds(&self) -> Result<crate::dispatch::Kinds, String> {
-        if !self.external_kinds.is_empty() {
-            return Err(format!(
-                "--external-kind (JOBCAST_EXTERNAL_KINDS) was replaced by --kind KIND=TARGET (JOBCAST_KINDS), which also says where the jobs go: e.g. --kind {}=command:'python3 worker.py' (see \"Your own job kinds\" in the README)",
-                self.external_kinds
-                    .first()
-                    .map(String::as_str)
-                    .unwrap_or("export")
-            ));
+    pub fn kinds(&self) -> Result<crate::dispatch::Kinds, ConfigError> {
+        if let Some(kind) = self.external_kinds.first() {
+            return Err(ConfigError::ExternalKind(kind.clone()));
         }
         let mut kinds = match std::env::var("JOBCAST_KINDS") {
-            Ok(list) if !list.trim().is_empty() => crate::dispatch::Kinds::parse_list(&list)
-                .map_err(|e| format!("JOBCAST_KINDS: {e}"))?,
+            Ok(list) if !list.trim().is_empty() => {
+                crate::dispatch::Kinds::parse_list(&list).map_err(ConfigError::KindsVar)?
+            }
             _ => crate::dispatch::Kinds::default(),
         };
         for spec in &self.kinds {
-            kinds.add(spec.clone()).map_err(|e| e.to_string())?;
+            kinds.add(spec.clone()).map_err(ConfigError::KindFlag)?;
         }
         Ok(kinds)
     }
 
     /// The gateway settings these options describe.
-    pub fn gateway_config(&self) -> Result<GatewayConfig, String> {
+    pub fn gateway_config(&self) -> Result<GatewayConfig, ConfigError> {
         Ok(GatewayConfig {
             listen: self.listen,
             stage: self.stage.clone(),

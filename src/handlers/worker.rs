@@ -20,30 +20,52 @@ pub struct DemoInput {
     pub fail_at: Option<u32>,
 }
 
+/// Why a job's kind or input is refused (a 400 `bad_input` problem, or a
+/// demo job failed `bad_input`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("input must be a JSON object")]
+    NotAnObject,
+    #[error("unknown input field '{0}'; demo accepts steps, stepMs and failAt")]
+    UnknownField(String),
+    #[error("{name} must be an integer from {lo} to {hi}, got {got}")]
+    OutOfRange {
+        name: &'static str,
+        lo: u64,
+        hi: u64,
+        got: String,
+    },
+    #[error(
+        "unknown job kind '{kind}'; this server accepts: {accepted} (add yours with --kind {kind}=TARGET or JOBCAST_KINDS)"
+    )]
+    UnknownKind { kind: String, accepted: String },
+}
+
 impl DemoInput {
     /// Validates the input object; out-of-range values are errors, never clamped.
-    pub fn parse(input: &Value) -> Result<DemoInput, String> {
+    pub fn parse(input: &Value) -> Result<DemoInput, InputError> {
         let obj = match input {
             Value::Object(o) => o,
             Value::Null => return Ok(DemoInput::default()),
-            _ => return Err("input must be a JSON object".into()),
+            _ => return Err(InputError::NotAnObject),
         };
         if let Some(k) = obj
             .keys()
             .find(|k| !["steps", "stepMs", "failAt"].contains(&k.as_str()))
         {
-            return Err(format!(
-                "unknown input field '{k}'; demo accepts steps, stepMs and failAt"
-            ));
+            return Err(InputError::UnknownField(k.clone()));
         }
-        let int = |name: &str, lo: u64, hi: u64| -> Result<Option<u64>, String> {
+        let int = |name: &'static str, lo: u64, hi: u64| -> Result<Option<u64>, InputError> {
             match obj.get(name) {
                 None => Ok(None),
                 Some(v) => match v.as_u64() {
                     Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
-                    _ => Err(format!(
-                        "{name} must be an integer from {lo} to {hi}, got {v}"
-                    )),
+                    _ => Err(InputError::OutOfRange {
+                        name,
+                        lo,
+                        hi,
+                        got: v.to_string(),
+                    }),
                 },
             }
         };
@@ -70,14 +92,14 @@ impl Default for DemoInput {
 
 /// Checks a job's kind and input before it is accepted. `kinds` lists every
 /// accepted kind; the user's own kinds judge their input themselves.
-pub fn validate(kind: &str, input: &Value, kinds: &[String]) -> Result<(), String> {
+pub fn validate(kind: &str, input: &Value, kinds: &[String]) -> Result<(), InputError> {
     match kind {
         crate::protocol::DEMO_KIND => DemoInput::parse(input).map(|_| ()),
         k if kinds.iter().any(|e| e == k) => Ok(()),
-        other => Err(format!(
-            "unknown job kind '{other}'; this server accepts: {} (add yours with --kind {other}=TARGET or JOBCAST_KINDS)",
-            kinds.join(", ")
-        )),
+        other => Err(InputError::UnknownKind {
+            kind: other.to_string(),
+            accepted: kinds.join(", "),
+        }),
     }
 }
 
@@ -196,11 +218,11 @@ async fn run_demo(
     let job_id = job.snapshot.job_id.as_str();
     let input = match DemoInput::parse(&job.input) {
         Ok(i) => i,
-        Err(message) => {
+        Err(e) => {
             let mut u = JobUpdate::status(Status::Failed);
             u.error = Some(JobError {
                 code: "bad_input".into(),
-                message,
+                message: e.to_string(),
             });
             return publisher.publish(job_id, u).await.map(|_| ());
         }
@@ -308,23 +330,26 @@ pub async fn handle_sqs(
     response
 }
 
-async fn run_queued(publisher: &Publisher, body: Option<&str>) -> Result<(), String> {
-    let queued: QueuedJob = serde_json::from_str(body.unwrap_or(""))
-        .map_err(|e| format!("malformed queue message ({e}); expected {{\"jobId\": \"...\"}}"))?;
-    let job = publisher
-        .store()
-        .get_job(&queued.job_id)
-        .await
-        .map_err(|e| e.to_string())?;
+/// Why one queued job could not be run (the message goes back for retry).
+#[derive(Debug, thiserror::Error)]
+enum QueuedError {
+    #[error("malformed queue message ({0}); expected {{\"jobId\": \"...\"}}")]
+    Malformed(serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+async fn run_queued(publisher: &Publisher, body: Option<&str>) -> Result<(), QueuedError> {
+    let queued: QueuedJob =
+        serde_json::from_str(body.unwrap_or("")).map_err(QueuedError::Malformed)?;
+    let job = publisher.store().get_job(&queued.job_id).await?;
     let Some(job) = job else {
         // Expired or never stored: nothing left to run.
         tracing::warn!(job_id = %queued.job_id, "queued job not found; dropping it");
         return Ok(());
     };
     if !job.snapshot.status.is_terminal() {
-        run_job(publisher, &job, &CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        run_job(publisher, &job, &CancellationToken::new()).await?;
     }
     // A webhook still owed (its delivery was cut short by an earlier
     // invocation). One that the publish above delivered is settled already.

@@ -76,7 +76,8 @@ impl JobRequest {
         if !input.is_object() {
             return Err(bad_request("\"input\" must be a JSON object"));
         }
-        worker::validate(&kind, &input, kinds).map_err(|m| Problem::new(400, "bad_input", m))?;
+        worker::validate(&kind, &input, kinds)
+            .map_err(|m| Problem::new(400, "bad_input", m.to_string()))?;
         let input_len = input.to_string().len();
         if input_len > MAX_INPUT_BYTES {
             return Err(store_problem(StoreError::TooLarge {
