@@ -14,13 +14,13 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
-    pub fn new(url: String, secret: &[u8]) -> Result<HttpTarget, String> {
+    pub fn new(url: String, secret: &[u8]) -> Result<HttpTarget, super::KindError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("jobcast-dispatch/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the dispatch HTTP client: {e}"))?;
+            .map_err(|e| super::KindError::HttpClient(e.to_string()))?;
         Ok(HttpTarget {
             client,
             url,

@@ -39,6 +39,16 @@ pub enum KindError {
     Demo,
     #[error("kind '{0}' is configured twice")]
     Twice(String),
+    #[error(
+        "kind '{kind}' posts to {url}, and http targets are signed: set JOBCAST_WEBHOOK_SECRET (e.g. `openssl rand -hex 32`)"
+    )]
+    UnsignedHttp { kind: String, url: String },
+    #[error(
+        "kind '{0}': command: targets run only under jobcast serve; use sqs:, lambda: or http(s):// here"
+    )]
+    CommandNotHere(String),
+    #[error("cannot build the dispatch HTTP client: {0}")]
+    HttpClient(String),
 }
 
 impl Target {

@@ -133,7 +133,7 @@ pub async fn deliverers(
     kinds: &Kinds,
     webhook_secret: Option<&str>,
     commands: Option<CommandHost<'_>>,
-) -> Result<BTreeMap<String, Arc<dyn Deliver>>, String> {
+) -> Result<BTreeMap<String, Arc<dyn Deliver>>, KindError> {
     let mut out: BTreeMap<String, Arc<dyn Deliver>> = BTreeMap::new();
     let mut sdk = None;
     for (kind, target) in &kinds.0 {
@@ -147,18 +147,15 @@ pub async fn deliverers(
                 function.clone(),
             )),
             Target::Http(url) => {
-                let secret = webhook_secret.ok_or_else(|| {
-                    format!(
-                        "kind '{kind}' posts to {url}, and http targets are signed: set JOBCAST_WEBHOOK_SECRET (e.g. `openssl rand -hex 32`)"
-                    )
+                let secret = webhook_secret.ok_or_else(|| KindError::UnsignedHttp {
+                    kind: kind.clone(),
+                    url: url.clone(),
                 })?;
                 Arc::new(http::HttpTarget::new(url.clone(), secret.as_bytes())?)
             }
             Target::Command(cmd) => {
                 let Some(host) = &commands else {
-                    return Err(format!(
-                        "kind '{kind}': command: targets run only under jobcast serve; use sqs:, lambda: or http(s):// here"
-                    ));
+                    return Err(KindError::CommandNotHere(kind.clone()));
                 };
                 Arc::new(command::CommandTarget::new(
                     cmd.clone(),
