@@ -1,4 +1,5 @@
 use clap::Parser;
+use jobcast::bench::updates::UpdatesOptions;
 use jobcast::config::{
     BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, RunArgs, ServeArgs, SoakArgs,
     StoreKind, TableArgs, TableCommand,
@@ -281,31 +282,16 @@ async fn bench_fanout(args: FanoutArgs) -> Result<(), String> {
 }
 
 async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
-    let r = jobcast::bench::run(args.load_options()).await?;
-    let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
-    match &args.json_out {
-        Some(path) => std::fs::write(path, json + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-        None => println!("{json}"),
-    }
+    let r = jobcast::bench::run(args.load).await?;
+    write_json(&r, args.json_out.as_deref())?;
     eprint!("{r}");
     Ok(())
 }
 
-async fn bench_updates(args: jobcast::config::UpdatesArgs) -> Result<(), String> {
-    let r = jobcast::bench::updates::run(jobcast::bench::updates::UpdatesOptions {
-        jobs_url: args.jobs_url.trim_end_matches('/').to_string(),
-        kind: args.kind,
-        receiver: args.receiver,
-        jobs: args.jobs,
-        updates: args.updates,
-        server_pid: args.server_pid,
-    })
-    .await?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-    );
+async fn bench_updates(mut opts: UpdatesOptions) -> Result<(), String> {
+    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
+    let r = jobcast::bench::updates::run(opts).await?;
+    write_json(&r, None)?;
     eprintln!("{r}");
     if r.missing > 0 {
         return Err(format!(
@@ -317,28 +303,31 @@ async fn bench_updates(args: jobcast::config::UpdatesArgs) -> Result<(), String>
 }
 
 async fn bench_soak(args: SoakArgs) -> Result<(), String> {
-    let r = jobcast::bench::soak::run(jobcast::bench::soak::SoakOptions {
-        jobs_url: args.jobs_url.trim_end_matches('/').to_string(),
-        ws_url: args.ws_url.clone(),
-        duration: args.duration,
-        connections: args.connections,
-        connects_per_second: args.connects_per_second,
-        jobs_per_second: args.jobs_per_second,
-        server_pid: args.server_pid,
-        warmup: 0.2,
-    })
-    .await?;
-    let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
-    match &args.json_out {
-        Some(path) => std::fs::write(path, json + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-        None => println!("{json}"),
-    }
+    let mut opts = args.soak;
+    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
+    let r = jobcast::bench::soak::run(opts).await?;
+    write_json(&r, args.json_out.as_deref())?;
     eprintln!("{r}");
     if r.passed {
         Ok(())
     } else {
         Err("soak failed: see the report above".into())
+    }
+}
+
+/// A bench report as pretty JSON, to `path` or else to stdout.
+fn write_json(
+    report: &impl serde::Serialize,
+    path: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    match path {
+        Some(path) => std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            println!("{json}");
+            Ok(())
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 use super::load::rss_kib;
 use super::require_loopback;
+use crate::config::{parse_duration, parse_positive};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -22,18 +23,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-#[derive(Clone, Debug)]
+/// What `jobcast bench soak` churns, and for how long.
+#[derive(Clone, Debug, clap::Args)]
 pub struct SoakOptions {
-    /// Base of the jobs API, like `http://127.0.0.1:8080`.
+    /// jobs API base of the serve under test (loopback).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub jobs_url: String,
-    /// The WebSocket API, like `ws://127.0.0.1:8080/dev`.
+    /// Its WebSocket API (loopback).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/dev")]
     pub ws_url: String,
+    /// How long to run (e.g. 10m, 60s).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Connections open at once, about.
+    #[arg(long, default_value = "5000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub connections: usize,
+    /// New connections per second.
+    #[arg(long, default_value = "200", value_parser = parse_positive::<u32>, allow_negative_numbers = true)]
     pub connects_per_second: u32,
+    /// Jobs created per second.
+    #[arg(long, default_value = "50", value_parser = parse_positive::<u32>, allow_negative_numbers = true)]
     pub jobs_per_second: u32,
+    /// The serve process, for its memory and open files.
+    #[arg(long)]
     pub server_pid: u32,
-    /// Share of the run before memory is baselined.
+    /// Share of the run before memory is baselined (at least twice a
+    /// client's mean life).
+    #[arg(long, default_value = "0.2")]
     pub warmup: f64,
 }
 

@@ -9,6 +9,7 @@
 
 use super::load::{Latency, cpu_micros_per, cpu_seconds};
 use super::require_loopback;
+use crate::config::parse_positive;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -21,19 +22,26 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What `jobcast bench updates` is asked to do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct UpdatesOptions {
-    /// The jobs API of the serve under test (loopback).
+    /// jobs API base of the serve under test (loopback). Start it with
+    /// JOBCAST_WEBHOOK_SECRET set and `--kind bench=http://RECEIVER/`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub jobs_url: String,
-    /// The kind the serve hands to `receiver`.
+    /// The kind the serve hands to this bench.
+    #[arg(long, default_value = "bench")]
     pub kind: String,
-    /// Where this bench takes job messages.
+    /// Where this bench takes the job messages.
+    #[arg(long, default_value = "127.0.0.1:8099")]
     pub receiver: SocketAddr,
-    /// Jobs run at once, one worker and one WebSocket client each.
+    /// Jobs at once, each with one worker and one WebSocket client.
+    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub jobs: usize,
-    /// Updates each worker sends (the last one ends the job).
+    /// Updates per job (the last one ends it).
+    #[arg(long, default_value = "500", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub updates: usize,
-    /// The server's pid, for its CPU time.
+    /// The server's pid, to report its CPU time per update.
+    #[arg(long)]
     pub server_pid: Option<u32>,
 }
 

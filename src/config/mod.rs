@@ -6,7 +6,7 @@ mod parse;
 
 pub use bench::*;
 use parse::*;
-pub use parse::{parse_duration, parse_duration_or_zero, parse_listen};
+pub use parse::{parse_duration, parse_duration_or_zero, parse_listen, parse_positive};
 
 use crate::gateway::GatewayConfig;
 pub use crate::protocol::parse_kind;

@@ -95,9 +95,8 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{host}' resolves to no address"))
 }
 
-pub(super) fn parse_positive<T: std::str::FromStr + PartialEq + Default>(
-    s: &str,
-) -> Result<T, String> {
+/// A whole number above 0 (a clap value parser).
+pub fn parse_positive<T: std::str::FromStr + PartialEq + Default>(s: &str) -> Result<T, String> {
     match s.trim().parse::<T>() {
         Ok(n) if n != T::default() => Ok(n),
         _ => Err(format!("expected a whole number above 0, got '{s}'")),

@@ -263,7 +263,7 @@ pub(super) async fn open_all(
     url: &str,
     opts: &LoadOptions,
 ) -> (Vec<Result<ClientWs, String>>, f64, Histogram<u64>) {
-    let pb = bar(opts.progress, opts.clients as u64, "connect");
+    let pb = bar(!opts.quiet, opts.clients as u64, "connect");
     let started = Instant::now();
     let handshakes = Mutex::new(histogram());
     // Past this many failures the target is at a limit: stop trying, so a
@@ -319,7 +319,7 @@ pub(super) async fn connect_phase(target: &Target, opts: &LoadOptions) -> Connec
         }
     }
     let connected = open.len();
-    let pb = bar(opts.progress, connected as u64, "identify");
+    let pb = bar(!opts.quiet, connected as u64, "identify");
     let identified: Vec<Result<(String, ClientWs), String>> = futures_util::stream::iter(open)
         .map(|mut ws| {
             let pb = &pb;

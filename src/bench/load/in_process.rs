@@ -72,7 +72,7 @@ pub(super) async fn in_process_fanout_phase(
     let subscribers = readers.len();
     let cpu_before = opts.server_pid.and_then(cpu_seconds);
     held.release(&http, jobs_url).await?;
-    let pb = bar(opts.progress, subscribers as u64, "in-process");
+    let pb = bar(!opts.quiet, subscribers as u64, "in-process");
     let deadline = Instant::now() + Duration::from_secs(60);
     while tally.finished.load(Ordering::Relaxed) < subscribers && Instant::now() < deadline {
         pb.set_position(tally.finished.load(Ordering::Relaxed) as u64);

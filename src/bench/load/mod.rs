@@ -32,6 +32,7 @@ pub use proc::{cpu_micros_per, cpu_seconds, rss_kib};
 pub use report::*;
 
 use super::{create_bench_job, local_sdk_config, percentile, require_loopback};
+use crate::config::{parse_duration, parse_positive};
 use crate::protocol::Status;
 use crate::push::ManagementApiPusher;
 use crate::store::{JobUpdate, MemoryStore, Store};
@@ -60,41 +61,70 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 /// What to measure and how hard.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct LoadOptions {
     /// Name of the system under test, copied into the report.
+    #[arg(long, default_value = "jobcast")]
     pub label: String,
-    /// WebSocket URL the clients open (`ws://127.0.0.1:8080/dev`).
+    /// WebSocket URL the clients open (loopback).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/dev")]
     pub ws_url: String,
-    /// Management API base; `@connections/{id}` is appended.
+    /// Management API base; `@connections/{id}` is appended (loopback).
+    #[arg(long, default_value = "http://127.0.0.1:8080/dev")]
     pub management_url: String,
+    /// WebSocket clients held open for the whole run.
+    #[arg(long, default_value = "1000", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub clients: usize,
+    /// Handshakes in progress at once.
+    #[arg(long, default_value = "128", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub handshake_concurrency: usize,
     /// Spread client sockets over 127.0.0.1..=127.0.0.N (each source address
-    /// has its own ~28k ephemeral ports).
+    /// has its own ~28k ephemeral ports: more than ~28k clients need 2+).
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u8).range(1..=254))]
     pub source_ips: u8,
+    /// `@connections` posts in flight, each worker on its own keep-alive connection.
+    #[arg(long = "in-flight", value_name = "IN_FLIGHT", default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub post_in_flight: usize,
+    /// Length of the throughput phase (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub post_duration: Duration,
+    /// At most this many posts in the throughput phase.
+    #[arg(long, default_value = "10000000", value_parser = parse_positive::<u64>, allow_negative_numbers = true)]
     pub post_max: u64,
-    /// Messages per second of the paced phase (0 skips it).
+    /// Messages per second of the paced latency phase (0 skips it).
+    #[arg(long, default_value = "10000")]
     pub rate: u64,
+    /// Length of the paced phase.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub rate_duration: Duration,
-    /// Publishes of the fan-out phase (0 skips it).
+    /// Publishes of the fan-out phase, through jobcast's publisher and the target's `@connections` (0 skips it).
+    #[arg(long, default_value = "5")]
     pub fanout_rounds: usize,
+    /// Posts in flight during a fan-out.
+    #[arg(long, default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true)]
     pub fanout_concurrency: usize,
-    /// The server process, for its RSS.
+    /// The server's process id, to read its memory from /proc.
+    #[arg(long)]
     pub server_pid: Option<u32>,
-    /// A Prometheus endpoint exposing `jobcast_disconnects_total`.
+    /// Prometheus endpoint with `jobcast_disconnects_total`, to count `$disconnect` events.
+    #[arg(long)]
     pub metrics_url: Option<String>,
     /// A file the server's `$disconnect` handler appends one line to per event.
+    #[arg(long, conflicts_with = "metrics_url")]
     pub disconnect_log: Option<PathBuf>,
-    /// How long to wait for accepted messages still in flight.
+    /// How long to wait for accepted messages still in flight after each phase.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    pub progress: bool,
-    /// jobcast's jobs API base (`http://127.0.0.1:8080`): adds the in-process
-    /// fan-out phase, a demo job of this many steps published by `serve`'s
-    /// own worker to every client (needs `serve --workers 1`; 0 skips it).
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// jobcast's jobs API base: adds the in-process fan-out phase (a demo job
+    /// published by `serve`'s own worker to --clients fresh clients; start
+    /// `serve --workers 1 --outbound-queue 1024`).
+    #[arg(long)]
     pub jobs_url: Option<String>,
+    /// Steps of that demo job, published back to back (0 skips the phase).
+    #[arg(long, default_value = "100", value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub demo_steps: u32,
 }
 
@@ -260,7 +290,7 @@ async fn close_phase(
     board.closing.cancel();
     let mut closed = 0;
     let mut dropped_early = 0;
-    let pb = bar(opts.progress, readers.len() as u64, "close");
+    let pb = bar(!opts.quiet, readers.len() as u64, "close");
     for r in readers {
         match tokio::time::timeout(Duration::from_secs(30), r).await {
             Ok(Ok(true)) => closed += 1,

@@ -173,7 +173,7 @@ async fn post_worker(shared: Arc<PhaseShared>, w: usize) -> WorkerTally {
 /// Runs one post phase with `opts.post_in_flight` workers.
 pub(super) async fn post_phase(rig: &Rig, spec: PostPhase, opts: &LoadOptions) -> PostReport {
     let what = if spec.rate == 0 { "posts" } else { "paced" };
-    let pb = bar(opts.progress, spec.duration.as_millis() as u64, what);
+    let pb = bar(!opts.quiet, spec.duration.as_millis() as u64, what);
     let cpu_before = opts.server_pid.and_then(cpu_seconds);
     let (phase, rate) = (spec.phase, spec.rate);
     let workers = opts.post_in_flight.max(1);
@@ -259,7 +259,7 @@ pub(super) async fn fanout_phase(
             &sdk,
             &opts.management_url,
         )));
-    let pb = bar(opts.progress, opts.fanout_rounds as u64, "fan-out");
+    let pb = bar(!opts.quiet, opts.fanout_rounds as u64, "fan-out");
     board.fanout_target.store(ids.len(), Ordering::Release);
     let mut times = Vec::with_capacity(opts.fanout_rounds);
     let mut lost = 0u64;
