@@ -42,6 +42,8 @@ pub struct ConnectionMeta {
     pub user_agent: Option<String>,
     pub domain_name: String,
     pub stage: String,
+    /// What the `$connect` authorizer returned, in every later event.
+    pub authorizer: HashMap<String, serde_json::Value>,
 }
 
 impl ConnectionMeta {
@@ -63,6 +65,7 @@ impl ConnectionMeta {
         c.message_direction = Some("IN".to_string());
         c.identity.source_ip = Some(self.source_ip.clone());
         c.identity.user_agent = self.user_agent.clone();
+        c.authorizer.fields = self.authorizer.clone();
         e
     }
 
@@ -82,10 +85,9 @@ impl ConnectionMeta {
         e
     }
 
-    /// A `MESSAGE` event for one text frame, routed by `$request.body.action`.
-    pub fn message_event(&self, body: &str) -> ApiGatewayWebsocketProxyRequest {
-        let route = crate::protocol::select_route(body);
-        let mut e = self.base("MESSAGE", route);
+    /// A `MESSAGE` event for one text frame, on the route it selected.
+    pub fn message_event(&self, route_key: &str, body: &str) -> ApiGatewayWebsocketProxyRequest {
+        let mut e = self.base("MESSAGE", route_key);
         e.request_context.message_id = Some(new_request_id());
         e.body = Some(body.to_string());
         e.is_base64_encoded = false;

@@ -3,6 +3,7 @@
 //! web demo, `/healthz` and `/metrics`. Every WebSocket event goes through
 //! the same handlers that run in Lambda.
 
+pub mod app;
 pub mod cors;
 pub mod events;
 mod http_io;
@@ -122,6 +123,8 @@ impl Default for GatewayConfig {
 pub(crate) struct Shared {
     pub config: GatewayConfig,
     pub deps: Deps,
+    /// What answers the WebSocket API's events.
+    pub app: Arc<dyn app::WebSocketApp>,
     pub registry: Arc<Registry>,
     pub lifecycle: broadcast::Sender<ApiGatewayWebsocketProxyRequest>,
     pub post_limit: Option<ratelimit::TokenBucket>,
@@ -273,12 +276,28 @@ impl Gateway {
                     .limit_posts_per_second
                     .map(ratelimit::TokenBucket::new),
                 config,
+                app: Arc::new(app::JobcastApp(deps.clone())),
                 deps,
                 registry,
                 lifecycle,
             }),
             workers,
         })
+    }
+
+    /// Puts `app` behind the WebSocket API instead of jobcast's handlers;
+    /// the jobs API and the demo page are then not served.
+    pub fn with_app(mut self, app: Arc<dyn app::WebSocketApp>) -> Gateway {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.app = app,
+            None => unreachable!("the gateway's state is shared only once it runs"),
+        }
+        self
+    }
+
+    /// The registry of live connections (the in-process `@connections`).
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.shared.registry)
     }
 
     /// The address actually bound (useful with port 0).

@@ -8,7 +8,6 @@ use super::registry::ConnHandle;
 use super::workers::WorkerPool;
 use super::{HttpResponse, Shared, full, socket, static_files};
 use crate::handlers::jobs_api::{self, Problem};
-use crate::handlers::websocket;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_JOB_BODY_BYTES, MAX_MESSAGE_BYTES};
 use aws_lambda_events::encodings::Body as LambdaBody;
 use chrono::Utc;
@@ -152,29 +151,38 @@ async fn route(
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
     let stage = shared.config.stage.as_str();
+    let jobs_too = shared.app.serves_jobs();
     match segments.as_slice() {
-        [] if method == Method::GET || method == Method::HEAD => static_files::serve("index.html"),
-        [file] if static_files::exists(file) && method == Method::GET => static_files::serve(file),
+        [] if jobs_too && (method == Method::GET || method == Method::HEAD) => {
+            static_files::serve("index.html")
+        }
+        [file] if jobs_too && static_files::exists(file) && method == Method::GET => {
+            static_files::serve(file)
+        }
         ["healthz"] => response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
         ["metrics"] => response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             shared.deps.metrics.render(),
         ),
-        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"] if method == Method::OPTIONS => shared
-            .cors
-            .preflight(req.headers().get(header::ORIGIN))
-            .unwrap_or_else(|| {
-                let mut r = problem(Problem::new(
-                    403,
-                    "forbidden",
-                    "this origin may not call the jobs API; allow it with serve --cors-origin",
-                ));
-                r.headers_mut()
-                    .insert(header::VARY, HeaderValue::from_static("Origin"));
-                r
-            }),
-        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"] => {
+        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"]
+            if jobs_too && method == Method::OPTIONS =>
+        {
+            shared
+                .cors
+                .preflight(req.headers().get(header::ORIGIN))
+                .unwrap_or_else(|| {
+                    let mut r = problem(Problem::new(
+                        403,
+                        "forbidden",
+                        "this origin may not call the jobs API; allow it with serve --cors-origin",
+                    ));
+                    r.headers_mut()
+                        .insert(header::VARY, HeaderValue::from_static("Origin"));
+                    r
+                })
+        }
+        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"] if jobs_too => {
             let id = segments.get(1).map(|s| s.to_string());
             let origin = req.headers().get(header::ORIGIN).cloned();
             let mut r = jobs(&shared, req, peer, id.as_deref()).await;
@@ -311,6 +319,7 @@ fn connection_meta(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Co
             .unwrap_or("localhost")
             .to_string(),
         stage: shared.config.stage.clone(),
+        authorizer: Default::default(),
     }
 }
 
@@ -337,9 +346,11 @@ async fn upgrade(
         );
         return aws_error(429, "LimitExceededException", "Too many connections");
     };
-    let meta = connection_meta(&shared, req.headers(), peer);
+    let mut meta = connection_meta(&shared, req.headers(), peer);
     let event = meta.connect_event(req.headers(), parse_query(req.uri().query()));
-    let answer = websocket::connect(&shared.deps, event).await;
+    let connected = shared.app.connect(event).await;
+    let answer = connected.response;
+    meta.authorizer = connected.authorizer;
     if !(200..300).contains(&answer.status_code) {
         metrics
             .connects_refused_total
@@ -384,7 +395,12 @@ async fn upgrade(
             }
         }
     });
-    switching_protocols(&key)
+    let mut r = switching_protocols(&key);
+    if let Some(p) = answer.headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
+        r.headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
+    }
+    r
 }
 
 /// API Gateway's limits, and small buffers: frames queue in memory until

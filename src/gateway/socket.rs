@@ -8,8 +8,9 @@ use super::events::ConnectionMeta;
 use super::inbound::{Seen, Watched};
 use super::ratelimit::Bucket;
 use super::registry::{ConnHandle, SLOW_CONSUMER_CLOSE, Slot};
-use crate::handlers::websocket;
 use crate::push::Payload;
+use crate::push::Pusher as _;
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest as WsEvent;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -251,7 +252,7 @@ where
 pub(super) async fn finish(shared: &Shared, meta: &ConnectionMeta, code: u16, reason: &str) {
     shared.registry.remove(&meta.connection_id);
     let event = meta.disconnect_event(code, reason);
-    websocket::disconnect(&shared.deps, event.clone()).await;
+    shared.app.disconnect(event.clone()).await;
     // Observers hear of it once the handler has run.
     let _ = shared.lifecycle.send(event);
     shared
@@ -310,8 +311,14 @@ async fn read_loop(
         match msg {
             Message::Text(text) => {
                 shared.deps.metrics.message_in();
-                let event = meta.message_event(text.as_str());
-                websocket::message(&shared.deps, event).await;
+                let text = text.as_str();
+                let event = meta.message_event(&shared.app.route_key(text), text);
+                let answer = answer_message(Arc::clone(shared), meta.connection_id.clone(), event);
+                if shared.app.ordered() {
+                    answer.await;
+                } else {
+                    tokio::spawn(answer);
+                }
             }
             Message::Binary(_) => {
                 shared.deps.metrics.message_in();
@@ -320,6 +327,17 @@ async fn read_loop(
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             Message::Close(frame) => return peer_closed(frame, seen),
         }
+    }
+}
+
+/// Runs one message through the app and sends its answer, if any, back
+/// on the connection.
+async fn answer_message(shared: Arc<Shared>, connection_id: String, event: WsEvent) {
+    if let Some(reply) = shared.app.message(event).await {
+        let _ = shared
+            .registry
+            .post(&connection_id, crate::push::Payload::text(reply))
+            .await;
     }
 }
 

@@ -1,0 +1,88 @@
+//! The seam between the gateway and what runs behind its WebSocket API:
+//! jobcast's own handlers under `serve`, a user's routes under `emulate`.
+//! Limits, close codes, `@connections`, the registry, metrics and shutdown
+//! belong to the gateway and exist once; an app only answers events.
+
+use crate::handlers::{Deps, websocket};
+use async_trait::async_trait;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// An app's answer to `$connect`.
+pub struct Connected {
+    /// 2xx accepts; any other status refuses the handshake with it, and
+    /// the body goes back as the refusal's body. A `Sec-WebSocket-Protocol`
+    /// header selects the subprotocol.
+    pub response: ApiGatewayProxyResponse,
+    /// What a `$connect` authorizer returned (`principalId` and its context
+    /// keys): every later event of the connection carries it in
+    /// `requestContext.authorizer`.
+    pub authorizer: HashMap<String, Value>,
+}
+
+/// What runs behind the gateway's WebSocket API.
+#[async_trait]
+pub trait WebSocketApp: Send + Sync + 'static {
+    /// The route key one text message selects.
+    fn route_key(&self, body: &str) -> String;
+
+    /// `$connect`, before the upgrade (a refusal is a real HTTP status).
+    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest) -> Connected;
+
+    /// One message. Returns what goes back to the client on this
+    /// connection: a two-way route's answer, or API Gateway's own error
+    /// message; None sends nothing.
+    async fn message(&self, event: ApiGatewayWebsocketProxyRequest) -> Option<String>;
+
+    /// `$disconnect`, exactly once per connection.
+    async fn disconnect(&self, event: ApiGatewayWebsocketProxyRequest);
+
+    /// Whether the gateway also serves jobcast's jobs API and demo page.
+    fn serves_jobs(&self) -> bool {
+        false
+    }
+
+    /// Whether one connection's messages are answered one after another
+    /// (jobcast's routes: a `subscribe` is done before the next message is
+    /// read). When false each message is answered on its own task, as API
+    /// Gateway invokes integrations concurrently.
+    fn ordered(&self) -> bool {
+        false
+    }
+}
+
+/// jobcast's own handlers: replies go out through `@connections` (the
+/// pusher), as they do in Lambda, so `message` returns nothing.
+pub struct JobcastApp(pub Deps);
+
+#[async_trait]
+impl WebSocketApp for JobcastApp {
+    fn route_key(&self, body: &str) -> String {
+        crate::protocol::select_route(body).to_string()
+    }
+
+    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest) -> Connected {
+        Connected {
+            response: websocket::connect(&self.0, event).await,
+            authorizer: HashMap::new(),
+        }
+    }
+
+    async fn message(&self, event: ApiGatewayWebsocketProxyRequest) -> Option<String> {
+        websocket::message(&self.0, event).await;
+        None
+    }
+
+    async fn disconnect(&self, event: ApiGatewayWebsocketProxyRequest) {
+        websocket::disconnect(&self.0, event).await;
+    }
+
+    fn serves_jobs(&self) -> bool {
+        true
+    }
+
+    fn ordered(&self) -> bool {
+        true
+    }
+}
