@@ -12,6 +12,8 @@ pub mod bench;
 #[cfg(feature = "cli")]
 pub mod config;
 pub mod dispatch;
+#[cfg(feature = "cli")]
+pub mod emulate;
 pub mod gateway;
 pub mod handlers;
 pub mod metrics;

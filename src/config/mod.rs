@@ -2,9 +2,11 @@
 //! a `JOBCAST_*` variable; a bad value is a one-line error naming the fix.
 
 mod bench;
+mod emulate;
 mod parse;
 
 pub use bench::*;
+pub use emulate::EmulateArgs;
 use parse::*;
 pub use parse::{parse_duration, parse_duration_or_zero, parse_listen, parse_positive};
 
@@ -42,6 +44,9 @@ pub enum Command {
     /// Measure the gateway on this machine (loopback only).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve your own WebSocket API (from a SAM or CloudFormation template)
+    /// with your Lambda functions behind it, run by a local runner.
+    Emulate(EmulateArgs),
 }
 
 #[derive(Debug, Subcommand)]

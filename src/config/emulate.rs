@@ -1,0 +1,130 @@
+//! The options of `jobcast emulate`.
+
+use super::*;
+use crate::emulate::template::{
+    self, DEFAULT_INTEGRATION_TIMEOUT, Integration, Names, Route, Target, TemplateError,
+    WebSocketApi,
+};
+use std::collections::BTreeMap;
+
+/// Options of `jobcast emulate`.
+#[derive(Clone, Debug, Args)]
+pub struct EmulateArgs {
+    /// The SAM or CloudFormation template (YAML or JSON) with your
+    /// AWS::ApiGatewayV2::Api (ProtocolType WEBSOCKET).
+    #[arg(long, value_name = "FILE", required_unless_present = "routes")]
+    pub template: Option<std::path::PathBuf>,
+
+    /// Which WebSocket API of the template, when it has several (logical id).
+    #[arg(long, value_name = "LOGICAL_ID")]
+    pub api: Option<String>,
+
+    /// A route without a template: KEY=FUNCTION (repeatable), e.g.
+    /// --route '$connect=OnConnect' --route sendmessage=SendMessage.
+    #[arg(long = "route", value_name = "KEY=FUNCTION", value_parser = parse_route, conflicts_with = "template")]
+    pub routes: Vec<(String, String)>,
+
+    /// The route selection expression for --route (API Gateway's default
+    /// for WebSocket APIs is $request.body.action).
+    #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
+    pub route_selection: String,
+
+    /// The name a template function has in your local runner, when it is
+    /// not its logical id: LogicalId=name (repeatable).
+    #[arg(long = "function", value_name = "LOGICAL_ID=NAME", value_parser = parse_mapping)]
+    pub functions: Vec<(String, String)>,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// The stage clients connect to (ws://HOST/{stage}); the template's
+    /// AWS::ApiGatewayV2::Stage when not given, else "dev".
+    #[arg(long, value_parser = parse_stage)]
+    pub stage: Option<String>,
+
+    /// Close connections idle this long with 1001 (API Gateway: 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Close every connection after this long with 1001 (API Gateway: 2h).
+    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_lifetime: Duration,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, default_value = "pretty", value_enum)]
+    pub log_format: LogFormat,
+}
+
+fn parse_route(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, f)) if !k.trim().is_empty() && !f.trim().is_empty() => {
+            Ok((k.trim().to_string(), f.trim().to_string()))
+        }
+        _ => Err(format!(
+            "expected KEY=FUNCTION (like sendmessage=SendMessageFunction), got '{s}'"
+        )),
+    }
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    parse_route(s).map_err(|_| {
+        format!("expected LOGICAL_ID=NAME (like OnConnectFunction=on-connect), got '{s}'")
+    })
+}
+
+impl EmulateArgs {
+    /// The API to serve: from the template, or from the --route flags.
+    pub fn api(&self, region: &str) -> Result<WebSocketApi, TemplateError> {
+        let names = Names {
+            functions: self.functions.iter().cloned().collect(),
+            region: region.to_string(),
+        };
+        match &self.template {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| TemplateError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let parsed = template::parse_text(&text)?;
+                template::read_api(&parsed, self.api.as_deref(), &names)
+            }
+            None => self.api_from_routes(),
+        }
+    }
+
+    fn api_from_routes(&self) -> Result<WebSocketApi, TemplateError> {
+        let path = self
+            .route_selection
+            .strip_prefix("$request.body.")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| TemplateError::Resource {
+                resource: "--route-selection".into(),
+                problem: format!("'{}' is not $request.body.<path>", self.route_selection),
+            })?;
+        let routes: BTreeMap<String, Route> = self
+            .routes
+            .iter()
+            .map(|(key, function)| {
+                let route = Route {
+                    key: key.clone(),
+                    integration: Some(Integration {
+                        logical_id: function.clone(),
+                        target: Target::Lambda(function.clone()),
+                        timeout: DEFAULT_INTEGRATION_TIMEOUT,
+                    }),
+                    two_way: false,
+                };
+                (key.clone(), route)
+            })
+            .collect();
+        Ok(WebSocketApi {
+            logical_id: "routes".into(),
+            selection_path: path.split('.').map(str::to_string).collect(),
+            routes,
+            stage: None,
+            authorizer: None,
+            warnings: Vec::new(),
+        })
+    }
+}

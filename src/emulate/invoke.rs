@@ -1,0 +1,119 @@
+//! Calling an integration: a Lambda function through the Invoke API (any
+//! local runner: `cargo lambda watch`, `sam local start-lambda`,
+//! serverless-offline's Lambda port, LocalStack), or an HTTP endpoint.
+
+use super::template::Target;
+use aws_sdk_lambda::primitives::Blob;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Why an integration gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The function ran and failed (`X-Amz-Function-Error`), with its
+    /// error payload.
+    #[error("the function failed: {0}")]
+    Function(String),
+    /// The runner or endpoint could not be reached or refused the call.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// What an integration answered: a Lambda proxy response (`statusCode`,
+/// `headers`, `body`), or for HTTP its status and body in the same shape.
+#[derive(Debug)]
+pub struct Answer {
+    pub value: Value,
+    pub latency: Duration,
+}
+
+/// The clients integrations are called with, built once.
+#[derive(Clone)]
+pub struct Invoker {
+    lambda: aws_sdk_lambda::Client,
+    http: reqwest::Client,
+}
+
+impl Invoker {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Invoker {
+        Invoker {
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Calls `target` with `event` (the Lambda event; an HTTP endpoint gets
+    /// its `body`), giving up after `timeout`.
+    pub async fn call(
+        &self,
+        target: &Target,
+        event: &Value,
+        timeout: Duration,
+    ) -> Result<Answer, InvokeError> {
+        let started = Instant::now();
+        let call = async {
+            match target {
+                Target::Lambda(function) => self.lambda(function, event).await,
+                Target::Http(url) => self.http(url, event).await,
+            }
+        };
+        let value = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| InvokeError::Timeout(timeout))??;
+        Ok(Answer {
+            value,
+            latency: started.elapsed(),
+        })
+    }
+
+    async fn lambda(&self, function: &str, event: &Value) -> Result<Value, InvokeError> {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name(function)
+            .payload(Blob::new(event.to_string().into_bytes()))
+            .send()
+            .await
+            .map_err(|e| {
+                InvokeError::Unreachable(format!(
+                    "invoking {function}: {}",
+                    crate::aws::error_line(&e)
+                ))
+            })?;
+        let payload = out.payload().map(|b| b.as_ref()).unwrap_or_default();
+        if out.function_error().is_some() {
+            return Err(InvokeError::Function(
+                String::from_utf8_lossy(payload).into_owned(),
+            ));
+        }
+        if payload.is_empty() {
+            return Ok(Value::Null);
+        }
+        // A handler may return any JSON; one that is not JSON at all is
+        // what API Gateway would fail on too.
+        serde_json::from_slice(payload)
+            .map_err(|e| InvokeError::Function(format!("{function} answered no JSON ({e})")))
+    }
+
+    async fn http(&self, url: &str, event: &Value) -> Result<Value, InvokeError> {
+        let body = event["body"].as_str().unwrap_or_default().to_string();
+        let res = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                InvokeError::Unreachable(format!("POST {url}: {}", crate::aws::causes(&e)))
+            })?;
+        let status = res.status().as_u16();
+        let text = res
+            .text()
+            .await
+            .map_err(|e| InvokeError::Unreachable(format!("POST {url}: {e}")))?;
+        Ok(serde_json::json!({ "statusCode": status, "body": text }))
+    }
+}

@@ -1,0 +1,251 @@
+//! `jobcast emulate`: the gateway of `serve` in front of the user's own
+//! WebSocket API, read from their SAM or CloudFormation template (or given
+//! as `--route KEY=FUNCTION`). Each event goes to the route's integration as
+//! API Gateway would send it; what API Gateway answers on its own (no
+//! route, an integration error or timeout, an authorizer's refusal) is
+//! answered the same way here.
+
+pub mod invoke;
+pub mod template;
+
+use crate::gateway::app::{Connected, WebSocketApp};
+use async_trait::async_trait;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use http::{HeaderName, HeaderValue};
+use invoke::{InvokeError, Invoker};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use template::{Authorizer, IdentitySource, Route, WebSocketApi};
+
+/// The user's WebSocket API behind the gateway.
+pub struct Emulator {
+    api: WebSocketApi,
+    invoker: Invoker,
+    region: String,
+}
+
+impl Emulator {
+    pub fn new(api: WebSocketApi, invoker: Invoker, region: String) -> Emulator {
+        Emulator {
+            api,
+            invoker,
+            region,
+        }
+    }
+
+    pub fn api(&self) -> &WebSocketApi {
+        &self.api
+    }
+
+    /// Calls `route`'s integration with `event`; logs the call.
+    async fn call(
+        &self,
+        route: &Route,
+        event: &ApiGatewayWebsocketProxyRequest,
+    ) -> Option<Result<invoke::Answer, InvokeError>> {
+        let integration = route.integration.as_ref()?;
+        let body = serde_json::to_value(event).unwrap_or(Value::Null);
+        let result = self
+            .invoker
+            .call(&integration.target, &body, integration.timeout)
+            .await;
+        let target = match &integration.target {
+            template::Target::Lambda(f) => f.as_str(),
+            template::Target::Http(u) => u.as_str(),
+        };
+        let connection_id = event.request_context.connection_id.as_deref().unwrap_or("");
+        match &result {
+            Ok(a) => tracing::info!(
+                route = %route.key,
+                target,
+                connection_id,
+                status = a.value["statusCode"].as_i64().unwrap_or(200),
+                latency_ms = a.latency.as_secs_f64() * 1000.0,
+                "integration answered"
+            ),
+            Err(e) => tracing::warn!(
+                route = %route.key,
+                target,
+                connection_id,
+                error = %e,
+                "integration failed"
+            ),
+        }
+        Some(result)
+    }
+
+    /// Runs the `$connect` authorizer: None to go on (with what it returned
+    /// for later events), or the refusal.
+    async fn authorize(
+        &self,
+        auth: &Authorizer,
+        event: &ApiGatewayWebsocketProxyRequest,
+    ) -> Result<HashMap<String, Value>, ApiGatewayProxyResponse> {
+        let present = |s: &IdentitySource| match s {
+            IdentitySource::Header(h) => {
+                event.headers.get(h.as_str()).is_some_and(|v| !v.is_empty())
+            }
+            IdentitySource::Query(q) => event
+                .query_string_parameters
+                .first(q)
+                .is_some_and(|v| !v.is_empty()),
+        };
+        if !auth.identity_sources.iter().all(present) {
+            tracing::info!(
+                authorizer = %auth.logical_id,
+                "refusing $connect: an identity source is missing (401, authorizer not invoked)"
+            );
+            return Err(status_response(401, "Unauthorized"));
+        }
+        let mut request = serde_json::to_value(event).unwrap_or(Value::Null);
+        request["type"] = json!("REQUEST");
+        request["methodArn"] = json!(format!(
+            "arn:aws:execute-api:{}:000000000000:{}/{}/$connect",
+            self.region,
+            event.request_context.apiid.as_deref().unwrap_or_default(),
+            event.request_context.stage.as_deref().unwrap_or_default(),
+        ));
+        let target = template::Target::Lambda(auth.function.clone());
+        let answer = self
+            .invoker
+            .call(&target, &request, template::DEFAULT_INTEGRATION_TIMEOUT)
+            .await;
+        let policy = match answer {
+            Ok(a) => a.value,
+            Err(InvokeError::Function(e)) if e.contains("Unauthorized") => {
+                return Err(status_response(401, "Unauthorized"));
+            }
+            Err(e) => {
+                tracing::warn!(authorizer = %auth.logical_id, error = %e, "authorizer failed (500)");
+                return Err(status_response(500, "Internal server error"));
+            }
+        };
+        let statements = policy["policyDocument"]["Statement"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let allowed = statements.iter().any(|s| s["Effect"] == "Allow")
+            && !statements.iter().any(|s| s["Effect"] == "Deny");
+        if !allowed {
+            tracing::info!(authorizer = %auth.logical_id, "refusing $connect: the authorizer's policy denies it (403)");
+            return Err(status_response(403, "Forbidden"));
+        }
+        // As API Gateway passes it on: principalId beside the context's keys.
+        let mut fields: HashMap<String, Value> = policy["context"]
+            .as_object()
+            .map(|m| m.clone().into_iter().collect())
+            .unwrap_or_default();
+        if let Some(p) = policy.get("principalId") {
+            fields.insert("principalId".into(), p.clone());
+        }
+        Ok(fields)
+    }
+}
+
+fn status_response(status: i64, message: &str) -> ApiGatewayProxyResponse {
+    let mut r = ApiGatewayProxyResponse::default();
+    r.status_code = status;
+    r.body = Some(Body::Text(json!({ "message": message }).to_string()));
+    r
+}
+
+/// API Gateway's own message to a client whose message it could not pass
+/// on: `Forbidden` (no route), `Internal server error`, `Endpoint request
+/// timed out`.
+fn gateway_message(message: &str, event: &ApiGatewayWebsocketProxyRequest) -> String {
+    json!({
+        "message": message,
+        "connectionId": event.request_context.connection_id,
+        "requestId": event.request_context.request_id,
+    })
+    .to_string()
+}
+
+/// A Lambda proxy answer as the response API Gateway acts on: a missing
+/// `statusCode` counts as 200.
+fn proxy_response(v: &Value) -> ApiGatewayProxyResponse {
+    let mut r = ApiGatewayProxyResponse::default();
+    r.status_code = v["statusCode"].as_i64().unwrap_or(200);
+    if let Some(headers) = v["headers"].as_object() {
+        for (k, val) in headers {
+            if let (Ok(name), Some(Ok(value))) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                val.as_str().map(HeaderValue::from_str),
+            ) {
+                r.headers.insert(name, value);
+            }
+        }
+    }
+    r.body = match &v["body"] {
+        Value::String(s) => Some(Body::Text(s.clone())),
+        Value::Null => None,
+        other => Some(Body::Text(other.to_string())),
+    };
+    r
+}
+
+#[async_trait]
+impl WebSocketApp for Emulator {
+    fn route_key(&self, body: &str) -> String {
+        self.api
+            .select(body)
+            .map(|r| r.key.clone())
+            .unwrap_or_else(|| "$default".to_string())
+    }
+
+    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest) -> Connected {
+        let authorizer = match &self.api.authorizer {
+            Some(auth) => match self.authorize(auth, &event).await {
+                Ok(fields) => fields,
+                Err(refusal) => {
+                    return Connected {
+                        response: refusal,
+                        authorizer: HashMap::new(),
+                    };
+                }
+            },
+            None => HashMap::new(),
+        };
+        let mut event = event;
+        event.request_context.authorizer.fields = authorizer.clone();
+        let response = match self.api.routes.get("$connect") {
+            None => status_response(200, "connected"),
+            Some(route) => match self.call(route, &event).await {
+                None => status_response(200, "connected"),
+                Some(Ok(a)) => proxy_response(&a.value),
+                Some(Err(_)) => status_response(500, "Internal server error"),
+            },
+        };
+        Connected {
+            response,
+            authorizer,
+        }
+    }
+
+    async fn message(&self, event: ApiGatewayWebsocketProxyRequest) -> Option<String> {
+        let route_key = event.request_context.route_key.clone().unwrap_or_default();
+        let Some(route) = self.api.routes.get(&route_key) else {
+            return Some(gateway_message("Forbidden", &event));
+        };
+        match self.call(route, &event).await {
+            None => Some(gateway_message("Internal server error", &event)),
+            Some(Err(InvokeError::Timeout(_))) => {
+                Some(gateway_message("Endpoint request timed out", &event))
+            }
+            Some(Err(_)) => Some(gateway_message("Internal server error", &event)),
+            Some(Ok(a)) if route.two_way => match proxy_response(&a.value).body {
+                Some(Body::Text(t)) => Some(t),
+                Some(Body::Binary(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                _ => None,
+            },
+            Some(Ok(_)) => None,
+        }
+    }
+
+    async fn disconnect(&self, event: ApiGatewayWebsocketProxyRequest) {
+        if let Some(route) = self.api.routes.get("$disconnect") {
+            let _ = self.call(route, &event).await;
+        }
+    }
+}

@@ -1,0 +1,836 @@
+//! Reading a WebSocket API out of a SAM or CloudFormation template (YAML
+//! or JSON): every `AWS::ApiGatewayV2::Api` with `ProtocolType: WEBSOCKET`,
+//! its routes, integrations, route responses, authorizers and stage.
+//!
+//! Values go through the intrinsic functions such templates use for wiring
+//! (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`): a function's reference
+//! renders as its local name (the logical id, or what `--function` maps it
+//! to) and its ARN as a Lambda ARN carrying that name, so an integration URI
+//! resolves to the function the local runner knows.
+
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// API Gateway's integration timeout when `TimeoutInMillis` is not set.
+pub const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_millis(29_000);
+
+/// Why a template cannot be served; each names the resource and the fix.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TemplateError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("the template is neither YAML nor JSON: {0}")]
+    Syntax(String),
+    #[error("the template has no Resources section")]
+    NoResources,
+    #[error("no AWS::ApiGatewayV2::Api with ProtocolType WEBSOCKET in the template")]
+    NoWebSocketApi,
+    #[error("the template defines {0} WebSocket APIs ({1}); choose one with --api LOGICAL_ID")]
+    SeveralApis(usize, String),
+    #[error("--api {0}: no WebSocket API with that logical id")]
+    UnknownApi(String),
+    #[error("{resource}: {problem}")]
+    Resource { resource: String, problem: String },
+}
+
+fn resource_error(resource: &str, problem: impl Into<String>) -> TemplateError {
+    TemplateError::Resource {
+        resource: resource.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Where a route's messages go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// `AWS_PROXY`: the Lambda function of this (local) name.
+    Lambda(String),
+    /// `HTTP_PROXY`: a POST of the event to this URL.
+    Http(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Integration {
+    pub logical_id: String,
+    pub target: Target,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub key: String,
+    /// None: a route without a target (API Gateway answers it itself).
+    pub integration: Option<Integration>,
+    /// A `RouteResponse` exists: the integration's body goes back to the client.
+    pub two_way: bool,
+}
+
+/// A `REQUEST` authorizer on `$connect`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Authorizer {
+    pub logical_id: String,
+    pub function: String,
+    /// `route.request.header.X` / `route.request.querystring.Y`.
+    pub identity_sources: Vec<IdentitySource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentitySource {
+    Header(String),
+    Query(String),
+}
+
+/// One WebSocket API as the emulator serves it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebSocketApi {
+    pub logical_id: String,
+    /// The part of `RouteSelectionExpression` after `$request.body.`, split
+    /// on dots (`action` for the usual `$request.body.action`).
+    pub selection_path: Vec<String>,
+    pub routes: BTreeMap<String, Route>,
+    pub stage: Option<String>,
+    pub authorizer: Option<Authorizer>,
+    /// What the template has that the emulator does not model, one line each
+    /// with the logical id.
+    pub warnings: Vec<String>,
+}
+
+impl WebSocketApi {
+    /// The route a message body selects: the value at the selection
+    /// expression's path when a route has that key, else `$default`, else
+    /// none (API Gateway's `Forbidden`). `$connect` and `$disconnect` are
+    /// never selected by a message.
+    pub fn select(&self, body: &str) -> Option<&Route> {
+        let selected = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+            let mut at = &v;
+            for part in &self.selection_path {
+                at = at.get(part)?;
+            }
+            at.as_str().map(str::to_string)
+        });
+        selected
+            .and_then(|key| self.routes.get(&key))
+            .filter(|r| r.key != "$connect" && r.key != "$disconnect")
+            .or_else(|| self.routes.get("$default"))
+    }
+}
+
+/// How names resolve: the template's parameters and `--function` mappings.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// Logical id → the name the local runner knows the function by.
+    pub functions: HashMap<String, String>,
+    pub region: String,
+}
+
+/// Parses a template's text (YAML with CloudFormation's short tags, or JSON).
+pub fn parse_text(text: &str) -> Result<Value, TemplateError> {
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| TemplateError::Syntax(e.to_string()));
+    }
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| TemplateError::Syntax(e.to_string()))?;
+    Ok(yaml_to_json(yaml))
+}
+
+/// YAML to JSON, short tags to their long form: `!Ref X` → `{"Ref": X}`,
+/// `!GetAtt A.B` → `{"Fn::GetAtt": ["A", "B"]}`, `!Sub s` → `{"Fn::Sub": s}`.
+fn yaml_to_json(v: serde_yaml_ng::Value) -> Value {
+    use serde_yaml_ng::Value as Y;
+    match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(&n).unwrap_or(Value::Null),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_json).collect()),
+        Y::Mapping(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Y::String(s) => s,
+                        other => serde_yaml_ng::to_string(&other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
+                    };
+                    (key, yaml_to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let inner = yaml_to_json(t.value);
+            let (key, value) = match (name, inner) {
+                ("Ref", v) => ("Ref".to_string(), v),
+                ("GetAtt", Value::String(s)) => {
+                    let (res, attr) = s.split_once('.').unwrap_or((&s, ""));
+                    let parts = vec![Value::from(res), Value::from(attr)];
+                    ("Fn::GetAtt".to_string(), Value::Array(parts))
+                }
+                (other, v) => (format!("Fn::{other}"), v),
+            };
+            Value::Object(Map::from_iter([(key, value)]))
+        }
+    }
+}
+
+/// The resources of one kind: logical id → properties.
+fn of_type<'a>(resources: &'a Map<String, Value>, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(id, r)| (id.as_str(), &r["Properties"]))
+        .collect()
+}
+
+/// What the resources of one type may carry that the emulator models or
+/// that has no local effect; anything else is warned about.
+fn known_properties(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AWS::ApiGatewayV2::Api" => &[
+            "Name",
+            "ProtocolType",
+            "RouteSelectionExpression",
+            "Description",
+            "Tags",
+            "ApiKeySelectionExpression",
+            "DisableExecuteApiEndpoint",
+        ],
+        "AWS::ApiGatewayV2::Route" => &[
+            "ApiId",
+            "RouteKey",
+            "Target",
+            "AuthorizationType",
+            "AuthorizerId",
+            "OperationName",
+            "RouteResponseSelectionExpression",
+        ],
+        "AWS::ApiGatewayV2::Integration" => &[
+            "ApiId",
+            "IntegrationType",
+            "IntegrationUri",
+            "IntegrationMethod",
+            "TimeoutInMillis",
+            "Description",
+            "CredentialsArn",
+            "PassthroughBehavior",
+            "ContentHandlingStrategy",
+        ],
+        "AWS::ApiGatewayV2::RouteResponse" => &["ApiId", "RouteId", "RouteResponseKey"],
+        "AWS::ApiGatewayV2::Authorizer" => &[
+            "ApiId",
+            "AuthorizerType",
+            "AuthorizerUri",
+            "IdentitySource",
+            "Name",
+            "AuthorizerCredentialsArn",
+        ],
+        "AWS::ApiGatewayV2::Stage" => &[
+            "ApiId",
+            "StageName",
+            "DeploymentId",
+            "AutoDeploy",
+            "Description",
+            "Tags",
+        ],
+        "AWS::ApiGatewayV2::Deployment" => &["ApiId", "StageName", "Description"],
+        _ => &[],
+    }
+}
+
+/// Reads the WebSocket API (`api`: its logical id, needed when there are
+/// several) out of a parsed template.
+pub fn read_api(
+    template: &Value,
+    api: Option<&str>,
+    names: &Names,
+) -> Result<WebSocketApi, TemplateError> {
+    let resources = template["Resources"]
+        .as_object()
+        .ok_or(TemplateError::NoResources)?;
+    let cx = Resolver {
+        template,
+        resources,
+        names,
+    };
+    let apis: Vec<&str> = of_type(resources, "AWS::ApiGatewayV2::Api")
+        .into_iter()
+        .filter(|(_, p)| p["ProtocolType"] == "WEBSOCKET")
+        .map(|(id, _)| id)
+        .collect();
+    let api_id = match (api, apis.as_slice()) {
+        (Some(wanted), _) if apis.contains(&wanted) => wanted,
+        (Some(wanted), _) => return Err(TemplateError::UnknownApi(wanted.to_string())),
+        (None, []) => return Err(TemplateError::NoWebSocketApi),
+        (None, [one]) => one,
+        (None, many) => return Err(TemplateError::SeveralApis(many.len(), many.join(", "))),
+    };
+    let props = &resources[api_id]["Properties"];
+    let expression = cx
+        .string(&props["RouteSelectionExpression"])
+        .unwrap_or_default();
+    let selection_path = expression
+        .strip_prefix("$request.body.")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            resource_error(
+                api_id,
+                format!("RouteSelectionExpression '{expression}' is not $request.body.<path>, the form WebSocket APIs use"),
+            )
+        })?
+        .split('.')
+        .map(str::to_string)
+        .collect();
+    let mut out = WebSocketApi {
+        logical_id: api_id.to_string(),
+        selection_path,
+        routes: BTreeMap::new(),
+        stage: None,
+        authorizer: None,
+        warnings: Vec::new(),
+    };
+    let belongs = |p: &Value| cx.string(&p["ApiId"]).as_deref() == Some(api_id);
+    let integrations = read_integrations(&cx, resources, &belongs)?;
+    let two_way: Vec<String> = of_type(resources, "AWS::ApiGatewayV2::RouteResponse")
+        .into_iter()
+        .filter(|(_, p)| belongs(p))
+        .filter_map(|(_, p)| cx.string(&p["RouteId"]))
+        .collect();
+    for (id, p) in of_type(resources, "AWS::ApiGatewayV2::Route") {
+        if !belongs(p) {
+            continue;
+        }
+        let key = cx
+            .string(&p["RouteKey"])
+            .ok_or_else(|| resource_error(id, "a route needs a RouteKey"))?;
+        let integration = match cx.string(&p["Target"]) {
+            None if p["Target"].is_null() => None,
+            None => {
+                return Err(resource_error(
+                    id,
+                    format!("Target {} refers to nothing in the template", p["Target"]),
+                ));
+            }
+            Some(t) => {
+                let target = t.strip_prefix("integrations/").unwrap_or(&t);
+                Some(integrations.get(target).cloned().ok_or_else(|| {
+                    resource_error(
+                        id,
+                        format!("Target '{t}' names no integration of {api_id} in the template"),
+                    )
+                })?)
+            }
+        };
+        if p["AuthorizationType"] == "CUSTOM" && key != "$connect" {
+            return Err(resource_error(id, "authorizers apply to $connect only"));
+        }
+        if p["AuthorizationType"] == "AWS_IAM" {
+            out.warnings.push(format!(
+                "{id}: AuthorizationType AWS_IAM is not checked locally; every client may connect"
+            ));
+        }
+        if p["AuthorizationType"] == "CUSTOM" {
+            let auth = cx.string(&p["AuthorizerId"]).ok_or_else(|| {
+                resource_error(id, "AuthorizationType CUSTOM needs an AuthorizerId")
+            })?;
+            out.authorizer = Some(read_authorizer(&cx, resources, &auth)?);
+        }
+        let two_way = two_way.iter().any(|r| r == id);
+        out.routes.insert(
+            key.clone(),
+            Route {
+                key,
+                integration,
+                two_way,
+            },
+        );
+    }
+    for (id, p) in of_type(resources, "AWS::ApiGatewayV2::Stage") {
+        if belongs(p) && out.stage.is_none() {
+            out.stage = cx.string(&p["StageName"]);
+        } else if belongs(p) {
+            out.warnings
+                .push(format!("{id}: a second stage; serving only the first"));
+        }
+    }
+    out.warnings.extend(unmodelled(resources));
+    Ok(out)
+}
+
+fn read_integrations(
+    cx: &Resolver,
+    resources: &Map<String, Value>,
+    belongs: &dyn Fn(&Value) -> bool,
+) -> Result<HashMap<String, Integration>, TemplateError> {
+    let mut out = HashMap::new();
+    for (id, p) in of_type(resources, "AWS::ApiGatewayV2::Integration") {
+        if !belongs(p) {
+            continue;
+        }
+        let uri = cx.string(&p["IntegrationUri"]).ok_or_else(|| {
+            resource_error(
+                id,
+                format!(
+                    "IntegrationUri {} is missing or refers to nothing in the template",
+                    p["IntegrationUri"]
+                ),
+            )
+        })?;
+        let kind = cx.string(&p["IntegrationType"]).unwrap_or_default();
+        let target = match kind.as_str() {
+            "AWS_PROXY" => Target::Lambda(function_of_uri(&uri).ok_or_else(|| {
+                resource_error(
+                    id,
+                    format!("IntegrationUri '{uri}' names no Lambda function (expected …:function:NAME/invocations)"),
+                )
+            })?),
+            "HTTP_PROXY" => Target::Http(uri.clone()),
+            other => {
+                return Err(resource_error(
+                    id,
+                    format!("IntegrationType '{other}' is not served; use AWS_PROXY (Lambda) or HTTP_PROXY"),
+                ));
+            }
+        };
+        let timeout = match &p["TimeoutInMillis"] {
+            Value::Null => DEFAULT_INTEGRATION_TIMEOUT,
+            v => match cx.string(v).and_then(|s| s.parse::<u64>().ok()) {
+                Some(ms) if (50..=29_000).contains(&ms) => Duration::from_millis(ms),
+                _ => {
+                    return Err(resource_error(
+                        id,
+                        format!("TimeoutInMillis must be 50 to 29000, got {v}"),
+                    ));
+                }
+            },
+        };
+        out.insert(
+            id.to_string(),
+            Integration {
+                logical_id: id.to_string(),
+                target,
+                timeout,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn read_authorizer(
+    cx: &Resolver,
+    resources: &Map<String, Value>,
+    id: &str,
+) -> Result<Authorizer, TemplateError> {
+    let p = resources
+        .get(id)
+        .filter(|r| r["Type"] == "AWS::ApiGatewayV2::Authorizer")
+        .map(|r| &r["Properties"])
+        .ok_or_else(|| resource_error(id, "AuthorizerId names no AWS::ApiGatewayV2::Authorizer"))?;
+    if p["AuthorizerType"] != "REQUEST" {
+        return Err(resource_error(
+            id,
+            "only REQUEST authorizers exist for WebSocket APIs",
+        ));
+    }
+    let uri = cx.string(&p["AuthorizerUri"]).unwrap_or_default();
+    let function = function_of_uri(&uri).ok_or_else(|| {
+        resource_error(
+            id,
+            format!("AuthorizerUri '{uri}' names no Lambda function"),
+        )
+    })?;
+    let sources = match &p["IdentitySource"] {
+        Value::Array(items) => items.iter().filter_map(|i| cx.string(i)).collect(),
+        Value::Null => Vec::new(),
+        v => cx.string(v).into_iter().collect::<Vec<_>>(),
+    };
+    let identity_sources = sources
+        .iter()
+        .map(|s| {
+            if let Some(h) = s.strip_prefix("route.request.header.") {
+                Ok(IdentitySource::Header(h.to_string()))
+            } else if let Some(q) = s.strip_prefix("route.request.querystring.") {
+                Ok(IdentitySource::Query(q.to_string()))
+            } else {
+                Err(resource_error(
+                    id,
+                    format!("IdentitySource '{s}' is not route.request.header.X or route.request.querystring.Y"),
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Authorizer {
+        logical_id: id.to_string(),
+        function,
+        identity_sources,
+    })
+}
+
+/// One warning per `AWS::ApiGatewayV2` resource type not modelled, and per
+/// property of a modelled one that is neither modelled nor without effect.
+fn unmodelled(resources: &Map<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, r) in resources {
+        let kind = r["Type"].as_str().unwrap_or_default();
+        if !kind.starts_with("AWS::ApiGatewayV2::") {
+            continue;
+        }
+        let known = known_properties(kind);
+        if known.is_empty() {
+            out.push(format!(
+                "{id}: {kind} is not modelled; it has no effect here"
+            ));
+            continue;
+        }
+        if let Some(props) = r["Properties"].as_object() {
+            for name in props.keys().filter(|k| !known.contains(&k.as_str())) {
+                out.push(format!("{id}: property {name} of {kind} is not modelled"));
+            }
+        }
+    }
+    out
+}
+
+/// The function name in a Lambda invocation URI or ARN.
+fn function_of_uri(uri: &str) -> Option<String> {
+    let after = uri.rsplit_once(":function:")?.1;
+    let name = after.split('/').next()?;
+    // A qualified ARN (`name:alias`) invokes the name locally.
+    let name = name.split(':').next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// Evaluates values through the intrinsic functions.
+struct Resolver<'a> {
+    template: &'a Value,
+    resources: &'a Map<String, Value>,
+    names: &'a Names,
+}
+
+impl Resolver<'_> {
+    /// A value as a string, intrinsics evaluated; None for what has no
+    /// string form (a missing value, a map that is no intrinsic).
+    fn string(&self, v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Object(m) if m.len() == 1 => {
+                let (k, arg) = m.iter().next()?;
+                match k.as_str() {
+                    "Ref" => self.reference(arg.as_str()?),
+                    "Fn::GetAtt" => {
+                        let (res, attr) = match arg {
+                            Value::Array(a) => (a.first()?.as_str()?, a.get(1)?.as_str()?),
+                            Value::String(s) => s.split_once('.')?,
+                            _ => return None,
+                        };
+                        self.attribute(res, attr)
+                    }
+                    "Fn::Sub" => self.sub(arg),
+                    "Fn::Join" => {
+                        let a = arg.as_array()?;
+                        let sep = a.first()?.as_str()?;
+                        let parts = a.get(1)?.as_array()?;
+                        let parts: Option<Vec<String>> =
+                            parts.iter().map(|p| self.string(p)).collect();
+                        Some(parts?.join(sep))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn function_name(&self, id: &str) -> String {
+        self.names
+            .functions
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn is_function(&self, id: &str) -> bool {
+        matches!(
+            self.resources.get(id).and_then(|r| r["Type"].as_str()),
+            Some("AWS::Serverless::Function" | "AWS::Lambda::Function")
+        )
+    }
+
+    fn reference(&self, name: &str) -> Option<String> {
+        match name {
+            "AWS::Region" => return Some(self.names.region.clone()),
+            "AWS::AccountId" => return Some("000000000000".into()),
+            "AWS::Partition" => return Some("aws".into()),
+            "AWS::URLSuffix" => return Some("amazonaws.com".into()),
+            "AWS::StackName" => return Some("local".into()),
+            _ => {}
+        }
+        if self.is_function(name) {
+            return Some(self.function_name(name));
+        }
+        if let Some(p) = self.template["Parameters"].get(name) {
+            return self.string(&p["Default"]);
+        }
+        // Any other resource: its logical id, which is how routes, route
+        // responses and integrations refer to each other here.
+        self.resources.contains_key(name).then(|| name.to_string())
+    }
+
+    fn attribute(&self, res: &str, attr: &str) -> Option<String> {
+        if self.is_function(res) && attr == "Arn" {
+            return Some(format!(
+                "arn:aws:lambda:{}:000000000000:function:{}",
+                self.names.region,
+                self.function_name(res)
+            ));
+        }
+        self.resources.contains_key(res).then(|| res.to_string())
+    }
+
+    /// `Fn::Sub` with `${Name}`, `${Res.Attr}` and `${!Literal}`.
+    fn sub(&self, arg: &Value) -> Option<String> {
+        let (text, vars) = match arg {
+            Value::String(s) => (s.as_str(), None),
+            Value::Array(a) => (a.first()?.as_str()?, a.get(1).and_then(Value::as_object)),
+            _ => return None,
+        };
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}')?;
+            let name = &after[..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(v) = vars.and_then(|m| m.get(name)) {
+                out.push_str(&self.string(v)?);
+            } else if let Some((res, attr)) = name.split_once('.') {
+                out.push_str(&self.attribute(res, attr)?);
+            } else {
+                out.push_str(&self.reference(name)?);
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        Names {
+            functions: HashMap::from([("ConnectFunction".to_string(), "connect".to_string())]),
+            region: "eu-west-1".into(),
+        }
+    }
+
+    #[test]
+    fn reads_the_shipped_template() {
+        let t = parse_text(include_str!("../../infra/template.yaml")).expect("parses");
+        let api = read_api(&t, None, &names()).expect("a WebSocket API");
+        assert_eq!(api.logical_id, "WebSocketApi");
+        assert_eq!(api.selection_path, vec!["action"]);
+        assert_eq!(api.stage.as_deref(), Some("prod"));
+        let keys: Vec<&str> = api.routes.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "$connect",
+                "$default",
+                "$disconnect",
+                "ping",
+                "subscribe",
+                "sync",
+                "unsubscribe"
+            ]
+        );
+        let connect = api.routes["$connect"]
+            .integration
+            .as_ref()
+            .expect("integrated");
+        // Mapped by --function; the others keep their logical ids.
+        assert_eq!(connect.target, Target::Lambda("connect".into()));
+        assert_eq!(connect.timeout, DEFAULT_INTEGRATION_TIMEOUT);
+        let ping = api.routes["ping"].integration.as_ref().expect("integrated");
+        assert_eq!(ping.target, Target::Lambda("MessageFunction".into()));
+        assert!(!api.routes["ping"].two_way);
+        // What it does not model is said, with the logical id.
+        assert!(
+            api.warnings
+                .iter()
+                .any(|w| w.starts_with("WebSocketStage: property AccessLogSettings")),
+            "{:?}",
+            api.warnings
+        );
+    }
+
+    const CHAT: &str = r#"
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Greeting:
+    Type: String
+    Default: hello
+Resources:
+  Chat:
+    Type: AWS::ApiGatewayV2::Api
+    Properties:
+      Name: chat
+      ProtocolType: WEBSOCKET
+      RouteSelectionExpression: $request.body.msg.kind
+  SendRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Chat
+      RouteKey: sendmessage
+      Target: !Join ['/', ['integrations', !Ref SendInteg]]
+  SendResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties:
+      ApiId: !Ref Chat
+      RouteId: !Ref SendRoute
+      RouteResponseKey: $default
+  SendInteg:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Chat
+      IntegrationType: AWS_PROXY
+      TimeoutInMillis: 5000
+      IntegrationUri:
+        Fn::Sub:
+          - arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Fn}/invocations
+          - Fn: !GetAtt SendFunction.Arn
+  HookRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Chat
+      RouteKey: hook
+      Target: !Sub integrations/${HookInteg}
+  HookInteg:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Chat
+      IntegrationType: HTTP_PROXY
+      IntegrationMethod: POST
+      IntegrationUri: !Sub "http://127.0.0.1:9/${Greeting}"
+  Model:
+    Type: AWS::ApiGatewayV2::Model
+    Properties:
+      ApiId: !Ref Chat
+      Name: m
+      Schema: {}
+  SendFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.handler
+"#;
+
+    #[test]
+    fn intrinsics_two_way_routes_and_warnings() {
+        let t = parse_text(CHAT).expect("parses");
+        let api = read_api(&t, None, &names()).expect("an API");
+        assert_eq!(api.selection_path, vec!["msg", "kind"]);
+        let send = &api.routes["sendmessage"];
+        assert!(send.two_way);
+        let integ = send.integration.as_ref().expect("integrated");
+        assert_eq!(integ.target, Target::Lambda("SendFunction".into()));
+        assert_eq!(integ.timeout, Duration::from_millis(5000));
+        let hook = api.routes["hook"].integration.as_ref().expect("integrated");
+        assert_eq!(hook.target, Target::Http("http://127.0.0.1:9/hello".into()));
+        assert_eq!(api.stage, None);
+        assert!(
+            api.warnings.contains(
+                &"Model: AWS::ApiGatewayV2::Model is not modelled; it has no effect here"
+                    .to_string()
+            ),
+            "{:?}",
+            api.warnings
+        );
+    }
+
+    #[test]
+    fn route_selection() {
+        let t = parse_text(CHAT).expect("parses");
+        let mut api = read_api(&t, None, &names()).expect("an API");
+        let key = |api: &WebSocketApi, body: &str| api.select(body).map(|r| r.key.clone());
+        assert_eq!(
+            key(&api, r#"{"msg":{"kind":"hook"}}"#).as_deref(),
+            Some("hook")
+        );
+        // No such route, not JSON, the path missing or not a string: no $default, no route.
+        for body in [
+            r#"{"msg":{"kind":"other"}}"#,
+            "not json",
+            "{}",
+            r#"{"msg":{"kind":1}}"#,
+        ] {
+            assert_eq!(key(&api, body), None, "{body}");
+        }
+        api.routes.insert(
+            "$default".into(),
+            Route {
+                key: "$default".into(),
+                integration: None,
+                two_way: false,
+            },
+        );
+        for body in [
+            r#"{"msg":{"kind":"other"}}"#,
+            "not json",
+            r#"{"msg":{"kind":"$connect"}}"#,
+        ] {
+            assert_eq!(key(&api, body).as_deref(), Some("$default"), "{body}");
+        }
+    }
+
+    #[test]
+    fn json_templates_read_alike() {
+        let yaml = parse_text(CHAT).expect("yaml");
+        let json = parse_text(&serde_json::to_string(&yaml).expect("json")).expect("json parses");
+        assert_eq!(
+            read_api(&yaml, None, &names()),
+            read_api(&json, None, &names())
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_served_names_the_resource() {
+        let bad_timeout = CHAT.replace("TimeoutInMillis: 5000", "TimeoutInMillis: 30000");
+        let e = read_api(&parse_text(&bad_timeout).expect("parses"), None, &names());
+        assert!(
+            matches!(&e, Err(TemplateError::Resource { resource, .. }) if resource == "SendInteg"),
+            "{e:?}"
+        );
+        let mock = CHAT.replace("IntegrationType: HTTP_PROXY", "IntegrationType: MOCK");
+        let e = read_api(&parse_text(&mock).expect("parses"), None, &names());
+        assert!(
+            matches!(&e, Err(TemplateError::Resource { resource, .. }) if resource == "HookInteg"),
+            "{e:?}"
+        );
+        let dangling = CHAT.replace("!Ref SendInteg", "!Ref Nowhere");
+        let e = read_api(&parse_text(&dangling).expect("parses"), None, &names());
+        assert!(
+            matches!(&e, Err(TemplateError::Resource { resource, .. }) if resource == "SendRoute"),
+            "{e:?}"
+        );
+        let http_api = CHAT.replace("ProtocolType: WEBSOCKET", "ProtocolType: HTTP");
+        assert_eq!(
+            read_api(&parse_text(&http_api).expect("parses"), None, &names()),
+            Err(TemplateError::NoWebSocketApi)
+        );
+        assert!(matches!(
+            parse_text("a: [unclosed"),
+            Err(TemplateError::Syntax(_))
+        ));
+    }
+}
