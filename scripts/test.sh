@@ -161,6 +161,9 @@ if full; then
 step "Lambda binaries under cargo lambda watch"
 scripts/lambda-smoke.sh
 
+step "jobcast emulate in front of the Lambda functions (infra/template.yaml under cargo lambda watch)"
+scripts/emulate-smoke.sh 2>&1 | tee target/emulate-smoke-output.txt
+
 step "jobs API against docs/openapi.yaml (schemathesis)"
 scripts/schemathesis.sh target/debug/jobcast 40 2>&1 | tee target/schemathesis-output.txt
 st_passed=$(sed -n 's/^ *\([0-9]*\) generated, \1 passed.*/\1/p' target/schemathesis-output.txt | tail -1)

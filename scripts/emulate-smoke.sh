@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `jobcast emulate` in front of a real Lambda runner: jobcast's own
+# WebSocket functions under `cargo lambda watch`, wired by the routes of
+# infra/template.yaml, driven by a WebSocket client (tests/emulate).
+#
+# Needs JOBCAST_TEST_DYNAMODB (./scripts/test.sh sets it) and the Python
+# venv test.sh makes (target/py-venv, with websockets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${JOBCAST_TEST_DYNAMODB:?start DynamoDB Local first: eval \"\$(scripts/dynamodb-local.sh start)\"}"
+. scripts/lib.sh
+fail() { echo "emulate smoke: $*" >&2; exit 1; }
+
+work=target/emulate-smoke
+mkdir -p "$work"
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB
+table=jobcast-emulate-$RANDOM$RANDOM
+cargo build --quiet -p jobcast --bins
+cargo build --quiet -p jobcast-lambdas --bins
+target/debug/jobcast table create --table "$table" >/dev/null
+
+port=$(free_port)
+invoke_port=$(free_port)
+(cd lambdas && exec cargo lambda watch --invoke-port "$invoke_port" --ignore-changes \
+  --env-var "JOBCAST_TABLE=$table" \
+  --env-var "JOBCAST_TOKEN_SECRET=emulate-smoke-secret-0123456789" \
+  --env-var "JOBCAST_MANAGEMENT_ENDPOINT=http://127.0.0.1:$port/prod" \
+  --env-var "AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB" \
+  --env-var AWS_ACCESS_KEY_ID=local --env-var AWS_SECRET_ACCESS_KEY=local \
+  --env-var AWS_REGION=us-east-1) >"$work/watch.log" 2>&1 &
+watch_pid=$!
+AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$invoke_port target/debug/jobcast emulate \
+  --template infra/template.yaml --listen "127.0.0.1:$port" \
+  --function ConnectFunction=connect --function DisconnectFunction=disconnect \
+  --function MessageFunction=message >"$work/emulate.log" 2>&1 &
+emulate_pid=$!
+trap 'kill $emulate_pid $watch_pid 2>/dev/null || true' EXIT
+wait_port "$port" 60 || fail "emulate did not start; see $work/emulate.log"
+wait_port "$invoke_port" 120 || fail "cargo lambda watch did not start; see $work/watch.log"
+grep -q 'route ping .*-> Lambda message' "$work/emulate.log" || fail "emulate did not read the ping route; see $work/emulate.log"
+
+target/py-venv/bin/python tests/emulate/smoke_client.py "ws://127.0.0.1:$port/prod" \
+  "http://127.0.0.1:$invoke_port/2015-03-31/functions/message/invocations" \
+  || fail "the client's checks failed; see $work/*.log"
+# $disconnect reached the disconnect function, once per closed connection.
+for _ in $(seq 1 50); do
+  grep -q 'route=$disconnect' "$work/emulate.log" && break
+  sleep 0.1
+done
+grep -q 'route=$disconnect target="disconnect"' "$work/emulate.log" \
+  || grep -q 'route=$disconnect target=disconnect' "$work/emulate.log" \
+  || fail "no \$disconnect invocation logged; see $work/emulate.log"
+echo "\$disconnect: the disconnect function ran"
+echo "emulate smoke: ok"
