@@ -17,12 +17,13 @@ export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB
 table=jobcast-emulate-$RANDOM$RANDOM
 cargo build --quiet -p jobcast --bins
-cargo build --quiet -p jobcast-lambdas --bins
+cargo build --quiet -p jobcast-lambdas --features emulate-edges --bins
 target/debug/jobcast table create --table "$table" >/dev/null
 
 port=$(free_port)
 invoke_port=$(free_port)
 (cd lambdas && exec cargo lambda watch --invoke-port "$invoke_port" --ignore-changes \
+  --features emulate-edges \
   --env-var "JOBCAST_TABLE=$table" \
   --env-var "JOBCAST_TOKEN_SECRET=emulate-smoke-secret-0123456789" \
   --env-var "JOBCAST_MANAGEMENT_ENDPOINT=http://127.0.0.1:$port/prod" \
@@ -35,7 +36,16 @@ AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$invoke_port target/debug/jobcast emula
   --function ConnectFunction=connect --function DisconnectFunction=disconnect \
   --function MessageFunction=message >"$work/emulate.log" 2>&1 &
 emulate_pid=$!
-trap 'kill $emulate_pid $watch_pid 2>/dev/null || true' EXIT
+# The edge cases: two APIs of one template over a function that misbehaves on demand.
+edges_port=$(free_port)
+guarded_port=$(free_port)
+for api in EdgesApi:$edges_port GuardedApi:$guarded_port; do
+  AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$invoke_port target/debug/jobcast emulate \
+    --template tests/emulate/edges.yaml --api "${api%%:*}" --listen "127.0.0.1:${api#*:}" \
+    --function EdgesFunction=emulate_edges >"$work/${api%%:*}.log" 2>&1 &
+  edge_pids="${edge_pids:-} $!"
+done
+trap 'kill $emulate_pid $watch_pid $edge_pids 2>/dev/null || true' EXIT
 wait_port "$port" 60 || fail "emulate did not start; see $work/emulate.log"
 wait_port "$invoke_port" 120 || fail "cargo lambda watch did not start; see $work/watch.log"
 grep -q 'route ping .*-> Lambda message' "$work/emulate.log" || fail "emulate did not read the ping route; see $work/emulate.log"
@@ -52,4 +62,7 @@ grep -q 'route=$disconnect target="disconnect"' "$work/emulate.log" \
   || grep -q 'route=$disconnect target=disconnect' "$work/emulate.log" \
   || fail "no \$disconnect invocation logged; see $work/emulate.log"
 echo "\$disconnect: the disconnect function ran"
+wait_port "$edges_port" 60 && wait_port "$guarded_port" 60 || fail "emulate (edges) did not start; see $work/*Api.log"
+target/py-venv/bin/python tests/emulate/edges_client.py "ws://127.0.0.1:$edges_port/edges" \
+  "ws://127.0.0.1:$guarded_port/guarded" || fail "an edge case failed; see $work/*.log"
 echo "emulate smoke: ok"

@@ -77,10 +77,22 @@ impl Invoker {
             .send()
             .await
             .map_err(|e| {
-                InvokeError::Unreachable(format!(
-                    "invoking {function}: {}",
-                    crate::aws::error_line(&e)
-                ))
+                // Some runners answer a function's own error with an error
+                // status instead of 200 and X-Amz-Function-Error; the
+                // error payload tells the two apart.
+                let body = e
+                    .raw_response()
+                    .and_then(|r| r.body().bytes())
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                if body.contains("\"errorMessage\"") || body.contains("\"errorType\"") {
+                    InvokeError::Function(body)
+                } else {
+                    InvokeError::Unreachable(format!(
+                        "invoking {function}: {}",
+                        crate::aws::error_line(&e)
+                    ))
+                }
             })?;
         let payload = out.payload().map(|b| b.as_ref()).unwrap_or_default();
         if out.function_error().is_some() {

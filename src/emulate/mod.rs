@@ -9,6 +9,7 @@ pub mod invoke;
 pub mod template;
 
 use crate::gateway::app::{Connected, WebSocketApp};
+use crate::gateway::events::websocket_event_json;
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
@@ -45,7 +46,7 @@ impl Emulator {
         event: &ApiGatewayWebsocketProxyRequest,
     ) -> Option<Result<invoke::Answer, InvokeError>> {
         let integration = route.integration.as_ref()?;
-        let body = serde_json::to_value(event).unwrap_or(Value::Null);
+        let body = websocket_event_json(event);
         let result = self
             .invoker
             .call(&integration.target, &body, integration.timeout)
@@ -98,7 +99,7 @@ impl Emulator {
             );
             return Err(status_response(401, "Unauthorized"));
         }
-        let mut request = serde_json::to_value(event).unwrap_or(Value::Null);
+        let mut request = websocket_event_json(event);
         request["type"] = json!("REQUEST");
         request["methodArn"] = json!(format!(
             "arn:aws:execute-api:{}:000000000000:{}/{}/$connect",

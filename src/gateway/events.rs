@@ -103,6 +103,48 @@ impl ConnectionMeta {
     }
 }
 
+/// An event as API Gateway puts it on the wire to a Lambda function:
+/// `queryStringParameters` single-valued (the last value of each name, the
+/// lists are in `multiValueQueryStringParameters`), and no field that is
+/// null or an empty map of headers, query, path or stage variables.
+pub fn websocket_event_json(event: &ApiGatewayWebsocketProxyRequest) -> serde_json::Value {
+    use serde_json::Value;
+    let mut v = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Some(q) = v
+        .get_mut("queryStringParameters")
+        .and_then(Value::as_object_mut)
+    {
+        for value in q.values_mut() {
+            if let Value::Array(items) = value {
+                *value = items.pop().unwrap_or(Value::Null);
+            }
+        }
+    }
+    fn prune(v: &mut Value) {
+        if let Value::Object(m) = v {
+            m.retain(|_, x| !x.is_null());
+            for key in [
+                "headers",
+                "multiValueHeaders",
+                "queryStringParameters",
+                "multiValueQueryStringParameters",
+                "pathParameters",
+                "stageVariables",
+            ] {
+                if m.get(key)
+                    .and_then(Value::as_object)
+                    .is_some_and(|o| o.is_empty())
+                {
+                    m.remove(key);
+                }
+            }
+            m.values_mut().for_each(prune);
+        }
+    }
+    prune(&mut v);
+    v
+}
+
 /// Parses a query string into the multi-value map API Gateway provides.
 pub fn parse_query(query: Option<&str>) -> HashMap<String, Vec<String>> {
     let mut map: HashMap<String, Vec<String>> = HashMap::new();
@@ -191,6 +233,67 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
             );
         }
+    }
+
+    fn meta() -> ConnectionMeta {
+        ConnectionMeta {
+            connection_id: new_connection_id(),
+            connected_at: Utc::now(),
+            source_ip: "127.0.0.1".into(),
+            user_agent: Some("test".into()),
+            domain_name: "localhost:8080".into(),
+            stage: "dev".into(),
+            authorizer: HashMap::from([("principalId".to_string(), "alice".into())]),
+        }
+    }
+
+    #[test]
+    fn events_on_the_wire_are_shaped_as_aws_sends_them() {
+        let mut headers = HeaderMap::new();
+        headers.insert("auth", http::HeaderValue::from_static("x"));
+        let connect = meta().connect_event(&headers, parse_query(Some("a=1&a=2&b=3")));
+        let v = websocket_event_json(&connect);
+        assert_eq!(
+            v["queryStringParameters"],
+            serde_json::json!({"a": "2", "b": "3"})
+        );
+        assert_eq!(
+            v["multiValueQueryStringParameters"],
+            serde_json::json!({"a": ["1", "2"], "b": ["3"]})
+        );
+        assert_eq!(v["headers"]["auth"], "x");
+        let c = &v["requestContext"];
+        assert_eq!(c["eventType"], "CONNECT");
+        assert_eq!(c["routeKey"], "$connect");
+        assert_eq!(c["authorizer"]["principalId"], "alice");
+        assert_eq!(c["identity"]["sourceIp"], "127.0.0.1");
+        for key in [
+            "connectedAt",
+            "requestTimeEpoch",
+            "requestTime",
+            "requestId",
+            "extendedRequestId",
+            "domainName",
+            "stage",
+            "apiId",
+            "connectionId",
+            "messageDirection",
+        ] {
+            assert!(!c[key].is_null(), "{key} missing");
+        }
+        assert!(c.get("error").is_none(), "null fields are left out");
+        assert!(v.get("pathParameters").is_none());
+
+        let m = websocket_event_json(&meta().message_event("sendmessage", "{}"));
+        assert_eq!(m["body"], "{}");
+        assert_eq!(m["isBase64Encoded"], false);
+        assert_eq!(m["requestContext"]["routeKey"], "sendmessage");
+        assert!(!m["requestContext"]["messageId"].is_null());
+        assert!(m.get("headers").is_none() && m.get("queryStringParameters").is_none());
+
+        let d = websocket_event_json(&meta().disconnect_event(1001, "Going away"));
+        assert_eq!(d["requestContext"]["disconnectStatusCode"], 1001);
+        assert_eq!(d["requestContext"]["disconnectReason"], "Going away");
     }
 
     #[test]

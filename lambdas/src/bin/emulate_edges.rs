@@ -1,0 +1,91 @@
+//! A WebSocket handler and a `REQUEST` authorizer that misbehave on
+//! demand, for checking that `jobcast emulate` answers each case as API
+//! Gateway does (tests/emulate/edges.yaml wires them). Built only with
+//! `--features emulate-edges`; never deployed.
+//!
+//! `$connect` reads its query: `status=N` answers N, `protocol=P` selects
+//! subprotocol P, `fail=1` fails the invocation. Messages by `action`:
+//! `echo` answers the body, `slow` sleeps past the route's timeout, `boom`
+//! fails, `whoami` answers `requestContext.authorizer`. As the authorizer
+//! (an event with `"type": "REQUEST"`), the `Auth` header decides: `allow`
+//! (principal `alice`, context `{"plan": "pro"}`), `deny`, anything else
+//! fails with `Unauthorized`.
+
+use jobcast_lambdas::{Error, LambdaEvent, init_tracing, run, service_fn};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn authorize(event: &Value) -> Result<Value, Error> {
+    let effect = match event["headers"]["Auth"]
+        .as_str()
+        .or(event["headers"]["auth"].as_str())
+    {
+        Some("allow") => "Allow",
+        Some("deny") => "Deny",
+        _ => return Err("Unauthorized".into()),
+    };
+    Ok(json!({
+        "principalId": "alice",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Action": "execute-api:Invoke",
+                "Effect": effect,
+                "Resource": event["methodArn"],
+            }],
+        },
+        "context": { "plan": "pro" },
+    }))
+}
+
+fn connect(event: &Value) -> Result<Value, Error> {
+    let q = &event["queryStringParameters"];
+    if q["fail"] == "1" {
+        return Err("connect failed on purpose".into());
+    }
+    let status: u16 = q["status"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut answer = json!({ "statusCode": status, "body": "connect answered" });
+    if let Some(p) = q["protocol"].as_str() {
+        answer["headers"] = json!({ "Sec-WebSocket-Protocol": p });
+    }
+    Ok(answer)
+}
+
+async fn message(event: &Value) -> Result<Value, Error> {
+    let body: Value = event["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    match body["action"].as_str() {
+        Some("slow") => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(json!({ "statusCode": 200, "body": "too late" }))
+        }
+        Some("boom") => Err("boom on purpose".into()),
+        Some("whoami") => Ok(json!({
+            "statusCode": 200,
+            "body": event["requestContext"]["authorizer"].to_string(),
+        })),
+        _ => Ok(json!({ "statusCode": 200, "body": event["body"] })),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    run(service_fn(|event: LambdaEvent<Value>| async move {
+        let e = event.payload;
+        if e["type"] == "REQUEST" {
+            return authorize(&e);
+        }
+        match e["requestContext"]["eventType"].as_str() {
+            Some("CONNECT") => connect(&e),
+            Some("DISCONNECT") => Ok(json!({ "statusCode": 200 })),
+            _ => message(&e).await,
+        }
+    }))
+    .await
+}

@@ -1,0 +1,83 @@
+"""Checks every API Gateway edge `jobcast emulate` reproduces, through a
+real WebSocket client, against tests/emulate/edges.yaml served in front of
+lambdas/src/bin/emulate_edges.rs under `cargo lambda watch`.
+
+Usage: edges_client.py EDGES_WS_URL GUARDED_WS_URL
+"""
+import asyncio
+import json
+import sys
+
+import websockets
+from websockets.exceptions import InvalidStatus
+
+
+async def refused(url, status, **kw):
+    try:
+        async with websockets.connect(url, **kw):
+            raise AssertionError(f"{url} was accepted, expected {status}")
+    except InvalidStatus as e:
+        got = e.response.status_code
+        assert got == status, f"{url}: {got}, expected {status}"
+
+
+async def reply(ws, message, timeout=10):
+    await ws.send(json.dumps(message))
+    return await asyncio.wait_for(ws.recv(), timeout)
+
+
+async def edges(url):
+    # $connect: the function's status refuses the handshake with it; a
+    # failed invocation is a 500; a Sec-WebSocket-Protocol header selects
+    # the subprotocol.
+    await refused(url + "?status=401", 401)
+    await refused(url + "?status=429", 429)
+    await refused(url + "?fail=1", 500)
+    print("$connect: the function's 401 and 429 refuse the handshake; a failed invocation is 500")
+    async with websockets.connect(url + "?protocol=chat.v1", subprotocols=["chat.v1"]) as ws:
+        assert ws.subprotocol == "chat.v1", ws.subprotocol
+    print("$connect: the function's Sec-WebSocket-Protocol selects the subprotocol")
+
+    async with websockets.connect(url) as ws:
+        # A two-way route sends the integration's body back.
+        got = await reply(ws, {"action": "echo", "n": 1})
+        assert json.loads(got) == {"action": "echo", "n": 1}, got
+        # A one-way route sends nothing: the next thing back is the next echo.
+        await ws.send(json.dumps({"action": "oneway"}))
+        got = await reply(ws, {"action": "echo", "n": 2})
+        assert json.loads(got)["n"] == 2, got
+        print("two-way route: the body comes back; one-way route: nothing")
+        # No route and no $default: API Gateway's Forbidden, with ids.
+        got = json.loads(await reply(ws, {"action": "nosuchroute"}))
+        assert got["message"] == "Forbidden" and got["connectionId"] and got["requestId"], got
+        got = json.loads(await reply(ws, {"action": "boom"}))
+        assert got["message"] == "Internal server error" and got["connectionId"], got
+        got = json.loads(await reply(ws, {"action": "slow"}))
+        assert got["message"] == "Endpoint request timed out", got
+        # The connection stays open through all of it.
+        got = await reply(ws, {"action": "echo", "n": 3})
+        assert json.loads(got)["n"] == 3, got
+        print("no route: Forbidden; a failing function: Internal server error; "
+              "past TimeoutInMillis: Endpoint request timed out; the connection stays open")
+
+
+async def guarded(url):
+    await refused(url, 401)
+    print("authorizer: identity source missing -> 401")
+    await refused(url, 403, additional_headers={"Auth": "deny"})
+    print("authorizer: policy Deny -> 403")
+    await refused(url, 401, additional_headers={"Auth": "nonsense"})
+    print("authorizer: Unauthorized -> 401")
+    async with websockets.connect(url, additional_headers={"Auth": "allow"}) as ws:
+        got = json.loads(await reply(ws, {"action": "whoami"}))
+        assert got.get("principalId") == "alice" and got.get("plan") == "pro", got
+    print("authorizer: Allow -> connected; principalId and context reach later events")
+
+
+async def main(edges_url, guarded_url):
+    await edges(edges_url)
+    await guarded(guarded_url)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
