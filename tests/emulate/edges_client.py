@@ -34,6 +34,8 @@ async def edges(url):
     await refused(url + "?status=429", 429)
     await refused(url + "?fail=1", 500)
     print("$connect: the function's 401 and 429 refuse the handshake; a failed invocation is 500")
+    await refused(url + "?post=1", 410)
+    print("$connect: posting to the connection from its own $connect is 410")
     async with websockets.connect(url + "?protocol=chat.v1", subprotocols=["chat.v1"]) as ws:
         assert ws.subprotocol == "chat.v1", ws.subprotocol
     print("$connect: the function's Sec-WebSocket-Protocol selects the subprotocol")

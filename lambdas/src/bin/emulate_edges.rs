@@ -4,7 +4,9 @@
 //! `--features emulate-edges`; never deployed.
 //!
 //! `$connect` reads its query: `status=N` answers N, `protocol=P` selects
-//! subprotocol P, `fail=1` fails the invocation. Messages by `action`:
+//! subprotocol P, `fail=1` fails the invocation, `post=1` posts to its own
+//! connection through `@connections` (at `http://` + domainName + stage)
+//! and answers that post's status (410 while `$connect` runs, as in AWS). Messages by `action`:
 //! `echo` answers the body, `slow` sleeps past the route's timeout, `boom`
 //! fails, `whoami` answers `requestContext.authorizer`. As the authorizer
 //! (an event with `"type": "REQUEST"`), the `Auth` header decides: `allow`
@@ -38,10 +40,35 @@ fn authorize(event: &Value) -> Result<Value, Error> {
     }))
 }
 
-fn connect(event: &Value) -> Result<Value, Error> {
+/// Posts to the connection `event` is about; the HTTP status it got.
+async fn post_to_self(event: &Value) -> u16 {
+    use jobcast::push::{ManagementApiPusher, Payload, PushError, Pusher};
+    let c = &event["requestContext"];
+    let endpoint = format!(
+        "http://{}/{}",
+        c["domainName"].as_str().unwrap_or_default(),
+        c["stage"].as_str().unwrap_or_default()
+    );
+    let config = jobcast::aws::sdk_config().await;
+    let pusher = ManagementApiPusher::new(&config, &endpoint);
+    let id = c["connectionId"].as_str().unwrap_or_default();
+    match pusher.post(id, Payload::text("hello".into())).await {
+        Ok(()) => 200,
+        Err(PushError::Gone) => 410,
+        Err(e) => {
+            tracing::warn!(error = %e, "post to self failed");
+            500
+        }
+    }
+}
+
+async fn connect(event: &Value) -> Result<Value, Error> {
     let q = &event["queryStringParameters"];
     if q["fail"] == "1" {
         return Err("connect failed on purpose".into());
+    }
+    if q["post"] == "1" {
+        return Ok(json!({ "statusCode": post_to_self(event).await }));
     }
     let status: u16 = q["status"]
         .as_str()
@@ -82,7 +109,7 @@ async fn main() -> Result<(), Error> {
             return authorize(&e);
         }
         match e["requestContext"]["eventType"].as_str() {
-            Some("CONNECT") => connect(&e),
+            Some("CONNECT") => connect(&e).await,
             Some("DISCONNECT") => Ok(json!({ "statusCode": 200 })),
             _ => message(&e).await,
         }
