@@ -6,7 +6,7 @@
 #                               Rust tests, the browser and worker-library
 #                               tests; no dependency audit, template checks,
 #                               Lambda builds, Autobahn, Lambda smoke test,
-#                               schemathesis, soak or benchmark
+#                               emulate tests, schemathesis, soak or benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -163,6 +163,9 @@ scripts/lambda-smoke.sh
 
 step "jobcast emulate in front of the Lambda functions (infra/template.yaml under cargo lambda watch)"
 scripts/emulate-smoke.sh 2>&1 | tee target/emulate-smoke-output.txt
+
+step "jobcast emulate: a SAM chat app (Node, AWS SDK v3) under serverless-offline's Lambda port"
+scripts/emulate-chat.sh 2>&1 | tee target/emulate-chat-output.txt
 
 step "jobs API against docs/openapi.yaml (schemathesis)"
 scripts/schemathesis.sh target/debug/jobcast 40 2>&1 | tee target/schemathesis-output.txt

@@ -34,6 +34,11 @@ pub struct EmulateArgs {
     #[arg(long = "function", value_name = "LOGICAL_ID=NAME", value_parser = parse_mapping)]
     pub functions: Vec<(String, String)>,
 
+    /// A value for a template parameter (else its Default): NAME=VALUE
+    /// (repeatable), as sam's --parameter-overrides.
+    #[arg(long = "parameter", value_name = "NAME=VALUE", value_parser = parse_parameter)]
+    pub parameters: Vec<(String, String)>,
+
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
@@ -73,11 +78,21 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
     })
 }
 
+fn parse_parameter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "expected NAME=VALUE (like TableName=chat), got '{s}'"
+        )),
+    }
+}
+
 impl EmulateArgs {
     /// The API to serve: from the template, or from the --route flags.
     pub fn api(&self, region: &str) -> Result<WebSocketApi, TemplateError> {
         let names = Names {
             functions: self.functions.iter().cloned().collect(),
+            parameters: self.parameters.iter().cloned().collect(),
             region: region.to_string(),
         };
         match &self.template {

@@ -121,6 +121,8 @@ impl WebSocketApi {
 pub struct Names {
     /// Logical id → the name the local runner knows the function by.
     pub functions: HashMap<String, String>,
+    /// Template parameters given a value (else their `Default`).
+    pub parameters: HashMap<String, String>,
     pub region: String,
 }
 
@@ -573,7 +575,10 @@ impl Resolver<'_> {
             return Some(self.function_name(name));
         }
         if let Some(p) = self.template["Parameters"].get(name) {
-            return self.string(&p["Default"]);
+            return match self.names.parameters.get(name) {
+                Some(v) => Some(v.clone()),
+                None => self.string(&p["Default"]),
+            };
         }
         // Any other resource: its logical id, which is how routes, route
         // responses and integrations refer to each other here.
@@ -630,6 +635,7 @@ mod tests {
     fn names() -> Names {
         Names {
             functions: HashMap::from([("ConnectFunction".to_string(), "connect".to_string())]),
+            parameters: HashMap::new(),
             region: "eu-west-1".into(),
         }
     }
@@ -747,6 +753,14 @@ Resources:
         assert_eq!(integ.timeout, Duration::from_millis(5000));
         let hook = api.routes["hook"].integration.as_ref().expect("integrated");
         assert_eq!(hook.target, Target::Http("http://127.0.0.1:9/hello".into()));
+        let mut given = names();
+        given.parameters.insert("Greeting".into(), "hi".into());
+        let api2 = read_api(&t, None, &given).expect("an API");
+        let hook = api2.routes["hook"]
+            .integration
+            .as_ref()
+            .expect("integrated");
+        assert_eq!(hook.target, Target::Http("http://127.0.0.1:9/hi".into()));
         assert_eq!(api.stage, None);
         assert!(
             api.warnings.contains(
