@@ -5,7 +5,6 @@ use jobcast::config::{
     BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, RunArgs, ServeArgs, SoakArgs,
     StoreKind, TableArgs, TableCommand,
 };
-use jobcast::emulate::{Emulator, invoke::Invoker, template::Target};
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::protocol::ServerMessage;
 use jobcast::publish::PublishReport;
@@ -182,65 +181,19 @@ async fn emulate(args: EmulateArgs) -> Result<(), String> {
         .map(|r| r.to_string())
         .unwrap_or_else(|| jobcast::aws::FALLBACK_REGION.to_string());
     let api = args.api(&region).map_err(|e| e.to_string())?;
-    for warning in &api.warnings {
-        tracing::warn!("{warning}");
-    }
-    let uses_lambda = api.authorizer.is_some()
-        || api.routes.values().any(|r| {
-            matches!(
-                r.integration.as_ref().map(|i| &i.target),
-                Some(Target::Lambda(_))
-            )
-        });
-    if uses_lambda && std::env::var_os("AWS_ENDPOINT_URL_LAMBDA").is_none() {
-        return Err("set AWS_ENDPOINT_URL_LAMBDA to your local Lambda runner's Invoke API (cargo lambda watch: http://127.0.0.1:9000, sam local start-lambda: http://127.0.0.1:3001)".into());
-    }
-    let stage = args
-        .stage
-        .clone()
-        .or_else(|| api.stage.clone())
-        .unwrap_or_else(|| "dev".to_string());
     let config = GatewayConfig {
         listen: args.listen,
-        stage: stage.clone(),
+        stage: args.stage.clone().unwrap_or_default(),
         idle_timeout: args.idle_timeout,
         max_lifetime: args.max_lifetime,
-        // API Gateway limits messages per account, not per connection.
-        client_messages_per_second: None,
-        workers: 1,
-        resume: false,
-        heartbeat_timeout: Duration::ZERO,
         ..GatewayConfig::default()
     };
-    let tokens = TokenKey::random(Duration::from_secs(3600));
-    let gateway = Gateway::bind(config, Arc::new(MemoryStore::new()), tokens)
+    jobcast::emulate::serve(api, config, &sdk, shutdown)
         .await
-        .map_err(|e| bind_error(e, args.listen))?;
-    for route in api.routes.values() {
-        let target = match route.integration.as_ref().map(|i| &i.target) {
-            Some(Target::Lambda(f)) => format!("Lambda {f}"),
-            Some(Target::Http(u)) => format!("HTTP {u}"),
-            None => "no integration".into(),
-        };
-        let way = if route.two_way { ", two-way" } else { "" };
-        tracing::info!("route {:<14} -> {target}{way}", route.key);
-    }
-    if let Some(a) = &api.authorizer {
-        tracing::info!(
-            "$connect authorizer {} -> Lambda {}",
-            a.logical_id,
-            a.function
-        );
-    }
-    let addr = gateway.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(Emulator::new(api, Invoker::new(&sdk), region));
-    tracing::info!("WebSocket API:  ws://{addr}/{stage}");
-    tracing::info!("@connections:   http://{addr}/{stage}/@connections/{{connectionId}}");
-    gateway
-        .with_app(app)
-        .run(shutdown)
-        .await
-        .map_err(|e| format!("server error: {e}"))
+        .map_err(|e| match e {
+            jobcast::emulate::StartError::Bind(e) => bind_error(e, args.listen),
+            other => other.to_string(),
+        })
 }
 
 async fn table_create(args: TableArgs) -> Result<(), String> {

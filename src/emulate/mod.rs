@@ -5,11 +5,14 @@
 //! route, an integration error or timeout, an authorizer's refusal) is
 //! answered the same way here.
 
+mod intrinsics;
 pub mod invoke;
 pub mod template;
+mod unmodelled;
 
 use crate::gateway::app::{Connected, WebSocketApp};
 use crate::gateway::events::websocket_event_json;
+use crate::gateway::{Gateway, GatewayConfig};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
@@ -18,6 +21,87 @@ use invoke::{InvokeError, Invoker};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use template::{Authorizer, IdentitySource, Route, WebSocketApi};
+
+/// Why `emulate` cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "set AWS_ENDPOINT_URL_LAMBDA to your local Lambda runner's Invoke API (cargo lambda watch: http://127.0.0.1:9000, sam local start-lambda: http://127.0.0.1:3001)"
+    )]
+    NoLambdaEndpoint,
+    #[error("cannot start: {0}")]
+    Bind(std::io::Error),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Serves `api` with the gateway `config` describes (an empty stage: the
+/// template's, else `dev`) until `shutdown`; logs what it serves and what
+/// the template has that it does not model.
+pub async fn serve(
+    api: WebSocketApi,
+    mut config: GatewayConfig,
+    sdk: &aws_config::SdkConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    for warning in &api.warnings {
+        tracing::warn!("{warning}");
+    }
+    let uses_lambda = api.authorizer.is_some()
+        || api.routes.values().any(|r| {
+            matches!(
+                r.integration.as_ref().map(|i| &i.target),
+                Some(template::Target::Lambda(_))
+            )
+        });
+    if uses_lambda && std::env::var_os("AWS_ENDPOINT_URL_LAMBDA").is_none() {
+        return Err(StartError::NoLambdaEndpoint);
+    }
+    if config.stage.is_empty() {
+        config.stage = api.stage.clone().unwrap_or_else(|| "dev".to_string());
+    }
+    // API Gateway limits messages per account, not per connection; and
+    // nothing of jobcast's jobs runs here.
+    config.client_messages_per_second = None;
+    config.workers = 1;
+    config.resume = false;
+    config.heartbeat_timeout = std::time::Duration::ZERO;
+    let stage = config.stage.clone();
+    let tokens = crate::token::TokenKey::random(std::time::Duration::from_secs(3600));
+    let store = std::sync::Arc::new(crate::store::MemoryStore::new());
+    let gateway = Gateway::bind(config, store, tokens)
+        .await
+        .map_err(StartError::Bind)?;
+    for route in api.routes.values() {
+        let target = match route.integration.as_ref().map(|i| &i.target) {
+            Some(template::Target::Lambda(f)) => format!("Lambda {f}"),
+            Some(template::Target::Http(u)) => format!("HTTP {u}"),
+            None => "no integration".into(),
+        };
+        let way = if route.two_way { ", two-way" } else { "" };
+        tracing::info!("route {:<14} -> {target}{way}", route.key);
+    }
+    if let Some(a) = &api.authorizer {
+        tracing::info!(
+            "$connect authorizer {} -> Lambda {}",
+            a.logical_id,
+            a.function
+        );
+    }
+    let addr = gateway.local_addr().map_err(StartError::Bind)?;
+    tracing::info!("WebSocket API:  ws://{addr}/{stage}");
+    tracing::info!("@connections:   http://{addr}/{stage}/@connections/{{connectionId}}");
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| crate::aws::FALLBACK_REGION.to_string());
+    let app = std::sync::Arc::new(Emulator::new(api, Invoker::new(sdk), region));
+    gateway
+        .with_app(app)
+        .run(shutdown)
+        .await
+        .map_err(StartError::Serve)
+}
 
 /// The user's WebSocket API behind the gateway.
 pub struct Emulator {

@@ -8,6 +8,9 @@
 //! to) and its ARN as a Lambda ARN carrying that name, so an integration URI
 //! resolves to the function the local runner knows.
 
+use super::intrinsics::Resolver;
+pub use super::intrinsics::parse_text;
+use super::unmodelled::unmodelled;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -126,58 +129,6 @@ pub struct Names {
     pub region: String,
 }
 
-/// Parses a template's text (YAML with CloudFormation's short tags, or JSON).
-pub fn parse_text(text: &str) -> Result<Value, TemplateError> {
-    if text.trim_start().starts_with('{') {
-        return serde_json::from_str(text).map_err(|e| TemplateError::Syntax(e.to_string()));
-    }
-    let yaml: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| TemplateError::Syntax(e.to_string()))?;
-    Ok(yaml_to_json(yaml))
-}
-
-/// YAML to JSON, short tags to their long form: `!Ref X` → `{"Ref": X}`,
-/// `!GetAtt A.B` → `{"Fn::GetAtt": ["A", "B"]}`, `!Sub s` → `{"Fn::Sub": s}`.
-fn yaml_to_json(v: serde_yaml_ng::Value) -> Value {
-    use serde_yaml_ng::Value as Y;
-    match v {
-        Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => serde_json::to_value(&n).unwrap_or(Value::Null),
-        Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_json).collect()),
-        Y::Mapping(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Y::String(s) => s,
-                        other => serde_yaml_ng::to_string(&other)
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string(),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        Y::Tagged(t) => {
-            let tag = t.tag.to_string();
-            let name = tag.trim_start_matches('!');
-            let inner = yaml_to_json(t.value);
-            let (key, value) = match (name, inner) {
-                ("Ref", v) => ("Ref".to_string(), v),
-                ("GetAtt", Value::String(s)) => {
-                    let (res, attr) = s.split_once('.').unwrap_or((&s, ""));
-                    let parts = vec![Value::from(res), Value::from(attr)];
-                    ("Fn::GetAtt".to_string(), Value::Array(parts))
-                }
-                (other, v) => (format!("Fn::{other}"), v),
-            };
-            Value::Object(Map::from_iter([(key, value)]))
-        }
-    }
-}
-
 /// The resources of one kind: logical id → properties.
 fn of_type<'a>(resources: &'a Map<String, Value>, kind: &str) -> Vec<(&'a str, &'a Value)> {
     resources
@@ -185,61 +136,6 @@ fn of_type<'a>(resources: &'a Map<String, Value>, kind: &str) -> Vec<(&'a str, &
         .filter(|(_, r)| r["Type"] == kind)
         .map(|(id, r)| (id.as_str(), &r["Properties"]))
         .collect()
-}
-
-/// What the resources of one type may carry that the emulator models or
-/// that has no local effect; anything else is warned about.
-fn known_properties(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "AWS::ApiGatewayV2::Api" => &[
-            "Name",
-            "ProtocolType",
-            "RouteSelectionExpression",
-            "Description",
-            "Tags",
-            "ApiKeySelectionExpression",
-            "DisableExecuteApiEndpoint",
-        ],
-        "AWS::ApiGatewayV2::Route" => &[
-            "ApiId",
-            "RouteKey",
-            "Target",
-            "AuthorizationType",
-            "AuthorizerId",
-            "OperationName",
-            "RouteResponseSelectionExpression",
-        ],
-        "AWS::ApiGatewayV2::Integration" => &[
-            "ApiId",
-            "IntegrationType",
-            "IntegrationUri",
-            "IntegrationMethod",
-            "TimeoutInMillis",
-            "Description",
-            "CredentialsArn",
-            "PassthroughBehavior",
-            "ContentHandlingStrategy",
-        ],
-        "AWS::ApiGatewayV2::RouteResponse" => &["ApiId", "RouteId", "RouteResponseKey"],
-        "AWS::ApiGatewayV2::Authorizer" => &[
-            "ApiId",
-            "AuthorizerType",
-            "AuthorizerUri",
-            "IdentitySource",
-            "Name",
-            "AuthorizerCredentialsArn",
-        ],
-        "AWS::ApiGatewayV2::Stage" => &[
-            "ApiId",
-            "StageName",
-            "DeploymentId",
-            "AutoDeploy",
-            "Description",
-            "Tags",
-        ],
-        "AWS::ApiGatewayV2::Deployment" => &["ApiId", "StageName", "Description"],
-        _ => &[],
-    }
 }
 
 /// Reads the WebSocket API (`api`: its logical id, needed when there are
@@ -257,37 +153,10 @@ pub fn read_api(
         resources,
         names,
     };
-    let apis: Vec<&str> = of_type(resources, "AWS::ApiGatewayV2::Api")
-        .into_iter()
-        .filter(|(_, p)| p["ProtocolType"] == "WEBSOCKET")
-        .map(|(id, _)| id)
-        .collect();
-    let api_id = match (api, apis.as_slice()) {
-        (Some(wanted), _) if apis.contains(&wanted) => wanted,
-        (Some(wanted), _) => return Err(TemplateError::UnknownApi(wanted.to_string())),
-        (None, []) => return Err(TemplateError::NoWebSocketApi),
-        (None, [one]) => one,
-        (None, many) => return Err(TemplateError::SeveralApis(many.len(), many.join(", "))),
-    };
-    let props = &resources[api_id]["Properties"];
-    let expression = cx
-        .string(&props["RouteSelectionExpression"])
-        .unwrap_or_default();
-    let selection_path = expression
-        .strip_prefix("$request.body.")
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| {
-            resource_error(
-                api_id,
-                format!("RouteSelectionExpression '{expression}' is not $request.body.<path>, the form WebSocket APIs use"),
-            )
-        })?
-        .split('.')
-        .map(str::to_string)
-        .collect();
+    let api_id = choose_api(resources, api)?;
     let mut out = WebSocketApi {
         logical_id: api_id.to_string(),
-        selection_path,
+        selection_path: selection_path(&cx, api_id)?,
         routes: BTreeMap::new(),
         stage: None,
         authorizer: None,
@@ -301,53 +170,11 @@ pub fn read_api(
         .filter_map(|(_, p)| cx.string(&p["RouteId"]))
         .collect();
     for (id, p) in of_type(resources, "AWS::ApiGatewayV2::Route") {
-        if !belongs(p) {
-            continue;
+        if belongs(p) {
+            let mut route = read_route(&cx, id, p, &integrations, &mut out)?;
+            route.two_way = two_way.iter().any(|r| r == id);
+            out.routes.insert(route.key.clone(), route);
         }
-        let key = cx
-            .string(&p["RouteKey"])
-            .ok_or_else(|| resource_error(id, "a route needs a RouteKey"))?;
-        let integration = match cx.string(&p["Target"]) {
-            None if p["Target"].is_null() => None,
-            None => {
-                return Err(resource_error(
-                    id,
-                    format!("Target {} refers to nothing in the template", p["Target"]),
-                ));
-            }
-            Some(t) => {
-                let target = t.strip_prefix("integrations/").unwrap_or(&t);
-                Some(integrations.get(target).cloned().ok_or_else(|| {
-                    resource_error(
-                        id,
-                        format!("Target '{t}' names no integration of {api_id} in the template"),
-                    )
-                })?)
-            }
-        };
-        if p["AuthorizationType"] == "CUSTOM" && key != "$connect" {
-            return Err(resource_error(id, "authorizers apply to $connect only"));
-        }
-        if p["AuthorizationType"] == "AWS_IAM" {
-            out.warnings.push(format!(
-                "{id}: AuthorizationType AWS_IAM is not checked locally; every client may connect"
-            ));
-        }
-        if p["AuthorizationType"] == "CUSTOM" {
-            let auth = cx.string(&p["AuthorizerId"]).ok_or_else(|| {
-                resource_error(id, "AuthorizationType CUSTOM needs an AuthorizerId")
-            })?;
-            out.authorizer = Some(read_authorizer(&cx, resources, &auth)?);
-        }
-        let two_way = two_way.iter().any(|r| r == id);
-        out.routes.insert(
-            key.clone(),
-            Route {
-                key,
-                integration,
-                two_way,
-            },
-        );
     }
     for (id, p) in of_type(resources, "AWS::ApiGatewayV2::Stage") {
         if belongs(p) && out.stage.is_none() {
@@ -359,6 +186,101 @@ pub fn read_api(
     }
     out.warnings.extend(unmodelled(resources));
     Ok(out)
+}
+
+/// The WebSocket API asked for, or the template's only one.
+fn choose_api<'a>(
+    resources: &'a Map<String, Value>,
+    api: Option<&str>,
+) -> Result<&'a str, TemplateError> {
+    let apis: Vec<&str> = of_type(resources, "AWS::ApiGatewayV2::Api")
+        .into_iter()
+        .filter(|(_, p)| p["ProtocolType"] == "WEBSOCKET")
+        .map(|(id, _)| id)
+        .collect();
+    match (api, apis.as_slice()) {
+        (Some(wanted), _) => apis
+            .iter()
+            .find(|a| **a == wanted)
+            .copied()
+            .ok_or_else(|| TemplateError::UnknownApi(wanted.to_string())),
+        (None, []) => Err(TemplateError::NoWebSocketApi),
+        (None, [one]) => Ok(one),
+        (None, many) => Err(TemplateError::SeveralApis(many.len(), many.join(", "))),
+    }
+}
+
+/// `RouteSelectionExpression` as the path into a message body.
+fn selection_path(cx: &Resolver, api_id: &str) -> Result<Vec<String>, TemplateError> {
+    let props = &cx.resources[api_id]["Properties"];
+    let expression = cx
+        .string(&props["RouteSelectionExpression"])
+        .unwrap_or_default();
+    let path = expression
+        .strip_prefix("$request.body.")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            resource_error(
+                api_id,
+                format!("RouteSelectionExpression '{expression}' is not $request.body.<path>, the form WebSocket APIs use"),
+            )
+        })?;
+    Ok(path.split('.').map(str::to_string).collect())
+}
+
+/// One route: its key, its integration, and (on `$connect`) its
+/// authorizer, which goes into `out`.
+fn read_route(
+    cx: &Resolver,
+    id: &str,
+    p: &Value,
+    integrations: &HashMap<String, Integration>,
+    out: &mut WebSocketApi,
+) -> Result<Route, TemplateError> {
+    let key = cx
+        .string(&p["RouteKey"])
+        .ok_or_else(|| resource_error(id, "a route needs a RouteKey"))?;
+    let integration = match cx.string(&p["Target"]) {
+        None if p["Target"].is_null() => None,
+        None => {
+            return Err(resource_error(
+                id,
+                format!("Target {} refers to nothing in the template", p["Target"]),
+            ));
+        }
+        Some(t) => {
+            let target = t.strip_prefix("integrations/").unwrap_or(&t);
+            Some(integrations.get(target).cloned().ok_or_else(|| {
+                resource_error(
+                    id,
+                    format!(
+                        "Target '{t}' names no integration of {} in the template",
+                        out.logical_id
+                    ),
+                )
+            })?)
+        }
+    };
+    match p["AuthorizationType"].as_str() {
+        Some("CUSTOM") if key != "$connect" => {
+            return Err(resource_error(id, "authorizers apply to $connect only"));
+        }
+        Some("CUSTOM") => {
+            let auth = cx.string(&p["AuthorizerId"]).ok_or_else(|| {
+                resource_error(id, "AuthorizationType CUSTOM needs an AuthorizerId")
+            })?;
+            out.authorizer = Some(read_authorizer(cx, cx.resources, &auth)?);
+        }
+        Some("AWS_IAM") => out.warnings.push(format!(
+            "{id}: AuthorizationType AWS_IAM is not checked locally; every client may connect"
+        )),
+        _ => {}
+    }
+    Ok(Route {
+        key,
+        integration,
+        two_way: false,
+    })
 }
 
 fn read_integrations(
@@ -470,31 +392,6 @@ fn read_authorizer(
     })
 }
 
-/// One warning per `AWS::ApiGatewayV2` resource type not modelled, and per
-/// property of a modelled one that is neither modelled nor without effect.
-fn unmodelled(resources: &Map<String, Value>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (id, r) in resources {
-        let kind = r["Type"].as_str().unwrap_or_default();
-        if !kind.starts_with("AWS::ApiGatewayV2::") {
-            continue;
-        }
-        let known = known_properties(kind);
-        if known.is_empty() {
-            out.push(format!(
-                "{id}: {kind} is not modelled; it has no effect here"
-            ));
-            continue;
-        }
-        if let Some(props) = r["Properties"].as_object() {
-            for name in props.keys().filter(|k| !known.contains(&k.as_str())) {
-                out.push(format!("{id}: property {name} of {kind} is not modelled"));
-            }
-        }
-    }
-    out
-}
-
 /// The function name in a Lambda invocation URI or ARN.
 fn function_of_uri(uri: &str) -> Option<String> {
     let after = uri.rsplit_once(":function:")?.1;
@@ -502,130 +399,6 @@ fn function_of_uri(uri: &str) -> Option<String> {
     // A qualified ARN (`name:alias`) invokes the name locally.
     let name = name.split(':').next()?;
     (!name.is_empty()).then(|| name.to_string())
-}
-
-/// Evaluates values through the intrinsic functions.
-struct Resolver<'a> {
-    template: &'a Value,
-    resources: &'a Map<String, Value>,
-    names: &'a Names,
-}
-
-impl Resolver<'_> {
-    /// A value as a string, intrinsics evaluated; None for what has no
-    /// string form (a missing value, a map that is no intrinsic).
-    fn string(&self, v: &Value) -> Option<String> {
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Object(m) if m.len() == 1 => {
-                let (k, arg) = m.iter().next()?;
-                match k.as_str() {
-                    "Ref" => self.reference(arg.as_str()?),
-                    "Fn::GetAtt" => {
-                        let (res, attr) = match arg {
-                            Value::Array(a) => (a.first()?.as_str()?, a.get(1)?.as_str()?),
-                            Value::String(s) => s.split_once('.')?,
-                            _ => return None,
-                        };
-                        self.attribute(res, attr)
-                    }
-                    "Fn::Sub" => self.sub(arg),
-                    "Fn::Join" => {
-                        let a = arg.as_array()?;
-                        let sep = a.first()?.as_str()?;
-                        let parts = a.get(1)?.as_array()?;
-                        let parts: Option<Vec<String>> =
-                            parts.iter().map(|p| self.string(p)).collect();
-                        Some(parts?.join(sep))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
-    }
-
-    fn function_name(&self, id: &str) -> String {
-        self.names
-            .functions
-            .get(id)
-            .cloned()
-            .unwrap_or_else(|| id.to_string())
-    }
-
-    fn is_function(&self, id: &str) -> bool {
-        matches!(
-            self.resources.get(id).and_then(|r| r["Type"].as_str()),
-            Some("AWS::Serverless::Function" | "AWS::Lambda::Function")
-        )
-    }
-
-    fn reference(&self, name: &str) -> Option<String> {
-        match name {
-            "AWS::Region" => return Some(self.names.region.clone()),
-            "AWS::AccountId" => return Some("000000000000".into()),
-            "AWS::Partition" => return Some("aws".into()),
-            "AWS::URLSuffix" => return Some("amazonaws.com".into()),
-            "AWS::StackName" => return Some("local".into()),
-            _ => {}
-        }
-        if self.is_function(name) {
-            return Some(self.function_name(name));
-        }
-        if let Some(p) = self.template["Parameters"].get(name) {
-            return match self.names.parameters.get(name) {
-                Some(v) => Some(v.clone()),
-                None => self.string(&p["Default"]),
-            };
-        }
-        // Any other resource: its logical id, which is how routes, route
-        // responses and integrations refer to each other here.
-        self.resources.contains_key(name).then(|| name.to_string())
-    }
-
-    fn attribute(&self, res: &str, attr: &str) -> Option<String> {
-        if self.is_function(res) && attr == "Arn" {
-            return Some(format!(
-                "arn:aws:lambda:{}:000000000000:function:{}",
-                self.names.region,
-                self.function_name(res)
-            ));
-        }
-        self.resources.contains_key(res).then(|| res.to_string())
-    }
-
-    /// `Fn::Sub` with `${Name}`, `${Res.Attr}` and `${!Literal}`.
-    fn sub(&self, arg: &Value) -> Option<String> {
-        let (text, vars) = match arg {
-            Value::String(s) => (s.as_str(), None),
-            Value::Array(a) => (a.first()?.as_str()?, a.get(1).and_then(Value::as_object)),
-            _ => return None,
-        };
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after.find('}')?;
-            let name = &after[..end];
-            if let Some(literal) = name.strip_prefix('!') {
-                out.push_str("${");
-                out.push_str(literal);
-                out.push('}');
-            } else if let Some(v) = vars.and_then(|m| m.get(name)) {
-                out.push_str(&self.string(v)?);
-            } else if let Some((res, attr)) = name.split_once('.') {
-                out.push_str(&self.attribute(res, attr)?);
-            } else {
-                out.push_str(&self.reference(name)?);
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        Some(out)
-    }
 }
 
 #[cfg(test)]
