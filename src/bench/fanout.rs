@@ -5,12 +5,13 @@
 //! HTTP through `@connections` with the AWS SDK; the store is the memory
 //! one or DynamoDB (Local), whose requests are counted.
 
-use super::{RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback};
+use super::{
+    RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback, timed_round,
+};
 use crate::gateway::{Gateway, GatewayConfig};
-use crate::protocol::Status;
 use crate::publish::Publisher;
 use crate::push::ManagementApiPusher;
-use crate::store::{DynamoStore, JobUpdate, MemoryStore, Store};
+use crate::store::{DynamoStore, MemoryStore, Store};
 use crate::token::TokenKey;
 use crate::wiring::DepsBuilder;
 use chrono::Utc;
@@ -227,24 +228,17 @@ impl Audience {
         let mut lost = 0u64;
         for round in 1..=rounds {
             self.received.store(0, Ordering::Release);
-            let mut update = JobUpdate::status(Status::Running);
-            update.percent = Some(round as f64 * 100.0 / (rounds as f64 + 1.0));
-            let started = Instant::now();
-            let (_, report) = publisher
-                .publish(job_id, update)
-                .await
-                .map_err(|e| e.to_string())?;
-            let deadline = started + Duration::from_secs(30);
-            while self.received.load(Ordering::Acquire) < self.size {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                let _ = tokio::time::timeout(left, self.all_in.notified()).await;
-            }
-            let got = self.received.load(Ordering::Acquire);
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
-            lost += (self.size - got.min(self.size)) as u64 + report.failed.len() as u64;
+            let r = timed_round(
+                publisher,
+                job_id,
+                (round, rounds),
+                self.size,
+                || self.received.load(Ordering::Acquire),
+                &self.all_in,
+            )
+            .await?;
+            times.push(r.millis);
+            lost += (self.size - r.got) as u64 + r.report.failed.len() as u64;
         }
         Ok((times, lost))
     }

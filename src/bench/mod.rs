@@ -99,3 +99,45 @@ pub(crate) async fn local_sdk_config() -> aws_config::SdkConfig {
         ))
         .build()
 }
+
+/// One measured fan-out round: what arrived and how long it took.
+pub(crate) struct Round {
+    pub(crate) millis: f64,
+    /// Subscribers that had the update when the round ended (at most `expected`).
+    pub(crate) got: usize,
+    pub(crate) report: crate::publish::PublishReport,
+}
+
+/// Publishes update `round` of `rounds` (the job running at
+/// round / (rounds + 1)) and waits, up to 30 s, until `arrived()` reaches
+/// `expected`, woken by `done`.
+pub(crate) async fn timed_round(
+    publisher: &crate::publish::Publisher,
+    job_id: &str,
+    (round, rounds): (usize, usize),
+    expected: usize,
+    arrived: impl Fn() -> usize,
+    done: &tokio::sync::Notify,
+) -> Result<Round, String> {
+    use std::time::{Duration, Instant};
+    let mut update = crate::store::JobUpdate::status(crate::protocol::Status::Running);
+    update.percent = Some(round as f64 * 100.0 / (rounds as f64 + 1.0));
+    let started = Instant::now();
+    let (_, report) = publisher
+        .publish(job_id, update)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = started + Duration::from_secs(30);
+    while arrived() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = tokio::time::timeout(left, done.notified()).await;
+    }
+    Ok(Round {
+        millis: started.elapsed().as_secs_f64() * 1000.0,
+        got: arrived().min(expected),
+        report,
+    })
+}

@@ -31,11 +31,10 @@ use phases::*;
 pub use proc::{cpu_micros_per, cpu_seconds, rss_kib};
 pub use report::*;
 
-use super::{create_bench_job, local_sdk_config, percentile, require_loopback};
+use super::{create_bench_job, local_sdk_config, percentile, require_loopback, timed_round};
 use crate::config::{parse_duration, parse_positive};
-use crate::protocol::Status;
 use crate::push::ManagementApiPusher;
-use crate::store::{JobUpdate, MemoryStore, Store};
+use crate::store::{MemoryStore, Store};
 use crate::wiring::DepsBuilder;
 use bytes::Bytes;
 use chrono::Utc;

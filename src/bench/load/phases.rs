@@ -267,24 +267,18 @@ pub(super) async fn fanout_phase(
         board.fanout_got.store(0, Ordering::Release);
         // The job was created at seq 1; round r publishes seq r + 1.
         board.fanout_seq.store(round as u64 + 1, Ordering::Release);
-        let mut update = JobUpdate::status(Status::Running);
-        update.percent = Some(round as f64 * 100.0 / (opts.fanout_rounds as f64 + 1.0));
-        let started = Instant::now();
-        let (_, report) = publisher
-            .publish(job_id, update)
-            .await
-            .map_err(|e| e.to_string())?;
-        let deadline = started + Duration::from_secs(30);
-        while board.fanout_got.load(Ordering::Acquire) < ids.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let _ = tokio::time::timeout(left, board.fanout_done.notified()).await;
-        }
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        let got = board.fanout_got.load(Ordering::Acquire).min(ids.len());
-        lost += (ids.len() - got) as u64;
+        let r = timed_round(
+            &publisher,
+            job_id,
+            (round, opts.fanout_rounds),
+            ids.len(),
+            || board.fanout_got.load(Ordering::Acquire),
+            &board.fanout_done,
+        )
+        .await?;
+        times.push(r.millis);
+        lost += (ids.len() - r.got) as u64;
+        let report = r.report;
         if !report.failed.is_empty() {
             tracing::warn!(
                 failed = report.failed.len(),
