@@ -188,7 +188,14 @@ async fn emulate(args: EmulateArgs) -> Result<(), String> {
         max_lifetime: args.max_lifetime,
         ..GatewayConfig::default()
     };
-    jobcast::emulate::serve(api, config, &sdk, shutdown)
+    let reload = args.template.clone().map(|path| {
+        let (args, region) = (args.clone(), region.clone());
+        jobcast::emulate::Reload {
+            path,
+            read: Box::new(move || args.api(&region)),
+        }
+    });
+    jobcast::emulate::serve(api, reload, config, &sdk, shutdown)
         .await
         .map_err(|e| match e {
             jobcast::emulate::StartError::Bind(e) => bind_error(e, args.listen),

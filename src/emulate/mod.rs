@@ -7,6 +7,7 @@
 
 mod intrinsics;
 pub mod invoke;
+pub mod metrics;
 pub mod template;
 mod unmodelled;
 
@@ -18,8 +19,10 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use aws_lambda_events::encodings::Body;
 use http::{HeaderName, HeaderValue};
 use invoke::{InvokeError, Invoker};
+use metrics::{InvocationMetrics, Outcome};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use template::{Authorizer, IdentitySource, Route, WebSocketApi};
 
 /// Why `emulate` cannot start.
@@ -35,11 +38,19 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
+/// Where the API came from, to read it again when the file changes.
+pub struct Reload {
+    pub path: std::path::PathBuf,
+    pub read: Box<dyn Fn() -> Result<WebSocketApi, template::TemplateError> + Send + Sync>,
+}
+
 /// Serves `api` with the gateway `config` describes (an empty stage: the
 /// template's, else `dev`) until `shutdown`; logs what it serves and what
-/// the template has that it does not model.
+/// the template has that it does not model. With `reload`, a change of
+/// the file replaces the routes without dropping live connections.
 pub async fn serve(
     api: WebSocketApi,
+    reload: Option<Reload>,
     mut config: GatewayConfig,
     sdk: &aws_config::SdkConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -72,14 +83,38 @@ pub async fn serve(
     let gateway = Gateway::bind(config, store, tokens)
         .await
         .map_err(StartError::Bind)?;
+    log_routes(&api);
+    let addr = gateway.local_addr().map_err(StartError::Bind)?;
+    tracing::info!("WebSocket API:  ws://{addr}/{stage}");
+    tracing::info!("@connections:   http://{addr}/{stage}/@connections/{{connectionId}}");
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| crate::aws::FALLBACK_REGION.to_string());
+    let app = Arc::new(Emulator::new(api, Invoker::new(sdk), region));
+    if let Some(reload) = reload {
+        tokio::spawn(watch(reload, Arc::clone(&app), stage.clone()));
+    }
+    gateway
+        .with_app(app)
+        .run(shutdown)
+        .await
+        .map_err(StartError::Serve)
+}
+
+fn describe(route: &Route) -> String {
+    let target = match route.integration.as_ref().map(|i| &i.target) {
+        Some(template::Target::Lambda(f)) => format!("Lambda {f}"),
+        Some(template::Target::Http(u)) => format!("HTTP {u}"),
+        None => "no integration".into(),
+    };
+    let way = if route.two_way { ", two-way" } else { "" };
+    format!("{target}{way}")
+}
+
+fn log_routes(api: &WebSocketApi) {
     for route in api.routes.values() {
-        let target = match route.integration.as_ref().map(|i| &i.target) {
-            Some(template::Target::Lambda(f)) => format!("Lambda {f}"),
-            Some(template::Target::Http(u)) => format!("HTTP {u}"),
-            None => "no integration".into(),
-        };
-        let way = if route.two_way { ", two-way" } else { "" };
-        tracing::info!("route {:<14} -> {target}{way}", route.key);
+        tracing::info!("route {:<14} -> {}", route.key, describe(route));
     }
     if let Some(a) = &api.authorizer {
         tracing::info!(
@@ -88,39 +123,92 @@ pub async fn serve(
             a.function
         );
     }
-    let addr = gateway.local_addr().map_err(StartError::Bind)?;
-    tracing::info!("WebSocket API:  ws://{addr}/{stage}");
-    tracing::info!("@connections:   http://{addr}/{stage}/@connections/{{connectionId}}");
-    let region = sdk
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| crate::aws::FALLBACK_REGION.to_string());
-    let app = std::sync::Arc::new(Emulator::new(api, Invoker::new(sdk), region));
-    gateway
-        .with_app(app)
-        .run(shutdown)
-        .await
-        .map_err(StartError::Serve)
+}
+
+/// Re-reads the template whenever its modification time changes (checked
+/// twice a second); a template that cannot be served leaves the routes in
+/// use as they are.
+async fn watch(reload: Reload, app: Arc<Emulator>, stage: String) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&reload.path);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = modified(&reload.path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let api = match (reload.read)() {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::error!(
+                    "the template changed but cannot be served: {e}; the routes in use stay"
+                );
+                continue;
+            }
+        };
+        for warning in &api.warnings {
+            tracing::warn!("{warning}");
+        }
+        let old = app.api();
+        for (key, route) in &api.routes {
+            match old.routes.get(key) {
+                None => tracing::info!("route {key} added -> {}", describe(route)),
+                Some(was) if was != route => {
+                    tracing::info!("route {key} changed -> {}", describe(route))
+                }
+                Some(_) => {}
+            }
+        }
+        for key in old.routes.keys().filter(|k| !api.routes.contains_key(*k)) {
+            tracing::info!("route {key} removed");
+        }
+        if api.stage.as_deref().is_some_and(|s| s != stage) {
+            tracing::warn!(
+                "the template's stage changed; the URL stays /{stage} until emulate restarts"
+            );
+        }
+        app.replace(api);
+        tracing::info!("template reloaded; live connections kept");
+    }
 }
 
 /// The user's WebSocket API behind the gateway.
 pub struct Emulator {
-    api: WebSocketApi,
+    /// Replaced whole when the template changes; each event reads the
+    /// version current when it arrives.
+    api: RwLock<Arc<WebSocketApi>>,
     invoker: Invoker,
     region: String,
+    metrics: InvocationMetrics,
 }
 
 impl Emulator {
     pub fn new(api: WebSocketApi, invoker: Invoker, region: String) -> Emulator {
         Emulator {
-            api,
+            api: RwLock::new(Arc::new(api)),
             invoker,
             region,
+            metrics: InvocationMetrics::default(),
         }
     }
 
-    pub fn api(&self) -> &WebSocketApi {
-        &self.api
+    /// The API as it stands.
+    pub fn api(&self) -> Arc<WebSocketApi> {
+        match self.api.read() {
+            Ok(a) => Arc::clone(&a),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Serves `api` from now on; live connections stay.
+    pub fn replace(&self, api: WebSocketApi) {
+        let api = Arc::new(api);
+        match self.api.write() {
+            Ok(mut a) => *a = api,
+            Err(poisoned) => *poisoned.into_inner() = api,
+        }
     }
 
     /// Calls `route`'s integration with `event`; logs the call.
@@ -131,6 +219,7 @@ impl Emulator {
     ) -> Option<Result<invoke::Answer, InvokeError>> {
         let integration = route.integration.as_ref()?;
         let body = websocket_event_json(event);
+        let started = std::time::Instant::now();
         let result = self
             .invoker
             .call(&integration.target, &body, integration.timeout)
@@ -140,6 +229,12 @@ impl Emulator {
             template::Target::Http(u) => u.as_str(),
         };
         let connection_id = event.request_context.connection_id.as_deref().unwrap_or("");
+        let (outcome, latency) = match &result {
+            Ok(a) => (Outcome::Ok, a.latency),
+            Err(InvokeError::Timeout(t)) => (Outcome::TimedOut, *t),
+            Err(_) => (Outcome::Failed, integration.timeout.min(started.elapsed())),
+        };
+        self.metrics.record(&route.key, target, outcome, latency);
         match &result {
             Ok(a) => tracing::info!(
                 route = %route.key,
@@ -192,10 +287,22 @@ impl Emulator {
             event.request_context.stage.as_deref().unwrap_or_default(),
         ));
         let target = template::Target::Lambda(auth.function.clone());
+        let started = std::time::Instant::now();
         let answer = self
             .invoker
             .call(&target, &request, template::DEFAULT_INTEGRATION_TIMEOUT)
             .await;
+        let outcome = match &answer {
+            Ok(_) => Outcome::Ok,
+            Err(InvokeError::Timeout(_)) => Outcome::TimedOut,
+            Err(_) => Outcome::Failed,
+        };
+        self.metrics.record(
+            "$connect (authorizer)",
+            &auth.function,
+            outcome,
+            started.elapsed(),
+        );
         let policy = match answer {
             Ok(a) => a.value,
             Err(InvokeError::Function(e)) if e.contains("Unauthorized") => {
@@ -273,14 +380,15 @@ fn proxy_response(v: &Value) -> ApiGatewayProxyResponse {
 #[async_trait]
 impl WebSocketApp for Emulator {
     fn route_key(&self, body: &str) -> String {
-        self.api
+        self.api()
             .select(body)
             .map(|r| r.key.clone())
             .unwrap_or_else(|| "$default".to_string())
     }
 
     async fn connect(&self, event: ApiGatewayWebsocketProxyRequest) -> Connected {
-        let authorizer = match &self.api.authorizer {
+        let api = self.api();
+        let authorizer = match &api.authorizer {
             Some(auth) => match self.authorize(auth, &event).await {
                 Ok(fields) => fields,
                 Err(refusal) => {
@@ -294,7 +402,7 @@ impl WebSocketApp for Emulator {
         };
         let mut event = event;
         event.request_context.authorizer.fields = authorizer.clone();
-        let response = match self.api.routes.get("$connect") {
+        let response = match api.routes.get("$connect") {
             None => status_response(200, "connected"),
             Some(route) => match self.call(route, &event).await {
                 None => status_response(200, "connected"),
@@ -310,7 +418,8 @@ impl WebSocketApp for Emulator {
 
     async fn message(&self, event: ApiGatewayWebsocketProxyRequest) -> Option<String> {
         let route_key = event.request_context.route_key.clone().unwrap_or_default();
-        let Some(route) = self.api.routes.get(&route_key) else {
+        let api = self.api();
+        let Some(route) = api.routes.get(&route_key) else {
             return Some(gateway_message("Forbidden", &event));
         };
         match self.call(route, &event).await {
@@ -328,8 +437,12 @@ impl WebSocketApp for Emulator {
         }
     }
 
+    fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+
     async fn disconnect(&self, event: ApiGatewayWebsocketProxyRequest) {
-        if let Some(route) = self.api.routes.get("$disconnect") {
+        if let Some(route) = self.api().routes.get("$disconnect") {
             let _ = self.call(route, &event).await;
         }
     }

@@ -50,6 +50,12 @@ pub trait WebSocketApp: Send + Sync + 'static {
     fn ordered(&self) -> bool {
         false
     }
+
+    /// The app's own metrics, in Prometheus' text format, appended to the
+    /// gateway's at `/metrics`.
+    fn render_metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// jobcast's own handlers: replies go out through `@connections` (the

@@ -163,7 +163,7 @@ async fn route(
         ["metrics"] => response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            shared.deps.metrics.render(),
+            shared.deps.metrics.render() + &shared.app.render_metrics(),
         ),
         ["jobs"] | ["jobs", _] | ["jobs", _, "updates"]
             if jobs_too && method == Method::OPTIONS =>

@@ -2,11 +2,15 @@
 real WebSocket client, against tests/emulate/edges.yaml served in front of
 lambdas/src/bin/emulate_edges.rs under `cargo lambda watch`.
 
-Usage: edges_client.py EDGES_WS_URL GUARDED_WS_URL
+Usage: edges_client.py EDGES_WS_URL GUARDED_WS_URL EDGES_TEMPLATE
+(EDGES_TEMPLATE: the file the EdgesApi emulate reads, which this rewrites
+to check the reload.)
 """
 import asyncio
 import json
+import re
 import sys
+import urllib.request
 
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -63,6 +67,48 @@ async def edges(url):
               "past TimeoutInMillis: Endpoint request timed out; the connection stays open")
 
 
+ADDED = """
+  AddedRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: { ApiId: !Ref EdgesApi, RouteKey: added, Target: !Sub "integrations/${EdgesInteg}" }
+  AddedResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties: { ApiId: !Ref EdgesApi, RouteId: !Ref AddedRoute, RouteResponseKey: $default }
+"""
+
+
+async def reload(url, template):
+    async with websockets.connect(url) as ws:
+        got = json.loads(await reply(ws, {"action": "added"}))
+        assert got["message"] == "Forbidden", got
+        with open(template, "a") as f:
+            f.write(ADDED)
+        for _ in range(40):
+            await asyncio.sleep(0.25)
+            got = json.loads(await reply(ws, {"action": "added", "n": 4}))
+            if got.get("n") == 4:
+                break
+        assert got.get("n") == 4, f"the added route never answered: {got}"
+    print("reload: a route added to the template answers on a connection opened before")
+
+
+def metrics(url):
+    base = url.replace("ws://", "http://").rsplit("/", 1)[0]
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+
+    def value(route, outcome):
+        m = re.search(
+            r'jobcast_emulate_invocations_total\{route="%s",function="emulate_edges",outcome="%s"\} (\d+)'
+            % (re.escape(route), outcome), text)
+        return int(m.group(1)) if m else None
+
+    assert (value("echo", "ok") or 0) >= 3, text
+    assert value("slow", "timeout") == 1, text
+    assert value("boom", "failed") == 1, text
+    assert 'jobcast_emulate_invocation_seconds_count{route="echo",function="emulate_edges"}' in text, text
+    print("metrics: invocations by route, function and outcome, and their latency, at /metrics")
+
+
 async def guarded(url):
     await refused(url, 401)
     print("authorizer: identity source missing -> 401")
@@ -76,10 +122,12 @@ async def guarded(url):
     print("authorizer: Allow -> connected; principalId and context reach later events")
 
 
-async def main(edges_url, guarded_url):
+async def main(edges_url, guarded_url, edges_template):
     await edges(edges_url)
+    metrics(edges_url)
     await guarded(guarded_url)
+    await reload(edges_url, edges_template)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
