@@ -1,9 +1,8 @@
 use clap::Parser;
-use jobcast::bench::updates::UpdatesOptions;
 use jobcast::config::EmulateArgs;
 use jobcast::config::{
-    BenchCommand, Cli, Command, FanoutArgs, LogFormat, PublishArgs, RunArgs, ServeArgs, SoakArgs,
-    StoreKind, TableArgs, TableCommand,
+    BenchCommand, Cli, Command, LogFormat, PublishArgs, ServeArgs, StoreKind, TableArgs,
+    TableCommand,
 };
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::protocol::ServerMessage;
@@ -307,69 +306,6 @@ fn print_published(job: &JobRecord, report: &PublishReport) {
     );
 }
 
-async fn bench_fanout(args: FanoutArgs) -> Result<(), String> {
-    let r = jobcast::bench::fanout(args.subscribers, args.rounds, args.store, args.push).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
-    } else {
-        println!("{r}");
-    }
-    if r.lost > 0 {
-        return Err(format!("{} messages were not delivered", r.lost));
-    }
-    Ok(())
-}
-
-async fn bench_run(args: Box<RunArgs>) -> Result<(), String> {
-    let r = jobcast::bench::run(args.load).await?;
-    write_json(&r, args.json_out.as_deref())?;
-    eprint!("{r}");
-    Ok(())
-}
-
-async fn bench_updates(mut opts: UpdatesOptions) -> Result<(), String> {
-    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
-    let r = jobcast::bench::updates::run(opts).await?;
-    write_json(&r, None)?;
-    eprintln!("{r}");
-    if r.missing > 0 {
-        return Err(format!(
-            "{} accepted updates never reached their client",
-            r.missing
-        ));
-    }
-    Ok(())
-}
-
-async fn bench_soak(args: SoakArgs) -> Result<(), String> {
-    let mut opts = args.soak;
-    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
-    let r = jobcast::bench::soak::run(opts).await?;
-    write_json(&r, args.json_out.as_deref())?;
-    eprintln!("{r}");
-    if r.passed {
-        Ok(())
-    } else {
-        Err("soak failed: see the report above".into())
-    }
-}
-
-/// A bench report as pretty JSON, to `path` or else to stdout.
-fn write_json(
-    report: &impl serde::Serialize,
-    path: Option<&std::path::Path>,
-) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    match path {
-        Some(path) => std::fs::write(path, json + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display())),
-        None => {
-            println!("{json}");
-            Ok(())
-        }
-    }
-}
-
 /// Exits with clap's message; when the bad value came from an environment
 /// variable rather than the command line, says which one.
 fn exit_naming_the_variable(e: clap::Error) -> ! {
@@ -423,19 +359,19 @@ async fn main() -> ExitCode {
         }
         Some(Command::Bench(BenchCommand::Fanout(args))) => {
             init_cli_tracing();
-            bench_fanout(args).await
+            jobcast::bench::commands::fanout(args).await
         }
         Some(Command::Bench(BenchCommand::Soak(args))) => {
             init_cli_tracing();
-            bench_soak(args).await
+            jobcast::bench::commands::soak(args).await
         }
         Some(Command::Bench(BenchCommand::Updates(args))) => {
             init_cli_tracing();
-            bench_updates(args).await
+            jobcast::bench::commands::updates(args).await
         }
         Some(Command::Bench(BenchCommand::Run(args))) => {
             init_cli_tracing();
-            bench_run(args).await
+            jobcast::bench::commands::run(args).await
         }
         Some(Command::Emulate(args)) => emulate(args).await,
         Some(Command::Table(TableCommand::Create(args))) => {

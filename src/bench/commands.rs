@@ -1,0 +1,69 @@
+//! The `jobcast bench` subcommands: run one measurement, print its report
+//! (JSON on stdout or to `--json-out`, the summary on stderr) and fail when
+//! it lost something.
+
+use crate::bench::updates::UpdatesOptions;
+use crate::config::{FanoutArgs, RunArgs, SoakArgs};
+
+pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
+    let r = crate::bench::fanout(args.subscribers, args.rounds, args.store, args.push).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+    } else {
+        println!("{r}");
+    }
+    if r.lost > 0 {
+        return Err(format!("{} messages were not delivered", r.lost));
+    }
+    Ok(())
+}
+
+pub async fn run(args: Box<RunArgs>) -> Result<(), String> {
+    let r = crate::bench::run(args.load).await?;
+    write_json(&r, args.json_out.as_deref())?;
+    eprint!("{r}");
+    Ok(())
+}
+
+pub async fn updates(mut opts: UpdatesOptions) -> Result<(), String> {
+    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
+    let r = crate::bench::updates::run(opts).await?;
+    write_json(&r, None)?;
+    eprintln!("{r}");
+    if r.missing > 0 {
+        return Err(format!(
+            "{} accepted updates never reached their client",
+            r.missing
+        ));
+    }
+    Ok(())
+}
+
+pub async fn soak(args: SoakArgs) -> Result<(), String> {
+    let mut opts = args.soak;
+    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
+    let r = crate::bench::soak::run(opts).await?;
+    write_json(&r, args.json_out.as_deref())?;
+    eprintln!("{r}");
+    if r.passed {
+        Ok(())
+    } else {
+        Err("soak failed: see the report above".into())
+    }
+}
+
+/// A bench report as pretty JSON, to `path` or else to stdout.
+fn write_json(
+    report: &impl serde::Serialize,
+    path: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    match path {
+        Some(path) => std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            println!("{json}");
+            Ok(())
+        }
+    }
+}
