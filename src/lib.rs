@@ -23,6 +23,8 @@ pub mod push;
 pub mod retry;
 pub mod store;
 pub mod token;
+#[cfg(feature = "cli")]
+pub mod values;
 pub mod webhook;
 pub mod wiring;
 pub mod worker_client;

@@ -2,8 +2,8 @@
 //! (JSON on stdout or to `--json-out`, the summary on stderr) and fail when
 //! it lost something.
 
+use crate::bench::args::{FanoutArgs, RunArgs, SoakArgs};
 use crate::bench::updates::UpdatesOptions;
-use crate::config::{FanoutArgs, RunArgs, SoakArgs};
 
 pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
     let r = crate::bench::fanout(args.subscribers, args.rounds, args.store, args.push).await?;

@@ -12,6 +12,7 @@
 //!   second through `POST /jobs/{id}/updates` and the time from an update
 //!   to the WebSocket client.
 
+pub mod args;
 pub mod commands;
 pub mod fanout;
 pub mod load;

@@ -13,7 +13,7 @@
 
 use super::load::rss_kib;
 use super::require_loopback;
-use crate::config::{parse_duration, parse_positive};
+use crate::values::{parse_duration, parse_positive};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};

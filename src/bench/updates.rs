@@ -9,7 +9,7 @@
 
 use super::load::{Latency, cpu_micros_per, cpu_seconds};
 use super::require_loopback;
-use crate::config::parse_positive;
+use crate::values::parse_positive;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;

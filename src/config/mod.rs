@@ -1,14 +1,12 @@
 //! Command-line and environment configuration. Every flag can also be set by
 //! a `JOBCAST_*` variable; a bad value is a one-line error naming the fix.
 
-mod bench;
 mod emulate;
-mod parse;
 
-pub use bench::*;
+pub use crate::bench::args::*;
+use crate::values::*;
+pub use crate::values::{parse_duration, parse_duration_or_zero, parse_listen, parse_positive};
 pub use emulate::EmulateArgs;
-use parse::*;
-pub use parse::{parse_duration, parse_duration_or_zero, parse_listen, parse_positive};
 
 use crate::gateway::GatewayConfig;
 pub use crate::protocol::parse_kind;

@@ -1,9 +1,39 @@
 //! CloudFormation's text and intrinsic functions: YAML (with the short
 //! tags) or JSON into one JSON value, and `Ref`, `Fn::GetAtt`, `Fn::Sub`
-//! and `Fn::Join` evaluated to strings.
+//! and `Fn::Join` evaluated to strings; what can go wrong reading a
+//! template.
 
-use super::template::{Names, TemplateError};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Why a template cannot be served; each names the resource and the fix.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TemplateError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("the template is neither YAML nor JSON: {0}")]
+    Syntax(String),
+    #[error("the template has no Resources section")]
+    NoResources,
+    #[error("no AWS::ApiGatewayV2::Api with ProtocolType WEBSOCKET in the template")]
+    NoWebSocketApi,
+    #[error("the template defines {0} WebSocket APIs ({1}); choose one with --api LOGICAL_ID")]
+    SeveralApis(usize, String),
+    #[error("--api {0}: no WebSocket API with that logical id")]
+    UnknownApi(String),
+    #[error("{resource}: {problem}")]
+    Resource { resource: String, problem: String },
+}
+
+/// How names resolve: the template's parameters and `--function` mappings.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// Logical id → the name the local runner knows the function by.
+    pub functions: HashMap<String, String>,
+    /// Template parameters given a value (else their `Default`).
+    pub parameters: HashMap<String, String>,
+    pub region: String,
+}
 
 /// Parses a template's text (YAML with CloudFormation's short tags, or JSON).
 pub fn parse_text(text: &str) -> Result<Value, TemplateError> {

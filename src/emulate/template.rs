@@ -9,7 +9,7 @@
 //! resolves to the function the local runner knows.
 
 use super::intrinsics::Resolver;
-pub use super::intrinsics::parse_text;
+pub use super::intrinsics::{Names, TemplateError, parse_text};
 use super::unmodelled::unmodelled;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -17,25 +17,6 @@ use std::time::Duration;
 
 /// API Gateway's integration timeout when `TimeoutInMillis` is not set.
 pub const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_millis(29_000);
-
-/// Why a template cannot be served; each names the resource and the fix.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum TemplateError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("the template is neither YAML nor JSON: {0}")]
-    Syntax(String),
-    #[error("the template has no Resources section")]
-    NoResources,
-    #[error("no AWS::ApiGatewayV2::Api with ProtocolType WEBSOCKET in the template")]
-    NoWebSocketApi,
-    #[error("the template defines {0} WebSocket APIs ({1}); choose one with --api LOGICAL_ID")]
-    SeveralApis(usize, String),
-    #[error("--api {0}: no WebSocket API with that logical id")]
-    UnknownApi(String),
-    #[error("{resource}: {problem}")]
-    Resource { resource: String, problem: String },
-}
 
 fn resource_error(resource: &str, problem: impl Into<String>) -> TemplateError {
     TemplateError::Resource {
@@ -117,16 +98,6 @@ impl WebSocketApi {
             .filter(|r| r.key != "$connect" && r.key != "$disconnect")
             .or_else(|| self.routes.get("$default"))
     }
-}
-
-/// How names resolve: the template's parameters and `--function` mappings.
-#[derive(Clone, Debug, Default)]
-pub struct Names {
-    /// Logical id → the name the local runner knows the function by.
-    pub functions: HashMap<String, String>,
-    /// Template parameters given a value (else their `Default`).
-    pub parameters: HashMap<String, String>,
-    pub region: String,
 }
 
 /// The resources of one kind: logical id → properties.

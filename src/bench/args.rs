@@ -1,6 +1,7 @@
 //! The options of `jobcast bench` and its subcommands.
 
-use super::*;
+use crate::values::parse_positive;
+use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {

@@ -1,9 +1,10 @@
-//! Parsers for flag values: each returns a one-line message naming what
-//! is expected.
+//! Parsers for command-line values (clap value parsers): each returns a
+//! one-line message naming what is expected.
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-pub(super) fn parse_update_status(s: &str) -> Result<crate::protocol::Status, String> {
+pub fn parse_update_status(s: &str) -> Result<crate::protocol::Status, String> {
     match crate::protocol::Status::parse(s) {
         Some(crate::protocol::Status::Queued) | None => {
             Err("expected running, succeeded, failed or cancelled".into())
@@ -12,13 +13,13 @@ pub(super) fn parse_update_status(s: &str) -> Result<crate::protocol::Status, St
     }
 }
 
-pub(super) fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+pub fn parse_json(s: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(s).map_err(|e| {
         format!("not valid JSON ({e}); quote it for the shell, e.g. '{{\"rows\":42}}'")
     })
 }
 
-pub(super) fn parse_job_error(s: &str) -> Result<crate::protocol::JobError, String> {
+pub fn parse_job_error(s: &str) -> Result<crate::protocol::JobError, String> {
     serde_json::from_str(s).map_err(|_| {
         "expected JSON like '{\"code\":\"timeout\",\"message\":\"took too long\"}'".to_string()
     })
@@ -42,7 +43,7 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| format!("{e} (or 0 to turn it off)"))
 }
 
-pub(super) fn parse_stage(s: &str) -> Result<String, String> {
+pub fn parse_stage(s: &str) -> Result<String, String> {
     let reserved = ["jobs", "healthz", "metrics", "@connections"];
     if s.is_empty()
         || s.len() > 128
@@ -103,7 +104,7 @@ pub fn parse_positive<T: std::str::FromStr + PartialEq + Default>(s: &str) -> Re
     }
 }
 
-pub(super) fn parse_base_url(s: &str) -> Result<String, String> {
+pub fn parse_base_url(s: &str) -> Result<String, String> {
     let ok = ["http://", "https://", "ws://", "wss://"]
         .iter()
         .any(|p| s.starts_with(p) && s.len() > p.len());
@@ -116,7 +117,7 @@ pub(super) fn parse_base_url(s: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn parse_table(s: &str) -> Result<String, String> {
+pub fn parse_table(s: &str) -> Result<String, String> {
     let ok = (3..=255).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
