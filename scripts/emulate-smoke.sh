@@ -39,12 +39,14 @@ emulate_pid=$!
 # The edge cases: two APIs of one template over a function that misbehaves on demand.
 edges_port=$(free_port)
 guarded_port=$(free_port)
+hook_port=$(free_port)
 # EdgesApi reads a copy, which the client rewrites to check the reload.
 cp tests/emulate/edges.yaml "$work/edges.yaml"
 for api in EdgesApi:$edges_port GuardedApi:$guarded_port; do
   AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$invoke_port target/debug/jobcast emulate \
     --template "$work/edges.yaml" --api "${api%%:*}" --listen "127.0.0.1:${api#*:}" \
-    --function EdgesFunction=emulate_edges >"$work/${api%%:*}.log" 2>&1 &
+    --function EdgesFunction=emulate_edges --parameter "HookUrl=http://127.0.0.1:$hook_port/hook" \
+    >"$work/${api%%:*}.log" 2>&1 &
   edge_pids="${edge_pids:-} $!"
 done
 trap 'kill $emulate_pid $watch_pid $edge_pids 2>/dev/null || true' EXIT
@@ -66,5 +68,5 @@ grep -q 'route=$disconnect target="disconnect"' "$work/emulate.log" \
 echo "\$disconnect: the disconnect function ran"
 wait_port "$edges_port" 60 && wait_port "$guarded_port" 60 || fail "emulate (edges) did not start; see $work/*Api.log"
 target/py-venv/bin/python tests/emulate/edges_client.py "ws://127.0.0.1:$edges_port/edges" \
-  "ws://127.0.0.1:$guarded_port/guarded" "$work/edges.yaml" || fail "an edge case failed; see $work/*.log"
+  "ws://127.0.0.1:$guarded_port/guarded" "$work/edges.yaml" "$hook_port" || fail "an edge case failed; see $work/*.log"
 echo "emulate smoke: ok"

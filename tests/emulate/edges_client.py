@@ -2,14 +2,17 @@
 real WebSocket client, against tests/emulate/edges.yaml served in front of
 lambdas/src/bin/emulate_edges.rs under `cargo lambda watch`.
 
-Usage: edges_client.py EDGES_WS_URL GUARDED_WS_URL EDGES_TEMPLATE
+Usage: edges_client.py EDGES_WS_URL GUARDED_WS_URL EDGES_TEMPLATE HOOK_PORT
 (EDGES_TEMPLATE: the file the EdgesApi emulate reads, which this rewrites
-to check the reload.)
+to check the reload; HOOK_PORT: where this serves the HTTP_PROXY route's
+endpoint, the template's HookUrl.)
 """
 import asyncio
+import http.server
 import json
 import re
 import sys
+import threading
 import urllib.request
 
 import websockets
@@ -67,6 +70,29 @@ async def edges(url):
               "past TimeoutInMillis: Endpoint request timed out; the connection stays open")
 
 
+class Hook(http.server.BaseHTTPRequestHandler):
+    """The HTTP_PROXY endpoint: answers what it was posted, wrapped."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        answer = json.dumps({"hooked": json.loads(body)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+async def http_proxy(url):
+    async with websockets.connect(url) as ws:
+        got = json.loads(await reply(ws, {"action": "hook", "n": 5}))
+        assert got == {"hooked": {"action": "hook", "n": 5}}, got
+    print("HTTP_PROXY route: the message is POSTed to its URL and the answer comes back")
+
+
 ADDED = """
   AddedRoute:
     Type: AWS::ApiGatewayV2::Route
@@ -122,12 +148,15 @@ async def guarded(url):
     print("authorizer: Allow -> connected; principalId and context reach later events")
 
 
-async def main(edges_url, guarded_url, edges_template):
+async def main(edges_url, guarded_url, edges_template, hook_port):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     await edges(edges_url)
+    await http_proxy(edges_url)
     metrics(edges_url)
     await guarded(guarded_url)
     await reload(edges_url, edges_template)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
