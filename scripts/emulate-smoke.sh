@@ -49,6 +49,12 @@ for api in EdgesApi:$edges_port GuardedApi:$guarded_port; do
     >"$work/${api%%:*}.log" 2>&1 &
   edge_pids="${edge_pids:-} $!"
 done
+# Without a template.
+routes_port=$(free_port)
+AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$invoke_port target/debug/jobcast emulate \
+  --route '$connect=emulate_edges' --route echo=emulate_edges --route-selection '$request.body.do' \
+  --listen "127.0.0.1:$routes_port" --stage routes >"$work/routes.log" 2>&1 &
+edge_pids="$edge_pids $!"
 trap 'kill $emulate_pid $watch_pid $edge_pids 2>/dev/null || true' EXIT
 wait_port "$port" 60 || fail "emulate did not start; see $work/emulate.log"
 wait_port "$invoke_port" 120 || fail "cargo lambda watch did not start; see $work/watch.log"
@@ -66,7 +72,8 @@ grep -q 'route=$disconnect target="disconnect"' "$work/emulate.log" \
   || grep -q 'route=$disconnect target=disconnect' "$work/emulate.log" \
   || fail "no \$disconnect invocation logged; see $work/emulate.log"
 echo "\$disconnect: the disconnect function ran"
-wait_port "$edges_port" 60 && wait_port "$guarded_port" 60 || fail "emulate (edges) did not start; see $work/*Api.log"
+wait_port "$edges_port" 60 && wait_port "$guarded_port" 60 && wait_port "$routes_port" 60 || fail "emulate (edges) did not start; see $work/*Api.log"
 target/py-venv/bin/python tests/emulate/edges_client.py "ws://127.0.0.1:$edges_port/edges" \
-  "ws://127.0.0.1:$guarded_port/guarded" "$work/edges.yaml" "$hook_port" || fail "an edge case failed; see $work/*.log"
+  "ws://127.0.0.1:$guarded_port/guarded" "$work/edges.yaml" "$hook_port" \
+  "ws://127.0.0.1:$routes_port/routes" || fail "an edge case failed; see $work/*.log"
 echo "emulate smoke: ok"

@@ -2,10 +2,11 @@
 real WebSocket client, against tests/emulate/edges.yaml served in front of
 lambdas/src/bin/emulate_edges.rs under `cargo lambda watch`.
 
-Usage: edges_client.py EDGES_WS_URL GUARDED_WS_URL EDGES_TEMPLATE HOOK_PORT
+Usage: edges_client.py EDGES_WS_URL GUARDED_WS_URL EDGES_TEMPLATE HOOK_PORT ROUTES_WS_URL
 (EDGES_TEMPLATE: the file the EdgesApi emulate reads, which this rewrites
 to check the reload; HOOK_PORT: where this serves the HTTP_PROXY route's
-endpoint, the template's HookUrl.)
+endpoint, the template's HookUrl; ROUTES_WS_URL: an emulate given
+--route flags instead of a template.)
 """
 import asyncio
 import http.server
@@ -148,7 +149,18 @@ async def guarded(url):
     print("authorizer: Allow -> connected; principalId and context reach later events")
 
 
-async def main(edges_url, guarded_url, edges_template, hook_port):
+async def routes_only(url):
+    await refused(url + "?status=403", 403)
+    async with websockets.connect(url) as ws:
+        # --route routes are one-way: the echo sends nothing back, and an
+        # action without a route (no $default given) is Forbidden.
+        await ws.send(json.dumps({"do": "echo"}))
+        got = json.loads(await reply(ws, {"do": "nothing"}))
+        assert got["message"] == "Forbidden", got
+    print("--route without a template: $connect and routes on --route-selection $request.body.do")
+
+
+async def main(edges_url, guarded_url, edges_template, hook_port, routes_url):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     await edges(edges_url)
@@ -156,7 +168,8 @@ async def main(edges_url, guarded_url, edges_template, hook_port):
     metrics(edges_url)
     await guarded(guarded_url)
     await reload(edges_url, edges_template)
+    await routes_only(routes_url)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))
