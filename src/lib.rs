@@ -6,6 +6,7 @@
 //! local API Gateway faithful enough that AWS SDK code works against it
 //! unchanged.
 
+pub mod auth;
 pub mod aws;
 #[cfg(feature = "cli")]
 pub mod bench;
