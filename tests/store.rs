@@ -443,3 +443,41 @@ async fn memory_store_liveness_and_leases() {
 async fn dynamo_store_liveness_and_leases() {
     liveness_suite(Arc::new(common::dynamo_store().await)).await;
 }
+
+/// Owners and tags survive storage and every later update.
+async fn owner_suite(store: Arc<dyn Store>) {
+    let job = new_job("owned").owned_by("alice", vec!["reports".into(), "q3".into()]);
+    store.create_job(job).await.unwrap();
+    store
+        .update_job("owned", running(50.0), Utc::now())
+        .await
+        .unwrap();
+    let got = store.get_job("owned").await.unwrap().unwrap();
+    assert_eq!(got.owner.as_deref(), Some("alice"));
+    assert_eq!(got.tags, ["reports", "q3"]);
+    let view = got.public_view();
+    assert_eq!(view["owner"], "alice");
+    assert_eq!(view["tags"], json!(["reports", "q3"]));
+    // A job without an owner shows neither.
+    store.create_job(new_job("anonymous")).await.unwrap();
+    let view = store
+        .get_job("anonymous")
+        .await
+        .unwrap()
+        .unwrap()
+        .public_view();
+    assert!(
+        view.get("owner").is_none() && view.get("tags").is_none(),
+        "{view}"
+    );
+}
+
+#[tokio::test]
+async fn memory_store_keeps_owners() {
+    owner_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_keeps_owners() {
+    owner_suite(Arc::new(common::dynamo_store().await)).await;
+}

@@ -35,7 +35,16 @@ pub struct JobRecord {
     /// the update endpoint: past it without an update or heartbeat, the job
     /// ends `failed` `worker_lost`. Absent once terminal.
     pub deadline: Option<i64>,
+    /// Who created the job (the `sub` of their token) when owners are on.
+    pub owner: Option<String>,
+    /// The owner's labels for the job (at most [`MAX_TAGS`]).
+    pub tags: Vec<String>,
 }
+
+/// Most tags one job carries.
+pub const MAX_TAGS: usize = 10;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
 
 /// How long a process holds a job it is handing over before another
 /// process may take the hand-over up (after a crash, say).
@@ -59,6 +68,10 @@ impl JobRecord {
             .unwrap_or_else(|_| Value::Object(Default::default()));
         if let Value::Object(o) = &mut v {
             o.insert("createdAt".into(), Value::String(rfc3339(self.created_at)));
+            if let Some(owner) = &self.owner {
+                o.insert("owner".into(), Value::String(owner.clone()));
+                o.insert("tags".into(), serde_json::json!(self.tags));
+            }
         }
         v
     }
@@ -92,7 +105,16 @@ impl JobRecord {
             lease: None,
             dispatched: false,
             deadline: None,
+            owner: None,
+            tags: Vec::new(),
         }
+    }
+
+    /// The same record, owned by `owner` with `tags`.
+    pub fn owned_by(mut self, owner: impl Into<String>, tags: Vec<String>) -> JobRecord {
+        self.owner = Some(owner.into());
+        self.tags = tags;
+        self
     }
 
     /// The same record, leased to `owner` until `until` (epoch seconds).

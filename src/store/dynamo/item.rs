@@ -183,6 +183,12 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             .copied()
             .unwrap_or(false),
         deadline: get_s(item, "GSI2SK").and_then(|d| d.parse().ok()),
+        owner: get_s(item, "owner").map(str::to_owned),
+        tags: item
+            .get("tags")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|t| t.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
     })
 }
 

@@ -98,6 +98,11 @@ impl Store for DynamoStore {
         if let Some(u) = &job.callback_url {
             item.insert("callbackUrl".into(), s(u.clone()));
         }
+        if let Some(o) = &job.owner {
+            item.insert("owner".into(), s(o.clone()));
+            let tags = job.tags.iter().map(|t| s(t.clone())).collect();
+            item.insert("tags".into(), AttributeValue::L(tags));
+        }
         item.insert("createdAt".into(), s(rfc3339(job.created_at)));
         item.insert("updatedAt".into(), s(rfc3339(snap.updated_at)));
         item.insert("attempt".into(), n(job.attempt));
