@@ -109,6 +109,42 @@ fn log_relaxations(config: &GatewayConfig) {
     }
 }
 
+/// The owners' JWT verifier, when an issuer is given: keys from --jwks,
+/// else --jwks-url, else the issuer's /.well-known/jwks.json.
+async fn identity(args: &ServeArgs) -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, String> {
+    let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) else {
+        tracing::warn!(
+            "owners are off: anyone who reaches this server can create jobs and read any job by id; set --jwt-issuer, --jwt-audience and --jwks (or --jwks-url) before serving real users"
+        );
+        return Ok(None);
+    };
+    let (jwks, from) = match (&args.jwks, &args.jwks_url) {
+        (Some(path), _) => (
+            std::fs::read_to_string(path).map_err(|e| format!("--jwks {}: {e}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (None, url) => {
+            let url = url.clone().unwrap_or_else(|| {
+                format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
+            });
+            let text = reqwest::get(&url)
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| {
+                    format!("cannot read the JWKS at {url}: {e}; give the keys with --jwks FILE")
+                })?
+                .text()
+                .await
+                .map_err(|e| format!("cannot read the JWKS at {url}: {e}"))?;
+            (text, url)
+        }
+    };
+    let verifier = jobcast::auth::JwtVerifier::from_jwks(issuer, audience, &jwks)
+        .map_err(|e| format!("{from}: {e}"))?;
+    tracing::info!(%issuer, %audience, keys = %from, "owners are on: jobs need a JWT of this issuer and audience");
+    Ok(Some(Arc::new(verifier)))
+}
+
 async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
     match args.store {
         StoreKind::Memory => {
@@ -134,7 +170,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     init_tracing(args.log_format);
     let shutdown = shutdown_signal();
     let tokens = token_key(&args)?;
-    let config = args.gateway_config().map_err(|e| e.to_string())?;
+    let mut config = args.gateway_config().map_err(|e| e.to_string())?;
+    config.identity = identity(&args).await?;
     if let Some(v) = &config.require_sigv4 {
         tracing::info!(
             access_key_id = v.access_key_id(),
@@ -351,7 +388,7 @@ async fn main() -> ExitCode {
         Err(e) => exit_naming_the_variable(e),
     };
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         None => serve(cli.serve).await,
         Some(Command::Publish(args)) => {
             init_cli_tracing();

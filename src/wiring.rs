@@ -37,6 +37,8 @@ pub struct DepsBuilder {
     pub targets: BTreeMap<String, Arc<dyn Deliver>>,
     /// How a failed hand-over is retried.
     pub dispatch_retry: RetryPolicy,
+    /// Owners: the verifier of callers' JWTs (None: jobs have no owner).
+    pub identity: Option<Arc<crate::auth::JwtVerifier>>,
 }
 
 impl DepsBuilder {
@@ -56,6 +58,7 @@ impl DepsBuilder {
             kinds: Kinds::default(),
             targets: BTreeMap::new(),
             dispatch_retry: RetryPolicy::like_webhooks(&WebhookOptions::default()),
+            identity: None,
         }
     }
 
@@ -141,6 +144,7 @@ impl DepsBuilder {
             links: self.links.clone(),
             heartbeat_timeout: self.heartbeat_timeout,
             lease_owner: self.lease_owner.as_str().into(),
+            identity: self.identity.clone(),
         }
     }
 }

@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the local gateway (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Report a job's progress: store the snapshot and push it to every subscriber.
     Publish(PublishArgs),
     /// Manage the DynamoDB table.
@@ -242,6 +242,29 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
     pub publish_concurrency: usize,
 
+    /// Owners: the issuer (`iss`) of your users' JWTs, e.g. your Cognito user
+    /// pool's URL. With it, creating jobs needs a token and each user sees
+    /// only their own jobs; without it, jobs have no owner.
+    #[arg(long, env = "JOBCAST_JWT_ISSUER", requires = "jwt_audience")]
+    pub jwt_issuer: Option<String>,
+
+    /// The audience (`aud`) your users' JWTs are for (the app client id).
+    #[arg(long, env = "JOBCAST_JWT_AUDIENCE", requires = "jwt_issuer")]
+    pub jwt_audience: Option<String>,
+
+    /// The issuer's signing keys as a JWKS file (RS256, ES256).
+    #[arg(
+        long,
+        env = "JOBCAST_JWKS",
+        value_name = "FILE",
+        conflicts_with = "jwks_url"
+    )]
+    pub jwks: Option<std::path::PathBuf>,
+
+    /// The issuer's JWKS URL (default: ISSUER/.well-known/jwks.json), read at start.
+    #[arg(long, env = "JOBCAST_JWKS_URL", value_name = "URL")]
+    pub jwks_url: Option<String>,
+
     /// Let callbackUrl reach private addresses (10/8, 172.16/12, 192.168/16, fc00::/7).
     /// Link-local and cloud metadata addresses are refused regardless.
     #[arg(long, env = "JOBCAST_ALLOW_PRIVATE_CALLBACKS")]
@@ -343,6 +366,8 @@ impl ServeArgs {
                 concurrency: self.publish_concurrency,
                 ..PublishOptions::default()
             },
+            // Read by `serve` (it may need the network for the JWKS).
+            identity: None,
         })
     }
 }

@@ -89,6 +89,8 @@ pub struct GatewayConfig {
     /// Take up demo jobs and webhooks a previous run left unfinished in the store.
     pub resume: bool,
     pub publish: PublishOptions,
+    /// Owners: verifies callers' JWTs (None: jobs have no owner).
+    pub identity: Option<Arc<crate::auth::JwtVerifier>>,
 }
 
 impl Default for GatewayConfig {
@@ -115,6 +117,7 @@ impl Default for GatewayConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             resume: true,
             publish: PublishOptions::default(),
+            identity: None,
         }
     }
 }
@@ -229,6 +232,7 @@ impl Gateway {
         parts.publish = config.publish.clone();
         parts.heartbeat_timeout = config.heartbeat_timeout;
         parts.lease_owner = lease_owner();
+        parts.identity = config.identity.clone();
         parts.kinds = config.kinds.clone();
         parts.dispatch_retry = crate::dispatch::RetryPolicy::like_webhooks(&config.webhook);
         parts.links = Links {

@@ -67,6 +67,9 @@ pub struct Deps {
     pub heartbeat_timeout: std::time::Duration,
     /// Identifies this process in job leases.
     pub lease_owner: Arc<str>,
+    /// Verifies callers' JWTs when owners are on (an issuer is configured);
+    /// None: jobs have no owner.
+    pub identity: Option<Arc<crate::auth::JwtVerifier>>,
 }
 
 impl Deps {

@@ -8,7 +8,7 @@ use crate::handlers::worker;
 use crate::protocol::{DEMO_KIND, MAX_JOB_BODY_BYTES, Status, hex};
 use crate::store::{
     HANDOVER_LEASE, IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, MAX_INPUT_BYTES,
-    StoreError,
+    MAX_TAG_CHARS, MAX_TAGS, StoreError,
 };
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use chrono::Utc;
@@ -27,6 +27,8 @@ pub struct JobRequest {
     pub input: Value,
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The owner's labels (at most 10 of at most 64 characters).
+    pub tags: Vec<String>,
     /// SHA-256 of the body, hex: what an Idempotency-Key is bound to.
     pub body_hash: String,
 }
@@ -95,9 +97,33 @@ impl JobRequest {
             kind,
             input,
             callback_url,
+            tags: tags(obj.get("tags"))?,
             idempotency_key: idempotency_key(headers)?,
             body_hash: hex(&Sha256::digest(body)),
         })
+    }
+}
+
+/// `tags`: absent, or up to [`MAX_TAGS`] non-empty strings of at most
+/// [`MAX_TAG_CHARS`] characters.
+fn tags(v: Option<&Value>) -> Result<Vec<String>, Problem> {
+    let bad = || {
+        bad_request(format!(
+            "\"tags\" must be an array of up to {MAX_TAGS} non-empty strings of at most {MAX_TAG_CHARS} characters"
+        ))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) if items.len() <= MAX_TAGS => items
+            .iter()
+            .map(|t| match t {
+                Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_TAG_CHARS => {
+                    Ok(s.clone())
+                }
+                _ => Err(bad()),
+            })
+            .collect(),
+        Some(_) => Err(bad()),
     }
 }
 
@@ -123,8 +149,14 @@ pub(super) async fn create(
     deps: &Deps,
     req: &ApiGatewayV2httpRequest,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
+    let owner = super::access::creator(deps, req)?;
     let body = body_bytes(req)?;
     let job = JobRequest::parse(&req.headers, &body, &deps.queue.kinds())?;
+    if owner.is_none() && !job.tags.is_empty() {
+        return Err(bad_request(
+            "\"tags\" label jobs of an owner: they need owners on (serve --jwt-issuer)",
+        ));
+    }
     if let Some(url) = &job.callback_url {
         let Some(webhooks) = deps.publisher.webhooks() else {
             return Err(Problem::new(
@@ -137,7 +169,7 @@ pub(super) async fn create(
             .await
             .map_err(|e| Problem::new(400, "bad_callback_url", e.to_string()))?;
     }
-    accept(deps, req, job).await
+    accept(deps, req, job, owner).await
 }
 
 /// Issues the job's id and token, binds the Idempotency-Key (or answers
@@ -147,6 +179,7 @@ async fn accept(
     deps: &Deps,
     req: &ApiGatewayV2httpRequest,
     job: JobRequest,
+    owner: Option<String>,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
     let now = Utc::now();
     let job_id = new_job_id();
@@ -161,7 +194,13 @@ async fn accept(
         "token": token,
     });
 
-    let key = job.idempotency_key.as_deref();
+    // Keys are per owner: two users never meet through theirs.
+    let scoped = match (&owner, &job.idempotency_key) {
+        (Some(o), Some(k)) => Some(format!("{}:{o}:{k}", o.len())),
+        (None, k) => k.clone(),
+        (Some(_), None) => None,
+    };
+    let key = scoped.as_deref();
     if let Some(key) = key {
         let record = IdempotencyRecord {
             request_hash: job.body_hash.clone(),
@@ -174,6 +213,9 @@ async fn accept(
     }
 
     let mut record = JobRecord::queued(job_id.clone(), job.kind, job.input, job.callback_url, now);
+    if let Some(owner) = owner {
+        record = record.owned_by(owner, job.tags);
+    }
     if record.kind != DEMO_KIND {
         // Held while the job is handed over, so no other process re-delivers it.
         record = record.leased_to(

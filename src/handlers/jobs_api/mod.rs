@@ -12,6 +12,7 @@ use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, header};
 use serde_json::{Value, json};
 
+mod access;
 mod create;
 mod problem;
 mod updates;
@@ -56,7 +57,7 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
     let result = match route(&req) {
         None => Err(Problem::new(404, "not_found", "no such resource")),
         Some(Route::Collection) if method == Method::POST => create::create(deps, &req).await,
-        Some(Route::Item(id)) if method == Method::GET => get(deps, id).await,
+        Some(Route::Item(id)) if method == Method::GET => get(deps, &req, id).await,
         Some(Route::Item(id)) if method == Method::DELETE => cancel(deps, &req, id).await,
         Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
         Some(r) => {
@@ -117,13 +118,14 @@ fn websocket_base(deps: &Deps, req: &ApiGatewayV2httpRequest) -> String {
     format!("{ws}/{}", deps.links.stage)
 }
 
-async fn get(deps: &Deps, id: &str) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let job = deps
-        .store()
-        .get_job(id)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
+async fn get(
+    deps: &Deps,
+    req: &ApiGatewayV2httpRequest,
+    id: &str,
+) -> Result<ApiGatewayV2httpResponse, Problem> {
+    let job = deps.store().get_job(id).await.map_err(store_problem)?;
+    access::check(deps, req, id, job.as_ref(), access::Need::Read)?;
+    let job = job.ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
     let mut view = job.public_view();
     if let Value::Object(o) = &mut view {
         match (&job.webhook, &job.callback_url) {
@@ -204,14 +206,8 @@ async fn cancel(
     req: &ApiGatewayV2httpRequest,
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let Some(token) = presented_token(req, true) else {
-        return Err(unauthorized(
-            "cancelling needs the job's token (from POST /jobs): Authorization: Bearer <token> or ?token=",
-        ));
-    };
-    deps.tokens
-        .verify(id, &token, super::now_unix())
-        .map_err(|e| token_problem(e, "job"))?;
+    let stored = deps.store().get_job(id).await.map_err(store_problem)?;
+    access::check(deps, req, id, stored.as_ref(), access::Need::Cancel)?;
     let job = live_job(deps, id).await.map_err(store_problem)?;
     let job = if job.kind == DEMO_KIND {
         // The demo worker ends it when it sees the request.

@@ -1,0 +1,224 @@
+//! Owners (CONTRACT section 9) through the jobs API of a live gateway:
+//! with an issuer configured, nobody creates, reads or cancels a job
+//! without the right credential, and two users never see each other's jobs.
+
+mod common;
+
+use common::*;
+use jobcast::auth::{DevKey, JwtVerifier};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const ISS: &str = "https://issuer.test";
+const AUD: &str = "jobcast-tests";
+
+struct Owners {
+    srv: TestServer,
+    key: DevKey,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+async fn owners() -> Owners {
+    let key = DevKey::generate().expect("a key");
+    let verifier = JwtVerifier::from_jwks(ISS, AUD, &key.jwks().expect("jwks")).expect("verifier");
+    let srv = start_with(|c| c.identity = Some(Arc::new(verifier))).await;
+    Owners { srv, key }
+}
+
+impl Owners {
+    fn token(&self, sub: &str) -> String {
+        self.key
+            .sign(ISS, AUD, sub, now(), Duration::from_secs(600))
+            .expect("signs")
+    }
+
+    async fn post(&self, bearer: Option<&str>, body: Value) -> reqwest::Response {
+        let mut req = self.srv.http.post(self.srv.url("/jobs")).json(&body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send().await.expect("POST /jobs")
+    }
+
+    async fn get(&self, id: &str, bearer: Option<&str>) -> reqwest::Response {
+        let mut req = self.srv.http.get(self.srv.url(&format!("/jobs/{id}")));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send().await.expect("GET /jobs/{id}")
+    }
+
+    async fn delete(&self, id: &str, bearer: &str) -> reqwest::Response {
+        self.srv
+            .http
+            .delete(self.srv.url(&format!("/jobs/{id}")))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("DELETE /jobs/{id}")
+    }
+}
+
+fn slow_job() -> Value {
+    json!({"kind": "demo", "input": {"steps": 50, "stepMs": 200}, "tags": ["reports", "q3"]})
+}
+
+async fn problem(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn creating_needs_a_valid_token_and_records_the_owner() {
+    let o = owners().await;
+    let (status, p) = problem(o.post(None, slow_job()).await).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{p}"
+    );
+    let expired = o
+        .key
+        .sign(ISS, AUD, "alice", now() - 3600, Duration::from_secs(60))
+        .expect("signs");
+    let (status, p) = problem(o.post(Some(&expired), slow_job()).await).await;
+    assert_eq!(status, 403, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap_or("").contains("expired"),
+        "{p}"
+    );
+    let other_aud = o
+        .key
+        .sign(ISS, "someone-else", "alice", now(), Duration::from_secs(60))
+        .expect("signs");
+    let (status, p) = problem(o.post(Some(&other_aud), slow_job()).await).await;
+    assert_eq!(status, 403, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap_or("").contains("audience"),
+        "{p}"
+    );
+
+    let alice = o.token("alice");
+    let res = o.post(Some(&alice), slow_job()).await;
+    assert_eq!(res.status(), 202);
+    let job: Value = res.json().await.expect("json");
+    let view: Value = o
+        .get(job["jobId"].as_str().expect("id"), Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["owner"], "alice");
+    assert_eq!(view["tags"], json!(["reports", "q3"]));
+}
+
+#[tokio::test]
+async fn a_job_is_seen_by_its_token_or_its_owner_and_is_404_to_anyone_else() {
+    let o = owners().await;
+    let (alice, bob) = (o.token("alice"), o.token("bob"));
+    let job: Value = o
+        .post(Some(&alice), slow_job())
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = job["jobId"].as_str().expect("id");
+    let job_token = job["token"].as_str().expect("token");
+    let other: Value = o
+        .post(Some(&bob), slow_job())
+        .await
+        .json()
+        .await
+        .expect("json");
+    let other_token = other["token"].as_str().expect("token");
+
+    assert_eq!(o.get(id, Some(&alice)).await.status(), 200);
+    assert_eq!(o.get(id, Some(job_token)).await.status(), 200);
+    assert_eq!(o.get(id, None).await.status(), 401);
+    // Another user, another job's token, a job that does not exist: all 404.
+    assert_eq!(o.get(id, Some(&bob)).await.status(), 404);
+    assert_eq!(o.get(id, Some(other_token)).await.status(), 404);
+    assert_eq!(
+        o.get("job_0000000000000000", Some(&alice)).await.status(),
+        404
+    );
+    assert_eq!(o.get(id, Some("1.garbage")).await.status(), 404);
+
+    assert_eq!(o.delete(id, &bob).await.status(), 404);
+    assert_eq!(o.delete(id, other_token).await.status(), 404);
+    assert_eq!(o.delete(id, &alice).await.status(), 202);
+    let other_id = other["jobId"].as_str().expect("id");
+    assert_eq!(o.delete(other_id, other_token).await.status(), 202);
+}
+
+#[tokio::test]
+async fn tags_are_checked_and_idempotency_keys_are_per_owner() {
+    let o = owners().await;
+    let alice = o.token("alice");
+    let too_many: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
+    for tags in [
+        json!(too_many),
+        json!(["x".repeat(65)]),
+        json!([""]),
+        json!("one"),
+        json!([1]),
+    ] {
+        let body = json!({"kind": "demo", "input": {}, "tags": tags});
+        assert_eq!(o.post(Some(&alice), body).await.status(), 400, "{tags}");
+    }
+    let keyed = |who: &str| {
+        o.srv
+            .http
+            .post(o.srv.url("/jobs"))
+            .bearer_auth(o.token(who))
+            .header("Idempotency-Key", "same-key")
+            .json(&json!({"kind": "demo", "input": {"steps": 1, "stepMs": 0}}))
+            .send()
+    };
+    let a: Value = keyed("alice")
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let a_again: Value = keyed("alice")
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let b: Value = keyed("bob")
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(a["jobId"], a_again["jobId"]);
+    assert_ne!(a["jobId"], b["jobId"]);
+}
+
+#[tokio::test]
+async fn without_owners_everything_is_as_before() {
+    let srv = start().await;
+    let job = srv.create_job(json!({"steps": 50, "stepMs": 200})).await;
+    let id = job["jobId"].as_str().expect("id");
+    // Reading needs nothing; the view has no owner.
+    let view = srv.job_view(id).await;
+    assert!(view.get("owner").is_none(), "{view}");
+    // Tags need owners.
+    let res = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "demo", "tags": ["a"]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 400);
+}
