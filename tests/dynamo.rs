@@ -493,7 +493,7 @@ async fn table_create_is_idempotent() {
         .filter_map(|i| i.index_name())
         .collect();
     indexes.sort();
-    assert_eq!(indexes, ["GSI1", "GSI2"]);
+    assert_eq!(indexes, ["GSI1", "GSI2", "GSI3"]);
     let ttl = dynamodb_client()
         .describe_time_to_live()
         .table_name(&table)

@@ -205,6 +205,86 @@ async fn tags_are_checked_and_idempotency_keys_are_per_owner() {
 }
 
 #[tokio::test]
+async fn the_list_is_the_callers_own_newest_first_in_pages() {
+    let o = owners().await;
+    let (alice, bob) = (o.token("alice"), o.token("bob"));
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        let tags = if i % 2 == 0 {
+            json!(["even"])
+        } else {
+            json!([])
+        };
+        let body = json!({"kind": "demo", "input": {"steps": 50, "stepMs": 200}, "tags": tags});
+        let job: Value = o.post(Some(&alice), body).await.json().await.expect("json");
+        mine.push(job["jobId"].as_str().expect("id").to_string());
+    }
+    o.post(Some(&bob), slow_job()).await;
+    let list = |who: String, query: String| {
+        let http = o.srv.http.clone();
+        let url = o.srv.url(&format!("/jobs{query}"));
+        async move {
+            let res = http
+                .get(url)
+                .bearer_auth(who)
+                .send()
+                .await
+                .expect("GET /jobs");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|j| j["jobId"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let newest_first: Vec<String> = mine.iter().rev().cloned().collect();
+    let (status, page1) = list(alice.clone(), "?limit=3".into()).await;
+    assert_eq!(status, 200, "{page1}");
+    assert_eq!(ids(&page1), newest_first[..3]);
+    assert!(page1["jobs"][0]["owner"] == "alice");
+    let cursor = page1["nextCursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let (_, page2) = list(alice.clone(), format!("?limit=3&cursor={cursor}")).await;
+    assert_eq!(ids(&page2), newest_first[3..]);
+    assert_eq!(page2["nextCursor"], Value::Null);
+    let (_, even) = list(alice.clone(), "?tag=even".into()).await;
+    assert_eq!(ids(&even).len(), 3);
+    let (_, queued) = list(alice.clone(), "?status=succeeded".into()).await;
+    assert_eq!(ids(&queued).len(), 0);
+    let (_, bobs) = list(bob.clone(), String::new()).await;
+    assert_eq!(ids(&bobs).len(), 1);
+    assert!(!mine.contains(&ids(&bobs)[0]));
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=x",
+        "?status=done",
+        "?cursor=%%%",
+        "?cursor=bm90LWEta2V5",
+    ] {
+        let (status, p) = list(alice.clone(), bad.into()).await;
+        assert_eq!(status, 400, "{bad}: {p}");
+    }
+    let res = o
+        .srv
+        .http
+        .get(o.srv.url("/jobs"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
 async fn without_owners_everything_is_as_before() {
     let srv = start().await;
     let job = srv.create_job(json!({"steps": 50, "stepMs": 200})).await;
@@ -221,4 +301,7 @@ async fn without_owners_everything_is_as_before() {
         .await
         .expect("post");
     assert_eq!(res.status(), 400);
+    // No owners, nothing to list by.
+    let res = srv.http.get(srv.url("/jobs")).send().await.expect("GET");
+    assert_eq!(res.status(), 404);
 }

@@ -6,8 +6,8 @@ mod common;
 use chrono::Utc;
 use jobcast::protocol::Status;
 use jobcast::store::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Liveness, MemoryStore, Store,
-    StoreError, WebhookState, WebhookStatus,
+    IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate, Liveness,
+    MemoryStore, Store, StoreError, WebhookState, WebhookStatus,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -470,6 +470,83 @@ async fn owner_suite(store: Arc<dyn Store>) {
         view.get("owner").is_none() && view.get("tags").is_none(),
         "{view}"
     );
+}
+
+/// An owner's jobs, newest first, filtered and paged the same in every store.
+async fn listing_suite(store: Arc<dyn Store>) {
+    let base = Utc::now();
+    for i in 0..5 {
+        let tags = if i % 2 == 0 {
+            vec!["even".to_string()]
+        } else {
+            vec![]
+        };
+        let mut job = new_job(&format!("a{i}")).owned_by("alice", tags);
+        job.created_at = base + chrono::Duration::milliseconds(i);
+        store.create_job(job).await.unwrap();
+    }
+    store
+        .create_job(new_job("b0").owned_by("bob", vec!["even".into()]))
+        .await
+        .unwrap();
+    store
+        .update_job("a3", running(10.0), Utc::now())
+        .await
+        .unwrap();
+    let page = |status, tag: Option<&str>, limit, after: Option<String>| {
+        let store = Arc::clone(&store);
+        let q = JobQuery {
+            status,
+            tag: tag.map(str::to_string),
+            limit,
+            after,
+        };
+        async move { store.owner_jobs("alice", &q).await.unwrap() }
+    };
+    let ids = |p: &JobPage| {
+        p.jobs
+            .iter()
+            .map(|j| j.snapshot.job_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let first = page(None, None, 2, None).await;
+    assert_eq!(ids(&first), ["a4", "a3"]);
+    let second = page(None, None, 2, first.next.clone()).await;
+    assert_eq!(ids(&second), ["a2", "a1"]);
+    let last = page(None, None, 2, second.next.clone()).await;
+    assert_eq!(ids(&last), ["a0"]);
+    assert_eq!(last.next, None);
+    assert_eq!(ids(&page(None, None, 10, None).await).len(), 5);
+    assert_eq!(
+        ids(&page(None, Some("even"), 10, None).await),
+        ["a4", "a2", "a0"]
+    );
+    assert_eq!(
+        ids(&page(Some(Status::Running), None, 10, None).await),
+        ["a3"]
+    );
+    assert_eq!(
+        ids(&page(Some(Status::Queued), Some("even"), 1, None).await),
+        ["a4"]
+    );
+    // Bob's jobs are his.
+    let q = JobQuery {
+        limit: 10,
+        ..JobQuery::default()
+    };
+    let bobs = store.owner_jobs("bob", &q).await.unwrap();
+    assert_eq!(ids(&bobs), ["b0"]);
+    assert!(store.owner_jobs("carol", &q).await.unwrap().jobs.is_empty());
+}
+
+#[tokio::test]
+async fn memory_store_lists_an_owners_jobs() {
+    listing_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_lists_an_owners_jobs() {
+    listing_suite(Arc::new(common::dynamo_store().await)).await;
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! In-process store on sharded maps: no global lock on the message path.
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Lease, Store, StoreError,
-    WebhookState, apply_update,
+    IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate, Lease, Store,
+    StoreError, WebhookState, apply_update, owner_order_key,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -201,6 +201,24 @@ impl Store for MemoryStore {
             remove_pair(&self.by_job, job, connection_id);
         }
         Ok(jobs.len())
+    }
+
+    async fn owner_jobs(&self, owner: &str, query: &JobQuery) -> Result<JobPage, StoreError> {
+        let mut mine: Vec<(String, JobRecord)> = self
+            .jobs
+            .iter()
+            .filter(|j| j.owner.as_deref() == Some(owner))
+            .map(|j| (owner_order_key(&j), j.clone()))
+            .filter(|(k, _)| query.after.as_ref().is_none_or(|a| k < a))
+            .filter(|(_, j)| query.matches(j))
+            .collect();
+        mine.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = mine.len() > query.limit;
+        mine.truncate(query.limit);
+        Ok(JobPage {
+            next: more.then(|| mine.last().map(|(k, _)| k.clone())).flatten(),
+            jobs: mine.into_iter().map(|(_, j)| j).collect(),
+        })
     }
 
     async fn unfinished_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {

@@ -3,9 +3,11 @@
 //! `jobcast serve`; a DynamoDB store with the same semantics backs Lambda.
 
 mod dynamo;
+mod listing;
 mod memory;
 
 pub use dynamo::{DynamoStore, TableStatus};
+pub use listing::{JobPage, JobQuery, owner_order_key};
 pub use memory::MemoryStore;
 
 use crate::protocol::{JobError, ServerMessage, Snapshot, Status, rfc3339};
@@ -289,6 +291,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_job(&self, job: JobRecord) -> Result<(), StoreError>;
     /// The job's record, or `None` when unknown.
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// One page of `owner`'s jobs that match `query`, newest first (from an
+    /// index in DynamoDB, never a Scan).
+    async fn owner_jobs(&self, owner: &str, query: &JobQuery) -> Result<JobPage, StoreError>;
     /// Applies an update: seq + 1, percent never down, nothing after terminal.
     async fn update_job(
         &self,

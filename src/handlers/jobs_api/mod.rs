@@ -1,4 +1,4 @@
-//! The jobs HTTP API (`POST /jobs`, `GET /jobs/{jobId}`, `DELETE /jobs/{jobId}`,
+//! The jobs HTTP API (`POST /jobs`, `GET /jobs`, `GET /jobs/{jobId}`, `DELETE /jobs/{jobId}`,
 //! and the workers' `POST /jobs/{jobId}/updates`) over API Gateway HTTP API
 //! events (payload format 2.0). Every error is an RFC 9457
 //! `application/problem+json` document, never a 500 for bad input.
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 mod access;
 mod create;
+mod list;
 mod problem;
 mod updates;
 
@@ -57,12 +58,14 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
     let result = match route(&req) {
         None => Err(Problem::new(404, "not_found", "no such resource")),
         Some(Route::Collection) if method == Method::POST => create::create(deps, &req).await,
+        Some(Route::Collection) if method == Method::GET => list::list(deps, &req).await,
         Some(Route::Item(id)) if method == Method::GET => get(deps, &req, id).await,
         Some(Route::Item(id)) if method == Method::DELETE => cancel(deps, &req, id).await,
         Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
         Some(r) => {
             let allow = match r {
-                Route::Collection | Route::Updates(_) => "POST",
+                Route::Collection => "GET, POST",
+                Route::Updates(_) => "POST",
                 Route::Item(_) => "GET, DELETE",
             };
             let mut p = Problem::new(

@@ -7,6 +7,14 @@ use super::*;
 pub const GSI1: &str = "GSI1";
 /// Name of the sparse index of liveness deadlines.
 pub const GSI2: &str = "GSI2";
+/// Name of the sparse index of an owner's jobs, newest last in the sort.
+pub const GSI3: &str = "GSI3";
+
+/// The GSI3 partition of an owner's jobs.
+pub(super) fn owner_partition(owner: &str) -> String {
+    format!("OWNER#{owner}")
+}
+
 /// Partitions of GSI2, so deadline writes of many running jobs spread out.
 pub const LIVE_SHARDS: u32 = 8;
 

@@ -27,8 +27,8 @@ use item::*;
 use update::UpdateExpression;
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobRecord, JobUpdate, Lease, Store, StoreError,
-    WebhookState, validate_update,
+    IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate, Lease, Store,
+    StoreError, WebhookState, validate_update,
 };
 use crate::protocol::{JobError, SUBSCRIPTION_TTL, Snapshot, Status, rfc3339};
 use async_trait::async_trait;
@@ -102,6 +102,8 @@ impl Store for DynamoStore {
             item.insert("owner".into(), s(o.clone()));
             let tags = job.tags.iter().map(|t| s(t.clone())).collect();
             item.insert("tags".into(), AttributeValue::L(tags));
+            item.insert("GSI3PK".into(), s(owner_partition(o)));
+            item.insert("GSI3SK".into(), s(super::owner_order_key(&job)));
         }
         item.insert("createdAt".into(), s(rfc3339(job.created_at)));
         item.insert("updatedAt".into(), s(rfc3339(snap.updated_at)));
@@ -314,6 +316,10 @@ impl Store for DynamoStore {
         let keys: Vec<_> = jobs.iter().map(|j| sub_key(j, connection_id)).collect();
         self.batch_delete(keys).await?;
         Ok(jobs.len())
+    }
+
+    async fn owner_jobs(&self, owner: &str, query: &JobQuery) -> Result<JobPage, StoreError> {
+        self.query_owner_jobs(owner, query).await
     }
 
     async fn unfinished_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {

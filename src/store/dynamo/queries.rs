@@ -228,4 +228,72 @@ impl DynamoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
+
+    /// A page of an owner's jobs from GSI3, newest first. Status and tag are
+    /// filters, applied after DynamoDB's own page limit, so this reads on
+    /// (at most 20 round trips) until the page is full or the owner's jobs
+    /// run out; one job beyond the page says whether there is a next one.
+    pub(super) async fn query_owner_jobs(
+        &self,
+        owner: &str,
+        query: &JobQuery,
+    ) -> Result<JobPage, StoreError> {
+        let mut condition = "GSI3PK = :owner".to_string();
+        let mut values = HashMap::from([(":owner".to_string(), s(owner_partition(owner)))]);
+        if let Some(after) = &query.after {
+            condition.push_str(" AND GSI3SK < :after");
+            values.insert(":after".into(), s(after.clone()));
+        }
+        let mut filters = Vec::new();
+        let mut names = HashMap::new();
+        if let Some(status) = query.status {
+            filters.push("#status = :status");
+            names.insert("#status".to_string(), "status".to_string());
+            values.insert(":status".into(), s(status.as_str()));
+        }
+        if let Some(tag) = &query.tag {
+            filters.push("contains(tags, :tag)");
+            values.insert(":tag".into(), s(tag.clone()));
+        }
+        let now = Utc::now().timestamp();
+        let mut found: Vec<(String, JobRecord)> = Vec::new();
+        let mut start: Option<Item> = None;
+        for _ in 0..20 {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI3)
+                .key_condition_expression(&condition)
+                .set_filter_expression((!filters.is_empty()).then(|| filters.join(" AND ")))
+                .set_expression_attribute_names((!names.is_empty()).then(|| names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .limit((query.limit as i32 + 1).max(10))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items() {
+                if expired(item, now) {
+                    continue;
+                }
+                let key = get_s(item, "GSI3SK").unwrap_or_default().to_string();
+                match job_from_item(item) {
+                    Ok(job) => found.push((key, job)),
+                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable job item"),
+                }
+            }
+            start = out.last_evaluated_key().cloned();
+            if found.len() > query.limit || start.is_none() {
+                break;
+            }
+        }
+        let more = found.len() > query.limit || start.is_some();
+        found.truncate(query.limit);
+        Ok(JobPage {
+            next: more.then(|| found.last().map(|(k, _)| k.clone())).flatten(),
+            jobs: found.into_iter().map(|(_, j)| j).collect(),
+        })
+    }
 }

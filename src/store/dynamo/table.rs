@@ -5,13 +5,15 @@ use super::*;
 
 impl DynamoStore {
     /// Creates the table with its indexes and TTL on `ttl` unless it
-    /// exists; adds GSI2 to a table made before it; makes sure TTL is
+    /// exists; adds GSI2 and GSI3 to a table made before them; makes sure TTL is
     /// enabled either way. Waits until the table is active.
     pub async fn ensure_table(&self) -> Result<TableStatus, StoreError> {
         let status = self.create_table().await?;
         self.wait_active().await?;
         if status == TableStatus::AlreadyExisted {
             self.add_index_if_missing(deadlines_index()?, vec![attr("GSI2PK")?, attr("GSI2SK")?])
+                .await?;
+            self.add_index_if_missing(owners_index()?, vec![attr("GSI3PK")?, attr("GSI3SK")?])
                 .await?;
         }
         self.ensure_ttl().await?;
@@ -27,8 +29,11 @@ impl DynamoStore {
             .key_schema(key("PK", KeyType::Hash)?)
             .key_schema(key("SK", KeyType::Range)?)
             .global_secondary_indexes(subscriptions_index()?)
-            .global_secondary_indexes(deadlines_index()?);
-        for name in ["PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK"] {
+            .global_secondary_indexes(deadlines_index()?)
+            .global_secondary_indexes(owners_index()?);
+        for name in [
+            "PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK",
+        ] {
             req = req.attribute_definitions(attr(name)?);
         }
         match req.send().await {
@@ -206,6 +211,19 @@ fn deadlines_index() -> Result<GlobalSecondaryIndex, StoreError> {
         "GSI2SK",
         Projection::builder()
             .projection_type(ProjectionType::KeysOnly)
+            .build(),
+    )
+}
+
+/// GSI3: an owner's jobs by creation time (sparse: only owned jobs), the
+/// whole item projected so a page is one Query.
+fn owners_index() -> Result<GlobalSecondaryIndex, StoreError> {
+    index(
+        GSI3,
+        "GSI3PK",
+        "GSI3SK",
+        Projection::builder()
+            .projection_type(ProjectionType::All)
             .build(),
     )
 }
