@@ -2,7 +2,7 @@ use clap::Parser;
 use jobcast::config::EmulateArgs;
 use jobcast::config::{
     BenchCommand, Cli, Command, LogFormat, PublishArgs, ServeArgs, StoreKind, TableArgs,
-    TableCommand,
+    TableCommand, TokenCommand, TokenIssueArgs,
 };
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::protocol::ServerMessage;
@@ -112,6 +112,19 @@ fn log_relaxations(config: &GatewayConfig) {
 /// The owners' JWT verifier, when an issuer is given: keys from --jwks,
 /// else --jwks-url, else the issuer's /.well-known/jwks.json.
 async fn identity(args: &ServeArgs) -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, String> {
+    use jobcast::auth::{DEV_AUDIENCE, DEV_ISSUER, DevKey, JwtVerifier, dev_key_path};
+    if args.dev_tokens {
+        let path = dev_key_path();
+        let key = DevKey::load_or_create(&path).map_err(|e| e.to_string())?;
+        let jwks = key.jwks().map_err(|e| e.to_string())?;
+        let verifier =
+            JwtVerifier::from_jwks(DEV_ISSUER, DEV_AUDIENCE, &jwks).map_err(|e| e.to_string())?;
+        tracing::warn!(
+            key = %path.display(),
+            "owners are on with DEVELOPMENT tokens (jobcast token issue --sub NAME): for local development only, never for real users"
+        );
+        return Ok(Some(Arc::new(verifier)));
+    }
     let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) else {
         tracing::warn!(
             "owners are off: anyone who reaches this server can create jobs and read any job by id; set --jwt-issuer, --jwt-audience and --jwks (or --jwks-url) before serving real users"
@@ -237,6 +250,31 @@ async fn emulate(args: EmulateArgs) -> Result<(), String> {
             jobcast::emulate::StartError::Bind(e) => bind_error(e, args.listen),
             other => other.to_string(),
         })
+}
+
+/// Prints a development token for `--sub` (made with the local key, which
+/// `serve --dev-tokens` verifies with).
+fn token_issue(args: &TokenIssueArgs) -> Result<(), String> {
+    use jobcast::auth::{DEV_AUDIENCE, DEV_ISSUER, DevKey, dev_key_path};
+    if args.sub.trim().is_empty() {
+        return Err("--sub must name a user".into());
+    }
+    let path = dev_key_path();
+    let key = DevKey::load_or_create(&path).map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let token = key
+        .sign(DEV_ISSUER, DEV_AUDIENCE, &args.sub, now, args.ttl)
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
+    eprintln!(
+        "development token for '{}' (key {}): accepted only by serve --dev-tokens, for local development",
+        args.sub,
+        path.display()
+    );
+    Ok(())
 }
 
 async fn table_create(args: TableArgs) -> Result<(), String> {
@@ -411,6 +449,7 @@ async fn main() -> ExitCode {
             jobcast::bench::commands::run(args).await
         }
         Some(Command::Emulate(args)) => emulate(args).await,
+        Some(Command::Token(TokenCommand::Issue(args))) => token_issue(&args),
         Some(Command::Table(TableCommand::Create(args))) => {
             init_cli_tracing();
             table_create(args).await

@@ -295,3 +295,87 @@ fn a_newcomers_flags_are_understood_or_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("whole number above 0"), "{err}");
 }
+
+/// One HTTP/1.1 request to 127.0.0.1:port; the whole response.
+fn http(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+#[test]
+fn development_tokens_sign_in_to_serve_dev_tokens() {
+    let dir = std::env::temp_dir().join(format!("jobcast-devkey-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = dir.join("dev-key.json");
+    let issue = |sub: &str| {
+        jobcast()
+            .args(["token", "issue", "--sub", sub])
+            .env("JOBCAST_DEV_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    let out = issue("alice");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.matches('.').count(), 2, "{token}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("local development"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
+    assert!(!issue("").status.success());
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = jobcast()
+        .args([
+            "serve",
+            "--dev-tokens",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("JOBCAST_DEV_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Process::new(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = r#"{"kind":"demo","input":{"steps":1,"stepMs":0}}"#;
+    let post = |auth: &str| {
+        http(
+            port,
+            &format!(
+                "POST /jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let resp = post("");
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    let resp = post(&format!("Authorization: Bearer {token}\r\n"));
+    assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    let listed = http(
+        port,
+        &format!(
+            "GET /jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ),
+    );
+    assert!(listed.contains(r#""owner":"alice""#), "{listed}");
+    child.terminate();
+    assert_eq!(child.wait().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

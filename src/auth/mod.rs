@@ -191,8 +191,37 @@ fn header_alg(token: &str) -> Option<String> {
     v["alg"].as_str().map(str::to_string)
 }
 
+/// The issuer of development tokens (`jobcast token issue`).
+pub const DEV_ISSUER: &str = "urn:jobcast:dev";
+/// Their audience.
+pub const DEV_AUDIENCE: &str = "jobcast-dev";
+
+/// Where the development key lives unless `JOBCAST_DEV_KEY` says:
+/// `$XDG_CONFIG_HOME/jobcast/dev-key.json`, else `~/.config/jobcast/…`.
+pub fn dev_key_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("JOBCAST_DEV_KEY") {
+        return p.into();
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    config.join("jobcast").join("dev-key.json")
+}
+
+/// Why the development key cannot be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum DevKeyError {
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("{0}: not a jobcast development key; delete it to make a new one")]
+    Invalid(String),
+    #[error("cannot make a key")]
+    Generate,
+}
+
 /// A development signing key (ES256): tokens for local use only, verified
-/// by `serve` through the JWKS this key publishes.
+/// by `serve --dev-tokens` through the JWKS this key publishes.
 pub struct DevKey {
     pkcs8: Vec<u8>,
     kid: String,
@@ -222,6 +251,50 @@ impl DevKey {
             pkcs8: pkcs8.as_ref().to_vec(),
             kid: format!("dev-{kid}"),
         })
+    }
+
+    /// The key in `path`, made (readable by this user only) when absent.
+    pub fn load_or_create(path: &std::path::Path) -> Result<DevKey, DevKeyError> {
+        let io = |e: std::io::Error| DevKeyError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|_| DevKeyError::Invalid(path.display().to_string()))?;
+                let pkcs8 = v["pkcs8"]
+                    .as_str()
+                    .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok());
+                match (pkcs8, v["kid"].as_str()) {
+                    (Some(pkcs8), Some(kid)) => Ok(DevKey::from_pkcs8(pkcs8, kid.to_string())),
+                    _ => Err(DevKeyError::Invalid(path.display().to_string())),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = DevKey::generate().map_err(|_| DevKeyError::Generate)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                let text = serde_json::json!({
+                    "note": "jobcast development signing key: for local development only",
+                    "kid": key.kid,
+                    "pkcs8": base64::engine::general_purpose::STANDARD.encode(&key.pkcs8),
+                })
+                .to_string();
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io)?;
+                f.write_all(text.as_bytes()).map_err(io)?;
+                Ok(key)
+            }
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// From the PKCS#8 DER of a key made by [`DevKey::generate`].

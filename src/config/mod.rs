@@ -45,6 +45,27 @@ pub enum Command {
     /// Serve your own WebSocket API (from a SAM or CloudFormation template)
     /// with your Lambda functions behind it, run by a local runner.
     Emulate(EmulateArgs),
+    /// Development sign-in tokens, verified by `serve --dev-tokens`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a development JWT for a user (signed with the local
+    /// development key; for local development only, never for real users).
+    Issue(TokenIssueArgs),
+}
+
+/// Options of `jobcast token issue`.
+#[derive(Clone, Debug, Args)]
+pub struct TokenIssueArgs {
+    /// The user (the token's `sub`, the owner of the jobs it creates).
+    #[arg(long)]
+    pub sub: String,
+    /// How long the token is valid.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +263,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
     pub publish_concurrency: usize,
 
+    /// Owners with development tokens (`jobcast token issue --sub alice`),
+    /// signed by the local development key: for local development only.
+    #[arg(long, env = "JOBCAST_DEV_TOKENS", conflicts_with = "jwt_issuer")]
+    pub dev_tokens: bool,
+
     /// Owners: the issuer (`iss`) of your users' JWTs, e.g. your Cognito user
     /// pool's URL. With it, creating jobs needs a token and each user sees
     /// only their own jobs; without it, jobs have no owner.
@@ -262,7 +288,12 @@ pub struct ServeArgs {
     pub jwks: Option<std::path::PathBuf>,
 
     /// The issuer's JWKS URL (default: ISSUER/.well-known/jwks.json), read at start.
-    #[arg(long, env = "JOBCAST_JWKS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "JOBCAST_JWKS_URL",
+        value_name = "URL",
+        requires = "jwt_issuer"
+    )]
     pub jwks_url: Option<String>,
 
     /// Let callbackUrl reach private addresses (10/8, 172.16/12, 192.168/16, fc00::/7).
