@@ -109,53 +109,16 @@ fn log_relaxations(config: &GatewayConfig) {
     }
 }
 
-/// The owners' JWT verifier, when an issuer is given: keys from --jwks,
-/// else --jwks-url, else the issuer's /.well-known/jwks.json.
+/// The owners' JWT verifier (see [`jobcast::auth::OwnersSetup`]).
 async fn identity(args: &ServeArgs) -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, String> {
-    use jobcast::auth::{DEV_AUDIENCE, DEV_ISSUER, DevKey, JwtVerifier, dev_key_path};
-    if args.dev_tokens {
-        let path = dev_key_path();
-        let key = DevKey::load_or_create(&path).map_err(|e| e.to_string())?;
-        let jwks = key.jwks().map_err(|e| e.to_string())?;
-        let verifier =
-            JwtVerifier::from_jwks(DEV_ISSUER, DEV_AUDIENCE, &jwks).map_err(|e| e.to_string())?;
-        tracing::warn!(
-            key = %path.display(),
-            "owners are on with DEVELOPMENT tokens (jobcast token issue --sub NAME): for local development only, never for real users"
-        );
-        return Ok(Some(Arc::new(verifier)));
-    }
-    let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) else {
-        tracing::warn!(
-            "owners are off: anyone who reaches this server can create jobs and read any job by id; set --jwt-issuer, --jwt-audience and --jwks (or --jwks-url) before serving real users"
-        );
-        return Ok(None);
+    let setup = jobcast::auth::OwnersSetup {
+        dev_tokens: args.dev_tokens,
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+        jwks_file: args.jwks.clone(),
+        jwks_url: args.jwks_url.clone(),
     };
-    let (jwks, from) = match (&args.jwks, &args.jwks_url) {
-        (Some(path), _) => (
-            std::fs::read_to_string(path).map_err(|e| format!("--jwks {}: {e}", path.display()))?,
-            path.display().to_string(),
-        ),
-        (None, url) => {
-            let url = url.clone().unwrap_or_else(|| {
-                format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
-            });
-            let text = reqwest::get(&url)
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| {
-                    format!("cannot read the JWKS at {url}: {e}; give the keys with --jwks FILE")
-                })?
-                .text()
-                .await
-                .map_err(|e| format!("cannot read the JWKS at {url}: {e}"))?;
-            (text, url)
-        }
-    };
-    let verifier = jobcast::auth::JwtVerifier::from_jwks(issuer, audience, &jwks)
-        .map_err(|e| format!("{from}: {e}"))?;
-    tracing::info!(%issuer, %audience, keys = %from, "owners are on: jobs need a JWT of this issuer and audience");
-    Ok(Some(Arc::new(verifier)))
+    Ok(setup.load().await.map_err(|e| e.to_string())?.map(Arc::new))
 }
 
 async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
@@ -255,24 +218,13 @@ async fn emulate(args: EmulateArgs) -> Result<(), String> {
 /// Prints a development token for `--sub` (made with the local key, which
 /// `serve --dev-tokens` verifies with).
 fn token_issue(args: &TokenIssueArgs) -> Result<(), String> {
-    use jobcast::auth::{DEV_AUDIENCE, DEV_ISSUER, DevKey, dev_key_path};
-    if args.sub.trim().is_empty() {
-        return Err("--sub must name a user".into());
-    }
-    let path = dev_key_path();
-    let key = DevKey::load_or_create(&path).map_err(|e| e.to_string())?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let token = key
-        .sign(DEV_ISSUER, DEV_AUDIENCE, &args.sub, now, args.ttl)
-        .map_err(|e| e.to_string())?;
+    let (token, key) =
+        jobcast::auth::issue_dev_token(&args.sub, args.ttl).map_err(|e| e.to_string())?;
     println!("{token}");
     eprintln!(
         "development token for '{}' (key {}): accepted only by serve --dev-tokens, for local development",
         args.sub,
-        path.display()
+        key.display()
     );
     Ok(())
 }

@@ -5,6 +5,9 @@
 //! users: [`DevKey`] signs development tokens, and says so.
 
 pub mod ring_crypto;
+mod setup;
+
+pub use setup::{OwnersError, OwnersSetup, issue_dev_token};
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
