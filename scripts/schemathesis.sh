@@ -27,3 +27,17 @@ trap 'kill $pid 2>/dev/null || true' EXIT
 wait_port "$port" 10
 st run docs/openapi.yaml --url "http://127.0.0.1:$port" --max-examples "$examples" \
   --exclude-checks positive_data_acceptance,use_after_free --no-color
+
+# Again with owners on (development tokens): every request signed in as one
+# user, so the owner checks and GET /jobs are exercised too.
+export JOBCAST_DEV_KEY=$PWD/target/schemathesis-dev-key.json
+token=$("$bin" token issue --sub schemathesis 2>/dev/null)
+owners_port=$(free_port)
+JOBCAST_WEBHOOK_SECRET=schemathesis-webhook-secret "$bin" serve --listen "127.0.0.1:$owners_port" \
+  --kind export=command:true --dev-tokens >target/schemathesis-owners-serve.log 2>&1 &
+owners_pid=$!
+trap 'kill $pid $owners_pid 2>/dev/null || true' EXIT
+wait_port "$owners_port" 10
+st run docs/openapi.yaml --url "http://127.0.0.1:$owners_port" --max-examples "$examples" \
+  --header "Authorization: Bearer $token" \
+  --exclude-checks positive_data_acceptance,use_after_free --no-color
