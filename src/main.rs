@@ -396,6 +396,9 @@ async fn main() -> ExitCode {
             init_cli_tracing();
             jobcast::bench::commands::updates(args).await
         }
+        Some(Command::Bench(BenchCommand::Tokens { iterations })) => {
+            jobcast::bench::tokens::run(iterations).map(|r| println!("{r}"))
+        }
         Some(Command::Bench(BenchCommand::Run(args))) => {
             init_cli_tracing();
             jobcast::bench::commands::run(args).await

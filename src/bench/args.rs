@@ -16,6 +16,13 @@ pub enum BenchCommand {
     /// Load the worker API of a running serve: updates/s through
     /// POST /jobs/{id}/updates and the time from an update to the browser.
     Updates(crate::bench::updates::UpdatesOptions),
+    /// What owners add to a request: one JWT verification (ES256, RS256)
+    /// against one job-token check, in this process.
+    Tokens {
+        /// Verifications of each kind.
+        #[arg(long, default_value = "20000", value_parser = parse_positive::<usize>)]
+        iterations: usize,
+    },
 }
 
 /// Options of `jobcast bench soak`: what to churn, and where the result goes.

@@ -17,6 +17,7 @@ pub mod commands;
 pub mod fanout;
 pub mod load;
 pub mod soak;
+pub mod tokens;
 pub mod updates;
 
 pub use fanout::{BenchPush, BenchStore, FanoutReport, fanout};
