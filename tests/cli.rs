@@ -379,3 +379,57 @@ fn development_tokens_sign_in_to_serve_dev_tokens() {
     assert_eq!(child.wait().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn owners_misconfiguration_is_a_clear_error() {
+    let out = jobcast()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwks",
+            "/nonexistent.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--jwks alone must name the missing issuer"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-issuer"));
+    let dir = std::env::temp_dir().join(format!("jobcast-jwks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, r#"{"keys": []}"#).unwrap();
+    let owners = |extra: &[&str]| {
+        let mut c = jobcast();
+        c.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-issuer",
+            "http://127.0.0.1:9",
+            "--jwt-audience",
+            "app",
+        ]);
+        c.args(extra);
+        c.output().unwrap()
+    };
+    let out = owners(&["--jwks", empty.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("empty.json") && err.contains("no RS256 or ES256"),
+        "{err}"
+    );
+    // No --jwks: the issuer's own JWKS URL, here unreachable.
+    let out = owners(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http://127.0.0.1:9/.well-known/jwks.json"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -283,7 +283,8 @@ pub struct ServeArgs {
         long,
         env = "JOBCAST_JWKS",
         value_name = "FILE",
-        conflicts_with = "jwks_url"
+        conflicts_with = "jwks_url",
+        requires = "jwt_issuer"
     )]
     pub jwks: Option<std::path::PathBuf>,
 
