@@ -87,6 +87,19 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Owners, as the template's JwtIssuer, JwtAudience and JwksUrl set them
+/// (the keys read once, at cold start); off when no issuer is set.
+async fn owners_from_env() -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, Error> {
+    let setup = jobcast::auth::OwnersSetup {
+        dev_tokens: false,
+        issuer: var("JOBCAST_JWT_ISSUER"),
+        audience: var("JOBCAST_JWT_AUDIENCE"),
+        jwks_file: var("JOBCAST_JWKS").map(Into::into),
+        jwks_url: var("JOBCAST_JWKS_URL"),
+    };
+    Ok(setup.load().await?.map(Arc::new))
+}
+
 fn required(name: &str) -> Result<String, Error> {
     var(name).ok_or_else(|| format!("environment variable {name} is not set").into())
 }
@@ -205,6 +218,7 @@ impl Wiring {
         if let Some(secret) = secret {
             wiring = wiring.with_webhook_secret(&secret, WebhookOptions::default())?;
         }
+        wiring.parts.identity = owners_from_env().await?;
         Ok(wiring)
     }
 
