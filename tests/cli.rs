@@ -7,6 +7,21 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Waits up to 10 s until something accepts on `port`.
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn jobcast() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jobcast"));
     for (k, _) in std::env::vars() {
@@ -62,10 +77,7 @@ fn busy_port_is_a_clear_error() {
 
 #[test]
 fn serves_and_exits_cleanly_on_sigterm() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let child = jobcast()
         .args([
             "serve",
@@ -143,10 +155,7 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
     const TOKEN_SECRET: &str = "token-secret-never-logged-0123456789";
     const WEBHOOK_SECRET: &str = "webhook-secret-never-logged-0123456789";
     const SIGV4_SECRET: &str = "sigv4-secret-never-logged-0123456789";
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let log = std::env::temp_dir().join(format!("jobcast-secrets-{port}.log"));
     let file = std::fs::File::create(&log).unwrap();
     let mut child = Process::new(
@@ -332,10 +341,7 @@ fn development_tokens_sign_in_to_serve_dev_tokens() {
     assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
     assert!(!issue("").status.success());
 
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let child = jobcast()
         .args([
             "serve",
@@ -349,11 +355,7 @@ fn development_tokens_sign_in_to_serve_dev_tokens() {
         .spawn()
         .unwrap();
     let mut child = Process::new(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port);
     let body = r#"{"kind":"demo","input":{"steps":1,"stepMs":0}}"#;
     let post = |auth: &str| {
         http(

@@ -49,6 +49,24 @@ pub(super) fn creator(
     verify(verifier, &token).map(Some)
 }
 
+/// Job `id`, read from the store, if the request may `need` it; the
+/// refusal otherwise (a missing job is 404 after the credential checks, so
+/// a refusal never tells whether it exists).
+pub(super) async fn load(
+    deps: &Deps,
+    req: &ApiGatewayV2httpRequest,
+    id: &str,
+    need: Need,
+) -> Result<JobRecord, Problem> {
+    let job = deps
+        .store()
+        .get_job(id)
+        .await
+        .map_err(super::store_problem)?;
+    check(deps, req, id, job.as_ref(), need)?;
+    job.ok_or_else(|| not_found(id))
+}
+
 /// What a request wants to do with a job.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Need {
@@ -58,7 +76,7 @@ pub(super) enum Need {
 
 /// Whether the request may `need` job `id` (`job`: as stored, None when
 /// there is no such job).
-pub(super) fn check(
+fn check(
     deps: &Deps,
     req: &ApiGatewayV2httpRequest,
     id: &str,

@@ -126,9 +126,7 @@ async fn get(
     req: &ApiGatewayV2httpRequest,
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let job = deps.store().get_job(id).await.map_err(store_problem)?;
-    access::check(deps, req, id, job.as_ref(), access::Need::Read)?;
-    let job = job.ok_or_else(|| Problem::new(404, "not_found", format!("job {id} not found")))?;
+    let job = access::load(deps, req, id, access::Need::Read).await?;
     let mut view = job.public_view();
     if let Value::Object(o) = &mut view {
         match (&job.webhook, &job.callback_url) {
@@ -209,9 +207,13 @@ async fn cancel(
     req: &ApiGatewayV2httpRequest,
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let stored = deps.store().get_job(id).await.map_err(store_problem)?;
-    access::check(deps, req, id, stored.as_ref(), access::Need::Cancel)?;
-    let job = live_job(deps, id).await.map_err(store_problem)?;
+    let job = access::load(deps, req, id, access::Need::Cancel).await?;
+    if job.snapshot.status.is_terminal() {
+        return Err(store_problem(StoreError::Terminal {
+            job_id: id.to_string(),
+            status: job.snapshot.status,
+        }));
+    }
     let job = if job.kind == DEMO_KIND {
         // The demo worker ends it when it sees the request.
         let job = deps
