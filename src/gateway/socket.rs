@@ -313,11 +313,11 @@ async fn read_loop(
                 shared.deps.metrics.message_in();
                 let text = text.as_str();
                 let event = meta.message_event(&shared.app.route_key(text), text);
-                let answer = answer_message(Arc::clone(shared), meta.connection_id.clone(), event);
                 if shared.app.ordered() {
-                    answer.await;
+                    answer_message(shared, &meta.connection_id, event).await;
                 } else {
-                    tokio::spawn(answer);
+                    let (shared, id) = (Arc::clone(shared), meta.connection_id.clone());
+                    tokio::spawn(async move { answer_message(&shared, &id, event).await });
                 }
             }
             Message::Binary(_) => {
@@ -332,11 +332,13 @@ async fn read_loop(
 
 /// Runs one message through the app and sends its answer, if any, back
 /// on the connection.
-async fn answer_message(shared: Arc<Shared>, connection_id: String, event: WsEvent) {
+/// (jobcast's own routes answer through `@connections` and return nothing,
+/// so their path allocates nothing here.)
+async fn answer_message(shared: &Shared, connection_id: &str, event: WsEvent) {
     if let Some(reply) = shared.app.message(event).await {
         let _ = shared
             .registry
-            .post(&connection_id, crate::push::Payload::text(reply))
+            .post(connection_id, crate::push::Payload::text(reply))
             .await;
     }
 }
