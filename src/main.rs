@@ -148,6 +148,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let tokens = token_key(&args)?;
     let mut config = args.gateway_config().map_err(|e| e.to_string())?;
     config.identity = identity(&args).await?;
+    if config.owner_limit.is_some() && config.identity.is_none() {
+        return Err("--max-active-jobs-per-owner counts each owner's jobs, and owners are off: add --jwt-issuer and --jwt-audience (or --dev-tokens)".into());
+    }
     if let Some(v) = &config.require_sigv4 {
         tracing::info!(
             access_key_id = v.access_key_id(),

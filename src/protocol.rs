@@ -116,6 +116,11 @@ pub struct Snapshot {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Most tags one job carries.
+pub const MAX_TAGS: usize = 10;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+
 /// Messages the server pushes to a WebSocket client.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -128,6 +133,11 @@ pub enum ServerMessage<'a> {
     #[serde(rename_all = "camelCase")]
     Unsubscribed {
         job_id: &'a str,
+    },
+    /// The answer to following an owner's jobs (`tag` null for all of them).
+    Subscribed {
+        owner: bool,
+        tag: Option<&'a str>,
     },
     #[serde(rename_all = "camelCase")]
     Error {
@@ -155,14 +165,25 @@ pub enum ErrorCode {
     UnknownAction,
     Forbidden,
     NotFound,
+    Unauthorized,
     Internal,
 }
 
 /// A parsed client message, after route selection on `$request.body.action`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientAction {
-    Subscribe { job_id: String, token: String },
-    Unsubscribe { job_id: String },
+    Subscribe {
+        job_id: String,
+        token: String,
+    },
+    /// `{"action":"subscribe","owner":true}`: every job of the connection's
+    /// owner (with `tag`, those carrying it), present and future.
+    FollowOwner {
+        tag: Option<String>,
+    },
+    Unsubscribe {
+        job_id: String,
+    },
     Sync,
     Ping,
 }
@@ -174,6 +195,17 @@ pub enum ActionError {
     BadRequest(String),
     #[error("unknown action '{0}'; expected subscribe, unsubscribe, sync or ping")]
     UnknownAction(String),
+}
+
+/// Whether a `subscribe` message asks for the owner's jobs (`"owner": true`).
+fn follows_owner(obj: &serde_json::Map<String, Value>) -> Result<bool, ActionError> {
+    match obj.get("owner") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(false),
+        Some(Value::Bool(true)) => Ok(true),
+        Some(_) => Err(ActionError::BadRequest(
+            "\"owner\" must be true (follow your jobs) or left out".into(),
+        )),
+    }
 }
 
 /// The route keys a client message can select, as `RouteSelectionExpression:
@@ -231,6 +263,22 @@ impl ClientAction {
             }
         };
         match action {
+            "subscribe" if follows_owner(&obj)? => Ok(ClientAction::FollowOwner {
+                tag: match obj.get("tag") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(t))
+                        if !t.is_empty() && t.chars().count() <= MAX_TAG_CHARS =>
+                    {
+                        Some(t.clone())
+                    }
+                    Some(_) => {
+                        return Err(ActionError::BadRequest(format!(
+                            "\"tag\" must be a string of 1 to {} characters",
+                            MAX_TAG_CHARS
+                        )));
+                    }
+                },
+            }),
             "subscribe" => Ok(ClientAction::Subscribe {
                 job_id: field("jobId")?,
                 token: field("token")?,

@@ -39,6 +39,8 @@ pub struct DepsBuilder {
     pub dispatch_retry: RetryPolicy,
     /// Owners: the verifier of callers' JWTs (None: jobs have no owner).
     pub identity: Option<Arc<crate::auth::JwtVerifier>>,
+    /// Most unfinished jobs per owner (None: no limit).
+    pub owner_limit: Option<u32>,
 }
 
 impl DepsBuilder {
@@ -59,6 +61,7 @@ impl DepsBuilder {
             targets: BTreeMap::new(),
             dispatch_retry: RetryPolicy::like_webhooks(&WebhookOptions::default()),
             identity: None,
+            owner_limit: None,
         }
     }
 
@@ -145,6 +148,7 @@ impl DepsBuilder {
             heartbeat_timeout: self.heartbeat_timeout,
             lease_owner: self.lease_owner.as_str().into(),
             identity: self.identity.clone(),
+            owner_limit: self.owner_limit,
         }
     }
 }

@@ -6,8 +6,8 @@ mod common;
 use chrono::Utc;
 use jobcast::protocol::Status;
 use jobcast::store::{
-    IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate, Liveness,
-    MemoryStore, Store, StoreError, WebhookState, WebhookStatus,
+    Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
+    Liveness, MemoryStore, Store, StoreError, WebhookState, WebhookStatus,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -557,4 +557,132 @@ async fn memory_store_keeps_owners() {
 #[tokio::test]
 async fn dynamo_store_keeps_owners() {
     owner_suite(Arc::new(common::dynamo_store().await)).await;
+}
+
+/// Following an owner: follows are per connection and tag, listed per
+/// owner, removed one at a time or with the whole connection.
+async fn follow_suite(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    store.follow_owner("alice", None, "c1", now).await.unwrap();
+    store
+        .follow_owner("alice", Some("reports"), "c2", now)
+        .await
+        .unwrap();
+    // Idempotent.
+    store.follow_owner("alice", None, "c1", now).await.unwrap();
+    store.follow_owner("bob", None, "c3", now).await.unwrap();
+    store.subscribe("job-1", "c1", now).await.unwrap();
+    let alice = store.owner_followers("alice").await.unwrap();
+    assert_eq!(
+        alice,
+        vec![
+            Follower {
+                connection_id: "c1".into(),
+                tag: None
+            },
+            Follower {
+                connection_id: "c2".into(),
+                tag: Some("reports".into())
+            },
+        ]
+    );
+    let tagged = new_job("t").owned_by("alice", vec!["reports".into()]);
+    let untagged = new_job("u").owned_by("alice", vec![]);
+    assert!(alice[0].wants(&tagged) && alice[0].wants(&untagged));
+    assert!(alice[1].wants(&tagged) && !alice[1].wants(&untagged));
+    assert_eq!(store.owner_followers("nobody").await.unwrap(), vec![]);
+
+    // A connection's end takes its follows and its subscriptions.
+    assert_eq!(store.remove_connection("c1").await.unwrap(), 2);
+    assert_eq!(
+        store.owner_followers("alice").await.unwrap(),
+        vec![alice[1].clone()]
+    );
+    assert!(store.subscribers("job-1").await.unwrap().is_empty());
+    assert!(store.unfollow_owner("alice", &alice[1]).await.unwrap());
+    assert!(!store.unfollow_owner("alice", &alice[1]).await.unwrap());
+    assert!(store.owner_followers("alice").await.unwrap().is_empty());
+    assert_eq!(store.owner_followers("bob").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn memory_store_keeps_follows() {
+    follow_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_keeps_follows() {
+    follow_suite(Arc::new(common::dynamo_store().await)).await;
+}
+
+/// The per-owner limit: counted at creation without a race, freed when a
+/// counted job ends, per owner.
+async fn owner_limit_suite(store: Arc<dyn Store>) {
+    let counted = |id: &str, owner: &str| new_job(id).owned_by(owner, vec![]).within_owner_limit(2);
+    // Three creations at once for two places: exactly two win.
+    let tries = ["l1", "l2", "l3"].map(|id| {
+        let store = Arc::clone(&store);
+        let job = counted(id, "alice");
+        tokio::spawn(async move { store.create_job(job).await })
+    });
+    let mut won = Vec::new();
+    let mut refused = 0;
+    for (id, t) in ["l1", "l2", "l3"].into_iter().zip(tries) {
+        match t.await.unwrap() {
+            Ok(()) => won.push(id),
+            Err(StoreError::OwnerLimit { owner, limit }) => {
+                assert_eq!((owner.as_str(), limit), ("alice", 2));
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((won.len(), refused), (2, 1));
+    // A refused job was not stored; another owner is not affected.
+    for id in ["l1", "l2", "l3"] {
+        assert_eq!(
+            store.get_job(id).await.unwrap().is_some(),
+            won.contains(&id)
+        );
+    }
+    store.create_job(counted("b1", "bob")).await.unwrap();
+    // An update that does not end a job frees nothing; one that ends it does.
+    store
+        .update_job(won[0], running(10.0), Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_job(counted("l4", "alice")).await,
+        Err(StoreError::OwnerLimit { .. })
+    ));
+    store
+        .update_job(won[0], JobUpdate::status(Status::Succeeded), Utc::now())
+        .await
+        .unwrap();
+    store.create_job(counted("l4", "alice")).await.unwrap();
+    // An existing id is still AlreadyExists, and takes no place.
+    store
+        .update_job(won[1], JobUpdate::status(Status::Cancelled), Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_job(counted("l4", "alice")).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    store.create_job(counted("l5", "alice")).await.unwrap();
+    // Jobs created without a limit do not count.
+    store
+        .create_job(new_job("free").owned_by("alice", vec![]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_limits_owners() {
+    owner_limit_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_limits_owners() {
+    owner_limit_suite(Arc::new(common::dynamo_store().await)).await;
 }

@@ -100,6 +100,21 @@ async fn owners_from_env() -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, Er
     Ok(setup.load().await?.map(Arc::new))
 }
 
+/// JOBCAST_MAX_ACTIVE_JOBS_PER_OWNER: a limit when above 0 (needs owners).
+fn owner_limit_from_env(owners_on: bool) -> Result<Option<u32>, Error> {
+    let Some(v) = var("JOBCAST_MAX_ACTIVE_JOBS_PER_OWNER") else {
+        return Ok(None);
+    };
+    let n: u32 = v.trim().parse().map_err(|_| {
+        format!("JOBCAST_MAX_ACTIVE_JOBS_PER_OWNER must be a whole number (0: no limit), got '{v}'")
+    })?;
+    match n {
+        0 => Ok(None),
+        _ if !owners_on => Err("JOBCAST_MAX_ACTIVE_JOBS_PER_OWNER counts each owner's jobs, and owners are off: set the template's JwtIssuer and JwtAudience".into()),
+        n => Ok(Some(n)),
+    }
+}
+
 fn required(name: &str) -> Result<String, Error> {
     var(name).ok_or_else(|| format!("environment variable {name} is not set").into())
 }
@@ -219,6 +234,7 @@ impl Wiring {
             wiring = wiring.with_webhook_secret(&secret, WebhookOptions::default())?;
         }
         wiring.parts.identity = owners_from_env().await?;
+        wiring.parts.owner_limit = owner_limit_from_env(wiring.parts.identity.is_some())?;
         Ok(wiring)
     }
 

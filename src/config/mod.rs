@@ -297,6 +297,16 @@ pub struct ServeArgs {
     )]
     pub jwks_url: Option<String>,
 
+    /// Most unfinished (queued or running) jobs one owner may have; beyond
+    /// it POST /jobs answers 429 owner_limit. Needs owners.
+    #[arg(
+        long,
+        env = "JOBCAST_MAX_ACTIVE_JOBS_PER_OWNER",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_active_jobs_per_owner: Option<u32>,
+
     /// Let callbackUrl reach private addresses (10/8, 172.16/12, 192.168/16, fc00::/7).
     /// Link-local and cloud metadata addresses are refused regardless.
     #[arg(long, env = "JOBCAST_ALLOW_PRIVATE_CALLBACKS")]
@@ -400,6 +410,7 @@ impl ServeArgs {
             },
             // Read by `serve` (it may need the network for the JWKS).
             identity: None,
+            owner_limit: self.max_active_jobs_per_owner,
         })
     }
 }

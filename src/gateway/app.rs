@@ -3,6 +3,7 @@
 //! Limits, close codes, `@connections`, the registry, metrics and shutdown
 //! belong to the gateway and exist once; an app only answers events.
 
+use crate::handlers::owners::{self, ConnectAuth};
 use crate::handlers::{Deps, websocket};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -68,10 +69,29 @@ impl WebSocketApp for JobcastApp {
         crate::protocol::select_route(body).to_string()
     }
 
-    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest) -> Connected {
+    /// Runs the `$connect` authorizer first, as API Gateway runs the
+    /// `REQUEST` authorizer in AWS (only when owners are on: the template
+    /// has no authorizer without them).
+    async fn connect(&self, mut event: ApiGatewayWebsocketProxyRequest) -> Connected {
+        let verifier = self.0.identity.as_deref();
+        let authorizer = match verifier
+            .map(|v| owners::authorize(Some(v), &event.headers, &event.query_string_parameters))
+        {
+            None => HashMap::new(),
+            Some(ConnectAuth::Anonymous) => owners::owner_context(None),
+            Some(ConnectAuth::Owner(sub)) => owners::owner_context(Some(&sub)),
+            Some(ConnectAuth::Refused(why)) => {
+                tracing::info!(reason = %why, "refusing $connect: sign-in token refused");
+                return Connected {
+                    response: websocket::ws_response(403, &why),
+                    authorizer: HashMap::new(),
+                };
+            }
+        };
+        event.request_context.authorizer.fields = authorizer.clone();
         Connected {
             response: websocket::connect(&self.0, event).await,
-            authorizer: HashMap::new(),
+            authorizer,
         }
     }
 

@@ -91,6 +91,8 @@ pub struct GatewayConfig {
     pub publish: PublishOptions,
     /// Owners: verifies callers' JWTs (None: jobs have no owner).
     pub identity: Option<Arc<crate::auth::JwtVerifier>>,
+    /// Most unfinished jobs per owner (None: no limit).
+    pub owner_limit: Option<u32>,
 }
 
 impl Default for GatewayConfig {
@@ -118,6 +120,7 @@ impl Default for GatewayConfig {
             resume: true,
             publish: PublishOptions::default(),
             identity: None,
+            owner_limit: None,
         }
     }
 }
@@ -233,6 +236,7 @@ impl Gateway {
         parts.heartbeat_timeout = config.heartbeat_timeout;
         parts.lease_owner = lease_owner();
         parts.identity = config.identity.clone();
+        parts.owner_limit = config.owner_limit;
         parts.kinds = config.kinds.clone();
         parts.dispatch_retry = crate::dispatch::RetryPolicy::like_webhooks(&config.webhook);
         parts.links = Links {

@@ -4,6 +4,7 @@
 //! very same functions.
 
 pub mod jobs_api;
+pub mod owners;
 pub mod websocket;
 pub mod worker;
 
@@ -70,6 +71,9 @@ pub struct Deps {
     /// Verifies callers' JWTs when owners are on (an issuer is configured);
     /// None: jobs have no owner.
     pub identity: Option<Arc<crate::auth::JwtVerifier>>,
+    /// Most unfinished (queued or running) jobs one owner may have; None:
+    /// no limit.
+    pub owner_limit: Option<u32>,
 }
 
 impl Deps {

@@ -63,7 +63,7 @@ pub async fn connect(
             return ws_response(400, "token given without jobId");
         }
         tracing::debug!(connection_id = conn, "connected");
-        return ws_response(200, "connected");
+        return accepted(&event);
     };
     let Some(token) = token else {
         tracing::info!(connection_id = conn, job_id, "refusing $connect: no token");
@@ -97,7 +97,20 @@ pub async fn connect(
         return ws_response(500, "store unavailable");
     }
     tracing::debug!(connection_id = conn, job_id, "connected and subscribed");
-    ws_response(200, "connected")
+    accepted(&event)
+}
+
+/// The 200 that accepts a `$connect`, selecting the `jobcast` subprotocol
+/// when the client offered it (as it does to carry its JWT).
+fn accepted(event: &ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    let mut r = ws_response(200, "connected");
+    if super::owners::offers_subprotocol(&event.headers) {
+        r.headers.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static(super::owners::SUBPROTOCOL),
+        );
+    }
+    r
 }
 
 /// `$disconnect`: removes every subscription of the connection.
@@ -160,6 +173,10 @@ pub async fn message(
         }
         ClientAction::Subscribe { job_id, token } => {
             subscribe(deps, &conn, &job_id, &token, connected_at(&event)).await;
+        }
+        ClientAction::FollowOwner { tag } => {
+            let caller = super::owners::event_caller(&event);
+            super::owners::follow(deps, &conn, caller, tag.as_deref(), connected_at(&event)).await;
         }
         ClientAction::Unsubscribe { job_id } => {
             if let Err(e) = deps.store().unsubscribe(&job_id, &conn).await {
@@ -229,7 +246,7 @@ async fn sync(deps: &Deps, conn: &str) {
 }
 
 /// Logs a store failure and tells the client, without closing its connection.
-async fn reply_unavailable(
+pub(super) async fn reply_unavailable(
     deps: &Deps,
     conn: &str,
     job_id: Option<&str>,

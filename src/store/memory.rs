@@ -1,8 +1,8 @@
 //! In-process store on sharded maps: no global lock on the message path.
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate, Lease, Store,
-    StoreError, WebhookState, apply_update, owner_order_key,
+    Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
+    Lease, Store, StoreError, WebhookState, apply_update, owner_order_key,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,12 @@ pub struct MemoryStore {
     by_job: DashMap<String, HashSet<String>>,
     by_connection: DashMap<String, HashSet<String>>,
     idempotency: DashMap<String, (IdempotencyRecord, DateTime<Utc>)>,
+    /// Owner → the connections following their jobs.
+    followers: DashMap<String, HashSet<Follower>>,
+    /// Connection → the owners it follows (with each follow's tag).
+    following: DashMap<String, HashSet<(String, Follower)>>,
+    /// Owner → their unfinished jobs created under a limit.
+    active: DashMap<String, u32>,
 }
 
 impl MemoryStore {
@@ -34,7 +40,17 @@ impl MemoryStore {
         };
         let cutoff = now - retention;
         let before = self.jobs.len() + self.idempotency.len();
-        self.jobs.retain(|_, j| j.snapshot.updated_at >= cutoff);
+        let mut uncounted = Vec::new();
+        self.jobs.retain(|_, j| {
+            let keep = j.snapshot.updated_at >= cutoff;
+            if !keep && j.owner_limit.is_some() && !j.snapshot.status.is_terminal() {
+                uncounted.extend(j.owner.clone());
+            }
+            keep
+        });
+        for owner in uncounted {
+            self.active.alter(&owner, |_, n| n.saturating_sub(1));
+        }
         self.idempotency.retain(|_, (_, at)| *at >= cutoff);
         before - (self.jobs.len() + self.idempotency.len())
     }
@@ -64,13 +80,19 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_job(&self, job: JobRecord) -> Result<(), StoreError> {
-        match self.jobs.entry(job.snapshot.job_id.clone()) {
-            Entry::Occupied(e) => Err(StoreError::AlreadyExists(e.key().clone())),
-            Entry::Vacant(e) => {
-                e.insert(job);
-                Ok(())
-            }
+        let (Some(owner), Some(limit)) = (job.owner.clone(), job.owner_limit) else {
+            return self.insert_new(job);
+        };
+        // The owner's count stays locked while the job goes in, so two
+        // creations cannot both take the last place. (Never the other way
+        // round: `update_job` releases the job before it counts down.)
+        let mut active = self.active.entry(owner.clone()).or_insert(0);
+        if *active >= limit {
+            return Err(StoreError::OwnerLimit { owner, limit });
         }
+        self.insert_new(job)?;
+        *active += 1;
+        Ok(())
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -89,7 +111,16 @@ impl Store for MemoryStore {
             .get_mut(job_id)
             .ok_or_else(|| StoreError::NotFound(job_id.to_string()))?;
         apply_update(&mut job, update, now)?;
-        Ok(job.clone())
+        let record = job.clone();
+        drop(job);
+        // `apply_update` refuses anything after a terminal status, so this
+        // is the one update that ends the job.
+        if record.snapshot.status.is_terminal() && record.owner_limit.is_some() {
+            if let Some(owner) = &record.owner {
+                self.active.alter(owner, |_, n| n.saturating_sub(1));
+            }
+        }
+        Ok(record)
     }
 
     async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError> {
@@ -170,8 +201,8 @@ impl Store for MemoryStore {
     }
 
     async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {
-        let removed = remove_pair(&self.by_job, job_id, connection_id);
-        remove_pair(&self.by_connection, connection_id, job_id);
+        let removed = remove_pair(&self.by_job, job_id, &connection_id.to_string());
+        remove_pair(&self.by_connection, connection_id, &job_id.to_string());
         Ok(removed)
     }
 
@@ -194,13 +225,62 @@ impl Store for MemoryStore {
     }
 
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
-        let Some((_, jobs)) = self.by_connection.remove(connection_id) else {
-            return Ok(0);
-        };
-        for job in &jobs {
-            remove_pair(&self.by_job, job, connection_id);
+        let mut removed = 0;
+        if let Some((_, jobs)) = self.by_connection.remove(connection_id) {
+            for job in &jobs {
+                remove_pair(&self.by_job, job, &connection_id.to_string());
+            }
+            removed += jobs.len();
         }
-        Ok(jobs.len())
+        if let Some((_, follows)) = self.following.remove(connection_id) {
+            for (owner, follower) in &follows {
+                remove_pair(&self.followers, owner, follower);
+            }
+            removed += follows.len();
+        }
+        Ok(removed)
+    }
+
+    async fn follow_owner(
+        &self,
+        owner: &str,
+        tag: Option<&str>,
+        connection_id: &str,
+        _connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let follower = Follower {
+            connection_id: connection_id.to_string(),
+            tag: tag.map(str::to_owned),
+        };
+        self.followers
+            .entry(owner.to_string())
+            .or_default()
+            .insert(follower.clone());
+        self.following
+            .entry(connection_id.to_string())
+            .or_default()
+            .insert((owner.to_string(), follower));
+        Ok(())
+    }
+
+    async fn owner_followers(&self, owner: &str) -> Result<Vec<Follower>, StoreError> {
+        let mut all: Vec<Follower> = self
+            .followers
+            .get(owner)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn unfollow_owner(&self, owner: &str, follower: &Follower) -> Result<bool, StoreError> {
+        let removed = remove_pair(&self.followers, owner, follower);
+        remove_pair(
+            &self.following,
+            &follower.connection_id,
+            &(owner.to_string(), follower.clone()),
+        );
+        Ok(removed)
     }
 
     async fn owner_jobs(&self, owner: &str, query: &JobQuery) -> Result<JobPage, StoreError> {
@@ -262,6 +342,16 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
+    fn insert_new(&self, job: JobRecord) -> Result<(), StoreError> {
+        match self.jobs.entry(job.snapshot.job_id.clone()) {
+            Entry::Occupied(e) => Err(StoreError::AlreadyExists(e.key().clone())),
+            Entry::Vacant(e) => {
+                e.insert(job);
+                Ok(())
+            }
+        }
+    }
+
     /// The job, locked for writing, unless it is unknown or terminal.
     fn live_job(
         &self,
@@ -282,7 +372,11 @@ impl MemoryStore {
 }
 
 /// Removes `member` from the set at `key`, dropping the set when it empties.
-fn remove_pair(map: &DashMap<String, HashSet<String>>, key: &str, member: &str) -> bool {
+fn remove_pair<T: Eq + std::hash::Hash>(
+    map: &DashMap<String, HashSet<T>>,
+    key: &str,
+    member: &T,
+) -> bool {
     let mut removed = false;
     map.remove_if_mut(key, |_, set| {
         removed = set.remove(member);

@@ -3,12 +3,14 @@
 //! `jobcast serve`; a DynamoDB store with the same semantics backs Lambda.
 
 mod dynamo;
-mod listing;
+mod error;
 mod memory;
+mod owners;
 
 pub use dynamo::{DynamoStore, TableStatus};
-pub use listing::{JobPage, JobQuery, owner_order_key};
+pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use owners::{Follower, JobPage, JobQuery, owner_order_key};
 
 use crate::protocol::{JobError, ServerMessage, Snapshot, Status, rfc3339};
 use async_trait::async_trait;
@@ -41,12 +43,12 @@ pub struct JobRecord {
     pub owner: Option<String>,
     /// The owner's labels for the job (at most [`MAX_TAGS`]).
     pub tags: Vec<String>,
+    /// The per-owner limit the job was created under: it counts against
+    /// its owner's unfinished jobs until it ends.
+    pub owner_limit: Option<u32>,
 }
 
-/// Most tags one job carries.
-pub const MAX_TAGS: usize = 10;
-/// Longest tag, in characters.
-pub const MAX_TAG_CHARS: usize = 64;
+pub use crate::protocol::{MAX_TAG_CHARS, MAX_TAGS};
 
 /// How long a process holds a job it is handing over before another
 /// process may take the hand-over up (after a crash, say).
@@ -109,6 +111,7 @@ impl JobRecord {
             deadline: None,
             owner: None,
             tags: Vec::new(),
+            owner_limit: None,
         }
     }
 
@@ -116,6 +119,14 @@ impl JobRecord {
     pub fn owned_by(mut self, owner: impl Into<String>, tags: Vec<String>) -> JobRecord {
         self.owner = Some(owner.into());
         self.tags = tags;
+        self
+    }
+
+    /// The same record, counted against its owner's limit of `limit`
+    /// unfinished jobs: creating it fails with `OwnerLimit` when the owner
+    /// has that many already.
+    pub fn within_owner_limit(mut self, limit: u32) -> JobRecord {
+        self.owner_limit = Some(limit);
         self
     }
 
@@ -229,50 +240,6 @@ pub struct IdempotencyRecord {
     pub response: Value,
 }
 
-/// Errors every store reports the same way, so callers can map them to HTTP
-/// statuses and CLI messages without knowing the backend.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("job {0} not found")]
-    NotFound(String),
-    #[error("job {0} already exists")]
-    AlreadyExists(String),
-    #[error("job {job_id} is already {status:?} and accepts no further update")]
-    Terminal { job_id: String, status: Status },
-    #[error("percent may not go down (job {job_id} is at {current}, update says {requested})")]
-    PercentBackwards {
-        job_id: String,
-        current: f64,
-        requested: f64,
-    },
-    #[error("invalid update: {0}")]
-    InvalidUpdate(String),
-    /// A conditional write lost to another writer (a lease held elsewhere,
-    /// a deadline refreshed meanwhile); nothing was changed.
-    #[error("job {job_id}: {reason}")]
-    Conflict { job_id: String, reason: String },
-    /// A stored item that cannot be read back as a job (hand-edited or
-    /// written by an incompatible version); retrying will not help.
-    #[error("job item is corrupt: {0}")]
-    Corrupt(String),
-    /// A value too large for what the store can hold.
-    #[error("{what} is {size} bytes; the most a job can hold is {limit}")]
-    TooLarge {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// A request the store could not even build (a bug, not bad input):
-    /// neither the caller's fault nor worth a retry.
-    #[error("could not build a store request: {0}")]
-    Request(String),
-    /// The store refused the request for its rate (DynamoDB throttling).
-    #[error("store throttled: {0}")]
-    Throttled(String),
-}
-
 /// Outcome of recording an idempotency key.
 #[derive(Clone, Debug, PartialEq)]
 pub enum IdempotencyOutcome {
@@ -316,8 +283,22 @@ pub trait Store: Send + Sync + 'static {
     async fn subscribers(&self, job_id: &str) -> Result<Vec<String>, StoreError>;
     /// The jobs a connection follows.
     async fn connection_jobs(&self, connection_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Removes every subscription of a connection; returns how many there were.
+    /// Removes every subscription and owner follow of a connection;
+    /// returns how many there were.
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError>;
+    /// Records that `connection_id` follows every job of `owner`, or with
+    /// `tag` only those carrying it (idempotent).
+    async fn follow_owner(
+        &self,
+        owner: &str,
+        tag: Option<&str>,
+        connection_id: &str,
+        connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The connections following `owner`'s jobs.
+    async fn owner_followers(&self, owner: &str) -> Result<Vec<Follower>, StoreError>;
+    /// Removes one follow; true when it existed.
+    async fn unfollow_owner(&self, owner: &str, follower: &Follower) -> Result<bool, StoreError>;
     /// Refreshes a job's liveness deadline without a new seq (a worker's
     /// heartbeat); fails with `Terminal` once the job has ended.
     async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError>;

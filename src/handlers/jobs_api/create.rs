@@ -215,6 +215,9 @@ async fn accept(
     let mut record = JobRecord::queued(job_id.clone(), job.kind, job.input, job.callback_url, now);
     if let Some(owner) = owner {
         record = record.owned_by(owner, job.tags);
+        if let Some(limit) = deps.owner_limit {
+            record = record.within_owner_limit(limit);
+        }
     }
     if record.kind != DEMO_KIND {
         // Held while the job is handed over, so no other process re-delivers it.
@@ -228,6 +231,9 @@ async fn accept(
         return Err(store_problem(e));
     }
     deps.metrics.job_entered(Status::Queued);
+    // Before the worker has it, so followers are subscribed before its
+    // first update.
+    crate::handlers::owners::announce(deps, &record).await;
     if let Err(e) = deps.queue.enqueue(&record, &base_url(deps, req)).await {
         tracing::warn!(job_id, error = %e, "could not enqueue job");
         // The key must not replay a 202 for a job that will never run.

@@ -58,6 +58,10 @@ impl Problem {
     }
 }
 
+/// The `Retry-After` of an `owner_limit` 429: a guess at how soon one of
+/// the owner's jobs ends, short enough for a progress bar's patience.
+pub const OWNER_LIMIT_RETRY_SECS: u64 = 5;
+
 pub(super) fn store_problem(e: StoreError) -> Problem {
     match e {
         StoreError::NotFound(id) => Problem::new(404, "not_found", format!("job {id} not found")),
@@ -71,6 +75,19 @@ pub(super) fn store_problem(e: StoreError) -> Problem {
         }
         StoreError::TooLarge { .. } => Problem::new(413, "payload_too_large", e.to_string()),
         StoreError::Conflict { .. } => Problem::new(409, "conflict", e.to_string()),
+        StoreError::OwnerLimit { limit, .. } => {
+            let mut p = Problem::new(
+                429,
+                "owner_limit",
+                format!(
+                    "you already have {limit} unfinished jobs, the most allowed; retry once one has ended"
+                ),
+            );
+            p.headers
+                .push((header::RETRY_AFTER, OWNER_LIMIT_RETRY_SECS.to_string()));
+            p.extra = Some(("limit", Value::from(limit)));
+            p
+        }
         StoreError::Throttled(_) => {
             tracing::warn!(error = %e, "store throttled in jobs API");
             let mut p = Problem::new(429, "throttled", "the job store is throttling; retry");

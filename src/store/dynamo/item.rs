@@ -197,7 +197,44 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|t| t.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
+        owner_limit: get_n(item, "ownerLimit"),
     })
+}
+
+/// A new job's state item, expiring at `ttl`.
+pub(super) fn job_item(job: &JobRecord, ttl: AttributeValue) -> Item {
+    let snap = &job.snapshot;
+    let mut item: Item = HashMap::from(job_key(&snap.job_id));
+    item.insert("status".into(), s(snap.status.as_str()));
+    item.insert("seq".into(), n(snap.seq));
+    item.insert("percent".into(), n(snap.percent));
+    if let Some(m) = &snap.message {
+        item.insert("message".into(), s(m.clone()));
+    }
+    item.insert("kind".into(), s(job.kind.clone()));
+    item.insert("input".into(), s(job.input.to_string()));
+    if let Some(u) = &job.callback_url {
+        item.insert("callbackUrl".into(), s(u.clone()));
+    }
+    if let Some(o) = &job.owner {
+        item.insert("owner".into(), s(o.clone()));
+        let tags = job.tags.iter().map(|t| s(t.clone())).collect();
+        item.insert("tags".into(), AttributeValue::L(tags));
+        item.insert("GSI3PK".into(), s(owner_partition(o)));
+        item.insert("GSI3SK".into(), s(crate::store::owner_order_key(job)));
+    }
+    item.insert("createdAt".into(), s(rfc3339(job.created_at)));
+    item.insert("updatedAt".into(), s(rfc3339(snap.updated_at)));
+    item.insert("attempt".into(), n(job.attempt));
+    if let Some(limit) = job.owner_limit {
+        item.insert("ownerLimit".into(), n(limit));
+    }
+    if let Some(l) = &job.lease {
+        item.insert("leaseOwner".into(), s(l.owner.clone()));
+        item.insert("leaseUntil".into(), n(l.until));
+    }
+    item.insert("ttl".into(), ttl);
+    item
 }
 
 pub(super) fn error_attr(e: &JobError) -> AttributeValue {

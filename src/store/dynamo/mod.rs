@@ -5,6 +5,8 @@
 //! | job state | `JOB#<jobId>` | `STATE` |
 //! | subscription | `JOB#<jobId>` | `CONN#<connectionId>` (GSI1: `CONN#<connectionId>` / `JOB#<jobId>`) |
 //! | idempotency key | `IDEM#<key>` | `IDEM` |
+//! | owner follow | `OWNER#<sub>` | `FOLLOW#<connectionId>#<ALL or TAG#tag>` (GSI1: `CONN#<connectionId>` / `OWNER#<sub>#…`) |
+//! | owner's unfinished-job count | `OWNER#<sub>` | `ACTIVE` |
 //!
 //! A job whose worker reports through the update endpoint also carries its
 //! liveness deadline in GSI2 (`GSI2PK` `LIVE#<shard>`, `GSI2SK` the deadline
@@ -19,6 +21,7 @@
 //! but that DynamoDB has not removed yet.
 
 mod item;
+mod owners;
 mod queries;
 mod table;
 mod update;
@@ -27,8 +30,8 @@ use item::*;
 use update::UpdateExpression;
 
 use super::{
-    IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate, Lease, Store,
-    StoreError, WebhookState, validate_update,
+    Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
+    Lease, Store, StoreError, WebhookState, validate_update,
 };
 use crate::protocol::{JobError, SUBSCRIPTION_TTL, Snapshot, Status, rfc3339};
 use async_trait::async_trait;
@@ -85,34 +88,13 @@ impl DynamoStore {
 #[async_trait]
 impl Store for DynamoStore {
     async fn create_job(&self, job: JobRecord) -> Result<(), StoreError> {
+        let item = job_item(&job, self.retention_ttl(job.snapshot.updated_at));
+        if let (Some(owner), Some(limit)) = (&job.owner, job.owner_limit) {
+            return self
+                .create_counted(&job.snapshot.job_id, item, owner, limit)
+                .await;
+        }
         let snap = &job.snapshot;
-        let mut item: Item = HashMap::from(job_key(&snap.job_id));
-        item.insert("status".into(), s(snap.status.as_str()));
-        item.insert("seq".into(), n(snap.seq));
-        item.insert("percent".into(), n(snap.percent));
-        if let Some(m) = &snap.message {
-            item.insert("message".into(), s(m.clone()));
-        }
-        item.insert("kind".into(), s(job.kind.clone()));
-        item.insert("input".into(), s(job.input.to_string()));
-        if let Some(u) = &job.callback_url {
-            item.insert("callbackUrl".into(), s(u.clone()));
-        }
-        if let Some(o) = &job.owner {
-            item.insert("owner".into(), s(o.clone()));
-            let tags = job.tags.iter().map(|t| s(t.clone())).collect();
-            item.insert("tags".into(), AttributeValue::L(tags));
-            item.insert("GSI3PK".into(), s(owner_partition(o)));
-            item.insert("GSI3SK".into(), s(super::owner_order_key(&job)));
-        }
-        item.insert("createdAt".into(), s(rfc3339(job.created_at)));
-        item.insert("updatedAt".into(), s(rfc3339(snap.updated_at)));
-        item.insert("attempt".into(), n(job.attempt));
-        if let Some(l) = &job.lease {
-            item.insert("leaseOwner".into(), s(l.owner.clone()));
-            item.insert("leaseUntil".into(), n(l.until));
-        }
-        item.insert("ttl".into(), self.retention_ttl(snap.updated_at));
         let res = self
             .client
             .put_item()
@@ -151,8 +133,16 @@ impl Store for DynamoStore {
             .update_expression(e.expression())
             .set_expression_attribute_names(Some(e.names))
             .set_expression_attribute_values(Some(e.values));
-        self.update_live_if(job_id, req, &e.condition, e.asked)
-            .await
+        let job = self
+            .update_live_if(job_id, req, &e.condition, e.asked)
+            .await?;
+        // Refused after a terminal status, so this is the update that ended it.
+        if job.snapshot.status.is_terminal() && job.owner_limit.is_some() {
+            if let Some(owner) = &job.owner {
+                self.release_owner_slot(owner).await;
+            }
+        }
+        Ok(job)
     }
 
     async fn request_cancel(&self, job_id: &str) -> Result<JobRecord, StoreError> {
@@ -312,10 +302,47 @@ impl Store for DynamoStore {
     }
 
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
-        let jobs = self.connection_jobs(connection_id).await?;
-        let keys: Vec<_> = jobs.iter().map(|j| sub_key(j, connection_id)).collect();
+        // Job subscriptions and owner follows alike: everything of the
+        // connection's GSI1 partition, by its table keys.
+        let items = self
+            .query_all(
+                Some(GSI1),
+                "GSI1PK = :c",
+                vec![(":c", s(format!("CONN#{connection_id}")))],
+                "PK, SK",
+            )
+            .await?;
+        let keys: Vec<_> = items
+            .iter()
+            .filter_map(|i| {
+                Some([
+                    ("PK".to_string(), i.get("PK")?.clone()),
+                    ("SK".to_string(), i.get("SK")?.clone()),
+                ])
+            })
+            .collect();
+        let n = keys.len();
         self.batch_delete(keys).await?;
-        Ok(jobs.len())
+        Ok(n)
+    }
+
+    async fn follow_owner(
+        &self,
+        owner: &str,
+        tag: Option<&str>,
+        connection_id: &str,
+        connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.put_follow(owner, tag, connection_id, connected_at)
+            .await
+    }
+
+    async fn owner_followers(&self, owner: &str) -> Result<Vec<Follower>, StoreError> {
+        self.query_followers(owner).await
+    }
+
+    async fn unfollow_owner(&self, owner: &str, follower: &Follower) -> Result<bool, StoreError> {
+        self.delete_follow(owner, follower).await
     }
 
     async fn owner_jobs(&self, owner: &str, query: &JobQuery) -> Result<JobPage, StoreError> {

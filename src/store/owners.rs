@@ -1,5 +1,6 @@
-//! Listing an owner's jobs (`GET /jobs`): the query, the page, and the
-//! order both stores keep.
+//! What the stores keep per owner: listing an owner's jobs (`GET /jobs`:
+//! the query, the page, the order both stores keep) and the connections
+//! that follow them.
 
 use super::JobRecord;
 use crate::protocol::Status;
@@ -39,5 +40,19 @@ impl JobQuery {
     pub fn matches(&self, job: &JobRecord) -> bool {
         self.status.is_none_or(|s| job.snapshot.status == s)
             && self.tag.as_ref().is_none_or(|t| job.tags.contains(t))
+    }
+}
+
+/// A connection following an owner's jobs, all of them or those with `tag`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Follower {
+    pub connection_id: String,
+    pub tag: Option<String>,
+}
+
+impl Follower {
+    /// Whether this follower is to hear of `job`.
+    pub fn wants(&self, job: &JobRecord) -> bool {
+        self.tag.as_ref().is_none_or(|t| job.tags.contains(t))
     }
 }
