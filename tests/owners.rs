@@ -305,3 +305,221 @@ async fn without_owners_everything_is_as_before() {
     let res = srv.http.get(srv.url("/jobs")).send().await.expect("GET");
     assert_eq!(res.status(), 404);
 }
+
+impl Owners {
+    /// A client connected with `token` in `?access_token=`.
+    async fn ws_as(&self, token: &str) -> Client {
+        let url = self.srv.ws_url(&format!("?access_token={token}"));
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect")
+            .0
+    }
+
+    async fn create(&self, token: &str, body: Value) -> String {
+        let res = self.post(Some(token), body).await;
+        assert_eq!(res.status(), 202);
+        let job: Value = res.json().await.expect("json");
+        job["jobId"].as_str().expect("jobId").to_string()
+    }
+}
+
+/// The job ids of progress messages until `until` of them arrived (other
+/// messages must not come in between).
+async fn progress_ids(c: &mut Client, until: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    while ids.len() < until {
+        let m = next_json(c).await;
+        assert_eq!(m["type"], "progress", "{m}");
+        let id = m["jobId"].as_str().expect("jobId").to_string();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+fn held_job(tags: &[&str]) -> Value {
+    json!({"kind": "demo", "input": {"steps": 100, "stepMs": 500}, "tags": tags})
+}
+
+#[tokio::test]
+async fn following_an_owner_shows_their_unfinished_jobs_and_each_new_one_live() {
+    let o = owners().await;
+    let (alice, bob) = (o.token("alice"), o.token("bob"));
+    let before = o.create(&alice, held_job(&["reports"])).await;
+    let bobs = o.create(&bob, held_job(&[])).await;
+
+    let mut c = o.ws_as(&alice).await;
+    send_json(&mut c, json!({"action": "subscribe", "owner": true})).await;
+    let m = next_json(&mut c).await;
+    assert_eq!(m, json!({"type": "subscribed", "owner": true, "tag": null}));
+    assert_eq!(progress_ids(&mut c, 1).await, vec![before.clone()]);
+
+    // A job bob starts never reaches alice; hers do, as soon as they exist.
+    let _ = o.create(&bob, held_job(&[])).await;
+    let started = o.create(&alice, held_job(&[])).await;
+    let ids = progress_ids(&mut c, 2).await;
+    assert!(ids.contains(&started), "{ids:?}");
+    assert!(!ids.contains(&bobs), "{ids:?}");
+    // Its progress follows (the demo job moves on within a second).
+    let m = loop {
+        let m = next_json(&mut c).await;
+        if m["jobId"] == started.as_str() && m["status"] == "running" {
+            break m;
+        }
+    };
+    assert!(m["seq"].as_u64().unwrap_or(0) >= 2, "{m}");
+
+    // A tag narrows it; a second follow on one connection is its own.
+    let mut tagged = o.ws_as(&alice).await;
+    send_json(
+        &mut tagged,
+        json!({"action": "subscribe", "owner": true, "tag": "reports"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut tagged).await["tag"], "reports");
+    assert_eq!(progress_ids(&mut tagged, 1).await, vec![before]);
+    let untagged = o.create(&alice, held_job(&[])).await;
+    let report = o.create(&alice, held_job(&["reports"])).await;
+    let m = loop {
+        let m = next_json(&mut tagged).await;
+        assert_ne!(m["jobId"], untagged.as_str(), "{m}");
+        if m["jobId"] == report.as_str() {
+            break m;
+        }
+    };
+    assert_eq!(m["type"], "progress");
+}
+
+#[tokio::test]
+async fn the_token_may_come_as_a_subprotocol_answered_jobcast() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let o = owners().await;
+    let alice = o.token("alice");
+    let job = o.create(&alice, held_job(&[])).await;
+    let mut req = o.srv.ws_url("").into_client_request().expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("jobcast, {alice}").parse().expect("header"),
+    );
+    let (mut c, res) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    assert_eq!(
+        res.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("jobcast")
+    );
+    send_json(&mut c, json!({"action": "subscribe", "owner": true})).await;
+    assert_eq!(next_json(&mut c).await["type"], "subscribed");
+    assert_eq!(progress_ids(&mut c, 1).await, vec![job]);
+}
+
+#[tokio::test]
+async fn without_a_token_following_is_unauthorized_and_the_connection_stays() {
+    let o = owners().await;
+    let _ = o.create(&o.token("alice"), held_job(&[])).await;
+    let mut c = o.srv.connect().await;
+    send_json(&mut c, json!({"action": "subscribe", "owner": true})).await;
+    let m = next_json(&mut c).await;
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_str()),
+        (Some("error"), Some("unauthorized")),
+        "{m}"
+    );
+    assert!(
+        m["message"].as_str().unwrap_or("").contains("access_token"),
+        "{m}"
+    );
+    // Still open, and job tokens still work on it.
+    let _ = o.srv.connection_id(&mut c).await;
+
+    // A bad token is refused at the handshake with the reason.
+    for bad in [
+        o.key
+            .sign(ISS, AUD, "alice", now() - 3600, Duration::from_secs(60))
+            .expect("signs"),
+        DevKey::generate()
+            .expect("key")
+            .sign(ISS, AUD, "alice", now(), Duration::from_secs(60))
+            .expect("signs"),
+        "not-a-jwt".to_string(),
+    ] {
+        let err = tokio_tungstenite::connect_async(o.srv.ws_url(&format!("?access_token={bad}")))
+            .await
+            .expect_err("refused");
+        match err {
+            tokio_tungstenite::tungstenite::Error::Http(res) => assert_eq!(res.status(), 403),
+            other => panic!("expected 403, got {other:?}"),
+        }
+    }
+
+    // Without owners the action says so.
+    let plain = start().await;
+    let mut c = plain.connect().await;
+    send_json(&mut c, json!({"action": "subscribe", "owner": true})).await;
+    let m = next_json(&mut c).await;
+    assert_eq!(m["code"], "unauthorized", "{m}");
+    assert!(
+        m["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no JWT issuer"),
+        "{m}"
+    );
+    // A bad owner or tag field is a bad request.
+    send_json(&mut c, json!({"action": "subscribe", "owner": "yes"})).await;
+    assert_eq!(next_json(&mut c).await["code"], "bad_request");
+    send_json(
+        &mut c,
+        json!({"action": "subscribe", "owner": true, "tag": ""}),
+    )
+    .await;
+    assert_eq!(next_json(&mut c).await["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn an_owner_over_the_limit_gets_429_until_a_job_ends() {
+    let key = DevKey::generate().expect("a key");
+    let verifier = JwtVerifier::from_jwks(ISS, AUD, &key.jwks().expect("jwks")).expect("verifier");
+    let srv = start_with(|c| {
+        c.identity = Some(Arc::new(verifier));
+        c.owner_limit = Some(2);
+    })
+    .await;
+    let o = Owners { srv, key };
+    let (alice, bob) = (o.token("alice"), o.token("bob"));
+    let first = o.create(&alice, held_job(&[])).await;
+    let _second = o.create(&alice, held_job(&[])).await;
+    let res = o.post(Some(&alice), held_job(&[])).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let p: Value = res.json().await.expect("json");
+    assert_eq!(
+        (p["code"].as_str(), p["limit"].as_u64()),
+        (Some("owner_limit"), Some(2)),
+        "{p}"
+    );
+    // Others are not limited by alice's jobs.
+    let _ = o.create(&bob, held_job(&[])).await;
+    // Once one of hers ends, she may start another.
+    assert_eq!(o.delete(&first, &alice).await.status(), 202);
+    let mut tries = 0;
+    loop {
+        let res = o.post(Some(&alice), held_job(&[])).await;
+        if res.status() == 202 {
+            break;
+        }
+        assert_eq!(res.status(), 429);
+        tries += 1;
+        assert!(tries < 100, "the cancelled job never freed its place");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
