@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `jobcast emulate` in front of a real Lambda runner: jobcast's own
 # WebSocket functions under `cargo lambda watch`, wired by the routes of
-# infra/template.yaml, driven by a WebSocket client (tests/emulate).
+# infra/template.yaml with owners on (so `$connect` passes the template's
+# REQUEST authorizer, the `authorizer` function), driven by WebSocket
+# clients (tests/emulate).
 #
 # Needs JOBCAST_TEST_DYNAMODB (./scripts/test.sh sets it) and the Python
 # venv test.sh makes (target/py-venv, with websockets).
@@ -19,6 +21,13 @@ table=jobcast-emulate-$RANDOM$RANDOM
 cargo build --quiet -p jobcast --bins
 cargo build --quiet -p jobcast-lambdas --features emulate-edges --bins
 target/debug/jobcast table create --table "$table" >/dev/null
+# Owners: development tokens, the key's JWKS for the Lambda functions, and
+# a token from a key the functions do not know.
+export JOBCAST_DEV_KEY=$PWD/$work/dev-key.pem
+jwks=$PWD/$work/jwks.json
+target/debug/jobcast token jwks >"$jwks"
+good_token=$(target/debug/jobcast token issue --sub alice 2>/dev/null)
+foreign_token=$(JOBCAST_DEV_KEY=$PWD/$work/foreign-key.pem target/debug/jobcast token issue --sub mallory 2>/dev/null)
 
 port=$(free_port)
 invoke_port=$(free_port)
@@ -28,13 +37,17 @@ invoke_port=$(free_port)
   --env-var "JOBCAST_TOKEN_SECRET=emulate-smoke-secret-0123456789" \
   --env-var "JOBCAST_MANAGEMENT_ENDPOINT=http://127.0.0.1:$port/prod" \
   --env-var "AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB" \
+  --env-var JOBCAST_JWT_ISSUER=urn:jobcast:dev --env-var JOBCAST_JWT_AUDIENCE=jobcast-dev \
+  --env-var "JOBCAST_JWKS=$jwks" \
   --env-var AWS_ACCESS_KEY_ID=local --env-var AWS_SECRET_ACCESS_KEY=local \
   --env-var AWS_REGION=us-east-1) >"$work/watch.log" 2>&1 &
 watch_pid=$!
 AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$invoke_port target/debug/jobcast emulate \
   --template infra/template.yaml --listen "127.0.0.1:$port" \
-  --function ConnectFunction=connect --function DisconnectFunction=disconnect \
-  --function MessageFunction=message >"$work/emulate.log" 2>&1 &
+  --parameter JwtIssuer=urn:jobcast:dev --parameter JwtAudience=jobcast-dev \
+  --function AuthorizerFunction=authorizer --function ConnectFunction=connect \
+  --function DisconnectFunction=disconnect --function MessageFunction=message \
+  >"$work/emulate.log" 2>&1 &
 emulate_pid=$!
 # The edge cases: two APIs of one template over a function that misbehaves on demand.
 edges_port=$(free_port)
@@ -59,6 +72,7 @@ trap 'kill $emulate_pid $watch_pid $edge_pids 2>/dev/null || true' EXIT
 wait_port "$port" 60 || fail "emulate did not start; see $work/emulate.log"
 wait_port "$invoke_port" 120 || fail "cargo lambda watch did not start; see $work/watch.log"
 grep -q 'route ping .*-> Lambda message' "$work/emulate.log" || fail "emulate did not read the ping route; see $work/emulate.log"
+grep -q "authorizer ConnectAuthorizer -> Lambda authorizer" "$work/emulate.log" || fail "emulate did not read the $connect authorizer; see $work/emulate.log"
 
 target/py-venv/bin/python tests/emulate/smoke_client.py "ws://127.0.0.1:$port/prod" \
   "http://127.0.0.1:$invoke_port/2015-03-31/functions/message/invocations" \
@@ -72,6 +86,8 @@ grep -q 'route=$disconnect target="disconnect"' "$work/emulate.log" \
   || grep -q 'route=$disconnect target=disconnect' "$work/emulate.log" \
   || fail "no \$disconnect invocation logged; see $work/emulate.log"
 echo "\$disconnect: the disconnect function ran"
+target/py-venv/bin/python tests/emulate/owners_client.py "ws://127.0.0.1:$port/prod" \
+  "$good_token" "$foreign_token" || fail "an owners check failed; see $work/emulate.log and $work/watch.log"
 wait_port "$edges_port" 60 && wait_port "$guarded_port" 60 && wait_port "$routes_port" 60 || fail "emulate (edges) did not start; see $work/*Api.log"
 target/py-venv/bin/python tests/emulate/edges_client.py "ws://127.0.0.1:$edges_port/edges" \
   "ws://127.0.0.1:$guarded_port/guarded" "$work/edges.yaml" "$hook_port" \

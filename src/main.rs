@@ -408,6 +408,9 @@ async fn main() -> ExitCode {
         }
         Some(Command::Emulate(args)) => emulate(args).await,
         Some(Command::Token(TokenCommand::Issue(args))) => token_issue(&args),
+        Some(Command::Token(TokenCommand::Jwks)) => jobcast::auth::dev_jwks()
+            .map(|jwks| println!("{jwks}"))
+            .map_err(|e| e.to_string()),
         Some(Command::Table(TableCommand::Create(args))) => {
             init_cli_tracing();
             table_create(args).await

@@ -89,7 +89,7 @@ fn var(name: &str) -> Option<String> {
 
 /// Owners, as the template's JwtIssuer, JwtAudience and JwksUrl set them
 /// (the keys read once, at cold start); off when no issuer is set.
-async fn owners_from_env() -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, Error> {
+pub async fn owners_from_env() -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, Error> {
     let setup = jobcast::auth::OwnersSetup {
         dev_tokens: false,
         issuer: var("JOBCAST_JWT_ISSUER"),

@@ -7,7 +7,7 @@
 pub mod ring_crypto;
 mod setup;
 
-pub use setup::{OwnersError, OwnersSetup, issue_dev_token};
+pub use setup::{OwnersError, OwnersSetup, dev_jwks, issue_dev_token};
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;

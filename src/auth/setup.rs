@@ -103,6 +103,12 @@ impl OwnersSetup {
     }
 }
 
+/// The development key's public JWKS (the key is made if there is none).
+pub fn dev_jwks() -> Result<String, OwnersError> {
+    let key = DevKey::load_or_create(&dev_key_path())?;
+    key.jwks().map_err(|e| OwnersError::Sign(e.to_string()))
+}
+
 /// A development token for `sub`, valid for `ttl`, and where its key is.
 pub fn issue_dev_token(sub: &str, ttl: Duration) -> Result<(String, PathBuf), OwnersError> {
     if sub.trim().is_empty() {

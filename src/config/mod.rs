@@ -55,6 +55,10 @@ pub enum TokenCommand {
     /// Print a development JWT for a user (signed with the local
     /// development key; for local development only, never for real users).
     Issue(TokenIssueArgs),
+    /// Print the development key's public JWKS, for a verifier elsewhere
+    /// (a local Lambda runner's JOBCAST_JWKS) to accept those tokens with
+    /// issuer urn:jobcast:dev and audience jobcast-dev.
+    Jwks,
 }
 
 /// Options of `jobcast token issue`.

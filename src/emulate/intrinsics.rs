@@ -75,6 +75,7 @@ fn yaml_to_json(v: serde_yaml_ng::Value) -> Value {
             let inner = yaml_to_json(t.value);
             let (key, value) = match (name, inner) {
                 ("Ref", v) => ("Ref".to_string(), v),
+                ("Condition", v) => ("Condition".to_string(), v),
                 ("GetAtt", Value::String(s)) => {
                     let (res, attr) = s.split_once('.').unwrap_or((&s, ""));
                     let parts = vec![Value::from(res), Value::from(attr)];
@@ -118,10 +119,17 @@ impl Resolver<'_> {
                     "Fn::Join" => {
                         let a = arg.as_array()?;
                         let sep = a.first()?.as_str()?;
-                        let parts = a.get(1)?.as_array()?;
-                        let parts: Option<Vec<String>> =
-                            parts.iter().map(|p| self.string(p)).collect();
-                        Some(parts?.join(sep))
+                        match a.get(1)? {
+                            Value::Array(parts) => {
+                                let parts: Option<Vec<String>> =
+                                    parts.iter().map(|p| self.string(p)).collect();
+                                Some(parts?.join(sep))
+                            }
+                            // A list parameter's Ref: its items, comma-separated.
+                            list => {
+                                Some(self.string(list)?.split(',').collect::<Vec<_>>().join(sep))
+                            }
+                        }
                     }
                     _ => None,
                 }

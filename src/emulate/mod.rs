@@ -5,6 +5,7 @@
 //! route, an integration error or timeout, an authorizer's refusal) is
 //! answered the same way here.
 
+mod conditions;
 mod intrinsics;
 pub mod invoke;
 pub mod metrics;

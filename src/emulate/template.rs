@@ -116,6 +116,8 @@ pub fn read_api(
     api: Option<&str>,
     names: &Names,
 ) -> Result<WebSocketApi, TemplateError> {
+    let applied = super::conditions::apply(template, names)?;
+    let template = &applied;
     let resources = template["Resources"]
         .as_object()
         .ok_or(TemplateError::NoResources)?;
@@ -484,6 +486,30 @@ Resources:
     Properties:
       Handler: app.handler
 "#;
+
+    #[test]
+    fn the_shipped_template_with_owners_has_the_connect_authorizer() {
+        let t = parse_text(include_str!("../../infra/template.yaml")).expect("parses");
+        assert!(
+            read_api(&t, None, &names())
+                .expect("reads")
+                .authorizer
+                .is_none()
+        );
+        let mut n = names();
+        n.parameters
+            .insert("JwtIssuer".into(), "https://issuer.test".into());
+        n.functions
+            .insert("AuthorizerFunction".into(), "authorizer".into());
+        let api = read_api(&t, None, &n).expect("reads");
+        let auth = api.authorizer.expect("an authorizer with owners on");
+        assert_eq!(auth.logical_id, "ConnectAuthorizer");
+        assert_eq!(auth.function, "authorizer");
+        assert_eq!(
+            auth.identity_sources,
+            vec![IdentitySource::Header("Host".into())]
+        );
+    }
 
     #[test]
     fn intrinsics_two_way_routes_and_warnings() {

@@ -101,6 +101,34 @@ pub fn owner_context(owner: Option<&str>) -> HashMap<String, Value> {
     c
 }
 
+/// What the `REQUEST` authorizer Lambda answers API Gateway for a
+/// `$connect` to `method_arn`: Allow with the owner in its context (or
+/// none), Deny (API Gateway's 403) for a refused token.
+pub fn authorizer_response(decision: &ConnectAuth, method_arn: &str) -> Value {
+    let (effect, context) = match decision {
+        ConnectAuth::Anonymous => ("Allow", owner_context(None)),
+        ConnectAuth::Owner(sub) => ("Allow", owner_context(Some(sub))),
+        ConnectAuth::Refused(_) => ("Deny", owner_context(None)),
+    };
+    let principal = context.get("principalId").cloned().unwrap_or(Value::Null);
+    let context: serde_json::Map<String, Value> = context
+        .into_iter()
+        .filter(|(k, _)| k != "principalId")
+        .collect();
+    serde_json::json!({
+        "principalId": principal,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Action": "execute-api:Invoke",
+                "Effect": effect,
+                "Resource": method_arn,
+            }],
+        },
+        "context": context,
+    })
+}
+
 /// Who a connection is, from the authorizer context of its events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller<'a> {
@@ -250,5 +278,50 @@ async fn announce_to(
 async fn post(deps: &Deps, conn: &str, payload: Payload) {
     if let Err(e) = deps.publisher.pusher().post(conn, payload).await {
         tracing::debug!(connection_id = conn, error = %e, "reply not delivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::query_map::QueryMap;
+
+    fn headers(protocols: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_str(protocols).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn the_token_comes_from_the_query_or_after_the_jobcast_subprotocol() {
+        let none = QueryMap::default();
+        let q: QueryMap = "access_token=abc".parse().expect("query");
+        assert_eq!(connect_token(&http::HeaderMap::new(), &q), Some("abc"));
+        assert_eq!(
+            connect_token(&headers("jobcast, eyJ.x.y"), &none),
+            Some("eyJ.x.y")
+        );
+        assert_eq!(connect_token(&headers("eyJ.x.y"), &none), None);
+        assert_eq!(connect_token(&headers("jobcast"), &none), None);
+        assert!(offers_subprotocol(&headers("chat, jobcast, t")));
+        assert!(!offers_subprotocol(&headers("chat")));
+    }
+
+    #[test]
+    fn the_authorizer_allows_with_the_owner_and_denies_a_refused_token() {
+        let arn = "arn:aws:execute-api:eu-west-1:1:abc/dev/$connect";
+        let allow = authorizer_response(&ConnectAuth::Owner("alice".into()), arn);
+        assert_eq!(allow["principalId"], "alice");
+        assert_eq!(allow["context"]["owner"], "alice");
+        assert_eq!(allow["policyDocument"]["Statement"][0]["Effect"], "Allow");
+        assert_eq!(allow["policyDocument"]["Statement"][0]["Resource"], arn);
+        let anonymous = authorizer_response(&ConnectAuth::Anonymous, arn);
+        assert_eq!(anonymous["principalId"], "anonymous");
+        assert!(anonymous["context"].get("owner").is_none());
+        let deny = authorizer_response(&ConnectAuth::Refused("expired".into()), arn);
+        assert_eq!(deny["policyDocument"]["Statement"][0]["Effect"], "Deny");
     }
 }

@@ -115,10 +115,11 @@ impl Store for MemoryStore {
         drop(job);
         // `apply_update` refuses anything after a terminal status, so this
         // is the one update that ends the job.
-        if record.snapshot.status.is_terminal() && record.owner_limit.is_some() {
-            if let Some(owner) = &record.owner {
-                self.active.alter(owner, |_, n| n.saturating_sub(1));
-            }
+        if let Some(owner) = record
+            .counted_owner()
+            .filter(|_| record.snapshot.status.is_terminal())
+        {
+            self.active.alter(owner, |_, n| n.saturating_sub(1));
         }
         Ok(record)
     }

@@ -130,6 +130,11 @@ impl JobRecord {
         self
     }
 
+    /// The owner whose limit this job counts against, if any.
+    pub fn counted_owner(&self) -> Option<&str> {
+        self.owner.as_deref().filter(|_| self.owner_limit.is_some())
+    }
+
     /// The same record, leased to `owner` until `until` (epoch seconds).
     pub fn leased_to(mut self, owner: impl Into<String>, until: i64) -> JobRecord {
         self.lease = Some(Lease {

@@ -137,10 +137,11 @@ impl Store for DynamoStore {
             .update_live_if(job_id, req, &e.condition, e.asked)
             .await?;
         // Refused after a terminal status, so this is the update that ended it.
-        if job.snapshot.status.is_terminal() && job.owner_limit.is_some() {
-            if let Some(owner) = &job.owner {
-                self.release_owner_slot(owner).await;
-            }
+        if let Some(owner) = job
+            .counted_owner()
+            .filter(|_| job.snapshot.status.is_terminal())
+        {
+            self.release_owner_slot(owner).await;
         }
         Ok(job)
     }
