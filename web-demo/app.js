@@ -1,5 +1,7 @@
 // The demo page: starts jobs (the demo kind, or one of your own) through the
 // jobs API and follows them all over one WebSocket with jobcast-client.js.
+// Signed in (a server with owners on), it lists the user's jobs and follows
+// everything they own, so a job started elsewhere appears live.
 import { JobcastClient, isTerminal } from './jobcast-client.js';
 
 const jobsList = document.getElementById('jobs');
@@ -9,6 +11,27 @@ const connection = document.getElementById('connection');
 
 /** @type {JobcastClient|null} */
 let client = null;
+/** Rows by job id. */
+const views = new Map();
+
+// The signed-in user's JWT, for this tab's session.
+const TOKEN = 'jobcast-demo-token';
+let accessToken = null;
+try {
+  accessToken = sessionStorage.getItem(TOKEN);
+} catch {
+  accessToken = null;
+}
+
+/** The `sub` a JWT names (read only for display; the server verifies). */
+function subjectOf(jwt) {
+  try {
+    const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(part)).sub ?? '?';
+  } catch {
+    return '?';
+  }
+}
 
 // "closed" only means no job is being followed: say so.
 const STATE_TEXT = { closed: 'idle', connecting: 'connecting', live: 'live', reconnecting: 'reconnecting', polling: 'polling' };
@@ -66,6 +89,70 @@ function showError(text) {
   formError.hidden = false;
 }
 
+function authHeaders(extra = {}) {
+  return accessToken ? { ...extra, Authorization: `Bearer ${accessToken}` } : extra;
+}
+
+document.getElementById('signin-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const token = String(new FormData(ev.target).get('token') ?? '').trim();
+  if (token) signIn(token);
+});
+
+document.getElementById('signout').addEventListener('click', () => {
+  try {
+    sessionStorage.removeItem(TOKEN);
+  } catch {
+    // Nothing kept.
+  }
+  location.reload();
+});
+
+/** Lists the user's jobs and follows everything they own. */
+async function signIn(token) {
+  formError.hidden = true;
+  let res;
+  try {
+    res = await fetch('/jobs?limit=20', { headers: { Authorization: `Bearer ${token}` } });
+  } catch {
+    showError('The jobs API cannot be reached.');
+    return;
+  }
+  const body = await res.json().catch(() => ({}));
+  if (res.status === 404) {
+    showError('This server has owners off: start it with --dev-tokens (or --jwt-issuer) to sign in.');
+    return;
+  }
+  if (res.status !== 200) {
+    showError(`Sign-in refused: ${body.detail ?? res.status}`);
+    return;
+  }
+  accessToken = token;
+  try {
+    sessionStorage.setItem(TOKEN, token);
+  } catch {
+    // The page still works; a reload asks again.
+  }
+  document.getElementById('signin-form').hidden = true;
+  document.getElementById('who-name').textContent = subjectOf(token);
+  document.getElementById('who').hidden = false;
+  // Oldest first, so the newest ends on top.
+  for (const job of [...body.jobs].reverse()) {
+    render(addRow(job.jobId, { statusUrl: `/jobs/${job.jobId}`, started: Date.parse(job.createdAt) }), job);
+  }
+  if (client) client.close();
+  client = new JobcastClient({ websocketUrl: body.websocketUrl, accessToken: token, onStateChange: showState });
+  client.followOwner({
+    jobsUrl: '/jobs',
+    onJob: (snap) => addRow(snap.jobId, { statusUrl: `/jobs/${snap.jobId}` }),
+    onUpdate: (snap) => {
+      const view = views.get(snap.jobId);
+      if (view) render(view, snap);
+    },
+    onError: (e) => showError(e.message),
+  });
+}
+
 document.getElementById('start').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const data = new FormData(ev.target);
@@ -94,7 +181,7 @@ async function start(kind, input) {
   try {
     res = await fetch('/jobs', {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: authHeaders({ 'Content-Type': 'application/json' }),
       body: JSON.stringify({ kind, input }),
     });
   } catch {
@@ -104,6 +191,11 @@ async function start(kind, input) {
   const body = await res.json();
   if (res.status !== 202) {
     showError(body.detail ?? 'The job could not be started.');
+    return;
+  }
+  if (accessToken) {
+    // Following the owner brings its progress (perhaps before this answer).
+    addRow(body.jobId, { statusUrl: body.statusUrl });
     return;
   }
   const job = {
@@ -117,8 +209,29 @@ async function start(kind, input) {
   show(job);
 }
 
-/** Adds a job's row and follows it. */
+/** Adds a job's row and follows it by its job token. */
 function show(body) {
+  addRow(body.jobId, body);
+  if (!client || client.state === 'closed') {
+    client = new JobcastClient({ websocketUrl: body.websocketUrl, onStateChange: showState });
+  }
+  client.follow({
+    jobId: body.jobId,
+    token: body.token,
+    statusUrl: body.statusUrl,
+    onUpdate: (snap) => render(views.get(body.jobId), snap),
+  });
+}
+
+/**
+ * A job's row, made once: cancelled with its job token, or signed in with
+ * the owner's.
+ * @param {string} jobId
+ * @param {{statusUrl: string, token?: string, started?: number}} body
+ */
+function addRow(jobId, body) {
+  const existing = views.get(jobId);
+  if (existing) return existing;
   const node = template.content.firstElementChild.cloneNode(true);
   const view = {
     node, done: false, started: body.started ?? Date.now(),
@@ -127,10 +240,10 @@ function show(body) {
     message: node.querySelector('.message'), outcome: node.querySelector('.outcome'),
     cancel: node.querySelector('.cancel'),
   };
-  node.dataset.jobId = body.jobId;
-  node.querySelector('.job-id').textContent = body.jobId;
-  view.bar.setAttribute('aria-label', `Progress of ${body.jobId}`);
-  view.cancel.setAttribute('aria-label', `Cancel ${body.jobId}`);
+  node.dataset.jobId = jobId;
+  node.querySelector('.job-id').textContent = jobId;
+  view.bar.setAttribute('aria-label', `Progress of ${jobId}`);
+  view.cancel.setAttribute('aria-label', `Cancel ${jobId}`);
   const elapsed = node.querySelector('.elapsed');
   const tick = setInterval(() => {
     elapsed.textContent = `${((Date.now() - view.started) / 1000).toFixed(1)} s`;
@@ -140,20 +253,15 @@ function show(body) {
     view.cancel.disabled = true;
     await fetch(body.statusUrl, {
       method: 'DELETE',
-      headers: { Authorization: `Bearer ${body.token}` },
+      headers: { Authorization: `Bearer ${body.token ?? accessToken}` },
     });
   });
   jobsList.prepend(node);
-  if (!client || client.state === 'closed') {
-    client = new JobcastClient({ websocketUrl: body.websocketUrl, onStateChange: showState });
-  }
-  client.follow({
-    jobId: body.jobId,
-    token: body.token,
-    statusUrl: body.statusUrl,
-    onUpdate: (snap) => render(view, snap),
-  });
+  views.set(jobId, view);
+  return view;
 }
 
-// After a reload: the tab's jobs again, each from its current snapshot.
-for (const job of savedJobs()) show(job);
+// After a reload: signed in, the user's jobs from the server; otherwise the
+// tab's own jobs again, each from its current snapshot.
+if (accessToken) signIn(accessToken);
+else for (const job of savedJobs()) show(job);

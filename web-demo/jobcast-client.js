@@ -93,11 +93,16 @@ export class JobcastClient {
    * @param {number} [opts.stableAfterMs] a connection up this long resets the backoff (default 10 s)
    * @param {number} [opts.pollAfterFailures] failed connects before polling starts (default 2)
    * @param {{baseMs?: number, capMs?: number}} [opts.backoff]
+   * @param {string} [opts.accessToken] the user's sign-in JWT (owners): sent at connect as
+   *   the subprotocol pair `jobcast, <JWT>`, and as the bearer when polling
    * @param {typeof WebSocket} [opts.WebSocket]
    * @param {typeof fetch} [opts.fetch]
    */
   constructor(opts) {
     this.url = opts.websocketUrl.split('?')[0];
+    this.accessToken = opts.accessToken ?? null;
+    /** @type {{tag?: string, jobsUrl?: string, onJob: (s: Snapshot) => void, onUpdate: (s: Snapshot) => void, pollTimer?: any}|null} */
+    this.owner = null;
     this.onStateChange = opts.onStateChange ?? (() => {});
     this.pingIntervalMs = opts.pingIntervalMs ?? 5 * 60_000;
     this.maxLifetimeMs = opts.maxLifetimeMs ?? (2 * 60 - 5) * 60_000;
@@ -140,6 +145,40 @@ export class JobcastClient {
     }
   }
 
+  /**
+   * Follows every job of the signed-in user (needs `accessToken`), those
+   * running now and each one started later, from anywhere (another tab,
+   * curl, a server). `onJob` hears of a job the first time it is seen,
+   * `onUpdate` of each of its snapshots (the first included). While the
+   * socket is down, `jobsUrl` (GET /jobs) is polled for them.
+   * `onError` hears the server's refusal (`unauthorized`: no valid token at connect).
+   * @param {{tag?: string, jobsUrl?: string, onJob?: (s: Snapshot) => void, onUpdate: (s: Snapshot) => void,
+   *   onError?: (e: {code: string, message: string}) => void}} opts
+   */
+  followOwner(opts) {
+    if (!this.accessToken) throw new Error('followOwner needs the accessToken option (the user\'s JWT)');
+    this.owner = { onJob: () => {}, ...opts };
+    if (this.stopped) {
+      this.stopped = false;
+      this.connect();
+    } else if (this.state === 'live') {
+      this.send(this.ownerSubscription());
+    } else if (this.state === 'polling') {
+      this.pollOwner();
+    }
+  }
+
+  ownerSubscription() {
+    const msg = { action: 'subscribe', owner: true };
+    if (this.owner?.tag) msg.tag = this.owner.tag;
+    return msg;
+  }
+
+  /** Whether anything is still followed. */
+  following() {
+    return this.jobs.size > 0 || this.owner !== null;
+  }
+
   /** @param {string} jobId */
   unfollow(jobId) {
     const job = this.jobs.get(jobId);
@@ -147,7 +186,7 @@ export class JobcastClient {
     clearTimeout(job.pollTimer);
     this.jobs.delete(jobId);
     if (this.state === 'live') this.send({ action: 'unsubscribe', jobId });
-    if (this.jobs.size === 0) this.close();
+    if (!this.following()) this.close();
   }
 
   /** Stops everything. */
@@ -155,6 +194,7 @@ export class JobcastClient {
     this.stopped = true;
     this.clearTimers();
     for (const job of this.jobs.values()) clearTimeout(job.pollTimer);
+    if (this.owner) clearTimeout(this.owner.pollTimer);
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -181,7 +221,10 @@ export class JobcastClient {
     this.setState(this.failures === 0 ? 'connecting' : this.state === 'polling' ? 'polling' : 'reconnecting');
     let ws;
     try {
-      ws = new this.WebSocketImpl(this.url);
+      // The JWT rides as a subprotocol, not in the URL (which logs keep).
+      ws = this.accessToken
+        ? new this.WebSocketImpl(this.url, ['jobcast', this.accessToken])
+        : new this.WebSocketImpl(this.url);
     } catch {
       this.scheduleReconnect();
       return;
@@ -193,7 +236,13 @@ export class JobcastClient {
       this.setState('live');
       for (const job of this.jobs.values()) {
         clearTimeout(job.pollTimer);
-        this.send({ action: 'subscribe', jobId: job.jobId, token: job.token });
+        // A job found through the owner has no job token: the owner's
+        // subscription brings it back.
+        if (job.token) this.send({ action: 'subscribe', jobId: job.jobId, token: job.token });
+      }
+      if (this.owner) {
+        clearTimeout(this.owner.pollTimer);
+        this.send(this.ownerSubscription());
       }
       this.send({ action: 'sync' });
       this.timers.push(setInterval(() => this.send({ action: 'ping' }), this.pingIntervalMs));
@@ -209,6 +258,7 @@ export class JobcastClient {
         return;
       }
       if (msg.type === 'progress') this.deliver(msg);
+      else if (msg.type === 'error' && msg.code === 'unauthorized' && this.owner) this.owner.onError?.(msg);
     };
     ws.onclose = () => {
       if (this.ws !== ws) return;
@@ -233,7 +283,7 @@ export class JobcastClient {
   }
 
   scheduleReconnect() {
-    if (this.stopped || this.jobs.size === 0) {
+    if (this.stopped || !this.following()) {
       this.close();
       return;
     }
@@ -241,6 +291,7 @@ export class JobcastClient {
       if (this.state !== 'polling') {
         this.setState('polling');
         for (const jobId of this.jobs.keys()) this.poll(jobId);
+        if (this.owner) this.pollOwner();
       }
     } else {
       this.setState('reconnecting');
@@ -255,7 +306,7 @@ export class JobcastClient {
     if (!job || !job.statusUrl || this.state !== 'polling') return;
     let wait = 1000;
     try {
-      const res = await this.fetchImpl(job.statusUrl, { headers: { accept: 'application/json' } });
+      const res = await this.fetchImpl(job.statusUrl, { headers: this.authHeaders(job.token) });
       wait = retryAfterMs(res.headers.get('retry-after'), 2000);
       if (res.ok) this.deliver(await res.json());
     } catch {
@@ -265,16 +316,50 @@ export class JobcastClient {
     if (still && this.state === 'polling') still.pollTimer = setTimeout(() => this.poll(jobId), wait);
   }
 
+  /** @param {string|null|undefined} token a job token, else the access token */
+  authHeaders(token) {
+    const h = { accept: 'application/json' };
+    const bearer = token ?? this.accessToken;
+    if (bearer) h.authorization = `Bearer ${bearer}`;
+    return h;
+  }
+
+  /** While polling: the owner's unfinished jobs from GET /jobs. */
+  async pollOwner() {
+    const owner = this.owner;
+    if (!owner || !owner.jobsUrl || this.state !== 'polling') return;
+    let wait = 2000;
+    try {
+      const url = new URL(owner.jobsUrl, globalThis.location?.href);
+      if (owner.tag) url.searchParams.set('tag', owner.tag);
+      const res = await this.fetchImpl(url.toString(), { headers: this.authHeaders(null) });
+      wait = retryAfterMs(res.headers.get('retry-after'), 2000);
+      if (res.ok) {
+        const page = await res.json();
+        for (const job of page.jobs ?? []) if (!isTerminal(job.status) || this.jobs.has(job.jobId)) this.deliver(job);
+      }
+    } catch {
+      wait = 2000;
+    }
+    if (this.owner === owner && this.state === 'polling') owner.pollTimer = setTimeout(() => this.pollOwner(), wait);
+  }
+
   /** @param {Snapshot} snap */
   deliver(snap) {
-    const job = this.jobs.get(snap.jobId);
+    let job = this.jobs.get(snap.jobId);
+    if (!job && this.owner) {
+      // A job of the owner's, seen for the first time.
+      job = { jobId: snap.jobId, token: null, statusUrl: undefined, onUpdate: this.owner.onUpdate };
+      this.jobs.set(snap.jobId, job);
+      this.owner.onJob(snap);
+    }
     if (!job || !this.tracker.apply(snap)) return;
     job.onUpdate(snap);
     if (isTerminal(snap.status)) {
       clearTimeout(job.pollTimer);
       this.jobs.delete(snap.jobId);
       if (this.state === 'live') this.send({ action: 'unsubscribe', jobId: snap.jobId });
-      if (this.jobs.size === 0) this.close();
+      if (!this.following()) this.close();
     }
   }
 }

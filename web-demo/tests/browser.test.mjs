@@ -1,36 +1,16 @@
 // The demo page in Debian's chromium, against a real `jobcast serve`.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { freePort, launchChromium, root, startServe } from './harness.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = process.env.JOBCAST_BIN ?? path.join(root, 'target/debug/jobcast');
-const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 let server;
 let base;
 let browser;
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 before(async () => {
-  assert.ok(existsSync(bin), `${bin} is missing: build it with cargo build`);
-  assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: apt-get install chromium`);
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
   // A kind of the user's own: a worker written with clients/node, run per job.
   const worker = path.join(mkdtempSync(path.join(tmpdir(), 'jobcast-demo-')), 'export-worker.mjs');
   writeFileSync(worker, `import { Job } from ${JSON.stringify(path.join(root, 'clients/node/index.js'))};
@@ -42,20 +22,8 @@ for (let n = 1; n <= rows; n += 1) {
 }
 await job.succeed({ rows });
 `);
-  server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--kind', `export=command:${process.execPath} ${worker}`], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(`${base}/healthz`)).ok) break;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic'],
-  });
+  ({ base, server } = await startServe(['--kind', `export=command:${process.execPath} ${worker}`]));
+  browser = await launchChromium();
 });
 
 after(async () => {

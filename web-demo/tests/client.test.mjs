@@ -1,7 +1,8 @@
-// Pure parts of jobcast-client.js: backoff, seq ordering, Retry-After.
+// jobcast-client.js without a browser: backoff, seq ordering, Retry-After,
+// and following an owner over a stand-in WebSocket.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffDelay, SnapshotTracker, retryAfterMs, isTerminal } from '../jobcast-client.js';
+import { backoffDelay, JobcastClient, SnapshotTracker, retryAfterMs, isTerminal } from '../jobcast-client.js';
 
 test('backoff is full jitter under an exponential, capped ceiling', () => {
   assert.equal(backoffDelay(0, { baseMs: 500, capMs: 30000, random: () => 0.999 }), 499);
@@ -39,4 +40,39 @@ test('Retry-After in seconds or as a date', () => {
 test('terminal states', () => {
   for (const s of ['succeeded', 'failed', 'cancelled']) assert.ok(isTerminal(s));
   for (const s of ['queued', 'running']) assert.ok(!isTerminal(s));
+});
+
+test('followOwner connects with the token as a subprotocol and takes in jobs it did not start', () => {
+  const sockets = [];
+  class FakeSocket {
+    constructor(url, protocols) {
+      this.url = url;
+      this.protocols = protocols;
+      this.readyState = 0;
+      this.sent = [];
+      sockets.push(this);
+    }
+    send(text) { this.sent.push(JSON.parse(text)); }
+    close() { this.readyState = 3; }
+  }
+  const client = new JobcastClient({ websocketUrl: 'ws://x/dev', accessToken: 'eyJ.a.b', WebSocket: FakeSocket });
+  assert.throws(() => new JobcastClient({ websocketUrl: 'ws://x/dev', WebSocket: FakeSocket }).followOwner({ onUpdate() {} }));
+  const found = [];
+  const updates = [];
+  client.followOwner({ tag: 'reports', onJob: (s) => found.push(s.jobId), onUpdate: (s) => updates.push([s.jobId, s.seq]) });
+  const ws = sockets[0];
+  assert.deepEqual(ws.protocols, ['jobcast', 'eyJ.a.b']);
+  ws.readyState = 1;
+  ws.onopen();
+  assert.deepEqual(ws.sent.find((m) => m.owner), { action: 'subscribe', owner: true, tag: 'reports' });
+  const msg = (o) => ws.onmessage({ data: JSON.stringify({ type: 'progress', ...o }) });
+  msg({ jobId: 'a', seq: 1, status: 'queued', percent: 0 });
+  msg({ jobId: 'a', seq: 2, status: 'running', percent: 50 });
+  msg({ jobId: 'a', seq: 2, status: 'running', percent: 50 });
+  msg({ jobId: 'a', seq: 3, status: 'succeeded', percent: 100 });
+  assert.deepEqual(found, ['a']);
+  assert.deepEqual(updates, [['a', 1], ['a', 2], ['a', 3]]);
+  // Still following the owner after its last job ended.
+  assert.equal(client.state, 'live');
+  client.close();
 });

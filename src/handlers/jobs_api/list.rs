@@ -86,8 +86,11 @@ pub(super) async fn list(
         .map_err(store_problem)?;
     let jobs: Vec<Value> = page.jobs.iter().map(|j| j.public_view()).collect();
     let next = page.next.as_deref().map(encode_cursor);
+    // Where to follow them live (subscribe with owner: true), for a page
+    // that has not created a job yet.
+    let websocket_url = super::websocket_base(deps, req);
     Ok(json_response(
         200,
-        &json!({ "jobs": jobs, "nextCursor": next }),
+        &json!({ "jobs": jobs, "nextCursor": next, "websocketUrl": websocket_url }),
     ))
 }
