@@ -434,4 +434,26 @@ fn owners_misconfiguration_is_a_clear_error() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    // A per-owner limit needs owners; zero is no limit, and refused.
+    let out = jobcast()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-active-jobs-per-owner",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--dev-tokens") && err.contains("--jwt-issuer"),
+        "{err}"
+    );
+    let out = jobcast()
+        .args(["serve", "--max-active-jobs-per-owner", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
