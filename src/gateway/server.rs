@@ -377,11 +377,6 @@ async fn upgrade(
         .registry
         .insert(meta.connection_id.clone(), Arc::clone(&handle));
     metrics.connects_total.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(
-        connection_id = %meta.connection_id,
-        source_ip = %meta.source_ip,
-        "connection opened"
-    );
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(&shared);

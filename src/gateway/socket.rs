@@ -167,6 +167,7 @@ pub(super) async fn run(
     rx: mpsc::Receiver<Payload>,
     slot: Slot,
 ) {
+    tracing::debug!(connection_id = %meta.connection_id, source_ip = %meta.source_ip, "connection opened");
     let (sink, mut stream) = ws.split();
     let stop_writer = WriterStop::default();
     let writer_failed = CancellationToken::new();

@@ -5,6 +5,7 @@
 
 pub mod jobs_api;
 pub mod owners;
+mod replies;
 pub mod websocket;
 pub mod worker;
 

@@ -16,6 +16,7 @@
 //! followers like any subscriber's.
 
 use super::Deps;
+use super::replies::{post, reply, reply_error, reply_unavailable};
 use crate::auth::JwtVerifier;
 use crate::protocol::{ErrorCode, ServerMessage, Status};
 use crate::publish::snapshot_payload;
@@ -167,32 +168,26 @@ pub(super) async fn follow(
         } else {
             "following an owner's jobs needs owners, and this server has none (no JWT issuer configured)"
         };
-        let msg = ServerMessage::Error {
-            code: ErrorCode::Unauthorized,
-            job_id: None,
-            message,
-        };
-        post(deps, conn, Payload::text(msg.to_json())).await;
+        reply_error(deps, conn, ErrorCode::Unauthorized, None, message).await;
         return;
     };
     // Record first, list second: a job created in between is either in the
     // list or finds this follower when it is announced.
     if let Err(e) = deps.store().follow_owner(owner, tag, conn, at).await {
-        super::websocket::reply_unavailable(deps, conn, None, &e).await;
+        reply_unavailable(deps, conn, None, &e).await;
         return;
     }
-    let msg = ServerMessage::Subscribed { owner: true, tag };
-    post(deps, conn, Payload::text(msg.to_json())).await;
+    reply(deps, conn, ServerMessage::Subscribed { owner: true, tag }).await;
     let jobs = match unfinished(deps, owner, tag).await {
         Ok(j) => j,
         Err(e) => {
-            super::websocket::reply_unavailable(deps, conn, None, &e).await;
+            reply_unavailable(deps, conn, None, &e).await;
             return;
         }
     };
     for job in jobs.iter().rev() {
         if let Err(e) = deps.store().subscribe(&job.snapshot.job_id, conn, at).await {
-            super::websocket::reply_unavailable(deps, conn, Some(&job.snapshot.job_id), &e).await;
+            reply_unavailable(deps, conn, Some(&job.snapshot.job_id), &e).await;
             return;
         }
         // Read again after subscribing: an update in between is then
@@ -272,12 +267,6 @@ async fn announce_to(
             let _ = deps.store().unfollow_owner(owner, follower).await;
         }
         Err(e) => tracing::debug!(connection_id = %conn, error = %e, "announcement not delivered"),
-    }
-}
-
-async fn post(deps: &Deps, conn: &str, payload: Payload) {
-    if let Err(e) = deps.publisher.pusher().post(conn, payload).await {
-        tracing::debug!(connection_id = conn, error = %e, "reply not delivered");
     }
 }
 

@@ -4,10 +4,10 @@
 //! Replies to messages go out through the `Pusher` (the management API), so
 //! the same code answers clients in Lambda and in `jobcast serve`.
 
+use super::replies::{post, reply, reply_error, reply_unavailable};
 use super::{Deps, now_unix};
 use crate::protocol::{ActionError, ClientAction, ErrorCode, ServerMessage};
 use crate::publish::snapshot_payload;
-use crate::push::Payload;
 use crate::token::TokenError;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
@@ -242,46 +242,5 @@ async fn sync(deps: &Deps, conn: &str) {
                 reply_unavailable(deps, conn, Some(&job_id), &e).await;
             }
         }
-    }
-}
-
-/// Logs a store failure and tells the client, without closing its connection.
-pub(super) async fn reply_unavailable(
-    deps: &Deps,
-    conn: &str,
-    job_id: Option<&str>,
-    error: &crate::store::StoreError,
-) {
-    tracing::error!(connection_id = conn, job_id, %error, "store failed");
-    reply_error(deps, conn, ErrorCode::Internal, job_id, "store unavailable").await;
-}
-
-async fn reply(deps: &Deps, conn: &str, msg: ServerMessage<'_>) {
-    post(deps, conn, Payload::text(msg.to_json())).await;
-}
-
-async fn reply_error(
-    deps: &Deps,
-    conn: &str,
-    code: ErrorCode,
-    job_id: Option<&str>,
-    message: &str,
-) {
-    reply(
-        deps,
-        conn,
-        ServerMessage::Error {
-            code,
-            job_id,
-            message,
-        },
-    )
-    .await;
-}
-
-async fn post(deps: &Deps, conn: &str, payload: Payload) {
-    if let Err(e) = deps.publisher.pusher().post(conn, payload).await {
-        // The client may have gone between its message and our answer.
-        tracing::debug!(connection_id = conn, error = %e, "reply not delivered");
     }
 }

@@ -237,22 +237,9 @@ impl Store for DynamoStore {
         connection_id: &str,
         connected_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut item: Item = HashMap::from(sub_key(job_id, connection_id));
-        item.insert("GSI1PK".into(), s(format!("CONN#{connection_id}")));
-        item.insert("GSI1SK".into(), s(format!("JOB#{job_id}")));
-        item.insert("connectedAt".into(), s(rfc3339(connected_at)));
-        item.insert(
-            "ttl".into(),
-            n(connected_at.timestamp() + SUBSCRIPTION_TTL.as_secs() as i64),
-        );
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
+        let item: Item = HashMap::from(sub_key(job_id, connection_id));
+        self.put_connection_item(item, connection_id, format!("JOB#{job_id}"), connected_at)
             .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {
@@ -303,28 +290,7 @@ impl Store for DynamoStore {
     }
 
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
-        // Job subscriptions and owner follows alike: everything of the
-        // connection's GSI1 partition, by its table keys.
-        let items = self
-            .query_all(
-                Some(GSI1),
-                "GSI1PK = :c",
-                vec![(":c", s(format!("CONN#{connection_id}")))],
-                "PK, SK",
-            )
-            .await?;
-        let keys: Vec<_> = items
-            .iter()
-            .filter_map(|i| {
-                Some([
-                    ("PK".to_string(), i.get("PK")?.clone()),
-                    ("SK".to_string(), i.get("SK")?.clone()),
-                ])
-            })
-            .collect();
-        let n = keys.len();
-        self.batch_delete(keys).await?;
-        Ok(n)
+        self.delete_connection_items(connection_id).await
     }
 
     async fn follow_owner(

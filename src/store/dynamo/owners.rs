@@ -61,28 +61,13 @@ impl DynamoStore {
         connected_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut item: Item = HashMap::from(follow_key(owner, connection_id, tag));
-        item.insert("GSI1PK".into(), s(format!("CONN#{connection_id}")));
-        item.insert(
-            "GSI1SK".into(),
-            s(format!("OWNER#{owner}#{}", follow_sort_key("", tag))),
-        );
         item.insert("connectionId".into(), s(connection_id));
         if let Some(t) = tag {
             item.insert("followTag".into(), s(t));
         }
-        item.insert("connectedAt".into(), s(rfc3339(connected_at)));
-        item.insert(
-            "ttl".into(),
-            n(connected_at.timestamp() + SUBSCRIPTION_TTL.as_secs() as i64),
-        );
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
+        let index_key = format!("OWNER#{owner}#{}", follow_sort_key("", tag));
+        self.put_connection_item(item, connection_id, index_key, connected_at)
             .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     pub(super) async fn query_followers(&self, owner: &str) -> Result<Vec<Follower>, StoreError> {

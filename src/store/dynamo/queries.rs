@@ -116,6 +116,61 @@ impl DynamoStore {
         }
     }
 
+    /// Puts an item that lives as long as a connection: found again
+    /// through GSI1 (`CONN#<id>` / `index_key`), expiring after the longest
+    /// connection.
+    pub(super) async fn put_connection_item(
+        &self,
+        mut item: Item,
+        connection_id: &str,
+        index_key: String,
+        connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        item.insert("GSI1PK".into(), s(format!("CONN#{connection_id}")));
+        item.insert("GSI1SK".into(), s(index_key));
+        item.insert("connectedAt".into(), s(rfc3339(connected_at)));
+        item.insert(
+            "ttl".into(),
+            n(connected_at.timestamp() + SUBSCRIPTION_TTL.as_secs() as i64),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Deletes everything of a connection's GSI1 partition by its table
+    /// keys: job subscriptions and owner follows alike. How many there were.
+    pub(super) async fn delete_connection_items(
+        &self,
+        connection_id: &str,
+    ) -> Result<usize, StoreError> {
+        let items = self
+            .query_all(
+                Some(GSI1),
+                "GSI1PK = :c",
+                vec![(":c", s(format!("CONN#{connection_id}")))],
+                "PK, SK",
+            )
+            .await?;
+        let keys: Vec<_> = items
+            .iter()
+            .filter_map(|i| {
+                Some([
+                    ("PK".to_string(), i.get("PK")?.clone()),
+                    ("SK".to_string(), i.get("SK")?.clone()),
+                ])
+            })
+            .collect();
+        let n = keys.len();
+        self.batch_delete(keys).await?;
+        Ok(n)
+    }
+
     pub(super) async fn query_all(
         &self,
         index: Option<&str>,
