@@ -234,3 +234,49 @@ async fn every_server_close_with_unread_bytes_behind_it_arrives_intact() {
         }
     }
 }
+
+/// A client caught halfway through sending a frame when the server closes
+/// of its own accord: the close frame must still arrive, not a reset.
+async fn halfway(srv: &TestServer) -> (RawWs, String) {
+    let mut c = RawWs::connect(srv.addr, "/dev").await;
+    c.frame(true, 1, br#"{"action":"ping"}"#).await;
+    let pong: serde_json::Value = serde_json::from_str(&c.next_text().await).expect("json");
+    let id = pong["connectionId"].as_str().expect("id").to_string();
+    // A frame announced as 30 KiB of which 20 KiB are sent: the server is
+    // mid-read, with bytes in its receive buffer it has not taken.
+    let frame = RawWs::encode(true, 1, &vec![b'a'; 30 * 1024]);
+    c.write_raw(&frame[..20 * 1024]).await;
+    (c, id)
+}
+
+async fn close_arrives_intact(c: &mut RawWs, want: u16, what: &str) {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(c.pending_error(), None, "{what}: reset");
+    assert_eq!(c.try_close_code().await.ok(), Some(want), "{what}");
+}
+
+#[tokio::test]
+async fn closes_the_server_starts_itself_arrive_intact_mid_frame() {
+    // DELETE @connections: 1000.
+    let mut srv = start().await;
+    for _ in 0..5 {
+        let (mut c, id) = halfway(&srv).await;
+        let res = srv
+            .http
+            .delete(srv.url(&format!("/dev/@connections/{id}")))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(res.status(), 204);
+        close_arrives_intact(&mut c, 1000, "DELETE @connections").await;
+    }
+    // Shutdown: 1001 (the server lingers on every socket, then ends).
+    let (mut c, _) = halfway(&srv).await;
+    srv.shutdown().await;
+    close_arrives_intact(&mut c, 1001, "shutdown").await;
+    // Idle timeout: 1001 (half a frame is not a message).
+    let srv = start_with(|c| c.idle_timeout = Duration::from_millis(500)).await;
+    let (mut c, _) = halfway(&srv).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    close_arrives_intact(&mut c, 1001, "idle timeout").await;
+}
