@@ -12,6 +12,10 @@ const MANAGEMENT_STATUSES: [u16; 8] = [200, 204, 400, 403, 410, 413, 429, 500];
 #[derive(Default)]
 pub struct Metrics {
     pub connections_open: AtomicI64,
+    /// Posts in flight the last fan-out started with.
+    pub publish_concurrency: AtomicI64,
+    /// The publisher's smoothed round trip of one post, in microseconds.
+    pub publish_post_latency_us: AtomicI64,
     pub connects_total: AtomicU64,
     pub connects_refused_total: AtomicU64,
     pub disconnects_total: AtomicU64,
@@ -110,11 +114,26 @@ impl Metrics {
                 get(c)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP jobcast_connections_open WebSocket connections open now.\n# TYPE jobcast_connections_open gauge\njobcast_connections_open {}",
-            self.connections_open.load(Ordering::Relaxed)
-        );
+        let gauges: [(&str, &str, f64); 3] = [
+            (
+                "jobcast_connections_open",
+                "WebSocket connections open now.",
+                self.connections_open.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "jobcast_publish_concurrency",
+                "Posts in flight the last fan-out started with (planned from the round trip and 429s).",
+                self.publish_concurrency.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "jobcast_publish_post_latency_seconds",
+                "The publisher's smoothed round trip of one post.",
+                self.publish_post_latency_us.load(Ordering::Relaxed) as f64 / 1e6,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
         let _ = writeln!(
             out,
             "# HELP jobcast_management_requests_total @connections calls by method and status.\n# TYPE jobcast_management_requests_total counter"

@@ -8,7 +8,7 @@
 use crate::dispatch::{Deliver, DispatchSettings, Dispatcher, Kinds, RetryPolicy};
 use crate::handlers::{Deps, JobQueue, Links};
 use crate::metrics::Metrics;
-use crate::publish::{PublishOptions, Publisher};
+use crate::publish::{Pace, PublishOptions, Publisher};
 use crate::push::Pusher;
 use crate::store::Store;
 use crate::token::TokenKey;
@@ -25,6 +25,9 @@ pub struct DepsBuilder {
     pub metrics: Arc<Metrics>,
     pub tokens: TokenKey,
     pub publish: PublishOptions,
+    /// What this host's publishers learned of post round trips and 429s;
+    /// made from `publish` by the first publisher built.
+    pace: std::sync::OnceLock<Arc<Pace>>,
     /// Set by [`DepsBuilder::webhooks`]; `None` refuses `callbackUrl`.
     pub webhooks: Option<Arc<Webhooks>>,
     pub links: Links,
@@ -53,6 +56,7 @@ impl DepsBuilder {
             metrics,
             tokens: TokenKey::random(Duration::from_secs(24 * 3600)),
             publish: PublishOptions::default(),
+            pace: std::sync::OnceLock::new(),
             webhooks: None,
             links: Links::default(),
             heartbeat_timeout: Duration::from_secs(300),
@@ -91,20 +95,27 @@ impl DepsBuilder {
         Ok(self)
     }
 
-    /// The same builder, fanning out with at most `n` posts in flight.
+    /// The same builder, fanning out with exactly `n` posts in flight
+    /// (fewer only after 429s), whatever the round trip.
     pub fn fan_out_concurrency(mut self, n: usize) -> DepsBuilder {
         self.publish.concurrency = n.max(1);
+        self.publish.max_concurrency = n.max(1);
         self
     }
 
     /// A publisher over the builder's store, posting through `pusher`.
     pub fn publisher(&self, pusher: Arc<dyn Pusher>) -> Publisher {
+        let options = &self.publish;
+        let pace = self
+            .pace
+            .get_or_init(|| Arc::new(Pace::new(options.max_concurrency.max(options.concurrency))));
         let p = Publisher::new(
             Arc::clone(&self.store),
             pusher,
             Arc::clone(&self.metrics),
             self.publish.clone(),
-        );
+        )
+        .with_pace(Arc::clone(pace));
         match &self.webhooks {
             Some(w) => p.with_webhooks(Arc::clone(w)),
             None => p,

@@ -7,10 +7,8 @@ mod common;
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use futures_util::StreamExt;
-use jobcast::metrics::Metrics;
 use jobcast::protocol::Status;
-use jobcast::publish::{PublishOptions, Publisher};
-use jobcast::push::ManagementApiPusher;
+use jobcast::publish::PublishOptions;
 use jobcast::store::{DynamoStore, JobUpdate, Store, StoreError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -33,30 +31,6 @@ async fn raw_item(
         .await
         .unwrap()
         .item
-}
-
-/// A publisher that reaches the server only through `@connections` over HTTP.
-async fn http_publisher(
-    srv: &TestServer,
-    store: Arc<dyn Store>,
-    options: PublishOptions,
-) -> Publisher {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "local", "local", None, None, "test",
-        ))
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .load()
-        .await;
-    let pusher = ManagementApiPusher::new(&config, &srv.url("/dev"));
-    Publisher::new(store, Arc::new(pusher), Arc::new(Metrics::new()), options)
 }
 
 fn running(p: f64) -> JobUpdate {
@@ -164,6 +138,7 @@ async fn throttled_posts_are_retried_and_each_message_arrives_once() {
             max_attempts: 30,
             base_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(300),
+            ..PublishOptions::default()
         },
     )
     .await;

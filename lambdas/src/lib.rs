@@ -59,11 +59,15 @@ pub async fn run_websocket(route: WebSocketRoute) -> Result<(), Error> {
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
             let deps = wiring.deps(&wiring.endpoint_for(&event.payload));
-            let response: ApiGatewayProxyResponse = match route {
-                WebSocketRoute::Connect => websocket::connect(&deps, event.payload).await,
-                WebSocketRoute::Disconnect => websocket::disconnect(&deps, event.payload).await,
-                WebSocketRoute::Message => websocket::message(&deps, event.payload).await,
+            let handled = async {
+                match route {
+                    WebSocketRoute::Connect => websocket::connect(&deps, event.payload).await,
+                    WebSocketRoute::Disconnect => websocket::disconnect(&deps, event.payload).await,
+                    WebSocketRoute::Message => websocket::message(&deps, event.payload).await,
+                }
             };
+            let response: ApiGatewayProxyResponse =
+                within_invocation(&event.context, handled).await;
             Ok::<_, Error>(response)
         },
     ))
@@ -81,6 +85,31 @@ pub fn init_tracing() {
         .without_time()
         .with_current_span(false)
         .init();
+}
+
+/// Runs `fut` with the invocation's end as the deadline of every publish
+/// inside it: fan-outs plan their pace for the time left and give up retries
+/// that would outlast it.
+pub async fn within_invocation<F: std::future::Future>(
+    context: &lambda_runtime::Context,
+    fut: F,
+) -> F::Output {
+    let left = context
+        .deadline()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    jobcast::publish::pace::within(std::time::Instant::now() + left, fut).await
+}
+
+/// A positive whole number from the environment, or `default` when unset.
+fn positive_var(name: &str, default: usize) -> Result<usize, Error> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{name} must be a whole number above 0, got '{v}'").into()),
+        },
+    }
 }
 
 fn var(name: &str) -> Option<String> {
@@ -233,6 +262,11 @@ impl Wiring {
         if let Some(secret) = secret {
             wiring = wiring.with_webhook_secret(&secret, WebhookOptions::default())?;
         }
+        let publish = &mut wiring.parts.publish;
+        publish.concurrency = positive_var("JOBCAST_PUBLISH_CONCURRENCY", publish.concurrency)?;
+        publish.max_concurrency =
+            positive_var("JOBCAST_PUBLISH_MAX_CONCURRENCY", publish.max_concurrency)?
+                .max(publish.concurrency);
         wiring.parts.identity = owners_from_env().await?;
         wiring.parts.owner_limit = owner_limit_from_env(wiring.parts.identity.is_some())?;
         Ok(wiring)

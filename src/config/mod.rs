@@ -263,9 +263,26 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_NO_RESUME")]
     pub no_resume: bool,
 
-    /// Posts in flight at once when fanning one update out to subscribers.
+    /// Answer every `@connections` call this much later, as AWS's round
+    /// trip would (e.g. 30ms), so fan-out times look as they will deployed.
+    /// Off (0) by default.
+    #[arg(long, env = "JOBCAST_MANAGEMENT_LATENCY", default_value = "0", value_parser = parse_duration_or_zero, value_name = "DURATION")]
+    pub management_latency: Duration,
+
+    /// Posts in flight at least when fanning one update out to subscribers
+    /// (fewer only after 429s).
     #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
     pub publish_concurrency: usize,
+
+    /// Posts in flight at most: more than --publish-concurrency are used
+    /// when the observed round trip needs them to finish a fan-out within
+    /// --fan-out-target. Equal to --publish-concurrency: a fixed number.
+    #[arg(long, env = "JOBCAST_PUBLISH_MAX_CONCURRENCY", default_value = "512", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
+    pub publish_max_concurrency: usize,
+
+    /// The time one fan-out aims to finish within.
+    #[arg(long, env = "JOBCAST_FAN_OUT_TARGET", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub fan_out_target: Duration,
 
     /// Owners with development tokens (`jobcast token issue --sub alice`),
     /// signed by the local development key: for local development only.
@@ -410,11 +427,14 @@ impl ServeArgs {
             resume: !self.no_resume,
             publish: PublishOptions {
                 concurrency: self.publish_concurrency,
+                max_concurrency: self.publish_max_concurrency.max(self.publish_concurrency),
+                fan_out_target: self.fan_out_target,
                 ..PublishOptions::default()
             },
             // Read by `serve` (it may need the network for the JWKS).
             identity: None,
             owner_limit: self.max_active_jobs_per_owner,
+            management_latency: self.management_latency,
         })
     }
 }

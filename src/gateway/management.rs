@@ -76,6 +76,9 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(e) => push_error(&e),
     };
+    if !shared.config.management_latency.is_zero() {
+        tokio::time::sleep(shared.config.management_latency).await;
+    }
     shared
         .deps
         .metrics

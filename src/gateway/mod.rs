@@ -93,6 +93,9 @@ pub struct GatewayConfig {
     pub identity: Option<Arc<crate::auth::JwtVerifier>>,
     /// Most unfinished jobs per owner (None: no limit).
     pub owner_limit: Option<u32>,
+    /// Added to every `@connections` answer, over HTTP and in process, as
+    /// AWS's round trip would be (zero: answer at once).
+    pub management_latency: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -121,6 +124,7 @@ impl Default for GatewayConfig {
             publish: PublishOptions::default(),
             identity: None,
             owner_limit: None,
+            management_latency: Duration::ZERO,
         }
     }
 }
@@ -244,7 +248,15 @@ impl Gateway {
             websocket_url: config.websocket_url.clone(),
             stage: config.stage.clone(),
         };
-        let publisher = parts.publisher(registry.clone());
+        let pusher: Arc<dyn crate::push::Pusher> = if config.management_latency.is_zero() {
+            registry.clone()
+        } else {
+            Arc::new(crate::push::Delayed {
+                inner: registry.clone(),
+                delay: config.management_latency,
+            })
+        };
+        let publisher = parts.publisher(pusher);
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
         parts.targets = crate::dispatch::deliverers(
             &config.kinds,

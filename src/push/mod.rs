@@ -92,6 +92,35 @@ pub trait Pusher: Send + Sync + 'static {
     async fn delete(&self, connection_id: &str) -> Result<(), PushError>;
 }
 
+/// Another pusher whose every call answers `delay` later, as a real
+/// `@connections` call takes a network round trip (serve
+/// `--management-latency`): fan-out times at AWS latency, locally.
+pub struct Delayed {
+    pub inner: std::sync::Arc<dyn Pusher>,
+    pub delay: std::time::Duration,
+}
+
+#[async_trait]
+impl Pusher for Delayed {
+    async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
+        let r = self.inner.post(connection_id, payload).await;
+        tokio::time::sleep(self.delay).await;
+        r
+    }
+
+    async fn get(&self, connection_id: &str) -> Result<ConnectionInfo, PushError> {
+        let r = self.inner.get(connection_id).await;
+        tokio::time::sleep(self.delay).await;
+        r
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), PushError> {
+        let r = self.inner.delete(connection_id).await;
+        tokio::time::sleep(self.delay).await;
+        r
+    }
+}
+
 mod management_api;
 
 pub use management_api::ManagementApiPusher;

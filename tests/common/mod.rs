@@ -473,6 +473,35 @@ pub fn sdk_as(
     aws_sdk_apigatewaymanagement::Client::from_conf(config)
 }
 
+/// A publisher that reaches the server only through `@connections` over HTTP.
+pub async fn http_publisher(
+    srv: &TestServer,
+    store: Arc<dyn Store>,
+    options: jobcast::publish::PublishOptions,
+) -> jobcast::publish::Publisher {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .load()
+        .await;
+    let pusher = jobcast::push::ManagementApiPusher::new(&config, &srv.url("/dev"));
+    jobcast::publish::Publisher::new(
+        store,
+        Arc::new(pusher),
+        Arc::new(jobcast::metrics::Metrics::new()),
+        options,
+    )
+}
+
 /// The snapshots a client applies: those whose seq is above the last applied.
 pub fn applied(seen: &[Value]) -> Vec<Value> {
     let mut last = 0;

@@ -3,7 +3,9 @@
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use jobcast::handlers::jobs_api;
-use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn};
+use jobcast_lambdas::{
+    Error, LambdaEvent, Wiring, init_tracing, run, service_fn, within_invocation,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -12,7 +14,8 @@ async fn main() -> Result<(), Error> {
     let deps = &deps;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            Ok::<ApiGatewayV2httpResponse, Error>(jobs_api::handle(deps, event.payload).await)
+            let handled = jobs_api::handle(deps, event.payload);
+            Ok::<ApiGatewayV2httpResponse, Error>(within_invocation(&event.context, handled).await)
         },
     ))
     .await

@@ -6,7 +6,9 @@
 //! the deadline still being past, so overlapping runs end each job once.
 
 use jobcast::handlers::worker;
-use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn};
+use jobcast_lambdas::{
+    Error, LambdaEvent, Wiring, init_tracing, run, service_fn, within_invocation,
+};
 use serde_json::{Value, json};
 
 #[tokio::main]
@@ -14,9 +16,10 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let deps = Wiring::fixed_deps_from_env().await?;
     let deps = &deps;
-    run(service_fn(move |_event: LambdaEvent<Value>| async move {
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = jobcast::handlers::now_unix();
-        let ended = worker::sweep_lost(&deps.publisher, now).await?;
+        let sweep = worker::sweep_lost(&deps.publisher, now);
+        let ended = within_invocation(&event.context, sweep).await?;
         if ended > 0 {
             tracing::warn!(ended, "jobs ended worker_lost");
         }

@@ -5,7 +5,9 @@
 //! (`JOBCAST_KINDS`).
 
 use aws_lambda_events::sqs::SqsEvent;
-use jobcast_lambdas::{Error, LambdaEvent, Wiring, init_tracing, run, service_fn};
+use jobcast_lambdas::{
+    Error, LambdaEvent, Wiring, init_tracing, run, service_fn, within_invocation,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,7 +17,7 @@ async fn main() -> Result<(), Error> {
     wiring.fixed_endpoint()?;
     let wiring = &wiring;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        wiring.run_worker_batch(event.payload).await
+        within_invocation(&event.context, wiring.run_worker_batch(event.payload)).await
     }))
     .await
 }

@@ -9,16 +9,27 @@ use crate::retry::backoff;
 use crate::store::{JobRecord, JobUpdate, Store, StoreError};
 use crate::webhook::Webhooks;
 use futures_util::StreamExt;
-use futures_util::stream;
+use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub mod pace;
+
+pub use pace::Pace;
 
 /// How a fan-out behaves.
 #[derive(Clone, Debug)]
 pub struct PublishOptions {
-    /// Posts in flight at once.
+    /// Posts in flight at once, at least (fewer only after 429s).
     pub concurrency: usize,
+    /// Posts in flight at most, when the observed round trip calls for more
+    /// than `concurrency` to finish within `fan_out_target`. Equal to
+    /// `concurrency`: a fixed number.
+    pub max_concurrency: usize,
+    /// The time a fan-out aims to finish within (or half a Lambda's time
+    /// left, when less).
+    pub fan_out_target: Duration,
     /// Attempts per connection for retryable errors (429, 5xx), first included.
     pub max_attempts: u32,
     /// First backoff; doubles each attempt, full jitter, capped by `max_backoff`.
@@ -30,6 +41,8 @@ impl Default for PublishOptions {
     fn default() -> PublishOptions {
         PublishOptions {
             concurrency: 64,
+            max_concurrency: 512,
+            fan_out_target: Duration::from_millis(250),
             max_attempts: 5,
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
@@ -57,6 +70,7 @@ pub struct Publisher {
     pusher: Arc<dyn Pusher>,
     metrics: Arc<Metrics>,
     options: PublishOptions,
+    pace: Arc<Pace>,
     webhooks: Option<Arc<Webhooks>>,
 }
 
@@ -71,6 +85,13 @@ enum Outcome {
     Failed { retries: usize, error: PushError },
 }
 
+/// One connection's outcome, and whether any attempt was answered 429.
+struct Posted {
+    conn: String,
+    outcome: Outcome,
+    throttled: bool,
+}
+
 impl Publisher {
     pub fn new(
         store: Arc<dyn Store>,
@@ -78,13 +99,26 @@ impl Publisher {
         metrics: Arc<Metrics>,
         options: PublishOptions,
     ) -> Publisher {
+        let pace = Arc::new(Pace::new(options.max_concurrency.max(options.concurrency)));
         Publisher {
             store,
             pusher,
             metrics,
             options,
+            pace,
             webhooks: None,
         }
+    }
+
+    /// The same publisher, learning its pace in `pace` (shared by every
+    /// publisher of one host, so what one fan-out learned serves the next).
+    pub fn with_pace(mut self, pace: Arc<Pace>) -> Publisher {
+        self.pace = pace;
+        self
+    }
+
+    pub fn pace(&self) -> &Arc<Pace> {
+        &self.pace
     }
 
     /// Hands each terminal snapshot of a job with a `callbackUrl` to
@@ -161,42 +195,45 @@ impl Publisher {
         Ok((job, report))
     }
 
-    /// Posts one payload to many connections with bounded concurrency.
+    /// Posts one payload to many connections, as many in flight as the
+    /// pace plans (see [`pace`]), halving them when a 429 comes back.
     pub async fn fan_out(
         &self,
         job_id: &str,
         connections: Vec<String>,
         payload: Payload,
     ) -> PublishReport {
+        let started = Instant::now();
+        let target = pace::budget(self.options.fan_out_target, started);
+        let mut limit = self
+            .pace
+            .plan(connections.len(), self.options.concurrency, target);
+        self.metrics
+            .publish_concurrency
+            .store(limit as i64, Ordering::Relaxed);
         let mut report = PublishReport::default();
-        let mut results = stream::iter(connections)
-            .map(|conn| {
-                let payload = payload.clone();
-                async move {
-                    let outcome = self.post_with_retry(&conn, payload).await;
-                    (conn, outcome)
-                }
-            })
-            .buffer_unordered(self.options.concurrency.max(1));
-        while let Some((conn, outcome)) = results.next().await {
-            match outcome {
-                Outcome::Delivered { retries } => {
-                    report.delivered += 1;
-                    report.retried += retries;
-                }
-                Outcome::Gone { retries } => {
-                    report.gone += 1;
-                    report.retried += retries;
-                    if let Err(e) = self.store.unsubscribe(job_id, &conn).await {
-                        tracing::warn!(job_id, connection_id = %conn, error = %e, "could not delete gone subscription");
-                    }
-                }
-                Outcome::Failed { retries, error } => {
-                    report.retried += retries;
-                    tracing::warn!(job_id, connection_id = %conn, %error, "could not deliver progress");
-                    report.failed.push((conn, error));
-                }
+        let mut throttled_any = false;
+        let mut last_cut = started;
+        let mut waiting = connections.into_iter();
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < limit {
+                let Some(conn) = waiting.next() else { break };
+                running.push(self.post_with_retry(conn, payload.clone()));
             }
+            let Some(posted) = running.next().await else {
+                break;
+            };
+            // One cut per round trip: the posts already out saw the same limit.
+            if posted.throttled && last_cut.elapsed() >= self.pace.latency() {
+                throttled_any = true;
+                limit = self.pace.throttled(limit.min(running.len() + 1));
+                last_cut = Instant::now();
+            }
+            self.record(job_id, posted, &mut report).await;
+        }
+        if !throttled_any {
+            self.pace.clean();
         }
         let m = &self.metrics;
         m.publish_delivered_total
@@ -207,39 +244,69 @@ impl Publisher {
             .fetch_add(report.retried as u64, Ordering::Relaxed);
         m.publish_failed_total
             .fetch_add(report.failed.len() as u64, Ordering::Relaxed);
+        m.publish_post_latency_us
+            .store(self.pace.latency().as_micros() as i64, Ordering::Relaxed);
         report
     }
 
-    async fn post_with_retry(&self, conn: &str, payload: Payload) -> Outcome {
+    async fn record(&self, job_id: &str, posted: Posted, report: &mut PublishReport) {
+        let conn = posted.conn;
+        match posted.outcome {
+            Outcome::Delivered { retries } => {
+                report.delivered += 1;
+                report.retried += retries;
+            }
+            Outcome::Gone { retries } => {
+                report.gone += 1;
+                report.retried += retries;
+                if let Err(e) = self.store.unsubscribe(job_id, &conn).await {
+                    tracing::warn!(job_id, connection_id = %conn, error = %e, "could not delete gone subscription");
+                }
+            }
+            Outcome::Failed { retries, error } => {
+                report.retried += retries;
+                tracing::warn!(job_id, connection_id = %conn, %error, "could not deliver progress");
+                report.failed.push((conn, error));
+            }
+        }
+    }
+
+    async fn post_with_retry(&self, conn: String, payload: Payload) -> Posted {
         let mut attempt = 0u32;
-        loop {
-            match self.pusher.post(conn, payload.clone()).await {
+        let mut throttled = false;
+        let outcome = loop {
+            let sent = Instant::now();
+            let answer = self.pusher.post(&conn, payload.clone()).await;
+            let retries = attempt as usize;
+            match answer {
                 Ok(()) => {
-                    return Outcome::Delivered {
-                        retries: attempt as usize,
-                    };
+                    self.pace.observe(sent.elapsed());
+                    break Outcome::Delivered { retries };
                 }
                 Err(PushError::Gone) => {
-                    return Outcome::Gone {
-                        retries: attempt as usize,
-                    };
+                    self.pace.observe(sent.elapsed());
+                    break Outcome::Gone { retries };
                 }
-                Err(e) if e.is_retryable() && attempt + 1 < self.options.max_attempts => {
-                    tokio::time::sleep(backoff(
-                        attempt,
-                        self.options.base_backoff,
-                        self.options.max_backoff,
-                    ))
-                    .await;
+                Err(error) if error.is_retryable() && attempt + 1 < self.options.max_attempts => {
+                    throttled |= error == PushError::LimitExceeded;
+                    let wait =
+                        backoff(attempt, self.options.base_backoff, self.options.max_backoff);
+                    if pace::past_deadline(wait, Instant::now()) {
+                        break Outcome::Failed { retries, error };
+                    }
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 Err(error) => {
-                    return Outcome::Failed {
-                        retries: attempt as usize,
-                        error,
-                    };
+                    throttled |= error == PushError::LimitExceeded;
+                    break Outcome::Failed { retries, error };
                 }
             }
+        };
+        Posted {
+            conn,
+            outcome,
+            throttled,
         }
     }
 }
