@@ -402,6 +402,10 @@ async fn main() -> ExitCode {
             init_cli_tracing();
             jobcast::bench::commands::updates(args).await
         }
+        Some(Command::Bench(BenchCommand::Cost(args))) => {
+            init_cli_tracing();
+            jobcast::bench::commands::cost(args).await
+        }
         Some(Command::Bench(BenchCommand::Tokens { iterations })) => {
             jobcast::bench::tokens::run(iterations).map(|r| println!("{r}"))
         }

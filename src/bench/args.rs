@@ -16,6 +16,9 @@ pub enum BenchCommand {
     /// Load the worker API of a running serve: updates/s through
     /// POST /jobs/{id}/updates and the time from an update to the browser.
     Updates(crate::bench::updates::UpdatesOptions),
+    /// What a job costs in AWS: DynamoDB units (DynamoDB Local), Lambda
+    /// invocations and time, API Gateway requests and messages, priced.
+    Cost(crate::bench::cost::CostOptions),
     /// What owners add to a request: one JWT verification (ES256, RS256)
     /// against one job-token check, in this process.
     Tokens {
@@ -60,6 +63,14 @@ pub struct FanoutArgs {
     /// How updates reach the connections.
     #[arg(long, default_value = "in-process", value_enum)]
     pub push: crate::bench::BenchPush,
+    /// Every `@connections` answer this much later, as AWS's round trip
+    /// (e.g. 30ms); the gateway runs as `serve --management-latency`.
+    #[arg(long, default_value = "0", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
+    pub management_latency: std::time::Duration,
+    /// Exactly this many posts in flight (default: planned from the round
+    /// trip, as deployed).
+    #[arg(long, value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
+    pub publish_concurrency: Option<usize>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,

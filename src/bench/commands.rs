@@ -6,7 +6,7 @@ use crate::bench::args::{FanoutArgs, RunArgs, SoakArgs};
 use crate::bench::updates::UpdatesOptions;
 
 pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
-    let r = crate::bench::fanout(args.subscribers, args.rounds, args.store, args.push).await?;
+    let r = crate::bench::fanout(&args).await?;
     if args.json {
         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
     } else {
@@ -14,6 +14,23 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
     }
     if r.lost > 0 {
         return Err(format!("{} messages were not delivered", r.lost));
+    }
+    Ok(())
+}
+
+pub async fn cost(opts: crate::bench::cost::CostOptions) -> Result<(), String> {
+    let r = crate::bench::cost::run(opts.clone()).await?;
+    if let Some(path) = opts.json_out.as_deref() {
+        write_json(&r, Some(path))?;
+    }
+    println!("{r}");
+    for c in &r.cases {
+        if c.delivered != c.expected {
+            return Err(format!(
+                "{} of {} progress messages reached the {} subscribers",
+                c.delivered, c.expected, c.subscribers
+            ));
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 use super::{
     RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback, timed_round,
 };
+use super::args::FanoutArgs;
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::publish::Publisher;
 use crate::push::ManagementApiPusher;
@@ -58,30 +59,37 @@ pub struct FanoutReport {
     pub messages_per_second_p50: f64,
     /// DynamoDB requests per publish (memory store: 0).
     pub dynamodb_requests_per_publish: f64,
+    /// The delay added to every `@connections` answer.
+    pub management_latency_ms: f64,
+    /// Posts in flight the last round started with.
+    pub in_flight: usize,
+    /// Until the publish call returned, median: the billed duration of a
+    /// Lambda making this publish.
+    pub publish_ms_p50: f64,
     pub lost: u64,
 }
 
 /// Runs the fan-out benchmark.
-pub async fn fanout(
-    subscribers: usize,
-    rounds: usize,
-    store_kind: BenchStore,
-    push: BenchPush,
-) -> Result<FanoutReport, String> {
+pub async fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
+    let (subscribers, rounds) = (args.subscribers, args.rounds);
     let counter = RequestCounter::default();
     // Every target is on this machine: any credentials will do.
     let sdk = local_sdk_config().await;
-    let store = bench_store(store_kind, &sdk, &counter).await?;
+    let store = bench_store(args.store, &sdk, &counter).await?;
     let tokens = TokenKey::random(Duration::from_secs(3600));
-    let config = GatewayConfig {
+    let mut config = GatewayConfig {
         listen: "127.0.0.1:0"
             .parse()
             .map_err(|_| "bad address".to_string())?,
         max_connections: Some(subscribers + 100),
         outbound_queue: rounds.max(16) * 2,
+        management_latency: args.management_latency,
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::bind(config, Arc::clone(&store), tokens.clone())
+    if let Some(n) = args.publish_concurrency {
+        (config.publish.concurrency, config.publish.max_concurrency) = (n, n);
+    }
+    let gateway = Gateway::bind(config.clone(), Arc::clone(&store), tokens.clone())
         .await
         .map_err(|e| e.to_string())?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
@@ -100,42 +108,73 @@ pub async fn fanout(
     let audience = Audience::connect(&url, subscribers).await?;
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
-    let publisher = match push {
+    let publisher = match args.push {
         BenchPush::InProcess => in_process,
-        BenchPush::Http => DepsBuilder::new(Arc::clone(&store), Default::default())
-            .fan_out_concurrency(64)
-            .publisher(Arc::new(ManagementApiPusher::new(
+        BenchPush::Http => {
+            let mut parts = DepsBuilder::new(Arc::clone(&store), Default::default());
+            parts.publish = config.publish.clone();
+            parts.publisher(Arc::new(ManagementApiPusher::new(
                 &sdk,
                 &format!("http://{addr}/dev"),
-            ))),
+            )))
+        }
     };
 
     let requests_before = counter.get();
-    let (mut times, lost) = audience.rounds(&publisher, &job_id, rounds).await?;
+    let measured = audience.rounds(&publisher, &job_id, rounds).await?;
     let requests = counter.get() - requests_before;
 
     let _ = stop_tx.send(());
     let _ = server.await;
     drop(audience);
-    times.sort_by(f64::total_cmp);
-    let p50 = percentile(&times, 0.5);
-    Ok(FanoutReport {
-        subscribers,
-        rounds,
-        store: store_kind,
-        push,
-        connect_seconds,
-        fanout_ms_p50: p50,
-        fanout_ms_max: times.last().copied().unwrap_or(0.0),
-        fanout_ms_min: times.first().copied().unwrap_or(0.0),
-        messages_per_second_p50: if p50 > 0.0 {
-            subscribers as f64 / (p50 / 1000.0)
-        } else {
-            0.0
-        },
-        dynamodb_requests_per_publish: requests as f64 / rounds.max(1) as f64,
-        lost,
-    })
+    let in_flight = publisher
+        .metrics()
+        .publish_concurrency
+        .load(Ordering::Relaxed)
+        .max(0) as usize;
+    Ok(measured.report(args, connect_seconds, requests, in_flight))
+}
+
+/// The rounds of one run: times until every subscriber had it and until
+/// the publish call returned, in ms, and the deliveries lost.
+struct Measured {
+    arrived: Vec<f64>,
+    published: Vec<f64>,
+    lost: u64,
+}
+
+impl Measured {
+    fn report(
+        mut self,
+        args: &FanoutArgs,
+        connect_seconds: f64,
+        requests: u64,
+        in_flight: usize,
+    ) -> FanoutReport {
+        self.arrived.sort_by(f64::total_cmp);
+        self.published.sort_by(f64::total_cmp);
+        let p50 = percentile(&self.arrived, 0.5);
+        FanoutReport {
+            subscribers: args.subscribers,
+            rounds: args.rounds,
+            store: args.store,
+            push: args.push,
+            connect_seconds,
+            fanout_ms_p50: p50,
+            fanout_ms_max: self.arrived.last().copied().unwrap_or(0.0),
+            fanout_ms_min: self.arrived.first().copied().unwrap_or(0.0),
+            messages_per_second_p50: if p50 > 0.0 {
+                args.subscribers as f64 / (p50 / 1000.0)
+            } else {
+                0.0
+            },
+            dynamodb_requests_per_publish: requests as f64 / args.rounds.max(1) as f64,
+            management_latency_ms: args.management_latency.as_secs_f64() * 1000.0,
+            in_flight,
+            publish_ms_p50: percentile(&self.published, 0.5),
+            lost: self.lost,
+        }
+    }
 }
 
 /// The store under the bench: memory, or a fresh table in DynamoDB Local
@@ -147,39 +186,46 @@ async fn bench_store(
 ) -> Result<Arc<dyn Store>, String> {
     match kind {
         BenchStore::Memory => Ok(Arc::new(MemoryStore::new())),
-        BenchStore::Dynamodb => {
-            let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").map_err(|_| {
-                "set AWS_ENDPOINT_URL_DYNAMODB to DynamoDB Local (scripts/dynamodb-local.sh start)"
-                    .to_string()
-            })?;
-            require_loopback(&endpoint)?;
-            let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
-                .interceptor(counter.clone())
-                .build();
-            let table = format!("jobcast-bench-{:08x}", rand::random::<u32>());
-            let s = DynamoStore::new(
-                aws_sdk_dynamodb::Client::from_conf(conf),
-                table,
-                Duration::from_secs(3600),
-            );
-            s.ensure_table().await.map_err(|e| e.to_string())?;
-            Ok(Arc::new(s))
-        }
+        BenchStore::Dynamodb => Ok(Arc::new(local_table(sdk, counter.clone()).await?)),
     }
+}
+
+/// A fresh table in DynamoDB Local (AWS_ENDPOINT_URL_DYNAMODB, on this
+/// machine), every request seen by `interceptor`.
+pub(crate) async fn local_table(
+    sdk: &aws_config::SdkConfig,
+    interceptor: impl aws_sdk_dynamodb::config::Intercept + 'static,
+) -> Result<DynamoStore, String> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").map_err(|_| {
+        "set AWS_ENDPOINT_URL_DYNAMODB to DynamoDB Local (scripts/dynamodb-local.sh start)"
+            .to_string()
+    })?;
+    require_loopback(&endpoint)?;
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(interceptor)
+        .build();
+    let table = format!("jobcast-bench-{:08x}", rand::random::<u32>());
+    let s = DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(conf),
+        table,
+        Duration::from_secs(3600),
+    );
+    s.ensure_table().await.map_err(|e| e.to_string())?;
+    Ok(s)
 }
 
 /// The subscribers of one job: a reader task per socket counting progress
 /// messages, and a notification when every one has the current round.
-struct Audience {
+pub(crate) struct Audience {
     size: usize,
-    received: Arc<AtomicUsize>,
+    pub(crate) received: Arc<AtomicUsize>,
     all_in: Arc<Notify>,
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Audience {
     /// Connects `size` subscribers to `url`, 64 handshakes at a time.
-    async fn connect(url: &str, size: usize) -> Result<Self, String> {
+    pub(crate) async fn connect(url: &str, size: usize) -> Result<Self, String> {
         let sockets: Vec<_> = futures_util::stream::iter(0..size)
             .map(|_| async move {
                 tokio_tungstenite::connect_async(url)
@@ -215,6 +261,19 @@ impl Audience {
         })
     }
 
+    /// Waits until `expected` progress messages arrived in all, or `limit`
+    /// passed; returns how many did.
+    pub(crate) async fn wait_for(&self, expected: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.received.load(Ordering::Acquire);
+            if got >= expected || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Publishes `rounds` updates one after another, each timed until every
     /// subscriber has it (or 30 s). Returns the times in milliseconds and the
     /// deliveries lost.
@@ -223,9 +282,12 @@ impl Audience {
         publisher: &Publisher,
         job_id: &str,
         rounds: usize,
-    ) -> Result<(Vec<f64>, u64), String> {
-        let mut times = Vec::with_capacity(rounds);
-        let mut lost = 0u64;
+    ) -> Result<Measured, String> {
+        let mut m = Measured {
+            arrived: Vec::with_capacity(rounds),
+            published: Vec::with_capacity(rounds),
+            lost: 0,
+        };
         for round in 1..=rounds {
             self.received.store(0, Ordering::Release);
             let r = timed_round(
@@ -237,10 +299,11 @@ impl Audience {
                 &self.all_in,
             )
             .await?;
-            times.push(r.millis);
-            lost += (self.size - r.got) as u64 + r.report.failed.len() as u64;
+            m.arrived.push(r.millis);
+            m.published.push(r.publish_millis);
+            m.lost += (self.size - r.got) as u64 + r.report.failed.len() as u64;
         }
-        Ok((times, lost))
+        Ok(m)
     }
 }
 
@@ -256,12 +319,15 @@ impl std::fmt::Display for FanoutReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "fan-out to {} subscribers ({:?} store, {:?} push, {} rounds): p50 {:.2} ms, min {:.2} ms, max {:.2} ms, {:.0} msg/s at p50, {:.1} DynamoDB requests/publish, connect {:.2} s, lost {}",
+            "fan-out to {} subscribers ({:?} store, {:?} push, {} rounds, {:.0} ms @connections latency, {} in flight): p50 {:.2} ms (publish call {:.2} ms), min {:.2} ms, max {:.2} ms, {:.0} msg/s at p50, {:.1} DynamoDB requests/publish, connect {:.2} s, lost {}",
             self.subscribers,
             self.store,
             self.push,
             self.rounds,
+            self.management_latency_ms,
+            self.in_flight,
             self.fanout_ms_p50,
+            self.publish_ms_p50,
             self.fanout_ms_min,
             self.fanout_ms_max,
             self.messages_per_second_p50,

@@ -14,6 +14,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod cost;
 pub mod fanout;
 pub mod load;
 pub mod soak;
@@ -106,6 +107,9 @@ pub(crate) async fn local_sdk_config() -> aws_config::SdkConfig {
 /// One measured fan-out round: what arrived and how long it took.
 pub(crate) struct Round {
     pub(crate) millis: f64,
+    /// Until the publish call returned (every post answered): what a Lambda
+    /// publishing it is billed for.
+    pub(crate) publish_millis: f64,
     /// Subscribers that had the update when the round ended (at most `expected`).
     pub(crate) got: usize,
     pub(crate) report: crate::publish::PublishReport,
@@ -130,6 +134,7 @@ pub(crate) async fn timed_round(
         .publish(job_id, update)
         .await
         .map_err(|e| e.to_string())?;
+    let publish_millis = started.elapsed().as_secs_f64() * 1000.0;
     let deadline = started + Duration::from_secs(30);
     while arrived() < expected {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -140,6 +145,7 @@ pub(crate) async fn timed_round(
     }
     Ok(Round {
         millis: started.elapsed().as_secs_f64() * 1000.0,
+        publish_millis,
         got: arrived().min(expected),
         report,
     })

@@ -277,11 +277,11 @@ pub struct ServeArgs {
     /// Posts in flight at most: more than --publish-concurrency are used
     /// when the observed round trip needs them to finish a fan-out within
     /// --fan-out-target. Equal to --publish-concurrency: a fixed number.
-    #[arg(long, env = "JOBCAST_PUBLISH_MAX_CONCURRENCY", default_value = "512", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
+    #[arg(long, env = "JOBCAST_PUBLISH_MAX_CONCURRENCY", default_value = "256", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
     pub publish_max_concurrency: usize,
 
     /// The time one fan-out aims to finish within.
-    #[arg(long, env = "JOBCAST_FAN_OUT_TARGET", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "JOBCAST_FAN_OUT_TARGET", default_value = "100ms", value_parser = parse_duration, value_name = "DURATION")]
     pub fan_out_target: Duration,
 
     /// Owners with development tokens (`jobcast token issue --sub alice`),

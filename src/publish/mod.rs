@@ -41,8 +41,8 @@ impl Default for PublishOptions {
     fn default() -> PublishOptions {
         PublishOptions {
             concurrency: 64,
-            max_concurrency: 512,
-            fan_out_target: Duration::from_millis(250),
+            max_concurrency: 256,
+            fan_out_target: Duration::from_millis(100),
             max_attempts: 5,
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),

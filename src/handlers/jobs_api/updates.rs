@@ -117,6 +117,18 @@ fn update_error(
     })
 }
 
+/// The liveness deadline an update sets: `timeout` after `now`, rounded up
+/// to a quarter of the timeout. Updates within one quarter store the same
+/// deadline, so the deadline index (DynamoDB GSI2, whose key it is) is
+/// rewritten about four times per timeout instead of on every update: each
+/// rewrite costs two index writes. A silent worker is found between
+/// `timeout` and 1¼ × `timeout` after its last report.
+pub fn liveness_deadline(now: i64, timeout: i64) -> i64 {
+    let step = (timeout / 4).max(1);
+    let at = now + timeout;
+    at + (step - at.rem_euclid(step)) % step
+}
+
 /// `POST /jobs/{id}/updates`: a worker reports progress (or a heartbeat).
 pub(super) async fn update(
     deps: &Deps,
@@ -145,7 +157,7 @@ pub(super) async fn update(
     }
     let parsed = parse_update(&body)?;
     let timeout = deps.heartbeat_timeout.as_secs() as i64;
-    let deadline = (timeout > 0).then(|| now.timestamp() + timeout);
+    let deadline = (timeout > 0).then(|| liveness_deadline(now.timestamp(), timeout));
     let outcome = match parsed {
         None => match deadline {
             Some(d) => deps.store().heartbeat(id, d).await,
@@ -186,5 +198,25 @@ pub(super) async fn update(
             Err(p)
         }
         Err(e) => Err(store_problem(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::liveness_deadline;
+
+    #[test]
+    fn liveness_deadlines_move_a_quarter_timeout_at_a_time() {
+        // 300 s timeout: steps of 75 s.
+        assert_eq!(liveness_deadline(1_000, 300), 1_350);
+        assert_eq!(liveness_deadline(1_050, 300), 1_350);
+        assert_eq!(liveness_deadline(1_051, 300), 1_425);
+        for now in 0..1_000 {
+            let d = liveness_deadline(now, 300);
+            assert!(d >= now + 300 && d < now + 375, "{now} → {d}");
+        }
+        // Tiny timeouts still move every second.
+        assert_eq!(liveness_deadline(10, 1), 11);
+        assert_eq!(liveness_deadline(10, 3), 13);
     }
 }

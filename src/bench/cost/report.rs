@@ -1,0 +1,80 @@
+//! The cost report as Markdown: the tables BENCHMARKS.md carries.
+
+use super::{CostCase, CostReport, Dollars, Step};
+use std::fmt::{self, Display, Formatter, Write};
+
+fn million(d: f64) -> String {
+    format!("${:.2}", d * 1e6)
+}
+
+fn ops(step: &Step) -> String {
+    let mut out = String::new();
+    let calls = step.invocations.max(1) as f64;
+    for (op, (n, units)) in &step.operations {
+        let (n_per, u_per) = (n / calls, units / calls);
+        let _ = write!(out, "{}{op} ×{n_per:.1} ({u_per:.1} units)", if out.is_empty() { "" } else { ", " });
+    }
+    if out.is_empty() { "none".into() } else { out }
+}
+
+fn dollar_row(label: &str, d: &Dollars) -> String {
+    format!(
+        "| {label} | {} | {} | {} | {} | {} | {} | **{}** |",
+        million(d.lambda),
+        million(d.http_api),
+        million(d.websocket_messages),
+        million(d.connection_minutes),
+        million(d.dynamodb),
+        million(d.sqs),
+        million(d.total())
+    )
+}
+
+fn case_lines(out: &mut Formatter<'_>, c: &CostCase) -> fmt::Result {
+    let u = &c.update;
+    writeln!(
+        out,
+        "| {} | {:.1} ms ({:.1} ms p50) | {} | {:.2} / {:.2} | {}/{} |",
+        c.subscribers,
+        u.mean_ms,
+        u.p50_ms,
+        ops(u),
+        u.read_units,
+        u.write_units,
+        c.delivered,
+        c.expected
+    )
+}
+
+impl Display for CostReport {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let n = self.cases.first().map(|c| c.updates).unwrap_or(0);
+        writeln!(f, "One update (`POST /jobs/{{id}}/updates` through the jobs Lambda's handler, `@connections` answering {:.0} ms later):\n", self.management_latency_ms)?;
+        writeln!(f, "| subscribers | Lambda time, mean | DynamoDB per update | read / write units | delivered |")?;
+        writeln!(f, "|---|---|---|---|---|")?;
+        for c in &self.cases {
+            case_lines(f, c)?;
+        }
+        writeln!(f, "\nDollars per million updates, us-east-1 list prices read {} (Lambda arm64 at {:.0} MB):\n", self.prices_read_on, self.lambda_memory_mb)?;
+        writeln!(f, "| case | Lambda | HTTP API | WebSocket messages | connection minutes | DynamoDB | SQS | total |")?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|")?;
+        for c in &self.cases {
+            writeln!(f, "{}", dollar_row(&format!("S = {}, the update alone", c.subscribers), &c.per_update))?;
+            writeln!(f, "{}", dollar_row(&format!("S = {}, whole job / {n}", c.subscribers), &c.per_update_with_job))?;
+        }
+        if let Some(c) = self.cases.first() {
+            writeln!(
+                f,
+                "\nPer job: `POST /jobs` {:.1} ms, DynamoDB {}; `$connect` {:.1} ms, {}; `$disconnect` {:.1} ms, {}; {:.0} connection minute(s) a subscriber.",
+                c.create.mean_ms,
+                ops(&c.create),
+                c.connect.mean_ms,
+                ops(&c.connect),
+                c.disconnect.mean_ms,
+                ops(&c.disconnect),
+                self.connection_minutes
+            )?;
+        }
+        Ok(())
+    }
+}
