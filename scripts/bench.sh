@@ -100,6 +100,29 @@ if [ $quick = 0 ]; then
     --post-duration 2s --rate 0 --fanout-rounds 0 --demo-steps 1 --drain-timeout 10s || true
 fi
 
+step "AWS cost and fan-out at AWS latency (DynamoDB Local, @connections answering later)"
+eval "$(scripts/dynamodb-local.sh start)"
+trap 'stop_server; scripts/dynamodb-local.sh stop' EXIT
+export AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB
+if [ $quick = 1 ]; then
+  "$bin" bench cost --subscribers 1,10 --updates 5 --samples 2 --json-out "$out/cost.json" >"$out/cost.md"
+  "$bin" bench fanout --subscribers 100 --rounds 2 --push http --management-latency 10ms --json >"$out/fanout-latency.jsonl"
+else
+  "$bin" bench cost --subscribers 1,10,1000 --updates 100 --json-out "$out/cost.json" >"$out/cost.md"
+  # A worker reporting about once a second: the liveness deadline it stores moves.
+  "$bin" bench cost --subscribers 10 --updates 12 --update-interval 1100ms --samples 5 \
+    --json-out "$out/cost-paced.json" >"$out/cost-paced.md"
+  : >"$out/fanout-latency.jsonl"
+  for latency in 0 10ms 30ms; do
+    for fixed in "--publish-concurrency 64" ""; do
+      # shellcheck disable=SC2086
+      "$bin" bench fanout --subscribers 1000 --rounds 10 --push http \
+        --management-latency "$latency" $fixed --json >>"$out/fanout-latency.jsonl"
+    done
+  done
+fi
+scripts/dynamodb-local.sh stop
+
 step "report"
 if [ $quick = 1 ]; then
   python3 scripts/bench_report.py --quick "$out" "$out/BENCHMARKS.quick.md"

@@ -247,8 +247,72 @@ def render(folder, quick):
             f"Posts while connected: {n(get(huge, 'posts', 'perSecond'))}/s, lost {n(lost(huge))}.",
             "",
         ]
+    lines += aws_section(folder)
     lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def text(folder, name):
+    path = os.path.join(folder, name)
+    return open(path).read().strip() if os.path.exists(path) else None
+
+
+def aws_section(folder):
+    """What a job costs in AWS and how long a fan-out takes at AWS latency."""
+    cost = text(folder, "cost.md")
+    if cost is None:
+        return []
+    lines = [
+        "## What progress costs in AWS",
+        "",
+        "`jobcast bench cost` runs one job per audience size the way a deployment does:",
+        "`POST /jobs` and every `POST /jobs/{id}/updates` through the jobs Lambda's",
+        "handler in this process, real WebSocket clients, every `@connections` post",
+        "over HTTP with the AWS SDK, the store on DynamoDB Local asked for its",
+        "`ConsumedCapacity` on every request. Lambda time is wall time here, with",
+        "DynamoDB Local (a JVM on the same cores) standing in for DynamoDB; a",
+        "256 MB Lambda has about a seventh of a vCPU, so its CPU-bound part would",
+        "take longer. \"The update alone\" is what one more update costs; \"whole job\"",
+        "adds `POST /jobs`, each subscriber's `$connect`, `$disconnect` and one",
+        "connection minute, divided over the job's updates.",
+        "",
+        cost,
+        "",
+    ]
+    paced = text(folder, "cost-paced.md")
+    if paced:
+        lines += [
+            "A worker reporting every 1.1 s (12 updates, S = 10), where the liveness",
+            "deadline an update stores moves between updates:",
+            "",
+            paced,
+            "",
+        ]
+    path = os.path.join(folder, "fanout-latency.jsonl")
+    if os.path.exists(path):
+        runs = [json.loads(l) for l in open(path) if l.strip()]
+        rows = [(
+            f"{n(r['managementLatencyMs'])} ms",
+            f"{r['inFlight']} (fixed)" if r.get("fixedInFlight") else f"{r['inFlight']} (planned)",
+            f"{n(r['fanoutMsP50'], 1)} ms",
+            f"{n(r['publishMsP50'], 1)} ms",
+            f"{r['publishMsP50'] / 1000 * 0.25 * 0.0000133334 * 1e6:.2f}",
+            n(r["lost"]),
+        ) for r in runs]
+        sub = runs[0]["subscribers"] if runs else 0
+        lines += [
+            f"### Fan-out to {n(sub)} subscribers at AWS latency",
+            "",
+            "`jobcast bench fanout --push http --management-latency L` (each `@connections`",
+            "answer L later, as AWS's round trip), with the publisher's fixed 64 in flight",
+            "before and its planned number after. The publish call's time is what a",
+            "256 MB Lambda publishing the update is billed for.",
+            "",
+            table(("round trip", "posts in flight", "last browser has it (p50)", "publish call (p50)",
+                   "Lambda $ per million publishes", "lost"), rows),
+            "",
+        ]
+    return lines
 
 
 def check_quick(folder):

@@ -5,10 +5,10 @@
 //! HTTP through `@connections` with the AWS SDK; the store is the memory
 //! one or DynamoDB (Local), whose requests are counted.
 
+use super::args::FanoutArgs;
 use super::{
     RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback, timed_round,
 };
-use super::args::FanoutArgs;
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::publish::Publisher;
 use crate::push::ManagementApiPusher;
@@ -63,6 +63,8 @@ pub struct FanoutReport {
     pub management_latency_ms: f64,
     /// Posts in flight the last round started with.
     pub in_flight: usize,
+    /// Whether that number was fixed (`--publish-concurrency`) or planned.
+    pub fixed_in_flight: bool,
     /// Until the publish call returned, median: the billed duration of a
     /// Lambda making this publish.
     pub publish_ms_p50: f64,
@@ -171,6 +173,7 @@ impl Measured {
             dynamodb_requests_per_publish: requests as f64 / args.rounds.max(1) as f64,
             management_latency_ms: args.management_latency.as_secs_f64() * 1000.0,
             in_flight,
+            fixed_in_flight: args.publish_concurrency.is_some(),
             publish_ms_p50: percentile(&self.published, 0.5),
             lost: self.lost,
         }

@@ -26,7 +26,7 @@ impl Usage {
 
     /// Read request units (on demand: what a read of up to 4 KB costs).
     pub fn read_units(&self) -> f64 {
-        self.sum(|op| is_read(op))
+        self.sum(is_read)
     }
 
     /// Write request units (a write of up to 1 KB, index writes included).

@@ -222,10 +222,7 @@ pub async fn run(opts: CostOptions) -> Result<CostReport, String> {
 }
 
 /// Times `f` and the DynamoDB use it caused.
-async fn measured<T, F: Future<Output = T>>(
-    meter: &CapacityMeter,
-    f: F,
-) -> (T, f64, Usage) {
+async fn measured<T, F: Future<Output = T>>(meter: &CapacityMeter, f: F) -> (T, f64, Usage) {
     let before = meter.usage();
     let started = Instant::now();
     let out = f.await;
@@ -275,7 +272,12 @@ fn jobs_event(
     }
     let (parts, ()) = req.body(()).map_err(|e| e.to_string())?.into_parts();
     let peer = SocketAddr::from(([127, 0, 0, 1], 9));
-    Ok(http_event(&parts, body.to_string().as_bytes(), peer, job_id))
+    Ok(http_event(
+        &parts,
+        body.to_string().as_bytes(),
+        peer,
+        job_id,
+    ))
 }
 
 /// Calls the jobs handler; a non-2xx answer is an error of the bench.
@@ -339,14 +341,19 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     )?;
     let (body, ms, usage) = call_jobs(&deps, &meter, created).await?;
     let create = Step::new(&[ms], &usage);
-    let job_id = body["jobId"].as_str().ok_or("202 without jobId")?.to_string();
+    let job_id = body["jobId"]
+        .as_str()
+        .ok_or("202 without jobId")?
+        .to_string();
     let token = tokens.issue(&job_id, chrono::Utc::now().timestamp());
     let audience =
         Audience::connect(&format!("ws://{addr}/dev?jobId={job_id}&token={token}"), s).await?;
 
     let update = updates(opts, &deps, &meter, &tokens, &job_id).await?;
     let expected = (s * opts.updates) as u64;
-    let delivered = audience.wait_for(expected as usize, Duration::from_secs(30)).await as u64;
+    let delivered = audience
+        .wait_for(expected as usize, Duration::from_secs(30))
+        .await as u64;
     drop(audience);
     let (connect, disconnect) = lifecycle(opts.samples, &deps, &meter, &job_id, &token).await;
     let _ = stop_tx.send(());
@@ -360,7 +367,9 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
         disconnect: &disconnect.per_invocation(),
         sqs,
     };
-    let per_update_with_job = job.dollars(s, opts, &US_EAST_1).scaled(1.0 / opts.updates as f64);
+    let per_update_with_job = job
+        .dollars(s, opts, &US_EAST_1)
+        .scaled(1.0 / opts.updates as f64);
     Ok(CostCase {
         subscribers: s,
         updates: opts.updates,
@@ -399,7 +408,13 @@ async fn updates(
             serde_json::json!({"status": "running", "percent": i as f64 * 100.0 / n as f64,
                 "message": format!("step {i} of {n}")})
         };
-        let event = jobs_event(http::Method::POST, &path, Some(&worker), &body, Some(job_id))?;
+        let event = jobs_event(
+            http::Method::POST,
+            &path,
+            Some(&worker),
+            &body,
+            Some(job_id),
+        )?;
         let (_, ms, usage) = call_jobs(deps, meter, event).await?;
         millis.push(ms);
         total = total.plus(&usage);
@@ -471,12 +486,13 @@ impl JobSteps<'_> {
     fn dollars(&self, s: usize, opts: &CostOptions, p: &Prices) -> Dollars {
         let n = opts.updates as f64;
         let s = s as f64;
-        let per_connection =
-            self.connect.lambda_dollars(p) + self.disconnect.lambda_dollars(p);
+        let per_connection = self.connect.lambda_dollars(p) + self.disconnect.lambda_dollars(p);
         let per_connection_db =
             self.connect.dynamodb_dollars(p) + self.disconnect.dynamodb_dollars(p);
         Dollars {
-            lambda: self.create.lambda_dollars(p) + self.update.lambda_dollars(p) + s * per_connection,
+            lambda: self.create.lambda_dollars(p)
+                + self.update.lambda_dollars(p)
+                + s * per_connection,
             http_api: (1.0 + n) * p.http_api_request,
             websocket_messages: s * n * p.websocket_message,
             connection_minutes: s * opts.connection_minutes * p.websocket_connection_minute,

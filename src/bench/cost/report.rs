@@ -12,7 +12,11 @@ fn ops(step: &Step) -> String {
     let calls = step.invocations.max(1) as f64;
     for (op, (n, units)) in &step.operations {
         let (n_per, u_per) = (n / calls, units / calls);
-        let _ = write!(out, "{}{op} ×{n_per:.1} ({u_per:.1} units)", if out.is_empty() { "" } else { ", " });
+        let _ = write!(
+            out,
+            "{}{op} ×{n_per:.1} ({u_per:.1} units)",
+            if out.is_empty() { "" } else { ", " }
+        );
     }
     if out.is_empty() { "none".into() } else { out }
 }
@@ -49,18 +53,46 @@ fn case_lines(out: &mut Formatter<'_>, c: &CostCase) -> fmt::Result {
 impl Display for CostReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let n = self.cases.first().map(|c| c.updates).unwrap_or(0);
-        writeln!(f, "One update (`POST /jobs/{{id}}/updates` through the jobs Lambda's handler, `@connections` answering {:.0} ms later):\n", self.management_latency_ms)?;
-        writeln!(f, "| subscribers | Lambda time, mean | DynamoDB per update | read / write units | delivered |")?;
+        writeln!(
+            f,
+            "One update (`POST /jobs/{{id}}/updates` through the jobs Lambda's handler, `@connections` answering {:.0} ms later):\n",
+            self.management_latency_ms
+        )?;
+        writeln!(
+            f,
+            "| subscribers | Lambda time, mean | DynamoDB per update | read / write units | delivered |"
+        )?;
         writeln!(f, "|---|---|---|---|---|")?;
         for c in &self.cases {
             case_lines(f, c)?;
         }
-        writeln!(f, "\nDollars per million updates, us-east-1 list prices read {} (Lambda arm64 at {:.0} MB):\n", self.prices_read_on, self.lambda_memory_mb)?;
-        writeln!(f, "| case | Lambda | HTTP API | WebSocket messages | connection minutes | DynamoDB | SQS | total |")?;
+        writeln!(
+            f,
+            "\nDollars per million updates, us-east-1 list prices read {} (Lambda arm64 at {:.0} MB):\n",
+            self.prices_read_on, self.lambda_memory_mb
+        )?;
+        writeln!(
+            f,
+            "| case | Lambda | HTTP API | WebSocket messages | connection minutes | DynamoDB | SQS | total |"
+        )?;
         writeln!(f, "|---|---|---|---|---|---|---|---|")?;
         for c in &self.cases {
-            writeln!(f, "{}", dollar_row(&format!("S = {}, the update alone", c.subscribers), &c.per_update))?;
-            writeln!(f, "{}", dollar_row(&format!("S = {}, whole job / {n}", c.subscribers), &c.per_update_with_job))?;
+            writeln!(
+                f,
+                "{}",
+                dollar_row(
+                    &format!("S = {}, the update alone", c.subscribers),
+                    &c.per_update
+                )
+            )?;
+            writeln!(
+                f,
+                "{}",
+                dollar_row(
+                    &format!("S = {}, whole job / {n}", c.subscribers),
+                    &c.per_update_with_job
+                )
+            )?;
         }
         if let Some(c) = self.cases.first() {
             writeln!(
