@@ -18,7 +18,7 @@ pub enum BenchCommand {
     Updates(crate::bench::updates::UpdatesOptions),
     /// What a job costs in AWS: DynamoDB units (DynamoDB Local), Lambda
     /// invocations and time, API Gateway requests and messages, priced.
-    Cost(crate::bench::cost::CostOptions),
+    Cost(CostOptions),
     /// What owners add to a request: one JWT verification (ES256, RS256)
     /// against one job-token check, in this process.
     Tokens {
@@ -74,4 +74,32 @@ pub struct FanoutArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `jobcast bench cost` (DynamoDB Local at
+/// AWS_ENDPOINT_URL_DYNAMODB, on this machine).
+#[derive(Clone, Debug, Args)]
+pub struct CostOptions {
+    /// Audience sizes, one case each.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,1000", value_parser = parse_positive::<usize>)]
+    pub subscribers: Vec<usize>,
+    /// Updates in the job (the last one `succeeded`).
+    #[arg(long, default_value = "100", value_parser = parse_positive::<usize>)]
+    pub updates: usize,
+    /// Time between two updates, as a worker reporting every so often
+    /// (the liveness deadline an update stores depends on it).
+    #[arg(long, default_value = "0", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
+    pub update_interval: std::time::Duration,
+    /// `@connections` round trip, as AWS's.
+    #[arg(long, default_value = "30ms", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
+    pub management_latency: std::time::Duration,
+    /// How long each subscriber stays connected (billed connection minutes).
+    #[arg(long, default_value = "1")]
+    pub connection_minutes: f64,
+    /// `$connect`/`$disconnect` handler calls timed per case.
+    #[arg(long, default_value = "20", value_parser = parse_positive::<usize>)]
+    pub samples: usize,
+    /// Write the JSON result here.
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
 }

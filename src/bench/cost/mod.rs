@@ -11,9 +11,13 @@
 //! What was counted is priced with [`prices::US_EAST_1`].
 
 pub mod meter;
+mod model;
 pub mod prices;
 mod report;
 
+pub use model::{Dollars, Step};
+
+pub use super::args::CostOptions;
 use super::fanout::{Audience, local_table};
 use super::local_sdk_config;
 use crate::gateway::events::{ConnectionMeta, http_event, new_connection_id};
@@ -24,139 +28,14 @@ use crate::store::{DynamoStore, JobRecord, Store};
 use crate::token::TokenKey;
 use crate::wiring::DepsBuilder;
 use meter::{CapacityMeter, Usage};
-use prices::{Prices, US_EAST_1, billed_gb_seconds};
+use model::{JobSteps, dollars_per_update};
+use prices::{Prices, US_EAST_1};
 use serde::Serialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// Options of `jobcast bench cost` (DynamoDB Local at
-/// AWS_ENDPOINT_URL_DYNAMODB, on this machine).
-#[derive(Clone, Debug, clap::Args)]
-pub struct CostOptions {
-    /// Audience sizes, one case each.
-    #[arg(long, value_delimiter = ',', default_value = "1,10,1000", value_parser = crate::values::parse_positive::<usize>)]
-    pub subscribers: Vec<usize>,
-    /// Updates in the job (the last one `succeeded`).
-    #[arg(long, default_value = "100", value_parser = crate::values::parse_positive::<usize>)]
-    pub updates: usize,
-    /// Time between two updates, as a worker reporting every so often
-    /// (the liveness deadline an update stores depends on it).
-    #[arg(long, default_value = "0", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
-    pub update_interval: Duration,
-    /// `@connections` round trip, as AWS's.
-    #[arg(long, default_value = "30ms", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
-    pub management_latency: Duration,
-    /// How long each subscriber stays connected (billed connection minutes).
-    #[arg(long, default_value = "1")]
-    pub connection_minutes: f64,
-    /// `$connect`/`$disconnect` handler calls timed per case.
-    #[arg(long, default_value = "20", value_parser = crate::values::parse_positive::<usize>)]
-    pub samples: usize,
-    /// Write the JSON result here.
-    #[arg(long)]
-    pub json_out: Option<std::path::PathBuf>,
-}
-
-/// One Lambda-backed step: invocations, time, DynamoDB use.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Step {
-    pub invocations: u64,
-    /// Wall time of each invocation, mean and median, in ms.
-    pub mean_ms: f64,
-    pub p50_ms: f64,
-    /// Billed duration: each invocation rounded up to the millisecond.
-    pub billed_gb_seconds: f64,
-    pub dynamodb_requests: f64,
-    pub read_units: f64,
-    pub write_units: f64,
-    /// DynamoDB operations → (requests, units), for the arithmetic.
-    pub operations: std::collections::BTreeMap<String, (f64, f64)>,
-}
-
-impl Step {
-    fn new(millis: &[f64], usage: &Usage) -> Step {
-        let mut sorted = millis.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        Step {
-            invocations: millis.len() as u64,
-            mean_ms: millis.iter().sum::<f64>() / millis.len().max(1) as f64,
-            p50_ms: super::percentile(&sorted, 0.5),
-            billed_gb_seconds: millis.iter().map(|m| billed_gb_seconds(*m)).sum(),
-            dynamodb_requests: usage.requests() as f64,
-            read_units: usage.read_units(),
-            write_units: usage.write_units(),
-            operations: usage
-                .operations
-                .iter()
-                .map(|(op, (c, u))| (op.clone(), (*c as f64, *u)))
-                .collect(),
-        }
-    }
-
-    /// The same step per invocation.
-    fn per_invocation(&self) -> Step {
-        let n = self.invocations.max(1) as f64;
-        Step {
-            invocations: 1,
-            billed_gb_seconds: self.billed_gb_seconds / n,
-            dynamodb_requests: self.dynamodb_requests / n,
-            read_units: self.read_units / n,
-            write_units: self.write_units / n,
-            operations: self
-                .operations
-                .iter()
-                .map(|(op, (c, u))| (op.clone(), (c / n, u / n)))
-                .collect(),
-            ..self.clone()
-        }
-    }
-
-    fn lambda_dollars(&self, p: &Prices) -> f64 {
-        self.invocations as f64 * p.lambda_request + self.billed_gb_seconds * p.lambda_gb_second
-    }
-
-    fn dynamodb_dollars(&self, p: &Prices) -> f64 {
-        self.read_units * p.dynamodb_read_unit + self.write_units * p.dynamodb_write_unit
-    }
-}
-
-/// Dollars by service.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Dollars {
-    pub lambda: f64,
-    pub http_api: f64,
-    pub websocket_messages: f64,
-    pub connection_minutes: f64,
-    pub dynamodb: f64,
-    pub sqs: f64,
-}
-
-impl Dollars {
-    pub fn total(&self) -> f64 {
-        self.lambda
-            + self.http_api
-            + self.websocket_messages
-            + self.connection_minutes
-            + self.dynamodb
-            + self.sqs
-    }
-
-    fn scaled(&self, k: f64) -> Dollars {
-        Dollars {
-            lambda: self.lambda * k,
-            http_api: self.http_api * k,
-            websocket_messages: self.websocket_messages * k,
-            connection_minutes: self.connection_minutes * k,
-            dynamodb: self.dynamodb * k,
-            sqs: self.sqs * k,
-        }
-    }
-}
 
 /// One audience size, measured.
 #[derive(Clone, Debug, Serialize)]
@@ -298,21 +177,20 @@ async fn call_jobs(
     Ok((v, ms, usage))
 }
 
-/// One audience size: a job of `opts.updates` updates watched by `s`.
-async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
-    let sdk = local_sdk_config().await;
-    let meter = CapacityMeter::default();
-    let metered = local_table(&sdk, meter.clone()).await?;
-    // API Gateway itself reads no table: the local gateway's own requests
-    // (its $connect/$disconnect, sweeps) go through a client not metered;
-    // the handlers' are measured below, as the Lambda functions make them.
-    let unmetered = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        metered.table(),
-        Duration::from_secs(3600),
-    );
-    let store: Arc<dyn Store> = Arc::new(metered);
-    let tokens = TokenKey::random(Duration::from_secs(3600));
+/// The local gateway in front of the clients, on its own store client.
+async fn gateway(
+    opts: &CostOptions,
+    s: usize,
+    unmetered: DynamoStore,
+    tokens: &TokenKey,
+) -> Result<
+    (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ),
+    String,
+> {
     let config = GatewayConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         max_connections: Some(s + opts.samples + 100),
@@ -329,6 +207,25 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let server = tokio::spawn(gateway.run(async {
         let _ = stop_rx.await;
     }));
+    Ok((addr, stop_tx, server))
+}
+
+/// One audience size: a job of `opts.updates` updates watched by `s`.
+async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
+    let sdk = local_sdk_config().await;
+    let meter = CapacityMeter::default();
+    let metered = local_table(&sdk, meter.clone()).await?;
+    // API Gateway itself reads no table: the local gateway's own requests
+    // (its $connect/$disconnect, sweeps) go through a client not metered;
+    // the handlers' are measured below, as the Lambda functions make them.
+    let unmetered = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        metered.table(),
+        Duration::from_secs(3600),
+    );
+    let store: Arc<dyn Store> = Arc::new(metered);
+    let tokens = TokenKey::random(Duration::from_secs(3600));
+    let (addr, stop_tx, server) = gateway(opts, s, unmetered, &tokens).await?;
     let queue = Arc::new(CountedQueue::default());
     let deps = lambda_deps(&sdk, Arc::clone(&store), &tokens, addr, Arc::clone(&queue));
 
@@ -459,47 +356,4 @@ async fn lifecycle(
         off_use = off_use.plus(&usage);
     }
     (Step::new(&on, &on_use), Step::new(&off, &off_use))
-}
-
-/// One update: its invocation, its request, one message per subscriber,
-/// its DynamoDB units.
-fn dollars_per_update(update: &Step, s: usize, p: &Prices) -> Dollars {
-    Dollars {
-        lambda: update.lambda_dollars(p),
-        http_api: p.http_api_request,
-        websocket_messages: s as f64 * p.websocket_message,
-        dynamodb: update.dynamodb_dollars(p),
-        ..Dollars::default()
-    }
-}
-
-/// Every step of one job, each per invocation but the updates (all N).
-struct JobSteps<'a> {
-    create: &'a Step,
-    update: &'a Step,
-    connect: &'a Step,
-    disconnect: &'a Step,
-    sqs: u64,
-}
-
-impl JobSteps<'_> {
-    fn dollars(&self, s: usize, opts: &CostOptions, p: &Prices) -> Dollars {
-        let n = opts.updates as f64;
-        let s = s as f64;
-        let per_connection = self.connect.lambda_dollars(p) + self.disconnect.lambda_dollars(p);
-        let per_connection_db =
-            self.connect.dynamodb_dollars(p) + self.disconnect.dynamodb_dollars(p);
-        Dollars {
-            lambda: self.create.lambda_dollars(p)
-                + self.update.lambda_dollars(p)
-                + s * per_connection,
-            http_api: (1.0 + n) * p.http_api_request,
-            websocket_messages: s * n * p.websocket_message,
-            connection_minutes: s * opts.connection_minutes * p.websocket_connection_minute,
-            dynamodb: self.create.dynamodb_dollars(p)
-                + self.update.dynamodb_dollars(p)
-                + s * per_connection_db,
-            sqs: self.sqs as f64 * p.sqs_request,
-        }
-    }
 }
