@@ -376,3 +376,41 @@ impl Wiring {
             .ok_or_else(|| "environment variable JOBCAST_MANAGEMENT_ENDPOINT is not set".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::within_invocation;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    #[tokio::test]
+    async fn publishes_inside_an_invocation_see_its_deadline() {
+        let mut context = lambda_runtime::Context::default();
+        let in_ten_seconds = SystemTime::now() + Duration::from_secs(10);
+        context.deadline = in_ten_seconds
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        assert!(jobcast::publish::pace::deadline().is_none());
+        let seen = within_invocation(&context, async { jobcast::publish::pace::deadline() }).await;
+        let left = seen
+            .expect("a deadline inside the invocation")
+            .saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(8) && left <= Duration::from_secs(10),
+            "{left:?}"
+        );
+        // A retry that would end after it is not made; one well before it is.
+        within_invocation(&context, async {
+            let now = Instant::now();
+            assert!(jobcast::publish::pace::past_deadline(
+                Duration::from_secs(10),
+                now
+            ));
+            assert!(!jobcast::publish::pace::past_deadline(
+                Duration::from_secs(1),
+                now
+            ));
+        })
+        .await;
+    }
+}
