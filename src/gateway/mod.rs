@@ -9,6 +9,7 @@ pub mod events;
 mod http_io;
 mod inbound;
 pub mod management;
+mod outbox;
 mod ratelimit;
 pub mod registry;
 mod server;

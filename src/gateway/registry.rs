@@ -1,7 +1,8 @@
 //! The live connections of the local gateway: connection id -> a handle with
 //! the bounded outbound queue of its writer task. Posting is a map lookup
-//! and a channel send; it never waits on a slow client.
+//! and a push onto that queue; it never waits on a slow client.
 
+use super::outbox::{Outbox, Refused};
 use crate::metrics::Metrics;
 use crate::push::{ConnectionInfo, Payload, PushError, Pusher};
 use async_trait::async_trait;
@@ -9,7 +10,6 @@ use chrono::{DateTime, TimeZone, Utc};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Close code and reason requested for a connection by someone other than its client.
@@ -21,7 +21,7 @@ pub struct CloseRequest {
 
 /// One live connection as the rest of the gateway sees it.
 pub struct ConnHandle {
-    tx: mpsc::Sender<Payload>,
+    outbox: Outbox,
     close: CancellationToken,
     /// Mirrors `close` for the message path: an atomic load instead of the
     /// token's lock on every post.
@@ -34,14 +34,15 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
+    /// A connection whose outbound queue holds at most `queue_limit` messages.
     pub fn new(
-        tx: mpsc::Sender<Payload>,
+        queue_limit: usize,
         connected_at: DateTime<Utc>,
         source_ip: String,
         user_agent: Option<String>,
     ) -> ConnHandle {
         ConnHandle {
-            tx,
+            outbox: Outbox::new(queue_limit),
             close: CancellationToken::new(),
             closing: AtomicBool::new(false),
             close_request: Mutex::new(None),
@@ -79,6 +80,11 @@ impl ConnHandle {
     /// The close requested, if any.
     pub fn close_request(&self) -> Option<CloseRequest> {
         self.close_request.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The queue the connection's writer drains.
+    pub(super) fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Records client activity now.
@@ -205,9 +211,9 @@ impl Pusher for Registry {
         if handle.is_closing() {
             return Err(PushError::Gone);
         }
-        match handle.tx.try_send(payload) {
+        match handle.outbox.push(payload) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 tracing::warn!(connection_id, "outbound queue full: closing slow consumer");
                 self.metrics
                     .slow_consumer_closes_total
@@ -215,7 +221,7 @@ impl Pusher for Registry {
                 handle.request_close(SLOW_CONSUMER_CLOSE, "slow consumer: outbound queue full");
                 Err(PushError::Gone)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Gone),
+            Err(Refused::Closed) => Err(PushError::Gone),
         }
     }
 

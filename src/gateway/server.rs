@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -364,9 +363,8 @@ async fn upgrade(
         return response(status, "application/json", body);
     }
 
-    let (tx, rx) = mpsc::channel(shared.config.outbound_queue.max(1));
     let handle = Arc::new(ConnHandle::new(
-        tx,
+        shared.config.outbound_queue,
         meta.connected_at,
         meta.source_ip.clone(),
         meta.user_agent.clone(),
@@ -386,7 +384,7 @@ async fn upgrade(
                 let (io, seen) = Watched::new(TokioIo::new(upgraded));
                 let ws =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
-                socket::run(task_shared, ws, seen, meta, handle, rx, slot).await;
+                socket::run(task_shared, ws, seen, meta, handle, slot).await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
@@ -403,13 +401,18 @@ async fn upgrade(
     r
 }
 
+/// Where a connection's read buffer starts: clients mostly send short
+/// messages or nothing, and the buffer grows to fit a bigger frame when
+/// one arrives.
+const READ_BUFFER_BYTES: usize = 512;
+
 /// API Gateway's limits, and small buffers: frames queue in memory until
 /// the writer's flush (or 4 KiB), so a burst leaves in one write.
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(4096)
 }
 

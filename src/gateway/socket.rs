@@ -6,6 +6,7 @@
 use super::Shared;
 use super::events::ConnectionMeta;
 use super::inbound::{Seen, Watched};
+use super::outbox::{CloseOnDrop, Outbox};
 use super::ratelimit::Bucket;
 use super::registry::{ConnHandle, SLOW_CONSUMER_CLOSE, Slot};
 use crate::push::Payload;
@@ -17,7 +18,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -95,24 +95,24 @@ struct WriterStop {
 /// message is taken goes out with it in one flush, so a burst of updates
 /// costs one syscall instead of one each. Returns the sink when it is
 /// still usable for a close frame (not stopped in the middle of a write).
+/// However it ends, later posts to the connection are answered `Gone`.
 async fn writer(
     mut sink: Sink,
-    mut rx: mpsc::Receiver<Payload>,
+    handle: Arc<ConnHandle>,
     stop: WriterStop,
     failed: CancellationToken,
     shared: Arc<Shared>,
 ) -> Option<Sink> {
+    let outbox = handle.outbox();
+    let _closed = CloseOnDrop(outbox);
     let stopped = stop.now.cancelled();
     tokio::pin!(stopped);
     loop {
         let first = tokio::select! {
             biased;
             _ = &mut stopped => return Some(sink),
-            _ = stop.after_queue.cancelled() => return write_queued(sink, rx, &shared).await,
-            p = rx.recv() => match p {
-                Some(p) => p,
-                None => return Some(sink),
-            },
+            _ = stop.after_queue.cancelled() => return write_queued(sink, outbox, &shared).await,
+            p = outbox.next() => p,
         };
         let mut sent = 0u64;
         let write = async {
@@ -120,7 +120,7 @@ async fn writer(
             sink.feed(payload_message(first)).await?;
             sent += 1;
             while bytes < BATCH_BYTES {
-                let Ok(next) = rx.try_recv() else { break };
+                let Some(next) = outbox.pop() else { break };
                 bytes += next.len();
                 sink.feed(payload_message(next)).await?;
                 sent += 1;
@@ -142,14 +142,10 @@ async fn writer(
 }
 
 /// Writes what is queued now (not what arrives meanwhile) in one flush.
-async fn write_queued(
-    mut sink: Sink,
-    mut rx: mpsc::Receiver<Payload>,
-    shared: &Shared,
-) -> Option<Sink> {
-    let queued = rx.len();
+async fn write_queued(mut sink: Sink, outbox: &Outbox, shared: &Shared) -> Option<Sink> {
+    let queued = outbox.len();
     for _ in 0..queued {
-        let Ok(p) = rx.try_recv() else { break };
+        let Some(p) = outbox.pop() else { break };
         sink.feed(payload_message(p)).await.ok()?;
     }
     sink.flush().await.ok()?;
@@ -164,7 +160,6 @@ pub(super) async fn run(
     seen: Arc<Seen>,
     meta: ConnectionMeta,
     handle: Arc<ConnHandle>,
-    rx: mpsc::Receiver<Payload>,
     slot: Slot,
 ) {
     tracing::debug!(connection_id = %meta.connection_id, source_ip = %meta.source_ip, "connection opened");
@@ -173,7 +168,7 @@ pub(super) async fn run(
     let writer_failed = CancellationToken::new();
     let writer_task = tokio::spawn(writer(
         sink,
-        rx,
+        Arc::clone(&handle),
         stop_writer.clone(),
         writer_failed.clone(),
         Arc::clone(&shared),
@@ -236,7 +231,9 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = timeout(CLOSE_GRACE, io.shutdown()).await;
     let drain = async {
-        let mut buf = [0u8; 8192];
+        // On the heap, and only now: a buffer in this future would sit in
+        // every idle connection's task.
+        let mut buf = vec![0u8; 8192];
         let mut total = 0;
         while total < LINGER_BYTES {
             match io.read(&mut buf).await {
@@ -252,10 +249,12 @@ where
 /// so it happens exactly once per connection.
 pub(super) async fn finish(shared: &Shared, meta: &ConnectionMeta, code: u16, reason: &str) {
     shared.registry.remove(&meta.connection_id);
-    let event = meta.disconnect_event(code, reason);
-    shared.app.disconnect(event.clone()).await;
+    // Boxed: held across the handler's await, the event would otherwise
+    // make room for itself in every connection's task.
+    let event = Box::new(meta.disconnect_event(code, reason));
+    shared.app.disconnect((*event).clone()).await;
     // Observers hear of it once the handler has run.
-    let _ = shared.lifecycle.send(event);
+    let _ = shared.lifecycle.send(*event);
     shared
         .deps
         .metrics
@@ -334,13 +333,22 @@ async fn read_loop(
 /// Runs one message through the app and sends its answer, if any, back
 /// on the connection.
 /// (jobcast's own routes answer through `@connections` and return nothing,
-/// so their path allocates nothing here.)
-async fn answer_message(shared: &Shared, connection_id: &str, event: WsEvent) {
-    if let Some(reply) = shared.app.message(event).await {
-        let _ = shared
-            .registry
-            .post(connection_id, crate::push::Payload::text(reply))
-            .await;
+/// so their path allocates nothing here.) The event moves into the app's
+/// future before anything is awaited, so a connection's task does not
+/// carry room for one while it waits for the next frame.
+fn answer_message<'a>(
+    shared: &'a Shared,
+    connection_id: &'a str,
+    event: WsEvent,
+) -> impl std::future::Future<Output = ()> + Send + 'a {
+    let answer = shared.app.message(event);
+    async move {
+        if let Some(reply) = answer.await {
+            let _ = shared
+                .registry
+                .post(connection_id, crate::push::Payload::text(reply))
+                .await;
+        }
     }
 }
 
