@@ -4,10 +4,16 @@
 //! It holds no memory until something is queued, and gives back what a
 //! burst made it grow once the writer has drained it: most connections sit
 //! idle most of the time, and their queue should cost them nothing.
+//!
+//! It also carries the request for the writer to end, so the writer waits
+//! on one thing, and a message costs it no lock beyond the queue's own.
 
 use crate::push::Payload;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 use tokio::sync::Notify;
 
 /// Capacity kept after the queue empties; a burst beyond it is given back.
@@ -22,6 +28,24 @@ pub(super) enum Refused {
     Closed,
 }
 
+/// How the writer is asked to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// Once what is queued at that moment has gone out, so a message posted
+    /// (or a reply owed) before a server-initiated close arrives before its
+    /// close frame.
+    AfterQueue = 1,
+    /// Now; what is still queued is dropped, and a write in progress is
+    /// abandoned.
+    Now = 2,
+}
+
+/// What the writer does next.
+pub(super) enum Next {
+    Send(Payload),
+    Stop(Stop),
+}
+
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Payload>,
@@ -32,6 +56,10 @@ pub(super) struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
     limit: usize,
+    /// 0 while running, else a `Stop` as u8.
+    stop: AtomicU8,
+    /// Wakes a write in progress when `Stop::Now` arrives.
+    stop_waker: AtomicWaker,
 }
 
 impl Outbox {
@@ -41,6 +69,8 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             limit: limit.max(1),
+            stop: AtomicU8::new(0),
+            stop_waker: AtomicWaker::new(),
         }
     }
 
@@ -79,16 +109,49 @@ impl Outbox {
         p
     }
 
-    /// Waits for the next payload.
-    pub(super) async fn next(&self) -> Payload {
+    /// Asks the writer to end; the more urgent request wins.
+    pub(super) fn request_stop(&self, how: Stop) {
+        self.stop.fetch_max(how as u8, Ordering::AcqRel);
+        self.ready.notify_one();
+        self.stop_waker.wake();
+    }
+
+    fn stop_requested(&self) -> Option<Stop> {
+        match self.stop.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(Stop::AfterQueue),
+            _ => Some(Stop::Now),
+        }
+    }
+
+    /// Waits for the next payload, or for the request to end.
+    pub(super) async fn next(&self) -> Next {
         loop {
-            if let Some(p) = self.pop() {
-                return p;
+            if let Some(how) = self.stop_requested() {
+                return Next::Stop(how);
             }
-            // A push between the pop above and this wait leaves a permit,
-            // so the wait returns at once: nothing is missed.
+            if let Some(p) = self.pop() {
+                return Next::Send(p);
+            }
+            // A push (or a stop) between the checks above and this wait
+            // leaves a permit, so the wait returns at once: nothing is missed.
             self.ready.notified().await;
         }
+    }
+
+    /// Completes once `Stop::Now` is requested.
+    pub(super) async fn stopped_now(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stop_requested() == Some(Stop::Now) {
+                return Poll::Ready(());
+            }
+            self.stop_waker.register(cx.waker());
+            match self.stop_requested() {
+                Some(Stop::Now) => Poll::Ready(()),
+                _ => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// How many payloads are queued now.
@@ -166,12 +229,51 @@ mod tests {
         assert_eq!(o.push(text("b")), Err(Refused::Closed));
     }
 
+    fn sent(n: Next) -> String {
+        match n {
+            Next::Send(p) => body(p),
+            Next::Stop(how) => format!("{how:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_comes_before_what_is_queued_and_now_wins() {
+        let o = Outbox::new(8);
+        assert!(o.push(text("a")).is_ok());
+        o.request_stop(Stop::AfterQueue);
+        assert_eq!(sent(o.next().await), "AfterQueue");
+        // The writer then sends what is queued itself.
+        assert_eq!(o.pop().map(body).as_deref(), Some("a"));
+        o.request_stop(Stop::Now);
+        o.request_stop(Stop::AfterQueue);
+        assert_eq!(sent(o.next().await), "Now");
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.stopped_now())
+            .await
+            .expect("stopped_now completes once Now is requested");
+    }
+
+    #[tokio::test]
+    async fn a_write_in_progress_hears_stop_now() {
+        let o = Arc::new(Outbox::new(8));
+        let waiter = tokio::spawn({
+            let o = Arc::clone(&o);
+            async move { o.stopped_now().await }
+        });
+        tokio::task::yield_now().await;
+        o.request_stop(Stop::AfterQueue);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        o.request_stop(Stop::Now);
+        let done = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert!(matches!(done, Ok(Ok(()))));
+    }
+
     #[tokio::test]
     async fn a_waiting_writer_wakes_for_a_push_from_another_task() {
         let o = Arc::new(Outbox::new(8));
         let waiter = tokio::spawn({
             let o = Arc::clone(&o);
-            async move { body(o.next().await) }
+            async move { sent(o.next().await) }
         });
         tokio::task::yield_now().await;
         assert!(o.push(text("late")).is_ok());

@@ -6,7 +6,7 @@
 use super::Shared;
 use super::events::ConnectionMeta;
 use super::inbound::{Seen, Watched};
-use super::outbox::{CloseOnDrop, Outbox};
+use super::outbox::{CloseOnDrop, Next, Outbox, Stop};
 use super::ratelimit::Bucket;
 use super::registry::{ConnHandle, SLOW_CONSUMER_CLOSE, Slot};
 use crate::push::Payload;
@@ -80,17 +80,6 @@ fn payload_message(p: Payload) -> Message {
 /// Small, because the socket's write buffer keeps its capacity.
 const BATCH_BYTES: usize = 4096;
 
-/// How the writer is told to end.
-#[derive(Clone, Default)]
-struct WriterStop {
-    /// End now; what is still queued is dropped.
-    now: CancellationToken,
-    /// End once what is queued at that moment has gone out, so a message
-    /// posted (or a reply owed) before a server-initiated close arrives
-    /// before its close frame.
-    after_queue: CancellationToken,
-}
-
 /// Writes queued payloads until stopped. Whatever is already queued when a
 /// message is taken goes out with it in one flush, so a burst of updates
 /// costs one syscall instead of one each. Returns the sink when it is
@@ -99,20 +88,16 @@ struct WriterStop {
 async fn writer(
     mut sink: Sink,
     handle: Arc<ConnHandle>,
-    stop: WriterStop,
     failed: CancellationToken,
     shared: Arc<Shared>,
 ) -> Option<Sink> {
     let outbox = handle.outbox();
     let _closed = CloseOnDrop(outbox);
-    let stopped = stop.now.cancelled();
-    tokio::pin!(stopped);
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = &mut stopped => return Some(sink),
-            _ = stop.after_queue.cancelled() => return write_queued(sink, outbox, &shared).await,
-            p = outbox.next() => p,
+        let first = match outbox.next().await {
+            Next::Send(p) => p,
+            Next::Stop(Stop::Now) => return Some(sink),
+            Next::Stop(Stop::AfterQueue) => return write_queued(sink, outbox, &shared).await,
         };
         let mut sent = 0u64;
         let write = async {
@@ -136,7 +121,7 @@ async fn writer(
                 }
                 shared.deps.metrics.messages_out(sent);
             }
-            _ = &mut stopped => return None,
+            _ = outbox.stopped_now() => return None,
         }
     }
 }
@@ -164,22 +149,20 @@ pub(super) async fn run(
 ) {
     tracing::debug!(connection_id = %meta.connection_id, source_ip = %meta.source_ip, "connection opened");
     let (sink, mut stream) = ws.split();
-    let stop_writer = WriterStop::default();
     let writer_failed = CancellationToken::new();
     let writer_task = tokio::spawn(writer(
         sink,
         Arc::clone(&handle),
-        stop_writer.clone(),
         writer_failed.clone(),
         Arc::clone(&shared),
     ));
     let ending = read_loop(&shared, &meta, &handle, &mut stream, &writer_failed, &seen).await;
 
-    if ending.drain {
-        stop_writer.after_queue.cancel();
+    handle.outbox().request_stop(if ending.drain {
+        Stop::AfterQueue
     } else {
-        stop_writer.now.cancel();
-    }
+        Stop::Now
+    });
     let sink = match timeout(CLOSE_GRACE, writer_task).await {
         Ok(Ok(sink)) => sink,
         _ => None,
@@ -277,10 +260,15 @@ async fn read_loop(
     let idle = sleep_until(Instant::now() + cfg.idle_timeout);
     tokio::pin!(idle);
     let mut budget = cfg.client_messages_per_second.map(Bucket::new);
+    // Made once: each one registers its waker on its first poll only.
+    let close_requested = handle.close_token().cancelled();
+    tokio::pin!(close_requested);
+    let write_failed = writer_failed.cancelled();
+    tokio::pin!(write_failed);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = handle.close_token().cancelled() => {
+            _ = &mut close_requested => {
                 let req = handle.close_request();
                 return match req {
                     Some(r) => Ending {
@@ -292,7 +280,7 @@ async fn read_loop(
             }
             _ = &mut lifetime => return Ending::server(1001, "Going away: connection lifetime reached"),
             _ = &mut idle => return Ending::server(1001, "Going away: idle timeout"),
-            _ = writer_failed.cancelled() => return Ending::abnormal("write to client failed"),
+            _ = &mut write_failed => return Ending::abnormal("write to client failed"),
             f = stream.next() => f,
         };
         let msg = match frame {
