@@ -17,6 +17,10 @@ pub const MAX_POST_BYTES: usize = 128 * 1024;
 pub const MAX_JOB_BODY_BYTES: usize = 1024 * 1024;
 /// Longest connection id the management API accepts before answering 400.
 pub const MAX_CONNECTION_ID_LEN: usize = 128;
+
+/// The length of the connection ids the local gateway hands out: the
+/// standard base64 of 11 random bytes, as API Gateway's look.
+pub const CONNECTION_ID_LEN: usize = 16;
 /// API Gateway closes a connection idle for this long (close code 1001).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// API Gateway closes every connection after this long (close code 1001).

@@ -225,7 +225,7 @@ mod tests {
     fn connection_ids_are_aws_shaped() {
         for _ in 0..100 {
             let id = new_connection_id();
-            assert_eq!(id.len(), 16);
+            assert_eq!(id.len(), crate::protocol::CONNECTION_ID_LEN);
             assert!(id.ends_with('='));
             assert!(
                 id[..15]

@@ -4,6 +4,7 @@
 
 use super::outbox::{Outbox, Refused};
 use crate::metrics::Metrics;
+use crate::protocol::CONNECTION_ID_LEN;
 use crate::push::{ConnectionInfo, Payload, PushError, Pusher};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
@@ -106,11 +107,25 @@ pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Going away: server shutting down
 /// Close code used when a client's outbound queue overflows.
 pub const SLOW_CONSUMER_CLOSE: u16 = 1008;
 
+/// A connection id as the registry keys it: the id's bytes inline, so a
+/// lookup compares them in the map's own memory instead of following a
+/// pointer to a string (a cache miss per message in a large fan-out).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key([u8; CONNECTION_ID_LEN]);
+
+impl Key {
+    /// None for anything not shaped like an id this gateway hands out:
+    /// no connection has it.
+    fn of(id: &str) -> Option<Key> {
+        id.as_bytes().try_into().ok().map(Key)
+    }
+}
+
 /// All live connections, plus the connection-count budget.
 pub struct Registry {
     /// Keys are ids this server generated from a CSPRNG, so a fast hasher
     /// is safe here: callers cannot choose what lands in a bucket.
-    conns: DashMap<String, Arc<ConnHandle>, foldhash::fast::RandomState>,
+    conns: DashMap<Key, Arc<ConnHandle>, foldhash::fast::RandomState>,
     slots: AtomicUsize,
     max_connections: usize,
     metrics: Arc<Metrics>,
@@ -166,15 +181,23 @@ impl Registry {
         }
     }
 
-    pub fn insert(&self, id: String, handle: Arc<ConnHandle>) {
-        self.conns.insert(id, handle);
+    /// Registers a connection under an id from `new_connection_id`;
+    /// false (and nothing registered) for an id of another shape.
+    pub fn insert(&self, id: &str, handle: Arc<ConnHandle>) -> bool {
+        let Some(key) = Key::of(id) else {
+            return false;
+        };
+        self.conns.insert(key, handle);
         self.metrics
             .connections_open
             .fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     pub fn remove(&self, id: &str) {
-        if self.conns.remove(id).is_some() {
+        if let Some(key) = Key::of(id)
+            && self.conns.remove(&key).is_some()
+        {
             self.metrics
                 .connections_open
                 .fetch_sub(1, Ordering::Relaxed);
@@ -182,7 +205,29 @@ impl Registry {
     }
 
     pub fn handle(&self, id: &str) -> Option<Arc<ConnHandle>> {
-        self.conns.get(id).map(|h| Arc::clone(&h))
+        self.conns.get(&Key::of(id)?).map(|h| Arc::clone(&h))
+    }
+
+    /// Queues a message for a connection, without waiting: a lookup and a
+    /// push onto its outbound queue, under the map's read lock.
+    fn push(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
+        let key = Key::of(connection_id).ok_or(PushError::Gone)?;
+        let handle = self.conns.get(&key).ok_or(PushError::Gone)?;
+        if handle.is_closing() {
+            return Err(PushError::Gone);
+        }
+        match handle.outbox.push(payload) {
+            Ok(()) => Ok(()),
+            Err(Refused::Full) => {
+                tracing::warn!(connection_id, "outbound queue full: closing slow consumer");
+                self.metrics
+                    .slow_consumer_closes_total
+                    .fetch_add(1, Ordering::Relaxed);
+                handle.request_close(SLOW_CONSUMER_CLOSE, "slow consumer: outbound queue full");
+                Err(PushError::Gone)
+            }
+            Err(Refused::Closed) => Err(PushError::Gone),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -207,22 +252,11 @@ impl Registry {
 #[async_trait]
 impl Pusher for Registry {
     async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
-        let handle = self.handle(connection_id).ok_or(PushError::Gone)?;
-        if handle.is_closing() {
-            return Err(PushError::Gone);
-        }
-        match handle.outbox.push(payload) {
-            Ok(()) => Ok(()),
-            Err(Refused::Full) => {
-                tracing::warn!(connection_id, "outbound queue full: closing slow consumer");
-                self.metrics
-                    .slow_consumer_closes_total
-                    .fetch_add(1, Ordering::Relaxed);
-                handle.request_close(SLOW_CONSUMER_CLOSE, "slow consumer: outbound queue full");
-                Err(PushError::Gone)
-            }
-            Err(Refused::Closed) => Err(PushError::Gone),
-        }
+        self.push(connection_id, payload)
+    }
+
+    fn post_now(&self, connection_id: &str, payload: &Payload) -> Option<Result<(), PushError>> {
+        Some(self.push(connection_id, payload.clone()))
     }
 
     async fn get(&self, connection_id: &str) -> Result<ConnectionInfo, PushError> {

@@ -371,9 +371,13 @@ async fn upgrade(
     ));
     // Registered before the 101 goes out, so a POST made as soon as the
     // client sees the upgrade finds the connection.
-    shared
+    if !shared
         .registry
-        .insert(meta.connection_id.clone(), Arc::clone(&handle));
+        .insert(&meta.connection_id, Arc::clone(&handle))
+    {
+        tracing::error!(connection_id = %meta.connection_id, "connection id of an unexpected shape");
+        return aws_error(500, "InternalServerErrorException", "Internal server error");
+    }
     metrics.connects_total.fetch_add(1, Ordering::Relaxed);
 
     let on_upgrade = hyper::upgrade::on(&mut req);

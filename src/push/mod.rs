@@ -86,6 +86,12 @@ impl PushError {
 pub trait Pusher: Send + Sync + 'static {
     /// Delivers one message to one connection.
     async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError>;
+    /// Delivers at once, when this pusher can without waiting (the local
+    /// gateway's registry): a fan-out then skips building a future per
+    /// subscriber. `None`: use `post`.
+    fn post_now(&self, _connection_id: &str, _payload: &Payload) -> Option<Result<(), PushError>> {
+        None
+    }
     /// Describes a live connection.
     async fn get(&self, connection_id: &str) -> Result<ConnectionInfo, PushError>;
     /// Closes a connection (code 1000); its `$disconnect` runs.
