@@ -241,7 +241,7 @@ impl Publisher {
                 // A yield now and then bounds how long one fan-out holds its
                 // thread.
                 answered_at_once += 1;
-                if answered_at_once % YIELD_EVERY == 0 {
+                if answered_at_once.is_multiple_of(YIELD_EVERY) {
                     tokio::task::yield_now().await;
                 }
                 match self.pusher.post_now(&conn, &payload) {
