@@ -82,19 +82,29 @@ struct PhaseShared {
 
 impl PhaseShared {
     /// Waits for worker `w`'s `i`-th turn: at its slot of the open-loop
-    /// schedule for paced runs (returned, as board time), at once for closed
-    /// loops — with the post's number in the phase. None once the phase is
-    /// over.
+    /// schedule for paced runs, at once for closed loops — with the post's
+    /// number in the phase, and for paced runs the board time its latency
+    /// counts from. None once the phase is over.
+    ///
+    /// A post that is late because the worker was still waiting for its
+    /// previous answer counts from its slot: the server's queueing shows.
+    /// A post the worker had to wait for counts from when the timer woke
+    /// it: tokio's timer fires up to a millisecond after the deadline, and
+    /// that lateness is the load generator's, not the server's.
     async fn next_turn(&self, w: usize, i: u64) -> Option<(u64, Option<u64>)> {
         let slot = (i * self.workers as u64 + w as u64) * 1_000_000_000;
         let scheduled = match slot.checked_div(self.spec.rate) {
             Some(offset) => {
-                if Duration::from_nanos(offset) >= self.spec.duration {
+                let due = Duration::from_nanos(offset);
+                if due >= self.spec.duration {
                     return None;
                 }
-                tokio::time::sleep_until((self.started + Duration::from_nanos(offset)).into())
-                    .await;
-                Some(self.start_ns + offset)
+                if self.started.elapsed() < due {
+                    tokio::time::sleep_until((self.started + due).into()).await;
+                    Some(self.board.now_ns().max(self.start_ns + offset))
+                } else {
+                    Some(self.start_ns + offset)
+                }
             }
             None => None,
         };
