@@ -194,3 +194,32 @@ async fn a_429_halves_the_posts_in_flight_and_every_message_still_arrives_once()
         );
     }
 }
+
+/// Without added latency the local registry answers every post at once:
+/// the publisher delivers to live subscribers, and a subscription whose
+/// connection is gone (a wrong-shaped id among them) is counted and
+/// deleted, as over `@connections`.
+#[tokio::test]
+async fn local_fan_out_answers_at_once_and_deletes_gone_subscriptions() {
+    let srv = start().await;
+    let mut clients = audience(&srv, "at-once", 3).await;
+    let store = srv.deps.publisher.store();
+    let now = chrono::Utc::now();
+    for gone in ["L0SM9cOFvHcCIhw=", "not-an-id-of-this-gateway"] {
+        store.subscribe("at-once", gone, now).await.unwrap();
+    }
+    let (_, report) = srv
+        .deps
+        .publisher
+        .publish("at-once", running(25.0))
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 3);
+    assert_eq!(report.gone, 2);
+    assert!(report.failed.is_empty());
+    expect_seqs(&mut clients, &[2]).await;
+    let mut left = store.subscribers("at-once").await.unwrap();
+    left.sort();
+    assert_eq!(left.len(), 3, "gone subscriptions deleted: {left:?}");
+    assert!(!left.iter().any(|c| c == "L0SM9cOFvHcCIhw="));
+}

@@ -244,17 +244,8 @@ impl Publisher {
                 if answered_at_once.is_multiple_of(YIELD_EVERY) {
                     tokio::task::yield_now().await;
                 }
-                match self.pusher.post_now(&conn, &payload) {
-                    Some(Ok(())) => report.delivered += 1,
-                    Some(Err(PushError::Gone)) => {
-                        let posted = Posted::at_once(conn, Outcome::Gone { retries: 0 });
-                        self.record(job_id, posted, &mut report).await;
-                    }
-                    Some(Err(error)) if !error.is_retryable() => {
-                        let posted = Posted::at_once(conn, Outcome::Failed { retries: 0, error });
-                        self.record(job_id, posted, &mut report).await;
-                    }
-                    _ => running.push(self.post_with_retry(conn, payload.clone())),
+                if let Some(conn) = self.post_at_once(job_id, conn, &payload, &mut report).await {
+                    running.push(self.post_with_retry(conn, payload.clone()));
                 }
             }
             let Some(posted) = running.next().await else {
@@ -283,6 +274,31 @@ impl Publisher {
         m.publish_post_latency_us
             .store(self.pace.latency().as_micros() as i64, Ordering::Relaxed);
         report
+    }
+
+    /// Posts through the pusher's immediate path when it has one; gives the
+    /// connection back when the post needs the asynchronous path (no
+    /// immediate path, or an answer worth retrying).
+    async fn post_at_once(
+        &self,
+        job_id: &str,
+        conn: String,
+        payload: &Payload,
+        report: &mut PublishReport,
+    ) -> Option<String> {
+        let outcome = match self.pusher.post_now(&conn, payload) {
+            None => return Some(conn),
+            Some(Ok(())) => {
+                report.delivered += 1;
+                return None;
+            }
+            Some(Err(PushError::Gone)) => Outcome::Gone { retries: 0 },
+            Some(Err(e)) if e.is_retryable() => return Some(conn),
+            Some(Err(error)) => Outcome::Failed { retries: 0, error },
+        };
+        self.record(job_id, Posted::at_once(conn, outcome), report)
+            .await;
+        None
     }
 
     async fn record(&self, job_id: &str, posted: Posted, report: &mut PublishReport) {

@@ -9,8 +9,11 @@
 //!    post to `@connections/{id}` round-robin as fast as answers come back.
 //!    Every body carries the time it was sent; clients compute end-to-end
 //!    latency on arrival. Lost = accepted posts never delivered after a drain.
-//! 3. **paced**: the same at a fixed rate (open loop: latency counts from the
-//!    scheduled send time, so a stalled server cannot hide its queueing).
+//! 3. **paced**: the same at a fixed rate (open loop: a post late because
+//!    its worker still waited for the previous answer counts from its
+//!    scheduled time, so a stalled server cannot hide its queueing; one the
+//!    worker slept for counts from when the timer woke it, since tokio's
+//!    timer fires up to a millisecond late).
 //! 4. **fan-out**: jobcast's own publisher (memory store, AWS SDK client,
 //!    SigV4) posts one job's snapshot to all N subscribers through the
 //!    target's `@connections`; time until the last client has it.
