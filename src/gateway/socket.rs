@@ -163,9 +163,29 @@ pub(super) async fn run(
     } else {
         Stop::Now
     });
-    let sink = match timeout(CLOSE_GRACE, writer_task).await {
+    // Boxed: a connection spends its life in the read loop above, and the
+    // closing steps' state would otherwise sit in every connection's task.
+    Box::pin(close(shared, meta, stream, writer_task, ending, slot)).await;
+}
+
+/// Ends a connection: lets the writer finish (or stops it), sends our close
+/// frame or the echo of the client's, lingers, and runs `$disconnect`.
+async fn close(
+    shared: Arc<Shared>,
+    meta: ConnectionMeta,
+    mut stream: SplitStream<Ws>,
+    mut writer_task: tokio::task::JoinHandle<Option<Sink>>,
+    ending: Ending,
+    slot: Slot,
+) {
+    let sink = match timeout(CLOSE_GRACE, &mut writer_task).await {
         Ok(Ok(sink)) => sink,
-        _ => None,
+        // A write the client never drains: stop it, so the socket is not
+        // held open by a writer nobody waits for.
+        _ => {
+            writer_task.abort();
+            None
+        }
     };
     if let Some(mut sink) = sink {
         let lingering = ending.send_close;
