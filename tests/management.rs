@@ -289,6 +289,43 @@ async fn wrong_method_and_wrong_stage() {
     assert_eq!(res.headers()["x-amzn-errortype"], "ForbiddenException");
 }
 
+/// A connection closed by the server (here DELETE) whose client does not
+/// read: once the close grace is over the server stops writing and lets
+/// the socket go. Only what the kernel already holds still arrives, not the
+/// rest of the queue.
+#[tokio::test]
+async fn a_close_the_client_does_not_drain_stops_the_writer() {
+    let mut srv = start().await;
+    let api = sdk(srv.url("/dev")).await;
+    let (mut idle, id) = srv.connected().await;
+    // 40 MB: more than the socket buffers on both sides can hold, less than
+    // the queue's 1,024 messages.
+    const POSTS: usize = 400;
+    let big = "q".repeat(100_000);
+    for _ in 0..POSTS {
+        post(&api, &id, big.clone()).await.expect("queued");
+    }
+    api.delete_connection()
+        .connection_id(&id)
+        .send()
+        .await
+        .expect("delete accepted");
+    srv.expect_disconnect(&id, 1000, "management API").await;
+    let mut received = 0;
+    loop {
+        match tokio::time::timeout(WAIT, idle.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => received += 1,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => panic!("the connection stayed open after {received} messages"),
+        }
+    }
+    assert!(
+        received < POSTS,
+        "the writer went on after the close: all {received} messages arrived"
+    );
+}
+
 #[tokio::test]
 async fn slow_consumer_is_closed_and_others_keep_receiving() {
     let srv = start_with(|c| c.outbound_queue = 8).await;
