@@ -85,11 +85,11 @@ enum Outcome {
     Failed { retries: usize, error: PushError },
 }
 
-/// One connection's outcome, and whether any attempt was answered 429.
 /// Posts answered at once between two yields of a fan-out (about a
 /// millisecond of work).
 const YIELD_EVERY: usize = 4096;
 
+/// One connection's outcome, and whether any attempt was answered 429.
 struct Posted {
     conn: String,
     outcome: Outcome,
@@ -240,12 +240,14 @@ impl Publisher {
                 // and find several messages queued: one write for them all.
                 // A yield now and then bounds how long one fan-out holds its
                 // thread.
-                answered_at_once += 1;
-                if answered_at_once.is_multiple_of(YIELD_EVERY) {
-                    tokio::task::yield_now().await;
-                }
-                if let Some(conn) = self.post_at_once(job_id, conn, &payload, &mut report).await {
-                    running.push(self.post_with_retry(conn, payload.clone()));
+                match self.post_at_once(job_id, conn, &payload, &mut report).await {
+                    Some(conn) => running.push(self.post_with_retry(conn, payload.clone())),
+                    None => {
+                        answered_at_once += 1;
+                        if answered_at_once.is_multiple_of(YIELD_EVERY) {
+                            tokio::task::yield_now().await;
+                        }
+                    }
                 }
             }
             let Some(posted) = running.next().await else {
