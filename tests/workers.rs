@@ -183,6 +183,25 @@ async fn an_http_worker_runs_a_job_watched_by_a_browser_and_a_webhook() {
     assert!(srv.metric("jobcast_worker_updates_total").await >= 4.0);
 }
 
+/// `--update-url` sends workers elsewhere (in AWS, the updates function's
+/// URL) while browsers keep the jobs API's own links.
+#[tokio::test]
+async fn update_url_names_where_workers_report() {
+    let worker = webhook_receiver(vec![200]).await;
+    let srv = http_kind_server(&worker, |c| {
+        c.update_url = Some("https://updates.example.net/".into());
+    })
+    .await;
+    let job = create(&srv, json!({"kind": "export", "input": {}})).await;
+    let id = job["jobId"].as_str().unwrap();
+    let msg = job_message(&worker, 1).await;
+    assert_eq!(
+        msg["updateUrl"],
+        format!("https://updates.example.net/jobs/{id}/updates")
+    );
+    assert_eq!(job["statusUrl"], srv.url(&format!("/jobs/{id}")).as_str());
+}
+
 #[tokio::test]
 async fn the_update_endpoint_answers_every_case_with_its_status() {
     let worker = webhook_receiver(vec![200]).await;

@@ -9,9 +9,10 @@
 //! | variable | used by | meaning |
 //! |---|---|---|
 //! | `JOBCAST_TABLE` | all | DynamoDB table |
-//! | `JOBCAST_TOKEN_SECRET` | connect, message, jobs_api | signs job tokens (16+ bytes) |
+//! | `JOBCAST_TOKEN_SECRET` | connect, message, jobs_api, updates | signs job tokens (16+ bytes) |
 //! | `JOBCAST_QUEUE_URL` | jobs_api | SQS queue of accepted jobs |
 //! | `JOBCAST_WEBSOCKET_URL` | jobs_api | `wss://…/{stage}` put in `websocketUrl` |
+//! | `JOBCAST_UPDATE_URL` | jobs_api | base of each job message's `updateUrl` (the updates function's URL); the jobs API's own when unset |
 //! | `JOBCAST_MANAGEMENT_ENDPOINT` | worker, jobs_api; optional for the others | `https://{api}.execute-api.{region}.amazonaws.com/{stage}`; set it for custom domains |
 //! | `JOBCAST_RETENTION_SECONDS` | all | job and idempotency retention (default 86400) |
 //! | `JOBCAST_WEBHOOK_SECRET` | jobs_api, worker, sweeper | signs webhooks and `http` hand-overs; `callbackUrl` is refused without it |
@@ -241,6 +242,7 @@ impl Wiring {
         let mut wiring = Wiring::new(sdk, store, tokens, queue);
         wiring.parts.links.websocket_url = var("JOBCAST_WEBSOCKET_URL");
         wiring.parts.links.public_url = var("JOBCAST_PUBLIC_URL");
+        wiring.parts.links.update_url = var("JOBCAST_UPDATE_URL");
         wiring.management_endpoint = var("JOBCAST_MANAGEMENT_ENDPOINT");
         if var("JOBCAST_EXTERNAL_KINDS").is_some() {
             return Err("JOBCAST_EXTERNAL_KINDS was replaced by JOBCAST_KINDS (KIND=TARGET,…): redeploy with the template's Kinds parameter".into());

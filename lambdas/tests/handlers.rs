@@ -493,3 +493,103 @@ async fn the_shipped_worker_wiring_delivers_each_webhook_once() {
         Some(jobcast::store::WebhookStatus::Delivered)
     );
 }
+
+/// An event as a Lambda function URL delivers it to the updates function.
+fn function_url_event(
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> ApiGatewayV2httpRequest {
+    let text = fixture(
+        "function-url-update.json",
+        &[("method", method), ("path", path), ("workerToken", token)],
+    );
+    let mut event: ApiGatewayV2httpRequest = serde_json::from_str(&text).unwrap();
+    event.body = Some(body.to_string());
+    event
+}
+
+fn problem_code(res: &aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> Value {
+    match &res.body {
+        Some(Body::Text(t)) => serde_json::from_str::<Value>(t).unwrap()["code"].clone(),
+        _ => Value::Null,
+    }
+}
+
+#[tokio::test]
+async fn a_worker_reports_through_the_function_url_and_nothing_else_gets_in() {
+    let rig = rig().await;
+    let (status, accepted, _) = rig.post_job("function-url-1").await;
+    assert_eq!(status, 202);
+    let job_id = accepted["jobId"].as_str().unwrap().to_string();
+    let (mut client, conn) = rig.client().await;
+    rig.store
+        .subscribe(&job_id, &conn, chrono::Utc::now())
+        .await
+        .unwrap();
+    let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
+    let keys = TokenKey::new(SECRET, Duration::from_secs(3600)).unwrap();
+    let worker_token = keys.issue_worker(&job_id, chrono::Utc::now().timestamp());
+    let updates = format!("/jobs/{job_id}/updates");
+
+    // The worker's update: stored, answered with its seq, pushed.
+    let event = function_url_event(
+        "POST",
+        &updates,
+        &worker_token,
+        r#"{"percent":40,"message":"half"}"#,
+    );
+    let res = jobs_api::handle_updates(&deps, event).await;
+    assert_eq!(res.status_code, 200);
+    let Some(Body::Text(body)) = &res.body else {
+        panic!("no body: {res:?}");
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"jobId": job_id, "seq": 2, "status": "running"})
+    );
+    let pushed = next_json(&mut client).await;
+    assert_eq!(
+        (&pushed["seq"], &pushed["percent"], &pushed["message"]),
+        (&json!(2), &json!(40.0), &json!("half"))
+    );
+
+    // The job's client token is not a worker's.
+    let client_token = accepted["token"].as_str().unwrap();
+    let event = function_url_event("POST", &updates, client_token, r#"{"percent":50}"#);
+    assert_eq!(
+        jobs_api::handle_updates(&deps, event).await.status_code,
+        403
+    );
+
+    // Only the updates route is served: the rest of the jobs API (and its
+    // authorizer) stays behind the HTTP API.
+    let get = jobs_api::handle_updates(
+        &deps,
+        function_url_event("GET", &updates, &worker_token, ""),
+    )
+    .await;
+    assert_eq!(get.status_code, 405);
+    assert_eq!(get.headers["allow"], "POST");
+    let post_jobs = r#"{"kind":"demo","input":{"steps":1,"stepMs":0}}"#;
+    for (method, path, body) in [
+        ("POST", "/jobs".to_string(), post_jobs),
+        ("GET", format!("/jobs/{job_id}"), ""),
+        ("DELETE", format!("/jobs/{job_id}"), ""),
+        ("GET", "/jobs".to_string(), ""),
+    ] {
+        let res = jobs_api::handle_updates(
+            &deps,
+            function_url_event(method, &path, &worker_token, body),
+        )
+        .await;
+        assert_eq!(res.status_code, 404, "{method} {path}");
+        assert_eq!(problem_code(&res), "not_found");
+    }
+    let job = rig.store.get_job(&job_id).await.unwrap().unwrap();
+    assert_eq!(
+        job.snapshot.seq, 2,
+        "nothing but the one update reached the job"
+    );
+}

@@ -90,6 +90,10 @@ pub struct CostOptions {
     /// (the liveness deadline an update stores depends on it).
     #[arg(long, default_value = "0", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
     pub update_interval: std::time::Duration,
+    /// Where workers send their updates: the updates function's URL (the
+    /// template's default, no API Gateway request) or the HTTP API route.
+    #[arg(long, default_value = "function-url", value_enum)]
+    pub updates_via: crate::bench::cost::UpdatesVia,
     /// `@connections` round trip, as AWS's.
     #[arg(long, default_value = "30ms", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
     pub management_latency: std::time::Duration,

@@ -208,6 +208,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_WEBSOCKET_URL", value_parser = parse_base_url, value_name = "URL")]
     pub websocket_url: Option<String>,
 
+    /// Base URL workers post their updates to, used in each job message's updateUrl
+    /// (default: the jobs API's, as statusUrl).
+    #[arg(long, env = "JOBCAST_UPDATE_URL", value_parser = parse_base_url, value_name = "URL")]
+    pub update_url: Option<String>,
+
     /// Answer @connections POSTs beyond this many per second with 429 LimitExceededException.
     #[arg(long, env = "JOBCAST_LIMIT_POSTS_PER_SECOND", value_parser = parse_positive::<u32>, allow_negative_numbers = true, value_name = "PER_SECOND")]
     pub limit_posts_per_second: Option<u32>,
@@ -404,6 +409,7 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(10),
             public_url: self.public_url.clone(),
             websocket_url: self.websocket_url.clone(),
+            update_url: self.update_url.clone(),
             webhook_secret: std::env::var("JOBCAST_WEBHOOK_SECRET")
                 .ok()
                 .filter(|s| !s.is_empty()),

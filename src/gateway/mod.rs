@@ -69,6 +69,8 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     pub public_url: Option<String>,
     pub websocket_url: Option<String>,
+    /// Base URL put in job messages' `updateUrl` (default: the jobs API's).
+    pub update_url: Option<String>,
     /// Secret that signs webhooks; a `callbackUrl` is refused without it.
     pub webhook_secret: Option<String>,
     /// How webhooks are attempted, and which addresses they may reach.
@@ -113,6 +115,7 @@ impl Default for GatewayConfig {
             shutdown_grace: Duration::from_secs(10),
             public_url: None,
             websocket_url: None,
+            update_url: None,
             webhook_secret: None,
             webhook: WebhookOptions::default(),
             limit_posts_per_second: None,
@@ -247,6 +250,7 @@ impl Gateway {
         parts.links = Links {
             public_url: config.public_url.clone(),
             websocket_url: config.websocket_url.clone(),
+            update_url: config.update_url.clone(),
             stage: config.stage.clone(),
         };
         let pusher: Arc<dyn crate::push::Pusher> = if config.management_latency.is_zero() {
@@ -277,10 +281,12 @@ impl Gateway {
             workers.stop_token().clone(),
         );
         // Where workers reach this process when no request says (resumed jobs).
-        let local_base = config.public_url.clone().unwrap_or_else(|| {
-            let addr = listener.local_addr().unwrap_or(config.listen);
-            format!("http://{addr}")
-        });
+        let local_base = (config.update_url.clone())
+            .or_else(|| config.public_url.clone())
+            .unwrap_or_else(|| {
+                let addr = listener.local_addr().unwrap_or(config.listen);
+                format!("http://{addr}")
+            });
         if config.resume {
             workers.recover(publisher.clone(), Arc::clone(&dispatcher), local_base);
         }

@@ -51,6 +51,10 @@ pub struct Links {
     /// (`wss://abc.execute-api.eu-west-1.amazonaws.com/prod`); derived from
     /// the request's `Host` and `stage` when unset.
     pub websocket_url: Option<String>,
+    /// Base URL workers send `POST /jobs/{id}/updates` to, put in each job
+    /// message's `updateUrl` (in AWS, the updates function's URL); the jobs
+    /// API's base URL when unset.
+    pub update_url: Option<String>,
     /// The WebSocket API stage.
     pub stage: String,
 }

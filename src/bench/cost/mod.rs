@@ -15,7 +15,7 @@ mod model;
 pub mod prices;
 mod report;
 
-pub use model::{Dollars, Step};
+pub use model::{Dollars, Step, UpdatesVia};
 
 pub use super::args::CostOptions;
 use super::fanout::{Audience, local_table};
@@ -63,6 +63,7 @@ pub struct CostCase {
 #[serde(rename_all = "camelCase")]
 pub struct CostReport {
     pub management_latency_ms: f64,
+    pub updates_via: UpdatesVia,
     pub connection_minutes: f64,
     pub lambda_memory_mb: f64,
     pub prices_read_on: &'static str,
@@ -92,6 +93,7 @@ pub async fn run(opts: CostOptions) -> Result<CostReport, String> {
     }
     Ok(CostReport {
         management_latency_ms: opts.management_latency.as_secs_f64() * 1000.0,
+        updates_via: opts.updates_via,
         connection_minutes: opts.connection_minutes,
         lambda_memory_mb: prices::LAMBDA_MEMORY_MB,
         prices_read_on: prices::READ_ON,
@@ -159,13 +161,12 @@ fn jobs_event(
     ))
 }
 
-/// Calls the jobs handler; a non-2xx answer is an error of the bench.
+/// Runs a jobs handler; a non-2xx answer is an error of the bench.
 async fn call_jobs(
-    deps: &Deps,
     meter: &CapacityMeter,
-    event: aws_lambda_events::apigw::ApiGatewayV2httpRequest,
+    handled: impl Future<Output = aws_lambda_events::apigw::ApiGatewayV2httpResponse>,
 ) -> Result<(serde_json::Value, f64, Usage), String> {
-    let (res, ms, usage) = measured(meter, jobs_api::handle(deps, event)).await;
+    let (res, ms, usage) = measured(meter, handled).await;
     let body = match &res.body {
         Some(aws_lambda_events::encodings::Body::Text(t)) => t.clone(),
         other => format!("{other:?}"),
@@ -236,7 +237,7 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
         &serde_json::json!({"kind": "demo", "input": {}}),
         None,
     )?;
-    let (body, ms, usage) = call_jobs(&deps, &meter, created).await?;
+    let (body, ms, usage) = call_jobs(&meter, jobs_api::handle(&deps, created)).await?;
     let create = Step::new(&[ms], &usage);
     let job_id = body["jobId"]
         .as_str()
@@ -256,7 +257,7 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let _ = stop_tx.send(());
     let _ = server.await;
     let sqs = queue.0.load(Ordering::Relaxed);
-    let per_update = dollars_per_update(&update.per_invocation(), s, &US_EAST_1);
+    let per_update = dollars_per_update(&update.per_invocation(), s, opts.updates_via, &US_EAST_1);
     let job = JobSteps {
         create: &create,
         update: &update,
@@ -312,7 +313,12 @@ async fn updates(
             &body,
             Some(job_id),
         )?;
-        let (_, ms, usage) = call_jobs(deps, meter, event).await?;
+        let (_, ms, usage) = match opts.updates_via {
+            UpdatesVia::FunctionUrl => {
+                call_jobs(meter, jobs_api::handle_updates(deps, event)).await?
+            }
+            UpdatesVia::HttpApi => call_jobs(meter, jobs_api::handle(deps, event)).await?,
+        };
         millis.push(ms);
         total = total.plus(&usage);
     }

@@ -6,6 +6,27 @@ use super::meter::Usage;
 use super::prices::{Prices, billed_gb_seconds};
 use serde::Serialize;
 
+/// The door a worker's update comes through, which decides whether API
+/// Gateway bills a request for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdatesVia {
+    /// The updates function's own URL: Lambda alone bills it.
+    FunctionUrl,
+    /// `POST /jobs/{id}/updates` on the HTTP API: one more API request.
+    HttpApi,
+}
+
+impl UpdatesVia {
+    /// API Gateway's charge for one update through this door.
+    pub fn request_dollars(self, p: &Prices) -> f64 {
+        match self {
+            UpdatesVia::FunctionUrl => 0.0,
+            UpdatesVia::HttpApi => p.http_api_request,
+        }
+    }
+}
+
 /// One Lambda-backed step: invocations, time, DynamoDB use.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,12 +125,12 @@ impl Dollars {
     }
 }
 
-/// One update: its invocation, its request, one message per subscriber,
-/// its DynamoDB units.
-pub(super) fn dollars_per_update(update: &Step, s: usize, p: &Prices) -> Dollars {
+/// One update: its invocation, its request (if API Gateway carries it), one
+/// message per subscriber, its DynamoDB units.
+pub(super) fn dollars_per_update(update: &Step, s: usize, via: UpdatesVia, p: &Prices) -> Dollars {
     Dollars {
         lambda: update.lambda_dollars(p),
-        http_api: p.http_api_request,
+        http_api: via.request_dollars(p),
         websocket_messages: s as f64 * p.websocket_message,
         dynamodb: update.dynamodb_dollars(p),
         ..Dollars::default()
@@ -136,7 +157,7 @@ impl JobSteps<'_> {
             lambda: self.create.lambda_dollars(p)
                 + self.update.lambda_dollars(p)
                 + s * per_connection,
-            http_api: (1.0 + n) * p.http_api_request,
+            http_api: p.http_api_request + n * opts.updates_via.request_dollars(p),
             websocket_messages: s * n * p.websocket_message,
             connection_minutes: s * opts.connection_minutes * p.websocket_connection_minute,
             dynamodb: self.create.dynamodb_dollars(p)

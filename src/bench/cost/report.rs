@@ -1,6 +1,6 @@
 //! The cost report as Markdown: the tables BENCHMARKS.md carries.
 
-use super::{CostCase, CostReport, Dollars, Step};
+use super::{CostCase, CostReport, Dollars, Step, UpdatesVia};
 use std::fmt::{self, Display, Formatter, Write};
 
 fn million(d: f64) -> String {
@@ -50,12 +50,42 @@ fn case_lines(out: &mut Formatter<'_>, c: &CostCase) -> fmt::Result {
     )
 }
 
+/// What one update would cost through the other door: the same handler,
+/// one API Gateway request more or less.
+fn other_door(out: &mut Formatter<'_>, r: &CostReport) -> fmt::Result {
+    let request = r.prices.http_api_request;
+    let (label, delta) = match r.updates_via {
+        UpdatesVia::FunctionUrl => ("through the HTTP API route instead", request),
+        UpdatesVia::HttpApi => ("through the updates function's URL instead", -request),
+    };
+    let totals: Vec<String> = r
+        .cases
+        .iter()
+        .map(|c| {
+            format!(
+                "S = {}: {}",
+                c.subscribers,
+                million(c.per_update.total() + delta)
+            )
+        })
+        .collect();
+    writeln!(
+        out,
+        "\nThe update alone {label}: {} per million.",
+        totals.join(", ")
+    )
+}
+
 impl Display for CostReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let n = self.cases.first().map(|c| c.updates).unwrap_or(0);
+        let door = match self.updates_via {
+            UpdatesVia::FunctionUrl => "the updates function's URL",
+            UpdatesVia::HttpApi => "the HTTP API and the jobs function",
+        };
         writeln!(
             f,
-            "One update (`POST /jobs/{{id}}/updates` through the jobs Lambda's handler, `@connections` answering {:.0} ms later):\n",
+            "One update (`POST /jobs/{{id}}/updates` through {door}, `@connections` answering {:.0} ms later):\n",
             self.management_latency_ms
         )?;
         writeln!(
@@ -94,6 +124,7 @@ impl Display for CostReport {
                 )
             )?;
         }
+        other_door(f, self)?;
         if let Some(c) = self.cases.first() {
             writeln!(
                 f,

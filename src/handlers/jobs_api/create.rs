@@ -3,7 +3,7 @@
 //! Idempotency-Key bound, the job stored and handed to its worker.
 
 use super::problem::{Problem, json_response, store_problem};
-use super::{Deps, base_url, body_bytes, header_str, websocket_base};
+use super::{Deps, base_url, body_bytes, header_str, updates_base, websocket_base};
 use crate::handlers::worker;
 use crate::protocol::{DEMO_KIND, MAX_JOB_BODY_BYTES, Status, hex};
 use crate::store::{
@@ -234,7 +234,7 @@ async fn accept(
     // Before the worker has it, so followers are subscribed before its
     // first update.
     crate::handlers::owners::announce(deps, &record).await;
-    if let Err(e) = deps.queue.enqueue(&record, &base_url(deps, req)).await {
+    if let Err(e) = deps.queue.enqueue(&record, &updates_base(deps, req)).await {
         tracing::warn!(job_id, error = %e, "could not enqueue job");
         // The key must not replay a 202 for a job that will never run.
         release_idempotency_key(deps, key, &job_id).await;

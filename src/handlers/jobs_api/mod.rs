@@ -62,22 +62,40 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
         Some(Route::Item(id)) if method == Method::GET => get(deps, &req, id).await,
         Some(Route::Item(id)) if method == Method::DELETE => cancel(deps, &req, id).await,
         Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
-        Some(r) => {
-            let allow = match r {
-                Route::Collection => "GET, POST",
-                Route::Updates(_) => "POST",
-                Route::Item(_) => "GET, DELETE",
-            };
-            let mut p = Problem::new(
-                405,
-                "method_not_allowed",
-                format!("{method} is not allowed here; allowed: {allow}"),
-            );
-            p.headers.push((header::ALLOW, allow.into()));
-            Err(p)
-        }
+        Some(Route::Collection) => Err(not_allowed(&method, "GET, POST")),
+        Some(Route::Item(_)) => Err(not_allowed(&method, "GET, DELETE")),
+        Some(Route::Updates(_)) => Err(not_allowed(&method, "POST")),
     };
     result.unwrap_or_else(Problem::into_response)
+}
+
+/// Handles a request to the workers' own door (a Lambda function URL in
+/// AWS, which costs no API Gateway request): `POST /jobs/{jobId}/updates`
+/// and nothing else. The rest of the jobs API is refused here, so this door
+/// never bypasses what the HTTP API checks first (its JWT authorizer).
+pub async fn handle_updates(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let method = req.request_context.http.method.clone();
+    let result = match route(&req) {
+        Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
+        Some(Route::Updates(_)) => Err(not_allowed(&method, "POST")),
+        _ => Err(Problem::new(
+            404,
+            "not_found",
+            "only POST /jobs/{jobId}/updates is served here; the rest of the jobs API is at its own URL",
+        )),
+    };
+    result.unwrap_or_else(Problem::into_response)
+}
+
+/// 405 with the methods the resource has.
+fn not_allowed(method: &Method, allow: &'static str) -> Problem {
+    let mut p = Problem::new(
+        405,
+        "method_not_allowed",
+        format!("{method} is not allowed here; allowed: {allow}"),
+    );
+    p.headers.push((header::ALLOW, allow.into()));
+    p
 }
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -104,6 +122,14 @@ fn base_url(deps: &Deps, req: &ApiGatewayV2httpRequest) -> String {
         .unwrap_or("localhost");
     let proto = header_str(&req.headers, "x-forwarded-proto").unwrap_or("http");
     format!("{proto}://{host}")
+}
+
+/// Where workers post their updates: `{base}/jobs/{id}/updates`.
+fn updates_base(deps: &Deps, req: &ApiGatewayV2httpRequest) -> String {
+    match &deps.links.update_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => base_url(deps, req),
+    }
 }
 
 fn websocket_base(deps: &Deps, req: &ApiGatewayV2httpRequest) -> String {
