@@ -167,3 +167,55 @@ impl JobSteps<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::cost::prices::US_EAST_1;
+
+    fn step(invocations: u64, write_units: f64) -> Step {
+        Step {
+            invocations,
+            billed_gb_seconds: invocations as f64 * 0.01,
+            write_units,
+            ..Step::default()
+        }
+    }
+
+    #[test]
+    fn the_function_url_drops_the_api_request_of_each_update_and_nothing_else() {
+        let p = US_EAST_1;
+        let one = step(1, 1.0);
+        let url = dollars_per_update(&one, 10, UpdatesVia::FunctionUrl, &p);
+        let api = dollars_per_update(&one, 10, UpdatesVia::HttpApi, &p);
+        assert_eq!(url.http_api, 0.0);
+        assert_eq!(api.http_api, p.http_api_request);
+        assert!((api.total() - url.total() - p.http_api_request).abs() < 1e-15);
+        assert_eq!(url.websocket_messages, 10.0 * p.websocket_message);
+        assert_eq!(url.lambda, api.lambda);
+
+        // A whole job still pays for its `POST /jobs` through the HTTP API.
+        let opts = |via| CostOptions {
+            subscribers: vec![10],
+            updates: 4,
+            update_interval: std::time::Duration::ZERO,
+            updates_via: via,
+            management_latency: std::time::Duration::ZERO,
+            connection_minutes: 1.0,
+            samples: 1,
+            json_out: None,
+        };
+        let (create, updates, connect) = (step(1, 1.0), step(4, 4.0), step(1, 3.0));
+        let job = JobSteps {
+            create: &create,
+            update: &updates,
+            connect: &connect,
+            disconnect: &connect,
+            sqs: 1,
+        };
+        let url = job.dollars(10, &opts(UpdatesVia::FunctionUrl), &p);
+        let api = job.dollars(10, &opts(UpdatesVia::HttpApi), &p);
+        assert_eq!(url.http_api, p.http_api_request);
+        assert!((api.http_api - 5.0 * p.http_api_request).abs() < 1e-15);
+    }
+}
