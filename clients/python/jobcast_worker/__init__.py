@@ -9,6 +9,10 @@ through the job's ``updateUrl``::
     job.progress(percent=50, message="half way")
     job.succeed({"url": "s3://bucket/out.csv"})
 
+With ``min_interval`` (seconds), progress reported faster than that is
+merged and sent at most once per interval, the newest state last: fewer
+updates, so fewer pushes, invocations and table writes.
+
 Throttling (429), server errors (5xx) and connection errors are retried with
 exponential backoff, honouring ``Retry-After``; other 4xx answers are never
 retried. Once the job has ended (cancelled by its client, or expired), every
@@ -75,7 +79,8 @@ class Job:
                  kind: Optional[str] = None, input: Any = None, attempt: int = 1,
                  heartbeat_timeout_seconds: int = 0, created_at: Optional[str] = None,
                  retries: int = 6, timeout: float = 30.0,
-                 backoff: float = 0.5, max_backoff: float = 30.0) -> None:
+                 backoff: float = 0.5, max_backoff: float = 30.0,
+                 min_interval: float = 0.0) -> None:
         self.id = job_id
         self.update_url = update_url
         self.kind = kind
@@ -89,8 +94,16 @@ class Job:
         self.max_backoff = max_backoff
         #: The last accepted ``{"jobId", "seq", "status"}``, or the final snapshot once ended.
         self.last: Optional[Dict[str, Any]] = None
+        #: Seconds between two progress updates sent; 0 sends every call.
+        self.min_interval = max(float(min_interval or 0.0), 0.0)
         self._token = worker_token
         self._ended: Optional[JobEnded] = None
+        # Calls on one job go out one at a time, held progress included.
+        self._lock = threading.RLock()
+        self._held: Optional[Dict[str, Any]] = None
+        self._sent_at: Optional[float] = None
+        self._timer: Optional[threading.Timer] = None
+        self._late_error: Optional[JobcastError] = None
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, kind={self.kind!r}, attempt={self.attempt})"
@@ -129,18 +142,54 @@ class Job:
 
     # -- reporting ------------------------------------------------------------
 
-    def progress(self, percent: Optional[float] = None, message: Optional[str] = None) -> Dict[str, Any]:
-        """Reports progress (the job becomes ``running``). An omitted message is cleared."""
+    def progress(self, percent: Optional[float] = None,
+                 message: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """Reports progress (the job becomes ``running``). An omitted message is cleared.
+
+        With ``min_interval``, a call less than that after the previous
+        progress sent is held and returns ``None``: the newest held progress
+        goes out when the interval is up, or with :meth:`flush`,
+        :meth:`heartbeat` or the job's end. An error that sending it met is
+        raised by the next call."""
         body: Dict[str, Any] = {"status": "running"}
         if percent is not None:
             body["percent"] = percent
         if message is not None:
             body["message"] = message
-        return self._send(body)
+        with self._lock:
+            self._raise_late()
+            if self._held is not None and "percent" not in body and "percent" in self._held:
+                body["percent"] = self._held["percent"]
+            now = time.monotonic()
+            wait = 0.0 if self._sent_at is None else self._sent_at + self.min_interval - now
+            if wait <= 0:
+                self._drop_held()
+                self._sent_at = now
+                return self._send(body)
+            self._held = body
+            if self._timer is None:
+                self._timer = threading.Timer(wait, self._send_held)
+                self._timer.daemon = True
+                self._timer.start()
+            return None
+
+    def flush(self) -> Optional[Dict[str, Any]]:
+        """Sends held progress now; ``None`` when nothing is held."""
+        with self._lock:
+            self._raise_late()
+            body = self._drop_held()
+            if body is None:
+                return None
+            self._sent_at = time.monotonic()
+            return self._send(body)
 
     def heartbeat(self) -> Dict[str, Any]:
-        """Tells jobcast the worker is alive, without a new snapshot."""
-        return self._send({})
+        """Tells jobcast the worker is alive, without a new snapshot (held
+        progress, if any, goes out instead: it counts as a heartbeat too)."""
+        with self._lock:
+            if self._held is not None:
+                return self.flush() or {}
+            return self._send({})
 
     def succeed(self, result: Any = None, message: Optional[str] = None) -> Dict[str, Any]:
         """Ends the job ``succeeded`` (percent 100), with an optional result."""
@@ -149,12 +198,20 @@ class Job:
             body["result"] = result
         if message is not None:
             body["message"] = message
-        return self._send(body)
+        with self._lock:
+            self._drop_held()
+            return self._send(body)
 
     def fail(self, code: str, message: str) -> Dict[str, Any]:
-        """Ends the job ``failed`` with ``error {code, message}``."""
-        return self._send({"status": "failed", "message": message,
-                           "error": {"code": code, "message": message}})
+        """Ends the job ``failed`` with ``error {code, message}`` (at the
+        percent of any progress still held)."""
+        body: Dict[str, Any] = {"status": "failed", "message": message,
+                                "error": {"code": code, "message": message}}
+        with self._lock:
+            held = self._drop_held()
+            if held is not None and "percent" in held:
+                body["percent"] = held["percent"]
+            return self._send(body)
 
     @property
     def cancelled(self) -> bool:
@@ -191,6 +248,36 @@ class Job:
         finally:
             stop.set()
             t.join(timeout=self.timeout)
+
+    # -- held progress --------------------------------------------------------
+
+    def _drop_held(self) -> Optional[Dict[str, Any]]:
+        """Takes the held progress and stops its timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        body, self._held = self._held, None
+        return body
+
+    def _send_held(self) -> None:
+        """The timer's end: sends what is held, keeping an error for the next call."""
+        with self._lock:
+            self._timer = None
+            body, self._held = self._held, None
+            if body is None:
+                return
+            self._sent_at = time.monotonic()
+            try:
+                self._send(body)
+            except JobcastError as e:
+                self._late_error = e
+
+    def _raise_late(self) -> None:
+        if self._ended is not None:
+            raise self._ended
+        error, self._late_error = self._late_error, None
+        if error is not None:
+            raise error
 
     # -- transport ------------------------------------------------------------
 

@@ -124,3 +124,22 @@ def test_a_worker_that_goes_quiet_is_lost(serve, recorder):
     with pytest.raises(JobEnded):
         job.progress(percent=50)
     assert not job.cancelled and job.ended
+
+
+def test_min_interval_turns_a_tight_loop_into_a_few_updates(serve, recorder):
+    inbox = recorder()
+    s = serve("--kind", f"manual={inbox.url}/work")
+    created = s.create("manual")
+    job = Job.from_message(inbox.wait_for(1)[0]["body"], min_interval=0.25)
+    calls = 100
+    for n in range(1, calls + 1):
+        job.progress(percent=n, message=f"row {n}")
+        time.sleep(0.01)
+    time.sleep(0.4)  # the interval is up: the newest held progress is out
+    _, view = s.request("GET", f"/jobs/{job.id}")
+    assert (view["percent"], view["message"]) == (100, "row 100")
+    updates = view["seq"] - 1
+    assert 2 <= updates <= 12, f"{calls} calls became {updates} updates"
+    job.succeed({"rows": calls})
+    seen = applied(follow(created["websocketUrl"]))
+    assert seen[-1]["status"] == "succeeded" and seen[-1]["seq"] == updates + 2

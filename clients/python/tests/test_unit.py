@@ -113,3 +113,66 @@ def test_heartbeats_run_in_the_background_while_a_block_runs(recorder):
     assert all(json.loads(q["body"]) == {} for q in r.requests)
     time.sleep(0.2)
     assert len(r.requests) == n, "stopped with the block"
+
+
+RUNNING = (200, {}, {"jobId": "job_1", "seq": 2, "status": "running"})
+
+
+def bodies(r, n):
+    return [json.loads(q["body"]) for q in r.wait_for(n)]
+
+
+def test_min_interval_holds_progress_and_sends_the_newest_when_the_interval_is_up(recorder):
+    r = recorder([RUNNING])
+    job = Job.from_message(message(r.url + "/u"), min_interval=0.3)
+    assert job.progress(percent=1, message="a")["seq"] == 2, "the first call goes out at once"
+    assert job.progress(percent=2, message="b") is None
+    assert job.progress(message="c") is None, "held: its percent is the one held before"
+    time.sleep(0.1)
+    assert len(r.requests) == 1
+    assert bodies(r, 2) == [
+        {"status": "running", "percent": 1, "message": "a"},
+        {"status": "running", "percent": 2, "message": "c"},
+    ]
+    time.sleep(0.4)
+    assert len(r.requests) == 2, "nothing held, nothing more sent"
+    assert job.progress(percent=3)["seq"] == 2, "past the interval: at once again"
+
+
+def test_held_progress_goes_out_with_flush_heartbeat_and_the_end(recorder):
+    r = recorder([RUNNING])
+    job = Job.from_message(message(r.url + "/u"), min_interval=60)
+    job.progress(percent=10)
+    assert job.flush() is None, "nothing held"
+    job.progress(percent=20)
+    assert job.flush()["seq"] == 2
+    job.progress(percent=30)
+    job.heartbeat()
+    job.progress(percent=40)
+    job.succeed({"rows": 3})
+    job2 = Job.from_message(message(r.url + "/u"), min_interval=60)
+    job2.progress(percent=50)
+    job2.progress(percent=60)
+    job2.fail("bad_input", "no such table")
+    assert bodies(r, 6) == [
+        {"status": "running", "percent": 10},
+        {"status": "running", "percent": 20},
+        {"status": "running", "percent": 30},
+        {"status": "succeeded", "result": {"rows": 3}},
+        {"status": "running", "percent": 50},
+        {"status": "failed", "message": "no such table", "percent": 60,
+         "error": {"code": "bad_input", "message": "no such table"}},
+    ]
+
+
+def test_an_error_met_by_held_progress_is_raised_by_the_next_call(recorder):
+    r = recorder([RUNNING, (422, {}, {"status": 422, "code": "invalid_update", "detail": "percent went down"})])
+    job = Job.from_message(message(r.url + "/u"), min_interval=0.1)
+    job.progress(percent=50)
+    assert job.progress(percent=40) is None
+    r.wait_for(2)
+    time.sleep(0.05)
+    with pytest.raises(JobcastError) as e:
+        job.progress(percent=60)
+    assert e.value.code == "invalid_update"
+    assert len(r.requests) == 2, "the call that raised sent nothing"
