@@ -41,6 +41,11 @@ export interface JobOptions {
   backoffMs?: number;
   /** Longest wait between tries, Retry-After included (default 30000). */
   maxBackoffMs?: number;
+  /**
+   * Milliseconds between two progress updates sent (default 0: every call).
+   * Faster progress is held, merged, and sent when the interval is up.
+   */
+  minIntervalMs?: number;
 }
 
 export const VERSION: string;
@@ -76,7 +81,11 @@ export class Job {
   ended: boolean;
   /** True once a call learned that the job was cancelled. */
   cancelled: boolean;
-  progress(update?: { percent?: number; message?: string }): Promise<Accepted>;
+  readonly minIntervalMs: number;
+  /** Resolves to null when held by minIntervalMs. */
+  progress(update?: { percent?: number; message?: string }): Promise<Accepted | null>;
+  /** Sends held progress now; null when nothing is held. */
+  flush(): Promise<Accepted | null>;
   heartbeat(): Promise<Accepted>;
   succeed(result?: unknown, message?: string): Promise<Accepted>;
   fail(code: string, message: string): Promise<Accepted>;

@@ -6,6 +6,10 @@
 //   await job.progress({ percent: 50, message: 'half way' });
 //   await job.succeed({ url: 's3://bucket/out.csv' });
 //
+// With minIntervalMs, progress reported faster than that is merged and
+// sent at most once per interval, the newest state last: fewer updates, so
+// fewer pushes, invocations and table writes.
+//
 // 429, 5xx and network errors are retried with exponential backoff,
 // honouring Retry-After; any other 4xx is not. Once the job has ended
 // (cancelled by its client, or expired) every call rejects with JobEnded,
@@ -42,9 +46,17 @@ export class JobEnded extends JobcastError {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class Job {
+  #held = null;
+  #sentAt = null;
+  #timer = null;
+  #lateError = null;
+  #endedError = null;
+  // Calls on one job go out one at a time, held progress included.
+  #chain = Promise.resolve();
+
   /**
    * @param {object} message a job message, as jobcast sends it
-   * @param {object} [options] retries, timeoutMs, backoffMs, maxBackoffMs
+   * @param {object} [options] retries, timeoutMs, backoffMs, maxBackoffMs, minIntervalMs
    */
   constructor(message, options = {}) {
     this.id = message.jobId;
@@ -58,6 +70,8 @@ export class Job {
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.backoffMs = options.backoffMs ?? 500;
     this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
+    /** Milliseconds between two progress updates sent; 0 sends every call. */
+    this.minIntervalMs = Math.max(Number(options.minIntervalMs ?? 0) || 0, 0);
     /** The last accepted {jobId, seq, status}, or the final snapshot once ended. */
     this.last = null;
     this.ended = false;
@@ -100,30 +114,66 @@ export class Job {
     return Job.fromMessage(Buffer.concat(chunks).toString('utf8'), options);
   }
 
-  /** Reports progress (the job becomes running). An omitted message is cleared. */
-  progress({ percent, message } = {}) {
+  /**
+   * Reports progress (the job becomes running). An omitted message is cleared.
+   * With minIntervalMs, a call less than that after the previous progress
+   * sent is held and resolves to null: the newest held progress goes out
+   * when the interval is up, or with flush(), heartbeat() or the job's end.
+   * An error that sending it met rejects the next call.
+   */
+  async progress({ percent, message } = {}) {
     const body = { status: 'running' };
     if (percent !== undefined && percent !== null) body.percent = percent;
     if (message !== undefined && message !== null) body.message = message;
-    return this.#send(body);
+    this.#raiseLate();
+    if (this.#held && body.percent === undefined && this.#held.percent !== undefined) {
+      body.percent = this.#held.percent;
+    }
+    const now = performance.now();
+    const wait = this.#sentAt === null ? 0 : this.#sentAt + this.minIntervalMs - now;
+    if (wait <= 0) {
+      this.#dropHeld();
+      this.#sentAt = now;
+      return this.#serial(() => this.#send(body));
+    }
+    this.#held = body;
+    this.#timer ??= setTimeout(() => this.#sendHeld(), wait);
+    return null;
   }
 
-  /** Tells jobcast the worker is alive, without a new snapshot. */
-  heartbeat() {
-    return this.#send({});
+  /** Sends held progress now; null when nothing is held. */
+  async flush() {
+    this.#raiseLate();
+    const body = this.#dropHeld();
+    if (!body) return null;
+    this.#sentAt = performance.now();
+    return this.#serial(() => this.#send(body));
+  }
+
+  /**
+   * Tells jobcast the worker is alive, without a new snapshot (held progress,
+   * if any, goes out instead: it counts as a heartbeat too).
+   */
+  async heartbeat() {
+    if (this.#held) return this.flush();
+    return this.#serial(() => this.#send({}));
   }
 
   /** Ends the job succeeded (percent 100), with an optional result. */
-  succeed(result, message) {
+  async succeed(result, message) {
     const body = { status: 'succeeded' };
     if (result !== undefined && result !== null) body.result = result;
     if (message !== undefined && message !== null) body.message = message;
-    return this.#send(body);
+    this.#dropHeld();
+    return this.#serial(() => this.#send(body));
   }
 
-  /** Ends the job failed with error {code, message}. */
-  fail(code, message) {
-    return this.#send({ status: 'failed', message, error: { code, message } });
+  /** Ends the job failed with error {code, message} (at the percent of any progress still held). */
+  async fail(code, message) {
+    const body = { status: 'failed', message, error: { code, message } };
+    const held = this.#dropHeld();
+    if (held?.percent !== undefined) body.percent = held.percent;
+    return this.#serial(() => this.#send(body));
   }
 
   /**
@@ -140,6 +190,40 @@ export class Job {
     return () => clearInterval(timer);
   }
 
+  /** Takes the held progress and stops its timer. */
+  #dropHeld() {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    const body = this.#held;
+    this.#held = null;
+    return body;
+  }
+
+  /** The timer's end: sends what is held, keeping an error for the next call. */
+  #sendHeld() {
+    this.#timer = null;
+    const body = this.#held;
+    this.#held = null;
+    if (!body) return;
+    this.#sentAt = performance.now();
+    this.#serial(() => this.#send(body)).catch((e) => {
+      this.#lateError = e;
+    });
+  }
+
+  #raiseLate() {
+    if (this.#endedError) throw this.#endedError;
+    const e = this.#lateError;
+    this.#lateError = null;
+    if (e) throw e;
+  }
+
+  #serial(fn) {
+    const sent = this.#chain.then(fn);
+    this.#chain = sent.catch(() => {});
+    return sent;
+  }
+
   async #send(body) {
     const data = JSON.stringify(body);
     for (let attempt = 0; ; attempt += 1) {
@@ -153,7 +237,8 @@ export class Job {
         this.last = snapshot;
         this.ended = true;
         this.cancelled = snapshot.status === 'cancelled';
-        throw new JobEnded(`job ${this.id} already ended ${snapshot.status ?? ''}`.trim(), snapshot, answer);
+        this.#endedError = new JobEnded(`job ${this.id} already ended ${snapshot.status ?? ''}`.trim(), snapshot, answer);
+        throw this.#endedError;
       }
       const retryable = status === null || RETRYABLE.has(status);
       if (!retryable || attempt >= this.retries) {

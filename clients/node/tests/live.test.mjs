@@ -103,3 +103,26 @@ test('a worker that goes quiet is lost', async (t) => {
   await assert.rejects(job.progress({ percent: 50 }), JobEnded);
   assert.equal(job.cancelled, false);
 });
+
+test('minIntervalMs turns a tight loop into a few updates', async (t) => {
+  const inbox = await recorder();
+  t.after(inbox.close);
+  const s = await serve('--kind', `manual=${inbox.url}/work`);
+  t.after(s.stop);
+  const created = await s.create('manual');
+  const job = Job.fromMessage((await inbox.waitFor(1))[0].body, { minIntervalMs: 250 });
+  const calls = 100;
+  for (let n = 1; n <= calls; n += 1) {
+    await job.progress({ percent: n, message: `row ${n}` });
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await new Promise((r) => setTimeout(r, 400)); // the interval is up: the newest held progress is out
+  const view = (await s.request('GET', `/jobs/${job.id}`)).body;
+  assert.deepEqual([view.percent, view.message], [100, `row ${calls}`]);
+  const updates = view.seq - 1;
+  assert.ok(updates >= 2 && updates <= 12, `${calls} calls became ${updates} updates`);
+  await job.succeed({ rows: calls });
+  const seen = applied(await follow(created.websocketUrl));
+  assert.equal(seen.at(-1).status, 'succeeded');
+  assert.equal(seen.at(-1).seq, updates + 2);
+});

@@ -114,3 +114,62 @@ test('keepAlive heartbeats until stopped', async (t) => {
   await new Promise((res) => setTimeout(res, 200));
   assert.equal(r.requests.length, n);
 });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const bodies = async (r, n) => (await r.waitFor(n)).map((q) => JSON.parse(q.body));
+
+test('minIntervalMs holds progress and sends the newest when the interval is up', async (t) => {
+  const r = await recorder([ok]);
+  t.after(r.close);
+  const job = Job.fromMessage(message(`${r.url}/u`), { minIntervalMs: 300 });
+  assert.equal((await job.progress({ percent: 1, message: 'a' })).seq, 2, 'the first call goes out at once');
+  assert.equal(await job.progress({ percent: 2, message: 'b' }), null);
+  assert.equal(await job.progress({ message: 'c' }), null, "held: its percent is the one held before");
+  await sleep(100);
+  assert.equal(r.requests.length, 1);
+  assert.deepEqual(await bodies(r, 2), [
+    { status: 'running', percent: 1, message: 'a' },
+    { status: 'running', percent: 2, message: 'c' },
+  ]);
+  await sleep(400);
+  assert.equal(r.requests.length, 2, 'nothing held, nothing more sent');
+  assert.equal((await job.progress({ percent: 3 })).seq, 2, 'past the interval: at once again');
+});
+
+test('held progress goes out with flush, heartbeat and the end', async (t) => {
+  const r = await recorder([ok]);
+  t.after(r.close);
+  const job = Job.fromMessage(message(`${r.url}/u`), { minIntervalMs: 60_000 });
+  await job.progress({ percent: 10 });
+  assert.equal(await job.flush(), null, 'nothing held');
+  await job.progress({ percent: 20 });
+  assert.equal((await job.flush()).seq, 2);
+  await job.progress({ percent: 30 });
+  await job.heartbeat();
+  await job.progress({ percent: 40 });
+  await job.succeed({ rows: 3 });
+  const job2 = Job.fromMessage(message(`${r.url}/u`), { minIntervalMs: 60_000 });
+  await job2.progress({ percent: 50 });
+  await job2.progress({ percent: 60 });
+  await job2.fail('bad_input', 'no such table');
+  assert.deepEqual(await bodies(r, 6), [
+    { status: 'running', percent: 10 },
+    { status: 'running', percent: 20 },
+    { status: 'running', percent: 30 },
+    { status: 'succeeded', result: { rows: 3 } },
+    { status: 'running', percent: 50 },
+    { status: 'failed', message: 'no such table', error: { code: 'bad_input', message: 'no such table' }, percent: 60 },
+  ]);
+});
+
+test('an error met by held progress rejects the next call', async (t) => {
+  const r = await recorder([ok, [422, {}, { status: 422, code: 'invalid_update', detail: 'percent went down' }]]);
+  t.after(r.close);
+  const job = Job.fromMessage(message(`${r.url}/u`), { minIntervalMs: 100 });
+  await job.progress({ percent: 50 });
+  assert.equal(await job.progress({ percent: 40 }), null);
+  await r.waitFor(2);
+  await sleep(50);
+  await assert.rejects(job.progress({ percent: 60 }), (e) => e instanceof JobcastError && e.code === 'invalid_update');
+  assert.equal(r.requests.length, 2, 'the call that rejected sent nothing');
+});
