@@ -617,7 +617,8 @@ mod rust_client {
                     Some(&format!("row {n}")),
                 )
                 .await
-                .unwrap();
+                .unwrap()
+                .expect("sent at once: no minimum interval");
             assert_eq!(a.seq, n + 1);
         }
         assert_eq!(job.heartbeat().await.unwrap().seq, rows + 1);
@@ -668,6 +669,93 @@ mod rust_client {
         assert!(e.cancelled(), "{e}");
         assert!(job.cancelled());
         assert_eq!(job.final_snapshot().unwrap()["status"], "cancelled");
+    }
+
+    /// A job of kind `export` on `srv`, as its worker receives it.
+    async fn handed_over(srv: &TestServer, inbox: &WebhookReceiver) -> Job {
+        create(srv, json!({"kind": "export", "input": {}})).await;
+        job_message(inbox, 1).await;
+        let body = inbox.got.lock().unwrap()[0].body.clone();
+        Job::from_message(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn min_interval_turns_a_tight_loop_into_a_few_updates() {
+        let inbox = webhook_receiver(vec![200]).await;
+        let srv = http_kind_server(&inbox, |_| {}).await;
+        let job = handed_over(&srv, &inbox).await.with_min_interval(MS(250));
+        let calls = 100;
+        let mut sent_at_once = 0;
+        for n in 1..=calls {
+            let message = format!("row {n}");
+            if job
+                .progress(Some(n as f64), Some(&message))
+                .await
+                .unwrap()
+                .is_some()
+            {
+                sent_at_once += 1;
+            }
+            tokio::time::sleep(MS(10)).await;
+        }
+        // The interval is up: the newest held progress is out.
+        tokio::time::sleep(MS(400)).await;
+        let view = srv.job_view(&job.id).await;
+        assert_eq!(
+            (&view["percent"], &view["message"]),
+            (&json!(100.0), &json!("row 100"))
+        );
+        let updates = view["seq"].as_u64().unwrap() - 1;
+        assert!(
+            (2..=12).contains(&updates),
+            "{calls} calls became {updates} updates"
+        );
+        assert!(
+            sent_at_once >= 1 && sent_at_once < updates,
+            "the rest went out from the timer"
+        );
+        let done = job.succeed(None, None).await.unwrap();
+        assert_eq!(done.seq, updates + 2);
+    }
+
+    #[tokio::test]
+    async fn held_progress_goes_out_with_flush_heartbeat_and_fail() {
+        let inbox = webhook_receiver(vec![200]).await;
+        let srv = http_kind_server(&inbox, |_| {}).await;
+        let job = handed_over(&srv, &inbox)
+            .await
+            .with_min_interval(Duration::from_secs(60));
+        assert_eq!(
+            job.progress(Some(10.0), None).await.unwrap().unwrap().seq,
+            2
+        );
+        assert!(job.flush().await.unwrap().is_none(), "nothing held");
+        assert!(job.progress(Some(20.0), Some("b")).await.unwrap().is_none());
+        assert!(job.progress(None, Some("c")).await.unwrap().is_none());
+        assert_eq!(srv.job_view(&job.id).await["seq"], 2, "held, not sent");
+        let flushed = job.flush().await.unwrap().unwrap();
+        assert_eq!(flushed.seq, 3);
+        let view = srv.job_view(&job.id).await;
+        assert_eq!(
+            (&view["percent"], &view["message"]),
+            (&json!(20.0), &json!("c"))
+        );
+        assert!(job.progress(Some(30.0), None).await.unwrap().is_none());
+        assert_eq!(
+            job.heartbeat().await.unwrap().seq,
+            4,
+            "the heartbeat carried it"
+        );
+        assert!(job.progress(Some(40.0), None).await.unwrap().is_none());
+        let failed = job.fail("disk_full", "no space left").await.unwrap();
+        assert_eq!(failed.seq, 5);
+        let view = srv.job_view(&job.id).await;
+        assert_eq!(
+            (&view["status"], &view["percent"]),
+            (&json!("failed"), &json!(40.0))
+        );
+        let e = job.progress(Some(50.0), None).await.unwrap_err();
+        assert!(matches!(e, ReportError::Ended { .. }), "{e}");
     }
 
     fn message_for(addr: std::net::SocketAddr) -> Value {

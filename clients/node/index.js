@@ -51,6 +51,9 @@ export class Job {
   #timer = null;
   #lateError = null;
   #endedError = null;
+  // This worker's own terminal update was accepted: later calls go out at
+  // once, to learn the final snapshot from jobcast's 409.
+  #finished = false;
   // Calls on one job go out one at a time, held progress included.
   #chain = Promise.resolve();
 
@@ -131,7 +134,7 @@ export class Job {
     }
     const now = performance.now();
     const wait = this.#sentAt === null ? 0 : this.#sentAt + this.minIntervalMs - now;
-    if (wait <= 0) {
+    if (wait <= 0 || this.#finished) {
       this.#dropHeld();
       this.#sentAt = now;
       return this.#serial(() => this.#send(body));
@@ -230,6 +233,7 @@ export class Job {
       const { status, headers, answer, reason } = await this.#post(data);
       if (status === 200) {
         this.last = answer ?? {};
+        if (['succeeded', 'failed', 'cancelled'].includes(this.last.status)) this.#finished = true;
         return this.last;
       }
       if (status === 409 && answer?.code === 'terminal') {

@@ -125,4 +125,6 @@ test('minIntervalMs turns a tight loop into a few updates', async (t) => {
   const seen = applied(await follow(created.websocketUrl));
   assert.equal(seen.at(-1).status, 'succeeded');
   assert.equal(seen.at(-1).seq, updates + 2);
+  // Not held: the job has ended.
+  await assert.rejects(job.progress({ percent: 100 }), (e) => e instanceof JobEnded);
 });

@@ -104,6 +104,9 @@ class Job:
         self._sent_at: Optional[float] = None
         self._timer: Optional[threading.Timer] = None
         self._late_error: Optional[JobcastError] = None
+        # This worker's own terminal update was accepted: later calls go out
+        # at once, to learn the final snapshot from jobcast's 409.
+        self._finished = False
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, kind={self.kind!r}, attempt={self.attempt})"
@@ -162,7 +165,7 @@ class Job:
                 body["percent"] = self._held["percent"]
             now = time.monotonic()
             wait = 0.0 if self._sent_at is None else self._sent_at + self.min_interval - now
-            if wait <= 0:
+            if wait <= 0 or self._finished:
                 self._drop_held()
                 self._sent_at = now
                 return self._send(body)
@@ -288,6 +291,8 @@ class Job:
             status, headers, answer, reason = self._post(data)
             if status == 200:
                 self.last = answer if isinstance(answer, dict) else {}
+                if self.last.get("status") in ("succeeded", "failed", "cancelled"):
+                    self._finished = True
                 return self.last
             if status == 409 and isinstance(answer, dict) and answer.get("code") == "terminal":
                 snapshot = answer.get("snapshot") or {}

@@ -143,3 +143,5 @@ def test_min_interval_turns_a_tight_loop_into_a_few_updates(serve, recorder):
     job.succeed({"rows": calls})
     seen = applied(follow(created["websocketUrl"]))
     assert seen[-1]["status"] == "succeeded" and seen[-1]["seq"] == updates + 2
+    with pytest.raises(JobEnded):
+        job.progress(percent=100)  # not held: the job has ended

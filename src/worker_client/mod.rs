@@ -10,6 +10,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With [`Job::with_min_interval`], progress reported faster than that is
+//! merged and sent at most once per interval, the newest state last.
+//!
 //! `429`, `5xx` and connection errors are retried with exponential backoff
 //! and jitter, honouring `Retry-After`; any other `4xx` is not. Once the job
 //! has ended (its client cancelled it, or jobcast ended it `worker_lost`)
@@ -18,11 +21,13 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
-const RETRYABLE: [u16; 5] = [429, 500, 502, 503, 504];
+mod core;
+
+use self::core::Core;
 
 /// Why an update did not land.
 #[derive(Debug, thiserror::Error)]
@@ -114,12 +119,9 @@ pub struct Job {
     pub heartbeat_timeout: Duration,
     pub created_at: Option<String>,
     pub update_url: String,
-    token: String,
-    http: reqwest::Client,
-    retry: RetryOptions,
-    ended: AtomicBool,
-    cancelled: AtomicBool,
-    last: Mutex<Option<Value>>,
+    /// Shortest time between two progress updates sent (zero: every call).
+    pub min_interval: Duration,
+    core: Arc<Core>,
 }
 
 impl std::fmt::Debug for Job {
@@ -165,19 +167,15 @@ impl Job {
         let m: Message =
             serde_json::from_value(message).map_err(|e| ReportError::BadMessage(e.to_string()))?;
         Ok(Job {
-            id: m.job_id,
+            id: m.job_id.clone(),
             kind: m.kind,
             input: m.input,
             attempt: m.attempt.unwrap_or(1),
             heartbeat_timeout: Duration::from_secs(m.heartbeat_timeout_seconds.unwrap_or(0)),
             created_at: m.created_at,
+            core: Arc::new(Core::new(m.job_id, m.update_url.clone(), m.worker_token)),
             update_url: m.update_url,
-            token: m.worker_token,
-            http: reqwest::Client::new(),
-            retry: RetryOptions::default(),
-            ended: AtomicBool::new(false),
-            cancelled: AtomicBool::new(false),
-            last: Mutex::new(None),
+            min_interval: Duration::ZERO,
         })
     }
 
@@ -195,17 +193,35 @@ impl Job {
     }
 
     /// Replaces the retry options.
-    pub fn with_retry(mut self, retry: RetryOptions) -> Job {
-        self.retry = retry;
+    pub fn with_retry(self, retry: RetryOptions) -> Job {
+        *self
+            .core
+            .retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = retry;
         self
     }
 
-    /// Reports progress (the job becomes `running`). An omitted message is cleared.
+    /// Sends progress at most once per `interval`: a call sooner than that
+    /// after the previous progress sent is held (and answers `None`), the
+    /// next one replacing it. The newest held progress goes out when the
+    /// interval is up (from a task on the tokio runtime), or earlier with
+    /// [`Job::flush`], [`Job::heartbeat`] or the job's end. Fewer updates
+    /// mean fewer pushes, invocations and table writes; browsers see the
+    /// newest state at most `interval` late.
+    pub fn with_min_interval(mut self, interval: Duration) -> Job {
+        self.min_interval = interval;
+        self
+    }
+
+    /// Reports progress (the job becomes `running`). An omitted message is
+    /// cleared. `None` when held by [`Job::with_min_interval`]; an error
+    /// that sending held progress met is returned by the next call.
     pub async fn progress(
         &self,
         percent: Option<f64>,
         message: Option<&str>,
-    ) -> Result<Accepted, ReportError> {
+    ) -> Result<Option<Accepted>, ReportError> {
         let mut body = Map::new();
         body.insert("status".into(), json!("running"));
         if let Some(p) = percent {
@@ -214,12 +230,61 @@ impl Job {
         if let Some(m) = message {
             body.insert("message".into(), json!(m));
         }
-        self.send(Value::Object(body)).await
+        {
+            let mut held = self.core.held();
+            if let Some(e) = self.core.late_error(&mut held) {
+                return Err(e);
+            }
+            if !body.contains_key("percent")
+                && let Some(p) = held.body.as_ref().and_then(|b| b.get("percent"))
+            {
+                body.insert("percent".into(), p.clone());
+            }
+            let now = Instant::now();
+            let finished = self.core.finished.load(Ordering::Relaxed);
+            match held.sent_at.map(|t| t + self.min_interval) {
+                Some(due) if due > now && !finished => {
+                    held.body = Some(body);
+                    self.core.arm(&mut held, due);
+                    return Ok(None);
+                }
+                _ => {
+                    held.take();
+                    held.sent_at = Some(now);
+                }
+            }
+        }
+        self.core.send(Value::Object(body)).await.map(Some)
     }
 
-    /// Tells jobcast the worker is alive, without a new snapshot.
+    /// Sends held progress now; `None` when nothing is held.
+    pub async fn flush(&self) -> Result<Option<Accepted>, ReportError> {
+        let body = {
+            let mut held = self.core.held();
+            if let Some(e) = self.core.late_error(&mut held) {
+                return Err(e);
+            }
+            let body = held.take();
+            if body.is_some() {
+                held.sent_at = Some(Instant::now());
+            }
+            body
+        };
+        match body {
+            Some(b) => self.core.send(Value::Object(b)).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Tells jobcast the worker is alive, without a new snapshot (held
+    /// progress, if any, goes out instead: it counts as a heartbeat too).
     pub async fn heartbeat(&self) -> Result<Accepted, ReportError> {
-        self.send(json!({})).await
+        if self.core.held().body.is_some()
+            && let Some(accepted) = self.flush().await?
+        {
+            return Ok(accepted);
+        }
+        self.core.send(json!({})).await
     }
 
     /// Ends the job `succeeded` (percent 100), with an optional result.
@@ -236,145 +301,42 @@ impl Job {
         if let Some(m) = message {
             body.insert("message".into(), json!(m));
         }
-        self.send(Value::Object(body)).await
+        self.core.held().take();
+        self.core.send(Value::Object(body)).await
     }
 
-    /// Ends the job `failed` with `error {code, message}`.
+    /// Ends the job `failed` with `error {code, message}` (at the percent of
+    /// any progress still held).
     pub async fn fail(&self, code: &str, message: &str) -> Result<Accepted, ReportError> {
-        self.send(json!({"status": "failed", "message": message,
-                         "error": {"code": code, "message": message}}))
-            .await
+        let mut body = Map::new();
+        body.insert("status".into(), json!("failed"));
+        body.insert("message".into(), json!(message));
+        body.insert("error".into(), json!({"code": code, "message": message}));
+        if let Some(p) = self
+            .core
+            .held()
+            .take()
+            .and_then(|mut h| h.remove("percent"))
+        {
+            body.insert("percent".into(), p);
+        }
+        self.core.send(Value::Object(body)).await
     }
 
     /// True once a call learned that the job was cancelled.
     pub fn cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.core.cancelled.load(Ordering::Relaxed)
     }
 
     /// True once a call learned that the job had ended.
     pub fn ended(&self) -> bool {
-        self.ended.load(Ordering::Relaxed)
+        self.core.ended.load(Ordering::Relaxed)
     }
 
     /// The final snapshot, once a call learned that the job had ended.
     pub fn final_snapshot(&self) -> Option<Value> {
-        self.last.lock().ok().and_then(|g| g.clone())
+        self.core.last.lock().ok().and_then(|g| g.clone())
     }
-
-    async fn send(&self, body: Value) -> Result<Accepted, ReportError> {
-        let body = body.to_string();
-        let mut attempt = 0;
-        loop {
-            let answer = self.post_once(&body).await;
-            match answer.status {
-                Some(200) => {
-                    return serde_json::from_value(answer.body).map_err(|e| ReportError::Refused {
-                        job_id: self.id.clone(),
-                        status: 200,
-                        problem: Value::Null,
-                        detail: format!("unreadable answer: {e}"),
-                    });
-                }
-                Some(409) if answer.body["code"] == "terminal" => {
-                    return Err(self.ended_with(answer.body["snapshot"].clone()));
-                }
-                _ => {}
-            }
-            let retryable = answer.status.is_none_or(|s| RETRYABLE.contains(&s));
-            if !retryable || attempt >= self.retry.retries {
-                return Err(self.failure(answer));
-            }
-            let wait = match answer.retry_after {
-                Some(secs) if secs.is_finite() && secs >= 0.0 => {
-                    Duration::from_secs_f64(secs).min(self.retry.max_backoff)
-                }
-                _ => {
-                    crate::retry::backoff(attempt, self.retry.base_backoff, self.retry.max_backoff)
-                }
-            };
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
-    }
-
-    /// One POST of `body` to the update endpoint.
-    async fn post_once(&self, body: &str) -> Answer {
-        let sent = self
-            .http
-            .post(&self.update_url)
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(
-                reqwest::header::USER_AGENT,
-                concat!("jobcast-worker-rust/", env!("CARGO_PKG_VERSION")),
-            )
-            .timeout(self.retry.timeout)
-            .body(body.to_string())
-            .send()
-            .await;
-        match sent {
-            Ok(res) => Answer {
-                status: Some(res.status().as_u16()),
-                retry_after: res
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok()),
-                reason: res.status().to_string(),
-                body: res.json().await.unwrap_or(Value::Null),
-            },
-            Err(e) => Answer {
-                status: None,
-                retry_after: None,
-                reason: crate::aws::causes(&e),
-                body: Value::Null,
-            },
-        }
-    }
-
-    /// The job has ended (409 `terminal`): remembered, so later reports
-    /// and `cancelled()` know without asking.
-    fn ended_with(&self, snapshot: Value) -> ReportError {
-        self.ended.store(true, Ordering::Relaxed);
-        self.cancelled
-            .store(snapshot["status"] == "cancelled", Ordering::Relaxed);
-        if let Ok(mut g) = self.last.lock() {
-            *g = Some(snapshot.clone());
-        }
-        ReportError::Ended {
-            job_id: self.id.clone(),
-            snapshot,
-        }
-    }
-
-    /// The error for an answer that is neither accepted nor worth a retry.
-    fn failure(&self, answer: Answer) -> ReportError {
-        match answer.status {
-            None => ReportError::Unreachable {
-                job_id: self.id.clone(),
-                reason: answer.reason,
-            },
-            Some(status) => ReportError::Refused {
-                job_id: self.id.clone(),
-                status,
-                detail: answer.body["detail"]
-                    .as_str()
-                    .unwrap_or(&answer.reason)
-                    .to_string(),
-                problem: answer.body,
-            },
-        }
-    }
-}
-
-/// What one POST to the update endpoint came back with.
-struct Answer {
-    /// None when no answer came (connection refused, timeout).
-    status: Option<u16>,
-    retry_after: Option<f64>,
-    /// The status line's text, or why nothing came back.
-    reason: String,
-    body: Value,
 }
 
 #[cfg(test)]

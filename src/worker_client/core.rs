@@ -1,0 +1,243 @@
+//! What a job's calls share with the timer that sends held progress: the
+//! transport (one request at a time, retried) and the held progress.
+
+use super::{Accepted, ReportError, RetryOptions};
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+const RETRYABLE: [u16; 5] = [429, 500, 502, 503, 504];
+
+/// Progress held back by the job's minimum interval.
+#[derive(Default)]
+pub(super) struct Held {
+    pub(super) body: Option<Map<String, Value>>,
+    /// When the last progress went out.
+    pub(super) sent_at: Option<Instant>,
+    /// Bumped whenever held progress is taken, so the timer of an earlier
+    /// hold wakes to nothing.
+    generation: u64,
+    timer_armed: bool,
+    /// What sending held progress from the timer met, for the next call.
+    late: Option<ReportError>,
+}
+
+impl Held {
+    /// Takes the held progress; a sleeping timer will find nothing.
+    pub(super) fn take(&mut self) -> Option<Map<String, Value>> {
+        self.generation += 1;
+        self.timer_armed = false;
+        self.body.take()
+    }
+}
+
+/// One job's connection to jobcast.
+pub(super) struct Core {
+    pub(super) job_id: String,
+    pub(super) update_url: String,
+    pub(super) token: String,
+    pub(super) http: reqwest::Client,
+    pub(super) retry: Mutex<RetryOptions>,
+    pub(super) ended: AtomicBool,
+    pub(super) cancelled: AtomicBool,
+    /// This worker's own terminal update was accepted: later calls go out
+    /// at once, to learn the final snapshot from jobcast's `409`.
+    pub(super) finished: AtomicBool,
+    pub(super) last: Mutex<Option<Value>>,
+    pub(super) held: Mutex<Held>,
+    /// Updates of one job go out one at a time, in the order they were made.
+    sending: tokio::sync::Mutex<()>,
+}
+
+impl Core {
+    pub(super) fn new(job_id: String, update_url: String, token: String) -> Core {
+        Core {
+            job_id,
+            update_url,
+            token,
+            http: reqwest::Client::new(),
+            retry: Mutex::new(RetryOptions::default()),
+            ended: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            last: Mutex::new(None),
+            held: Mutex::new(Held::default()),
+            sending: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(super) fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The error a call must raise before anything else: the job has ended,
+    /// or held progress sent from the timer met one.
+    pub(super) fn late_error(&self, held: &mut Held) -> Option<ReportError> {
+        if self.ended.load(Ordering::Relaxed) {
+            let snapshot = self
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or(Value::Null);
+            return Some(ReportError::Ended {
+                job_id: self.job_id.clone(),
+                snapshot,
+            });
+        }
+        held.late.take()
+    }
+
+    /// Sends what is held at `due`, unless it was taken meanwhile.
+    pub(super) fn arm(self: &Arc<Core>, held: &mut Held, due: Instant) {
+        if held.timer_armed {
+            return;
+        }
+        held.timer_armed = true;
+        let generation = held.generation;
+        let core = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due.into()).await;
+            let body = {
+                let mut h = core.held();
+                if h.generation != generation {
+                    return;
+                }
+                h.sent_at = Some(Instant::now());
+                h.take()
+            };
+            if let Some(body) = body
+                && let Err(e) = core.send(Value::Object(body)).await
+            {
+                core.held().late = Some(e);
+            }
+        });
+    }
+
+    pub(super) async fn send(&self, body: Value) -> Result<Accepted, ReportError> {
+        let _turn = self.sending.lock().await;
+        let retry = self
+            .retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let body = body.to_string();
+        let mut attempt = 0;
+        loop {
+            let answer = self.post_once(&body, &retry).await;
+            match answer.status {
+                Some(200) => {
+                    let accepted: Accepted =
+                        serde_json::from_value(answer.body).map_err(|e| ReportError::Refused {
+                            job_id: self.job_id.clone(),
+                            status: 200,
+                            problem: Value::Null,
+                            detail: format!("unreadable answer: {e}"),
+                        })?;
+                    if matches!(
+                        accepted.status.as_str(),
+                        "succeeded" | "failed" | "cancelled"
+                    ) {
+                        self.finished.store(true, Ordering::Relaxed);
+                    }
+                    return Ok(accepted);
+                }
+                Some(409) if answer.body["code"] == "terminal" => {
+                    return Err(self.ended_with(answer.body["snapshot"].clone()));
+                }
+                _ => {}
+            }
+            let retryable = answer.status.is_none_or(|s| RETRYABLE.contains(&s));
+            if !retryable || attempt >= retry.retries {
+                return Err(self.failure(answer));
+            }
+            let wait = match answer.retry_after {
+                Some(secs) if secs.is_finite() && secs >= 0.0 => {
+                    std::time::Duration::from_secs_f64(secs).min(retry.max_backoff)
+                }
+                _ => crate::retry::backoff(attempt, retry.base_backoff, retry.max_backoff),
+            };
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+    /// One POST of `body` to the update endpoint.
+    async fn post_once(&self, body: &str, retry: &RetryOptions) -> Answer {
+        let sent = self
+            .http
+            .post(&self.update_url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("jobcast-worker-rust/", env!("CARGO_PKG_VERSION")),
+            )
+            .timeout(retry.timeout)
+            .body(body.to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(res) => Answer {
+                status: Some(res.status().as_u16()),
+                retry_after: res
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok()),
+                reason: res.status().to_string(),
+                body: res.json().await.unwrap_or(Value::Null),
+            },
+            Err(e) => Answer {
+                status: None,
+                retry_after: None,
+                reason: crate::aws::causes(&e),
+                body: Value::Null,
+            },
+        }
+    }
+
+    /// The job has ended (409 `terminal`): remembered, so later reports
+    /// and `cancelled()` know without asking.
+    fn ended_with(&self, snapshot: Value) -> ReportError {
+        self.ended.store(true, Ordering::Relaxed);
+        self.cancelled
+            .store(snapshot["status"] == "cancelled", Ordering::Relaxed);
+        if let Ok(mut g) = self.last.lock() {
+            *g = Some(snapshot.clone());
+        }
+        ReportError::Ended {
+            job_id: self.job_id.clone(),
+            snapshot,
+        }
+    }
+
+    /// The error for an answer that is neither accepted nor worth a retry.
+    fn failure(&self, answer: Answer) -> ReportError {
+        match answer.status {
+            None => ReportError::Unreachable {
+                job_id: self.job_id.clone(),
+                reason: answer.reason,
+            },
+            Some(status) => ReportError::Refused {
+                job_id: self.job_id.clone(),
+                status,
+                detail: answer.body["detail"]
+                    .as_str()
+                    .unwrap_or(&answer.reason)
+                    .to_string(),
+                problem: answer.body,
+            },
+        }
+    }
+}
+
+/// What one POST to the update endpoint came back with.
+struct Answer {
+    /// None when no answer came (connection refused, timeout).
+    status: Option<u16>,
+    retry_after: Option<f64>,
+    /// The status line's text, or why nothing came back.
+    reason: String,
+    body: Value,
+}
