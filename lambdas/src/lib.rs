@@ -75,6 +75,39 @@ pub async fn run_websocket(route: WebSocketRoute) -> Result<(), Error> {
     .await
 }
 
+/// Which requests of the jobs HTTP API a function serves.
+#[derive(Clone, Copy, Debug)]
+pub enum JobsDoor {
+    /// Every route, behind the HTTP API.
+    Api,
+    /// `POST /jobs/{jobId}/updates` alone, behind the function's own URL.
+    Updates,
+}
+
+/// Runs a jobs API function: wiring from the environment, each request
+/// (payload format 2.0) handed to the library handler of its door.
+pub async fn run_jobs_api(door: JobsDoor) -> Result<(), Error> {
+    use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+    use jobcast::handlers::jobs_api;
+    init_tracing();
+    let deps = Wiring::fixed_deps_from_env().await?;
+    let deps = &deps;
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            let handled = async {
+                match door {
+                    JobsDoor::Api => jobs_api::handle(deps, event.payload).await,
+                    JobsDoor::Updates => jobs_api::handle_updates(deps, event.payload).await,
+                }
+            };
+            let response: ApiGatewayV2httpResponse =
+                within_invocation(&event.context, handled).await;
+            Ok::<_, Error>(response)
+        },
+    ))
+    .await
+}
+
 /// Logs as JSON lines without colour or timestamps (CloudWatch adds its own).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -93,7 +93,7 @@ pub struct CostOptions {
     /// Where workers send their updates: the updates function's URL (the
     /// template's default, no API Gateway request) or the HTTP API route.
     #[arg(long, default_value = "function-url", value_enum)]
-    pub updates_via: crate::bench::cost::UpdatesVia,
+    pub updates_via: UpdatesVia,
     /// `@connections` round trip, as AWS's.
     #[arg(long, default_value = "30ms", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
     pub management_latency: std::time::Duration,
@@ -106,4 +106,15 @@ pub struct CostOptions {
     /// Write the JSON result here.
     #[arg(long)]
     pub json_out: Option<std::path::PathBuf>,
+}
+
+/// The door a worker's update comes through, which decides whether API
+/// Gateway bills a request for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdatesVia {
+    /// The updates function's own URL: Lambda alone bills it.
+    FunctionUrl,
+    /// `POST /jobs/{id}/updates` on the HTTP API: one more API request.
+    HttpApi,
 }

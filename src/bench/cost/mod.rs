@@ -15,9 +15,9 @@ mod model;
 pub mod prices;
 mod report;
 
-pub use model::{Dollars, Step, UpdatesVia};
+pub use model::{Dollars, Step};
 
-pub use super::args::CostOptions;
+pub use super::args::{CostOptions, UpdatesVia};
 use super::fanout::{Audience, local_table};
 use super::local_sdk_config;
 use crate::gateway::events::{ConnectionMeta, http_event, new_connection_id};

@@ -1,21 +1,10 @@
 //! The arithmetic: a step's invocations, time and DynamoDB units, and the
 //! dollars they come to at a price table.
 
-use super::CostOptions;
 use super::meter::Usage;
 use super::prices::{Prices, billed_gb_seconds};
+use super::{CostOptions, UpdatesVia};
 use serde::Serialize;
-
-/// The door a worker's update comes through, which decides whether API
-/// Gateway bills a request for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpdatesVia {
-    /// The updates function's own URL: Lambda alone bills it.
-    FunctionUrl,
-    /// `POST /jobs/{id}/updates` on the HTTP API: one more API request.
-    HttpApi,
-}
 
 impl UpdatesVia {
     /// API Gateway's charge for one update through this door.
