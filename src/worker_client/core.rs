@@ -16,9 +16,8 @@ pub(super) struct Held {
     /// When the last progress went out.
     pub(super) sent_at: Option<Instant>,
     /// Bumped whenever held progress is taken, so the timer of an earlier
-    /// hold wakes to nothing.
-    generation: u64,
-    timer_armed: bool,
+    /// hold wakes to nothing. A timer is pending exactly while `body` is set.
+    pub(super) generation: u64,
     /// What sending held progress from the timer met, for the next call.
     late: Option<ReportError>,
 }
@@ -27,7 +26,6 @@ impl Held {
     /// Takes the held progress; a sleeping timer will find nothing.
     pub(super) fn take(&mut self) -> Option<Map<String, Value>> {
         self.generation += 1;
-        self.timer_armed = false;
         self.body.take()
     }
 }
@@ -89,13 +87,9 @@ impl Core {
         held.late.take()
     }
 
-    /// Sends what is held at `due`, unless it was taken meanwhile.
-    pub(super) fn arm(self: &Arc<Core>, held: &mut Held, due: Instant) {
-        if held.timer_armed {
-            return;
-        }
-        held.timer_armed = true;
-        let generation = held.generation;
+    /// Sends what is held at `due`, unless it was taken meanwhile (the
+    /// generation moved on).
+    pub(super) fn arm(self: &Arc<Core>, generation: u64, due: Instant) {
         let core = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep_until(due.into()).await;

@@ -244,8 +244,10 @@ impl Job {
             let finished = self.core.finished.load(Ordering::Relaxed);
             match held.sent_at.map(|t| t + self.min_interval) {
                 Some(due) if due > now && !finished => {
-                    held.body = Some(body);
-                    self.core.arm(&mut held, due);
+                    // The first progress held starts the timer; later ones replace it.
+                    if held.body.replace(body).is_none() {
+                        self.core.arm(held.generation, due);
+                    }
                     return Ok(None);
                 }
                 _ => {
@@ -279,9 +281,8 @@ impl Job {
     /// Tells jobcast the worker is alive, without a new snapshot (held
     /// progress, if any, goes out instead: it counts as a heartbeat too).
     pub async fn heartbeat(&self) -> Result<Accepted, ReportError> {
-        if self.core.held().body.is_some()
-            && let Some(accepted) = self.flush().await?
-        {
+        let holding = self.core.held().body.is_some();
+        if holding && let Some(accepted) = self.flush().await? {
             return Ok(accepted);
         }
         self.core.send(json!({})).await
