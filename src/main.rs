@@ -274,6 +274,7 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
         result: args.result,
         error: args.error,
         liveness: Default::default(),
+        track_recent: false,
     };
     let job_id = args.job_id.as_str();
     let (job, report) = publisher

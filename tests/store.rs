@@ -686,3 +686,59 @@ async fn memory_store_limits_owners() {
 async fn dynamo_store_limits_owners() {
     owner_limit_suite(Arc::new(common::dynamo_store().await)).await;
 }
+
+/// Updates that ask for it keep when the two updates before them came
+/// (coalescing reads it); updates that do not ask leave it alone.
+async fn recent_suite(store: Arc<dyn Store>) {
+    use chrono::{DateTime, Duration};
+    use jobcast::store::Recent;
+    let start: DateTime<Utc> = "2026-12-03T10:00:00.000Z".parse().unwrap();
+    let mut job = new_job("recent");
+    job.snapshot.updated_at = start;
+    job.created_at = start;
+    store.create_job(job).await.unwrap();
+    let at = |ms| start + Duration::milliseconds(ms);
+    let tracked = |p| {
+        let mut u = running(p);
+        u.track_recent = true;
+        u
+    };
+    let untracked = store.update_job("recent", running(1.0), at(100)).await;
+    assert_eq!(untracked.unwrap().recent, Recent::default());
+    let first = store.update_job("recent", tracked(2.0), at(250)).await;
+    assert_eq!(
+        first.unwrap().recent,
+        Recent {
+            previous: Some(at(100)),
+            before_previous: None,
+        }
+    );
+    let second = store.update_job("recent", tracked(3.0), at(420)).await;
+    let expected = Recent {
+        previous: Some(at(250)),
+        before_previous: Some(at(100)),
+    };
+    assert_eq!(second.unwrap().recent, expected);
+    // What is read back is what the update returned.
+    let stored = store.get_job("recent").await.unwrap().unwrap();
+    assert_eq!(stored.recent, expected);
+    assert_eq!(stored.snapshot.updated_at, at(420));
+    let third = store.update_job("recent", tracked(4.0), at(900)).await;
+    assert_eq!(
+        third.unwrap().recent,
+        Recent {
+            previous: Some(at(420)),
+            before_previous: Some(at(250)),
+        }
+    );
+}
+
+#[tokio::test]
+async fn memory_store_keeps_recent_updates() {
+    recent_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_keeps_recent_updates() {
+    recent_suite(Arc::new(common::dynamo_store().await)).await;
+}

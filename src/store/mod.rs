@@ -46,6 +46,20 @@ pub struct JobRecord {
     /// The per-owner limit the job was created under: it counts against
     /// its owner's unfinished jobs until it ends.
     pub owner_limit: Option<u32>,
+    /// When the two updates before the latest were stored, as far as
+    /// updates asked to keep it ([`JobUpdate::track_recent`]).
+    pub recent: Recent,
+}
+
+/// When a job's two updates before its latest one were stored: whether the
+/// latest opened a coalescing window or came inside one (see
+/// [`crate::publish::coalesce`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recent {
+    /// The snapshot's `updatedAt` before the latest update.
+    pub previous: Option<DateTime<Utc>>,
+    /// The one before that.
+    pub before_previous: Option<DateTime<Utc>>,
 }
 
 pub use crate::protocol::{MAX_TAG_CHARS, MAX_TAGS};
@@ -112,6 +126,7 @@ impl JobRecord {
             owner: None,
             tags: Vec::new(),
             owner_limit: None,
+            recent: Recent::default(),
         }
     }
 
@@ -206,6 +221,9 @@ pub struct JobUpdate {
     pub error: Option<JobError>,
     /// What the update does to the job's liveness deadline.
     pub liveness: Liveness,
+    /// Keep when this update and the one before it came ([`Recent`]); a
+    /// publisher that coalesces asks for it on every update.
+    pub track_recent: bool,
 }
 
 /// How an update treats the liveness deadline. A terminal update always
@@ -232,6 +250,7 @@ impl JobUpdate {
             result: None,
             error: None,
             liveness: Liveness::Keep,
+            track_recent: false,
         }
     }
 }
@@ -408,6 +427,13 @@ pub fn apply_update(
     if update.error.is_some() {
         snap.error = update.error;
     }
+    if update.track_recent {
+        job.recent = Recent {
+            previous: Some(snap.updated_at),
+            before_previous: job.recent.previous,
+        };
+    }
+    let snap = &mut job.snapshot;
     snap.updated_at = now;
     if job.snapshot.status.is_terminal() {
         job.deadline = None;

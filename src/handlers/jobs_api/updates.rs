@@ -65,6 +65,7 @@ fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
         result,
         error,
         liveness: Liveness::Keep,
+        track_recent: false,
     }))
 }
 

@@ -198,6 +198,11 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             .map(|l| l.iter().filter_map(|t| t.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
         owner_limit: get_n(item, "ownerLimit"),
+        // `prevAt2` holds a marker that is no time when there was none.
+        recent: crate::store::Recent {
+            previous: get_time(item, "prevAt"),
+            before_previous: get_time(item, "prevAt2"),
+        },
     })
 }
 

@@ -10,6 +10,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
+/// `prevAt2` of a job whose update before the latest came first.
+pub(super) const NO_TIME: &str = "none";
+
 pub(super) struct UpdateExpression {
     set: Vec<&'static str>,
     remove: Vec<&'static str>,
@@ -65,6 +68,12 @@ impl UpdateExpression {
         };
         e.fields(update);
         e.liveness(job_id, update);
+        if update.track_recent {
+            // Right-hand sides read the item as it was before this update.
+            e.set
+                .push("prevAt2 = if_not_exists(prevAt, :noTime), prevAt = #updatedAt");
+            e.values.insert(":noTime".into(), s(NO_TIME));
+        }
         e
     }
 
