@@ -27,6 +27,8 @@ pub struct Metrics {
     pub publish_gone_total: AtomicU64,
     pub publish_retries_total: AtomicU64,
     pub publish_failed_total: AtomicU64,
+    pub publish_held_total: AtomicU64,
+    pub publish_flushed_total: AtomicU64,
     pub webhook_attempts_total: AtomicU64,
     pub webhook_delivered_total: AtomicU64,
     pub webhook_failed_total: AtomicU64,
@@ -89,7 +91,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             ("jobcast_workers_lost_total", "Jobs ended failed worker_lost: no update or heartbeat within the heartbeat timeout.", &self.workers_lost_total),
             ("jobcast_worker_updates_total", "Updates and heartbeats accepted from workers on POST /jobs/{id}/updates.", &self.worker_updates_total),
             ("jobcast_connects_total", "WebSocket connections accepted by $connect.", &self.connects_total),
@@ -103,6 +105,8 @@ impl Metrics {
             ("jobcast_publish_gone_total", "Publisher posts answered 410 (subscription deleted).", &self.publish_gone_total),
             ("jobcast_publish_retries_total", "Publisher posts retried after 429 or 5xx.", &self.publish_retries_total),
             ("jobcast_publish_failed_total", "Publisher posts that failed for good.", &self.publish_failed_total),
+            ("jobcast_publish_held_total", "Updates stored but not pushed at once: a newer one of the same coalescing window is pushed when it ends.", &self.publish_held_total),
+            ("jobcast_publish_flushed_total", "Coalescing windows whose newest held update was pushed when they ended.", &self.publish_flushed_total),
             ("jobcast_webhook_attempts_total", "Webhook delivery attempts.", &self.webhook_attempts_total),
             ("jobcast_webhook_delivered_total", "Webhooks delivered (2xx).", &self.webhook_delivered_total),
             ("jobcast_webhook_failed_total", "Webhooks that failed after every retry.", &self.webhook_failed_total),

@@ -43,6 +43,19 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| format!("{e} (or 0 to turn it off)"))
 }
 
+/// A coalescing window: `0` (off) up to 10 seconds.
+pub fn parse_coalesce_window(s: &str) -> Result<Duration, String> {
+    let window = parse_duration_or_zero(s)?;
+    let most = crate::publish::coalesce::MAX_WINDOW;
+    if window > most {
+        return Err(format!(
+            "a coalescing window of at most {}s keeps subscribers current, got '{s}'",
+            most.as_secs()
+        ));
+    }
+    Ok(window)
+}
+
 pub fn parse_stage(s: &str) -> Result<String, String> {
     let reserved = ["jobs", "healthz", "metrics", "@connections"];
     if s.is_empty()

@@ -8,7 +8,7 @@
 use crate::dispatch::{Deliver, DispatchSettings, Dispatcher, Kinds, RetryPolicy};
 use crate::handlers::{Deps, JobQueue, Links};
 use crate::metrics::Metrics;
-use crate::publish::{Pace, PublishOptions, Publisher};
+use crate::publish::{Flusher, Pace, PublishOptions, Publisher};
 use crate::push::Pusher;
 use crate::store::Store;
 use crate::token::TokenKey;
@@ -44,6 +44,9 @@ pub struct DepsBuilder {
     pub identity: Option<Arc<crate::auth::JwtVerifier>>,
     /// Most unfinished jobs per owner (None: no limit).
     pub owner_limit: Option<u32>,
+    /// Pushes the newest held update when a coalescing window
+    /// (`publish.coalesce`) ends; without one every update is pushed.
+    pub flusher: Option<Arc<dyn Flusher>>,
 }
 
 impl DepsBuilder {
@@ -66,6 +69,7 @@ impl DepsBuilder {
             dispatch_retry: RetryPolicy::like_webhooks(&WebhookOptions::default()),
             identity: None,
             owner_limit: None,
+            flusher: None,
         }
     }
 
@@ -116,6 +120,10 @@ impl DepsBuilder {
             self.publish.clone(),
         )
         .with_pace(Arc::clone(pace));
+        let p = match &self.flusher {
+            Some(f) => p.with_coalescing(self.publish.coalesce, Arc::clone(f)),
+            None => p,
+        };
         match &self.webhooks {
             Some(w) => p.with_webhooks(Arc::clone(w)),
             None => p,

@@ -1,18 +1,20 @@
 //! Command-line and environment configuration. Every flag can also be set by
 //! a `JOBCAST_*` variable; a bad value is a one-line error naming the fix.
 
+mod commands;
 mod emulate;
 
 pub use crate::bench::args::*;
 use crate::values::*;
 pub use crate::values::{parse_duration, parse_duration_or_zero, parse_listen, parse_positive};
+pub use commands::*;
 pub use emulate::EmulateArgs;
 
 use crate::gateway::GatewayConfig;
 pub use crate::protocol::parse_kind;
 use crate::publish::PublishOptions;
 use crate::webhook::{AddressPolicy, WebhookOptions};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,105 +50,6 @@ pub enum Command {
     /// Development sign-in tokens, verified by `serve --dev-tokens`.
     #[command(subcommand)]
     Token(TokenCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Print a development JWT for a user (signed with the local
-    /// development key; for local development only, never for real users).
-    Issue(TokenIssueArgs),
-    /// Print the development key's public JWKS, for a verifier elsewhere
-    /// (a local Lambda runner's JOBCAST_JWKS) to accept those tokens with
-    /// issuer urn:jobcast:dev and audience jobcast-dev.
-    Jwks,
-}
-
-/// Options of `jobcast token issue`.
-#[derive(Clone, Debug, Args)]
-pub struct TokenIssueArgs {
-    /// The user (the token's `sub`, the owner of the jobs it creates).
-    #[arg(long)]
-    pub sub: String,
-    /// How long the token is valid.
-    #[arg(long, default_value = "12h", value_parser = parse_duration)]
-    pub ttl: Duration,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TableCommand {
-    /// Create the table with its GSI1 index and TTL on `ttl` (does nothing if it exists).
-    Create(TableArgs),
-}
-
-/// Where the state lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum StoreKind {
-    /// In this process; gone when it exits.
-    Memory,
-    /// A DynamoDB table (AWS or DynamoDB Local via AWS_ENDPOINT_URL_DYNAMODB).
-    Dynamodb,
-}
-
-/// The DynamoDB table to use.
-#[derive(Clone, Debug, Args)]
-pub struct TableArgs {
-    /// DynamoDB table name (endpoint and credentials come from the standard AWS
-    /// settings: AWS_ENDPOINT_URL_DYNAMODB, AWS_REGION, AWS_PROFILE, ...).
-    #[arg(long, env = "JOBCAST_TABLE", default_value = "jobcast", value_parser = parse_table)]
-    pub table: String,
-
-    /// How long job state and idempotency keys are kept after their last update.
-    #[arg(long, env = "JOBCAST_RETENTION", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
-    pub retention: Duration,
-}
-
-/// Options of `jobcast publish`.
-#[derive(Clone, Debug, Args)]
-pub struct PublishArgs {
-    /// The job to update.
-    #[arg(long = "job", value_name = "JOB_ID")]
-    pub job_id: String,
-
-    /// New status: running, succeeded, failed or cancelled.
-    #[arg(long, value_parser = parse_update_status)]
-    pub status: crate::protocol::Status,
-
-    /// Percent done, 0 to 100; never lower than the job's current percent.
-    #[arg(long)]
-    pub percent: Option<f64>,
-
-    /// A short human-readable progress message.
-    #[arg(long)]
-    pub message: Option<String>,
-
-    /// The result, as JSON (with --status succeeded).
-    #[arg(long, value_parser = parse_json, conflicts_with = "error")]
-    pub result: Option<serde_json::Value>,
-
-    /// The error, as JSON {"code": "...", "message": "..."} (with --status failed).
-    #[arg(long, value_parser = parse_job_error)]
-    pub error: Option<crate::protocol::JobError>,
-
-    /// Management API endpoint, e.g. http://127.0.0.1:8080/dev or
-    /// https://{api-id}.execute-api.{region}.amazonaws.com/{stage}.
-    #[arg(
-        long,
-        env = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI",
-        value_name = "URL"
-    )]
-    pub endpoint: String,
-
-    #[command(flatten)]
-    pub table: TableArgs,
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Options of `jobcast serve`.
@@ -273,6 +176,13 @@ pub struct ServeArgs {
     /// Off (0) by default.
     #[arg(long, env = "JOBCAST_MANAGEMENT_LATENCY", default_value = "0", value_parser = parse_duration_or_zero, value_name = "DURATION")]
     pub management_latency: Duration,
+
+    /// Coalesce each job's updates into windows this long (e.g. 500ms, at
+    /// most 10s): the first of a window is pushed at once, the newest of
+    /// the rest when it ends. Fewer messages, none older than a window.
+    /// Off (0) by default: every update is pushed.
+    #[arg(long, env = "JOBCAST_COALESCE", default_value = "0", value_parser = parse_coalesce_window, value_name = "DURATION")]
+    pub coalesce: Duration,
 
     /// Posts in flight at least when fanning one update out to subscribers
     /// (fewer only after 429s).
@@ -435,6 +345,7 @@ impl ServeArgs {
                 concurrency: self.publish_concurrency,
                 max_concurrency: self.publish_max_concurrency.max(self.publish_concurrency),
                 fan_out_target: self.fan_out_target,
+                coalesce: self.coalesce,
                 ..PublishOptions::default()
             },
             // Read by `serve` (it may need the network for the JWKS).

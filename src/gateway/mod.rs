@@ -241,6 +241,7 @@ impl Gateway {
             .map_err(std::io::Error::other)?;
         parts.tokens = tokens;
         parts.publish = config.publish.clone();
+        parts.flusher = Some(Arc::new(crate::publish::InProcess));
         parts.heartbeat_timeout = config.heartbeat_timeout;
         parts.lease_owner = lease_owner();
         parts.identity = config.identity.clone();

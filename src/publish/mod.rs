@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+pub mod coalesce;
 pub mod pace;
 
+pub use coalesce::{Flusher, Held, InProcess};
 pub use pace::Pace;
 
 /// How a fan-out behaves.
@@ -35,6 +37,8 @@ pub struct PublishOptions {
     /// First backoff; doubles each attempt, full jitter, capped by `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// Coalescing window ([`coalesce`]); zero pushes every update.
+    pub coalesce: Duration,
 }
 
 impl Default for PublishOptions {
@@ -46,6 +50,7 @@ impl Default for PublishOptions {
             max_attempts: 5,
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            coalesce: Duration::ZERO,
         }
     }
 }
@@ -61,6 +66,9 @@ pub struct PublishReport {
     pub retried: usize,
     /// Connections that could not be reached, with the last error.
     pub failed: Vec<(String, PushError)>,
+    /// The update was stored but not pushed: a newer one of its coalescing
+    /// window is pushed when the window ends.
+    pub held: bool,
 }
 
 /// Stores snapshots and fans them out.
@@ -72,6 +80,8 @@ pub struct Publisher {
     options: PublishOptions,
     pace: Arc<Pace>,
     webhooks: Option<Arc<Webhooks>>,
+    /// Set when updates are coalesced.
+    flusher: Option<Arc<dyn Flusher>>,
 }
 
 /// Serializes a snapshot once into a payload shared by all its recipients.
@@ -122,6 +132,7 @@ impl Publisher {
             options,
             pace,
             webhooks: None,
+            flusher: None,
         }
     }
 
@@ -164,8 +175,9 @@ impl Publisher {
     pub async fn publish(
         &self,
         job_id: &str,
-        update: JobUpdate,
+        mut update: JobUpdate,
     ) -> Result<(JobRecord, PublishReport), StoreError> {
+        update.track_recent = self.coalescing();
         let job = self
             .store
             .update_job(job_id, update, chrono::Utc::now())
@@ -195,6 +207,9 @@ impl Publisher {
                     "job ended"
                 ),
             }
+        }
+        if let Some(held) = self.hold(&job).await {
+            return Ok((job, held));
         }
         let webhook = match &self.webhooks {
             Some(w) if status.is_terminal() && job.callback_url.is_some() => Some(w),

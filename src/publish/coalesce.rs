@@ -1,0 +1,244 @@
+//! Coalescing (off by default): when a job's updates come faster than a
+//! window, the first of each window is pushed at once and the newest of the
+//! rest when the window ends; the ones in between are stored but never
+//! sent. Every accepted update still takes its own seq and is what
+//! `GET /jobs/{id}`, `subscribe` and `sync` answer, so a subscriber sees
+//! seq grow by more than one between two messages and nothing else
+//! changes: each message is a whole snapshot, terminal ones are never
+//! held, and no subscriber waits longer than one window for the newest
+//! state. What it saves is messages, which API Gateway bills one per
+//! subscriber per push.
+//!
+//! Windows are fixed slices of wall-clock time (`updatedAt` divided by the
+//! window), so hosts that share a table agree on them without talking.
+//! The store tells each update when the two before it came
+//! ([`crate::store::Recent`]); from that alone an update knows whether it
+//! opens its window (pushed), is the first held one (it arranges the push
+//! at the window's end through a [`Flusher`]) or a later held one.
+
+use super::{PublishReport, Publisher};
+use crate::store::{JobRecord, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest window accepted: a subscriber may see a state this late.
+pub const MAX_WINDOW: Duration = Duration::from_secs(10);
+
+/// A window with held updates, whose newest is pushed when it ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    pub job_id: String,
+    /// Which window: `updatedAt` in epoch milliseconds divided by `window_ms`.
+    pub window: i64,
+    pub window_ms: i64,
+}
+
+impl Held {
+    /// When the window ends, in epoch milliseconds.
+    pub fn due_ms(&self) -> i64 {
+        (self.window + 1).saturating_mul(self.window_ms)
+    }
+
+    /// Whether `job`'s latest update was stored in this window.
+    fn holds_latest_of(&self, job: &JobRecord) -> bool {
+        window_of(job.snapshot.updated_at, self.window_ms) == self.window
+    }
+}
+
+/// What one stored update does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Push it now.
+    Push,
+    /// Do not push it; when `flush` is set, this update is the window's
+    /// first held one and arranges the push at its end.
+    Hold { flush: Option<Held> },
+}
+
+fn window_of(t: DateTime<Utc>, window_ms: i64) -> i64 {
+    t.timestamp_millis().div_euclid(window_ms)
+}
+
+/// Decides for a job just updated, under a window of `window` (zero: off).
+pub fn decide(window: Duration, job: &JobRecord) -> Decision {
+    let window_ms = window.as_millis().min(i64::MAX as u128) as i64;
+    if window_ms == 0 || job.snapshot.status.is_terminal() {
+        return Decision::Push;
+    }
+    let current = window_of(job.snapshot.updated_at, window_ms);
+    let in_current =
+        |t: Option<DateTime<Utc>>| t.is_some_and(|t| window_of(t, window_ms) == current);
+    if !in_current(job.recent.previous) {
+        return Decision::Push;
+    }
+    let flush = (!in_current(job.recent.before_previous)).then(|| Held {
+        job_id: job.snapshot.job_id.clone(),
+        window: current,
+        window_ms,
+    });
+    Decision::Hold { flush }
+}
+
+/// Runs [`Publisher::flush_held`] when a window ends: a task of this
+/// process (`serve`), or another function invoked now that waits for it
+/// (Lambda, where nothing may outlive the invocation that holds).
+#[async_trait]
+pub trait Flusher: Send + Sync {
+    async fn schedule(&self, publisher: &Publisher, held: Held) -> Result<(), String>;
+}
+
+/// Flushes on a task of this process.
+pub struct InProcess;
+
+#[async_trait]
+impl Flusher for InProcess {
+    async fn schedule(&self, publisher: &Publisher, held: Held) -> Result<(), String> {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            if let Err(e) = publisher.flush_held(&held).await {
+                tracing::warn!(job_id = %held.job_id, error = %e, "could not push the newest held update");
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Publisher {
+    /// The same publisher, coalescing each job's updates into windows of
+    /// `window` (zero: every update pushed) and pushing held ones through
+    /// `flusher`.
+    pub fn with_coalescing(mut self, window: Duration, flusher: Arc<dyn Flusher>) -> Publisher {
+        self.options.coalesce = window.min(MAX_WINDOW);
+        self.flusher = (!window.is_zero()).then_some(flusher);
+        self
+    }
+
+    /// Whether updates are coalesced.
+    pub fn coalescing(&self) -> bool {
+        self.flusher.is_some()
+    }
+
+    /// Holds `job`'s update instead of pushing it, when coalescing says so
+    /// and the window's push could be arranged; `None`: push it now.
+    pub(super) async fn hold(&self, job: &JobRecord) -> Option<PublishReport> {
+        let flusher = self.flusher.as_ref()?;
+        let Decision::Hold { flush } = decide(self.options.coalesce, job) else {
+            return None;
+        };
+        if let Some(held) = flush
+            && let Err(e) = flusher.schedule(self, held).await
+        {
+            // Better a message too many than a state nobody is shown.
+            tracing::warn!(job_id = %job.snapshot.job_id, error = %e, "could not arrange the coalesced push; pushing now");
+            return None;
+        }
+        self.metrics
+            .publish_held_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(PublishReport {
+            held: true,
+            ..PublishReport::default()
+        })
+    }
+
+    /// Waits for `held`'s window to end, then pushes the job's snapshot if
+    /// it is still the newest of that window (no later update pushed it or
+    /// holds it) and not terminal (those push themselves). `None`: nothing
+    /// to push.
+    pub async fn flush_held(&self, held: &Held) -> Result<Option<PublishReport>, StoreError> {
+        let wait = held.due_ms() - Utc::now().timestamp_millis();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        let Some(job) = self.store.get_job(&held.job_id).await? else {
+            return Ok(None);
+        };
+        if job.snapshot.status.is_terminal() || !held.holds_latest_of(&job) {
+            return Ok(None);
+        }
+        let subscribers = self.store.subscribers(&held.job_id).await?;
+        let payload = super::snapshot_payload(&job.snapshot);
+        let report = self.fan_out(&held.job_id, subscribers, payload).await;
+        self.metrics
+            .publish_flushed_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Status;
+    use crate::store::Recent;
+    use serde_json::json;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap_or_default()
+    }
+
+    fn job(now: i64, previous: Option<i64>, before: Option<i64>) -> JobRecord {
+        let mut j = JobRecord::queued("j", "export", json!({}), None, at(0));
+        j.snapshot.status = Status::Running;
+        j.snapshot.updated_at = at(now);
+        j.recent = Recent {
+            previous: previous.map(at),
+            before_previous: before.map(at),
+        };
+        j
+    }
+
+    const W: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn the_first_update_of_a_window_is_pushed() {
+        assert_eq!(decide(W, &job(510, Some(420), Some(300))), Decision::Push);
+        assert_eq!(decide(W, &job(510, None, None)), Decision::Push);
+    }
+
+    #[test]
+    fn the_first_held_update_arranges_the_windows_push() {
+        let window = at(0).timestamp_millis().div_euclid(500) + 1;
+        assert_eq!(
+            decide(W, &job(620, Some(510), Some(420))),
+            Decision::Hold {
+                flush: Some(Held {
+                    job_id: "j".into(),
+                    window,
+                    window_ms: 500,
+                })
+            }
+        );
+        assert_eq!(
+            decide(W, &job(700, Some(620), Some(510))),
+            Decision::Hold { flush: None }
+        );
+    }
+
+    #[test]
+    fn terminal_updates_and_a_zero_window_always_push() {
+        let mut done = job(700, Some(620), Some(510));
+        done.snapshot.status = Status::Succeeded;
+        assert_eq!(decide(W, &done), Decision::Push);
+        assert_eq!(
+            decide(Duration::ZERO, &job(700, Some(620), Some(510))),
+            Decision::Push
+        );
+    }
+
+    #[test]
+    fn a_window_ends_where_the_next_begins() {
+        let held = Held {
+            job_id: "j".into(),
+            window: 4,
+            window_ms: 250,
+        };
+        assert_eq!(held.due_ms(), 1250);
+        let body = serde_json::to_value(&held).unwrap_or_default();
+        assert_eq!(body, json!({"jobId": "j", "window": 4, "windowMs": 250}));
+    }
+}
