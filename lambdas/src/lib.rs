@@ -18,6 +18,8 @@
 //! | `JOBCAST_WEBHOOK_SECRET` | jobs_api, worker, sweeper | signs webhooks and `http` hand-overs; `callbackUrl` is refused without it |
 //! | `JOBCAST_KINDS` | jobs_api | your job kinds: `KIND=TARGET,…` (`sqs:`, `lambda:`, `http(s)://`) |
 //! | `JOBCAST_HEARTBEAT_TIMEOUT_SECONDS` | jobs_api | worker liveness: seconds without an update before `worker_lost` (default 300, 0 off) |
+//! | `JOBCAST_COALESCE_MS` | jobs_api, updates, worker | coalescing window in milliseconds (0 off, at most 10000) |
+//! | `JOBCAST_FLUSH_FUNCTION` | jobs_api, updates, worker | with a window: the function invoked to push each window's newest update (the sweeper) |
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -36,6 +38,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+pub mod coalescing;
 
 /// Lease owner of the Lambda functions (they never resume one another's work).
 const LEASE_OWNER: &str = "lambda";
@@ -146,7 +150,7 @@ fn positive_var(name: &str, default: usize) -> Result<usize, Error> {
     }
 }
 
-fn var(name: &str) -> Option<String> {
+pub(crate) fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -304,6 +308,10 @@ impl Wiring {
                 .max(publish.concurrency);
         wiring.parts.identity = owners_from_env().await?;
         wiring.parts.owner_limit = owner_limit_from_env(wiring.parts.identity.is_some())?;
+        if let Some((window, flusher)) = coalescing::from_env(&wiring.sdk)? {
+            wiring.parts.publish.coalesce = window;
+            wiring.parts.flusher = Some(flusher);
+        }
         Ok(wiring)
     }
 

@@ -593,3 +593,123 @@ async fn a_worker_reports_through_the_function_url_and_nothing_else_gets_in() {
         "nothing but the one update reached the job"
     );
 }
+
+/// A stand-in for Lambda's Invoke API: records each request's path and
+/// body and answers as an asynchronous invoke does (202, empty body).
+async fn invoke_receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let got: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = Arc::clone(&got);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut request_line = String::new();
+                    if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        stream.read_line(&mut line).await.unwrap();
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).await.unwrap();
+                    let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
+                    seen.lock()
+                        .unwrap()
+                        .push((path, serde_json::from_slice(&body).unwrap()));
+                    stream
+                        .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test]
+async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
+    use jobcast::publish::InvokeFlush;
+    let mut rig = rig().await;
+    let (invoke_url, invoked) = invoke_receiver().await;
+    let window = Duration::from_secs(2);
+    rig.wiring.parts.publish.coalesce = window;
+    let lambda_sdk = sdk_config().to_builder().endpoint_url(invoke_url).build();
+    rig.wiring.parts.flusher = Some(Arc::new(InvokeFlush::new(&lambda_sdk, "jobcast-sweeper")));
+    let (status, accepted, _) = rig.post_job("coalesce-1").await;
+    assert_eq!(status, 202);
+    let job_id = accepted["jobId"].as_str().unwrap().to_string();
+    let (mut client, conn) = rig.client().await;
+    rig.store
+        .subscribe(&job_id, &conn, chrono::Utc::now())
+        .await
+        .unwrap();
+    let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
+    let keys = TokenKey::new(SECRET, Duration::from_secs(3600)).unwrap();
+    let worker_token = keys.issue_worker(&job_id, chrono::Utc::now().timestamp());
+    let updates = format!("/jobs/{job_id}/updates");
+
+    // Just after a window begins: three updates, the first opens the window.
+    let now = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(
+        (2000 - now.rem_euclid(2000) + 50) as u64,
+    ))
+    .await;
+    for percent in [10, 20, 30] {
+        let body = format!(r#"{{"percent":{percent},"message":"at {percent}"}}"#);
+        let event = function_url_event("POST", &updates, &worker_token, &body);
+        assert_eq!(
+            jobs_api::handle_updates(&deps, event).await.status_code,
+            200
+        );
+    }
+    assert_eq!(
+        next_json(&mut client).await["seq"],
+        2,
+        "the window's first, at once"
+    );
+    // The second asked the sweeper, asynchronously, to push the window's
+    // newest when it ends; the third asked nothing.
+    let calls = invoked.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let (path, event) = &calls[0];
+    assert_eq!(path, "/2015-03-31/functions/jobcast-sweeper/invocations");
+    assert_eq!(event["jobcastFlush"]["jobId"], job_id.as_str());
+    assert_eq!(event["jobcastFlush"]["windowMs"], 2000);
+
+    // What the sweeper does with that event: wait for the window's end, push.
+    let sweeper = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
+    let answer = jobcast_lambdas::coalescing::flush(&sweeper.publisher, event)
+        .await
+        .expect("a flush event")
+        .unwrap();
+    assert_eq!(answer["pushed"], 1);
+    let newest = next_json(&mut client).await;
+    assert_eq!(
+        (&newest["seq"], &newest["message"]),
+        (&json!(4), &json!("at 30"))
+    );
+    // Any other event is the scheduled sweep's.
+    let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event"});
+    assert!(
+        jobcast_lambdas::coalescing::flush(&sweeper.publisher, &scheduled)
+            .await
+            .is_none()
+    );
+}

@@ -15,9 +15,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub mod coalesce;
+pub mod invoke;
 pub mod pace;
 
 pub use coalesce::{Flusher, Held, InProcess};
+pub use invoke::InvokeFlush;
 pub use pace::Pace;
 
 /// How a fan-out behaves.

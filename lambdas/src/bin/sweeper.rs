@@ -4,10 +4,13 @@
 //! pushed, webhook delivered). Lost jobs are found through the table's
 //! sparse deadline index (GSI2), never a Scan; the update is conditional on
 //! the deadline still being past, so overlapping runs end each job once.
+//!
+//! With coalescing on, the functions that publish also invoke it with
+//! `{"jobcastFlush": …}` to push a window's newest update when it ends.
 
 use jobcast::handlers::worker;
 use jobcast_lambdas::{
-    Error, LambdaEvent, Wiring, init_tracing, run, service_fn, within_invocation,
+    Error, LambdaEvent, Wiring, coalescing, init_tracing, run, service_fn, within_invocation,
 };
 use serde_json::{Value, json};
 
@@ -17,6 +20,10 @@ async fn main() -> Result<(), Error> {
     let deps = Wiring::fixed_deps_from_env().await?;
     let deps = &deps;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let flush = coalescing::flush(&deps.publisher, &event.payload);
+        if let Some(done) = within_invocation(&event.context, flush).await {
+            return done;
+        }
         let now = jobcast::handlers::now_unix();
         let sweep = worker::sweep_lost(&deps.publisher, now);
         let ended = within_invocation(&event.context, sweep).await?;
