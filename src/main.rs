@@ -108,7 +108,7 @@ fn log_relaxations(config: &GatewayConfig) {
         tracing::warn!(max_lifetime = ?config.max_lifetime, "connection lifetime differs from API Gateway's 2 hours");
     }
     if !config.publish.coalesce.is_zero() {
-        tracing::info!(coalesce = ?config.publish.coalesce, "updates are coalesced: the first of each window is pushed at once, the newest of the rest when it ends");
+        tracing::info!(coalesce = ?config.publish.coalesce, "updates are coalesced: while a job's updates keep coming, only each window's newest is pushed, when it ends");
     }
     if !config.management_latency.is_zero() {
         tracing::info!(management_latency = ?config.management_latency, "every @connections call answers this much later, as AWS's round trip would");

@@ -97,6 +97,10 @@ pub struct CostOptions {
     /// `@connections` round trip, as AWS's.
     #[arg(long, default_value = "30ms", value_parser = crate::values::parse_duration_or_zero, value_name = "DURATION")]
     pub management_latency: std::time::Duration,
+    /// Coalescing window of the functions that publish (the template's
+    /// CoalesceMs); the sweeper's flushes are counted and timed.
+    #[arg(long, default_value = "0", value_parser = crate::values::parse_coalesce_window, value_name = "DURATION")]
+    pub coalesce: std::time::Duration,
     /// How long each subscriber stays connected (billed connection minutes).
     #[arg(long, default_value = "1")]
     pub connection_minutes: f64,

@@ -178,8 +178,8 @@ pub struct ServeArgs {
     pub management_latency: Duration,
 
     /// Coalesce each job's updates into windows this long (e.g. 500ms, at
-    /// most 10s): the first of a window is pushed at once, the newest of
-    /// the rest when it ends. Fewer messages, none older than a window.
+    /// most 10s): while updates keep coming, only each window's newest is
+    /// pushed, when it ends; one after a quiet window goes at once.
     /// Off (0) by default: every update is pushed.
     #[arg(long, env = "JOBCAST_COALESCE", default_value = "0", value_parser = parse_coalesce_window, value_name = "DURATION")]
     pub coalesce: Duration,

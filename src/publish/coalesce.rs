@@ -1,7 +1,7 @@
-//! Coalescing (off by default): when a job's updates come faster than a
-//! window, the first of each window is pushed at once and the newest of the
-//! rest when the window ends; the ones in between are stored but never
-//! sent. Every accepted update still takes its own seq and is what
+//! Coalescing (off by default): while a job's updates keep coming, each
+//! window of time pushes only its newest one, when it ends; an update after
+//! a quiet window is pushed at once. The ones in between are stored but
+//! never sent. Every accepted update still takes its own seq and is what
 //! `GET /jobs/{id}`, `subscribe` and `sync` answer, so a subscriber sees
 //! seq grow by more than one between two messages and nothing else
 //! changes: each message is a whole snapshot, terminal ones are never
@@ -13,8 +13,9 @@
 //! window), so hosts that share a table agree on them without talking.
 //! The store tells each update when the two before it came
 //! ([`crate::store::Recent`]); from that alone an update knows whether it
-//! opens its window (pushed), is the first held one (it arranges the push
-//! at the window's end through a [`Flusher`]) or a later held one.
+//! follows a quiet window (pushed), is its window's first held one (it
+//! arranges the push at the window's end through a [`Flusher`]) or a later
+//! held one.
 
 use super::{PublishReport, Publisher};
 use crate::store::{JobRecord, StoreError};
@@ -70,12 +71,23 @@ pub fn decide(window: Duration, job: &JobRecord) -> Decision {
         return Decision::Push;
     }
     let current = window_of(job.snapshot.updated_at, window_ms);
-    let in_current =
-        |t: Option<DateTime<Utc>>| t.is_some_and(|t| window_of(t, window_ms) == current);
-    if !in_current(job.recent.previous) {
+    // An update after a whole window without one (or the job's first) is
+    // news: pushed at once. One that continues a stream waits for its
+    // window's end with the others.
+    let quiet_before =
+        |t: Option<DateTime<Utc>>, w: i64| t.is_none_or(|t| window_of(t, window_ms) < w - 1);
+    if quiet_before(job.recent.previous, current) {
         return Decision::Push;
     }
-    let flush = (!in_current(job.recent.before_previous)).then(|| Held {
+    let previous = job.recent.previous.map(|t| window_of(t, window_ms));
+    // The window's first held update arranges its push: the previous update
+    // was of an earlier window, or was of this one and pushed at once.
+    let first_held = previous != Some(current)
+        || job
+            .recent
+            .previous
+            .is_some_and(|p| quiet_before(job.recent.before_previous, window_of(p, window_ms)));
+    let flush = first_held.then(|| Held {
         job_id: job.snapshot.job_id.clone(),
         window: current,
         window_ms,
@@ -194,29 +206,38 @@ mod tests {
 
     const W: Duration = Duration::from_millis(500);
 
+    fn held(window: i64) -> Decision {
+        Decision::Hold {
+            flush: Some(Held {
+                job_id: "j".into(),
+                window: at(0).timestamp_millis().div_euclid(500) + window,
+                window_ms: 500,
+            }),
+        }
+    }
+
     #[test]
-    fn the_first_update_of_a_window_is_pushed() {
-        assert_eq!(decide(W, &job(510, Some(420), Some(300))), Decision::Push);
+    fn an_update_after_a_quiet_window_is_pushed_at_once() {
+        assert_eq!(decide(W, &job(1010, Some(420), Some(300))), Decision::Push);
         assert_eq!(decide(W, &job(510, None, None)), Decision::Push);
     }
 
     #[test]
-    fn the_first_held_update_arranges_the_windows_push() {
-        let window = at(0).timestamp_millis().div_euclid(500) + 1;
+    fn a_stream_is_pushed_once_a_window_by_its_first_held_update() {
+        // The first of window 1 after updates in window 0: held, and it
+        // arranges window 1's push.
+        assert_eq!(decide(W, &job(620, Some(480), Some(300))), held(1));
+        // The next ones of window 1 rely on it.
         assert_eq!(
-            decide(W, &job(620, Some(510), Some(420))),
-            Decision::Hold {
-                flush: Some(Held {
-                    job_id: "j".into(),
-                    window,
-                    window_ms: 500,
-                })
-            }
-        );
-        assert_eq!(
-            decide(W, &job(700, Some(620), Some(510))),
+            decide(W, &job(700, Some(620), Some(480))),
             Decision::Hold { flush: None }
         );
+        assert_eq!(
+            decide(W, &job(990, Some(700), Some(620))),
+            Decision::Hold { flush: None }
+        );
+        // After a quiet window the first is pushed, so the second arranges.
+        assert_eq!(decide(W, &job(1600, Some(1510), Some(300))), held(3));
     }
 
     #[test]

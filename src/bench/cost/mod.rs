@@ -23,6 +23,7 @@ use super::local_sdk_config;
 use crate::gateway::events::{ConnectionMeta, http_event, new_connection_id};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::handlers::{Deps, JobQueue, QueueError, jobs_api, websocket};
+use crate::publish::{Flusher, Held, Publisher};
 use crate::push::ManagementApiPusher;
 use crate::store::{DynamoStore, JobRecord, Store};
 use crate::token::TokenKey;
@@ -48,9 +49,12 @@ pub struct CostCase {
     pub update: Step,
     pub connect: Step,
     pub disconnect: Step,
-    /// Progress messages the clients received, and expected.
+    /// Progress messages the clients received, and expected (with
+    /// coalescing, what the publishers posted).
     pub delivered: u64,
     pub expected: u64,
+    /// Coalescing windows the sweeper pushed.
+    pub flushes: u64,
     /// One update: `POST /jobs/{id}/updates` to the last post.
     pub per_update: Dollars,
     /// The whole job (create, S connects and disconnects, N updates,
@@ -63,12 +67,52 @@ pub struct CostCase {
 #[serde(rename_all = "camelCase")]
 pub struct CostReport {
     pub management_latency_ms: f64,
+    pub coalesce_ms: f64,
     pub updates_via: UpdatesVia,
     pub connection_minutes: f64,
     pub lambda_memory_mb: f64,
     pub prices_read_on: &'static str,
     pub prices: Prices,
     pub cases: Vec<CostCase>,
+}
+
+/// The sweeper's part in coalescing: each window it is asked to push runs
+/// here as the sweeper's invocation would, timed from the invoke (its wait
+/// for the window's end is billed too).
+#[derive(Default)]
+struct SweeperFlush {
+    running: std::sync::Mutex<Vec<tokio::task::JoinHandle<f64>>>,
+}
+
+impl SweeperFlush {
+    /// Waits for every flush asked so far; the time each took, in ms.
+    async fn finished(&self) -> Vec<f64> {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut millis = Vec::with_capacity(running.len());
+        for task in running {
+            millis.extend(task.await.ok());
+        }
+        millis
+    }
+}
+
+#[async_trait::async_trait]
+impl Flusher for SweeperFlush {
+    async fn schedule(&self, publisher: &Publisher, held: Held) -> Result<(), String> {
+        let publisher = publisher.clone();
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            if let Err(e) = publisher.flush_held(&held).await {
+                tracing::warn!(error = %e, "flush failed");
+            }
+            started.elapsed().as_secs_f64() * 1000.0
+        });
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        Ok(())
+    }
 }
 
 /// The demo queue of the jobs Lambda (SQS in AWS): counts hand-overs.
@@ -93,6 +137,7 @@ pub async fn run(opts: CostOptions) -> Result<CostReport, String> {
     }
     Ok(CostReport {
         management_latency_ms: opts.management_latency.as_secs_f64() * 1000.0,
+        coalesce_ms: opts.coalesce.as_secs_f64() * 1000.0,
         updates_via: opts.updates_via,
         connection_minutes: opts.connection_minutes,
         lambda_memory_mb: prices::LAMBDA_MEMORY_MB,
@@ -118,10 +163,13 @@ fn lambda_deps(
     tokens: &TokenKey,
     addr: SocketAddr,
     queue: Arc<CountedQueue>,
+    coalesce: (Duration, &Arc<SweeperFlush>),
 ) -> Deps {
     let mut parts = DepsBuilder::new(store, Default::default());
     parts.tokens = tokens.clone();
     parts.lease_owner = "lambda".into();
+    parts.publish.coalesce = coalesce.0;
+    parts.flusher = Some(Arc::clone(coalesce.1) as Arc<dyn Flusher>);
     let publisher = parts.publisher(Arc::new(ManagementApiPusher::new(
         sdk,
         &format!("http://{addr}/dev"),
@@ -228,7 +276,15 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let tokens = TokenKey::random(Duration::from_secs(3600));
     let (addr, stop_tx, server) = gateway(opts, s, unmetered, &tokens).await?;
     let queue = Arc::new(CountedQueue::default());
-    let deps = lambda_deps(&sdk, Arc::clone(&store), &tokens, addr, Arc::clone(&queue));
+    let sweeper = Arc::new(SweeperFlush::default());
+    let deps = lambda_deps(
+        &sdk,
+        Arc::clone(&store),
+        &tokens,
+        addr,
+        Arc::clone(&queue),
+        (opts.coalesce, &sweeper),
+    );
 
     let created = jobs_event(
         http::Method::POST,
@@ -247,8 +303,17 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let audience =
         Audience::connect(&format!("ws://{addr}/dev?jobId={job_id}&token={token}"), s).await?;
 
-    let update = updates(opts, &deps, &meter, &tokens, &job_id).await?;
-    let expected = (s * opts.updates) as u64;
+    let update = updates(opts, &deps, &meter, &tokens, &job_id, &sweeper).await?;
+    let flushes = update.flush_invocations as u64;
+    let posted = deps
+        .publisher
+        .metrics()
+        .publish_delivered_total
+        .load(Ordering::Relaxed);
+    let expected = match opts.coalesce.is_zero() {
+        true => (s * opts.updates) as u64,
+        false => posted,
+    };
     let delivered = audience
         .wait_for(expected as usize, Duration::from_secs(30))
         .await as u64;
@@ -257,13 +322,20 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let _ = stop_tx.send(());
     let _ = server.await;
     let sqs = queue.0.load(Ordering::Relaxed);
-    let per_update = dollars_per_update(&update.per_invocation(), s, opts.updates_via, &US_EAST_1);
+    let messages_per_update = expected as f64 / opts.updates as f64;
+    let per_update = dollars_per_update(
+        &update.per_invocation(),
+        messages_per_update,
+        opts.updates_via,
+        &US_EAST_1,
+    );
     let job = JobSteps {
         create: &create,
         update: &update,
         connect: &connect.per_invocation(),
         disconnect: &disconnect.per_invocation(),
         sqs,
+        messages: expected as f64,
     };
     let per_update_with_job = job
         .dollars(s, opts, &US_EAST_1)
@@ -277,25 +349,28 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
         disconnect,
         delivered,
         expected,
+        flushes,
         per_update,
         per_update_with_job,
     })
 }
 
 /// `n` worker updates through `POST /jobs/{id}/updates`, the last one
-/// `succeeded`; all of them together.
+/// `succeeded`; all of them together, with the sweeper's flushes they
+/// caused (and their DynamoDB use).
 async fn updates(
     opts: &CostOptions,
     deps: &Deps,
     meter: &CapacityMeter,
     tokens: &TokenKey,
     job_id: &str,
+    sweeper: &SweeperFlush,
 ) -> Result<Step, String> {
+    let before = meter.usage();
     let n = opts.updates;
     let worker = tokens.issue_worker(job_id, chrono::Utc::now().timestamp());
     let path = format!("/jobs/{job_id}/updates");
     let mut millis = Vec::with_capacity(n);
-    let mut total = Usage::default();
     for i in 1..=n {
         if i > 1 && !opts.update_interval.is_zero() {
             tokio::time::sleep(opts.update_interval).await;
@@ -313,16 +388,16 @@ async fn updates(
             &body,
             Some(job_id),
         )?;
-        let (_, ms, usage) = match opts.updates_via {
+        let (_, ms, _) = match opts.updates_via {
             UpdatesVia::FunctionUrl => {
                 call_jobs(meter, jobs_api::handle_updates(deps, event)).await?
             }
             UpdatesVia::HttpApi => call_jobs(meter, jobs_api::handle(deps, event)).await?,
         };
         millis.push(ms);
-        total = total.plus(&usage);
     }
-    Ok(Step::new(&millis, &total))
+    let flushes = sweeper.finished().await;
+    Ok(Step::new(&millis, &meter.usage().since(&before)).with_flushes(&flushes))
 }
 
 /// `$connect` and `$disconnect` of `samples` more connections to the job,

@@ -31,6 +31,10 @@ pub struct Step {
     pub write_units: f64,
     /// DynamoDB operations → (requests, units), for the arithmetic.
     pub operations: std::collections::BTreeMap<String, (f64, f64)>,
+    /// Sweeper invocations the step caused (coalescing windows it pushed),
+    /// and their billed time, waiting for the window's end included.
+    pub flush_invocations: f64,
+    pub flush_gb_seconds: f64,
 }
 
 impl Step {
@@ -50,7 +54,17 @@ impl Step {
                 .iter()
                 .map(|(op, (c, u))| (op.clone(), (*c as f64, *u)))
                 .collect(),
+            flush_invocations: 0.0,
+            flush_gb_seconds: 0.0,
         }
+    }
+
+    /// The same step, with the sweeper invocations it caused (each took
+    /// `millis`).
+    pub(super) fn with_flushes(mut self, millis: &[f64]) -> Step {
+        self.flush_invocations = millis.len() as f64;
+        self.flush_gb_seconds = millis.iter().map(|m| billed_gb_seconds(*m)).sum();
+        self
     }
 
     /// The same step per invocation.
@@ -67,12 +81,15 @@ impl Step {
                 .iter()
                 .map(|(op, (c, u))| (op.clone(), (c / n, u / n)))
                 .collect(),
+            flush_invocations: self.flush_invocations / n,
+            flush_gb_seconds: self.flush_gb_seconds / n,
             ..self.clone()
         }
     }
 
     fn lambda_dollars(&self, p: &Prices) -> f64 {
-        self.invocations as f64 * p.lambda_request + self.billed_gb_seconds * p.lambda_gb_second
+        (self.invocations as f64 + self.flush_invocations) * p.lambda_request
+            + (self.billed_gb_seconds + self.flush_gb_seconds) * p.lambda_gb_second
     }
 
     fn dynamodb_dollars(&self, p: &Prices) -> f64 {
@@ -114,13 +131,18 @@ impl Dollars {
     }
 }
 
-/// One update: its invocation, its request (if API Gateway carries it), one
-/// message per subscriber, its DynamoDB units.
-pub(super) fn dollars_per_update(update: &Step, s: usize, via: UpdatesVia, p: &Prices) -> Dollars {
+/// One update: its invocation, its request (if API Gateway carries it), its
+/// `messages` (one per subscriber, fewer when coalesced), its DynamoDB units.
+pub(super) fn dollars_per_update(
+    update: &Step,
+    messages: f64,
+    via: UpdatesVia,
+    p: &Prices,
+) -> Dollars {
     Dollars {
         lambda: update.lambda_dollars(p),
         http_api: via.request_dollars(p),
-        websocket_messages: s as f64 * p.websocket_message,
+        websocket_messages: messages * p.websocket_message,
         dynamodb: update.dynamodb_dollars(p),
         ..Dollars::default()
     }
@@ -133,6 +155,8 @@ pub(super) struct JobSteps<'a> {
     pub(super) connect: &'a Step,
     pub(super) disconnect: &'a Step,
     pub(super) sqs: u64,
+    /// Progress messages the job's updates sent, every subscriber counted.
+    pub(super) messages: f64,
 }
 
 impl JobSteps<'_> {
@@ -147,7 +171,7 @@ impl JobSteps<'_> {
                 + self.update.lambda_dollars(p)
                 + s * per_connection,
             http_api: p.http_api_request + n * opts.updates_via.request_dollars(p),
-            websocket_messages: s * n * p.websocket_message,
+            websocket_messages: self.messages * p.websocket_message,
             connection_minutes: s * opts.connection_minutes * p.websocket_connection_minute,
             dynamodb: self.create.dynamodb_dollars(p)
                 + self.update.dynamodb_dollars(p)
@@ -175,8 +199,8 @@ mod tests {
     fn the_function_url_drops_the_api_request_of_each_update_and_nothing_else() {
         let p = US_EAST_1;
         let one = step(1, 1.0);
-        let url = dollars_per_update(&one, 10, UpdatesVia::FunctionUrl, &p);
-        let api = dollars_per_update(&one, 10, UpdatesVia::HttpApi, &p);
+        let url = dollars_per_update(&one, 10.0, UpdatesVia::FunctionUrl, &p);
+        let api = dollars_per_update(&one, 10.0, UpdatesVia::HttpApi, &p);
         assert_eq!(url.http_api, 0.0);
         assert_eq!(api.http_api, p.http_api_request);
         assert!((api.total() - url.total() - p.http_api_request).abs() < 1e-15);
@@ -190,6 +214,7 @@ mod tests {
             update_interval: std::time::Duration::ZERO,
             updates_via: via,
             management_latency: std::time::Duration::ZERO,
+            coalesce: std::time::Duration::ZERO,
             connection_minutes: 1.0,
             samples: 1,
             json_out: None,
@@ -201,10 +226,26 @@ mod tests {
             connect: &connect,
             disconnect: &connect,
             sqs: 1,
+            messages: 40.0,
         };
         let url = job.dollars(10, &opts(UpdatesVia::FunctionUrl), &p);
         let api = job.dollars(10, &opts(UpdatesVia::HttpApi), &p);
         assert_eq!(url.http_api, p.http_api_request);
         assert!((api.http_api - 5.0 * p.http_api_request).abs() < 1e-15);
+        assert_eq!(url.websocket_messages, 40.0 * p.websocket_message);
+    }
+
+    #[test]
+    fn coalescing_counts_the_messages_sent_and_the_sweepers_invocations() {
+        let p = US_EAST_1;
+        let plain = step(1, 1.0);
+        let flushed = step(1, 1.0).with_flushes(&[400.0]);
+        let every = dollars_per_update(&plain, 10.0, UpdatesVia::FunctionUrl, &p);
+        // Four updates of a window sent 2 messages to each of 10: 5 an update.
+        let coalesced =
+            dollars_per_update(&flushed.per_invocation(), 5.0, UpdatesVia::FunctionUrl, &p);
+        assert_eq!(coalesced.websocket_messages, 5.0 * p.websocket_message);
+        let sweeper = p.lambda_request + billed_gb_seconds(400.0) * p.lambda_gb_second;
+        assert!((coalesced.lambda - every.lambda - sweeper).abs() < 1e-15);
     }
 }

@@ -76,6 +76,31 @@ fn other_door(out: &mut Formatter<'_>, r: &CostReport) -> fmt::Result {
     )
 }
 
+/// With a coalescing window: how many messages the updates came to, and
+/// how many windows the sweeper pushed.
+fn coalescing(out: &mut Formatter<'_>, r: &CostReport) -> fmt::Result {
+    if r.coalesce_ms == 0.0 {
+        return Ok(());
+    }
+    let cases: Vec<String> = r
+        .cases
+        .iter()
+        .map(|c| {
+            let per_subscriber = c.expected as f64 / c.subscribers.max(1) as f64;
+            format!(
+                "S = {}: {} updates pushed {per_subscriber:.0} times to each subscriber ({} windows by the sweeper)",
+                c.subscribers, c.updates, c.flushes
+            )
+        })
+        .collect();
+    writeln!(
+        out,
+        "\nCoalescing window {:.0} ms: {}. The sweeper's invocations, their wait for the window's end included, are in the Lambda column.",
+        r.coalesce_ms,
+        cases.join("; ")
+    )
+}
+
 impl Display for CostReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let n = self.cases.first().map(|c| c.updates).unwrap_or(0);
@@ -96,6 +121,7 @@ impl Display for CostReport {
         for c in &self.cases {
             case_lines(f, c)?;
         }
+        coalescing(f, self)?;
         writeln!(
             f,
             "\nDollars per million updates, us-east-1 list prices read {} (Lambda arm64 at {:.0} MB):\n",
