@@ -8,11 +8,12 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A coalescing window and what pushes each window's newest update.
+pub(crate) type Coalescing = (Duration, Arc<dyn Flusher>);
+
 /// The window and the flusher `JOBCAST_COALESCE_MS` and
 /// `JOBCAST_FLUSH_FUNCTION` describe; `None` when coalescing is off.
-pub(crate) fn from_env(
-    sdk: &aws_config::SdkConfig,
-) -> Result<Option<(Duration, Arc<dyn Flusher>)>, Error> {
+pub(crate) fn from_env(sdk: &aws_config::SdkConfig) -> Result<Option<Coalescing>, Error> {
     let Some(v) = var("JOBCAST_COALESCE_MS") else {
         return Ok(None);
     };
