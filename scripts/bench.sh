@@ -106,12 +106,20 @@ trap 'stop_server; scripts/dynamodb-local.sh stop' EXIT
 export AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB
 if [ $quick = 1 ]; then
   "$bin" bench cost --subscribers 1,10 --updates 5 --samples 2 --json-out "$out/cost.json" >"$out/cost.md"
+  "$bin" bench cost --subscribers 10 --updates 8 --update-interval 100ms --samples 2 \
+    --coalesce 500ms >"$out/cost-coalesce-500ms.md"
   "$bin" bench fanout --subscribers 100 --rounds 2 --push http --management-latency 10ms --json >"$out/fanout-latency.jsonl"
 else
   "$bin" bench cost --subscribers 1,10,1000 --updates 100 --json-out "$out/cost.json" >"$out/cost.md"
   # A worker reporting about once a second: the liveness deadline it stores moves.
   "$bin" bench cost --subscribers 10 --updates 12 --update-interval 1100ms --samples 5 \
     --json-out "$out/cost-paced.json" >"$out/cost-paced.md"
+  # A worker reporting every 100 ms, every update pushed and then coalesced
+  # into 500 ms windows (the template's CoalesceMs), side by side.
+  for window in 0 500ms; do
+    "$bin" bench cost --subscribers 10 --updates 100 --update-interval 100ms --samples 5 \
+      --coalesce "$window" --json-out "$out/cost-coalesce-$window.json" >"$out/cost-coalesce-$window.md"
+  done
   : >"$out/fanout-latency.jsonl"
   for latency in 0 10ms 30ms; do
     for fixed in "--publish-concurrency 64" ""; do

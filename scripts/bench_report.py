@@ -297,6 +297,21 @@ def aws_section(folder):
             paced,
             "",
         ]
+    every, coalesced = text(folder, "cost-coalesce-0.md"), text(folder, "cost-coalesce-500ms.md")
+    if every and coalesced:
+        lines += [
+            "A worker reporting every 100 ms (100 updates, S = 10), every update",
+            "pushed:",
+            "",
+            every,
+            "",
+            "The same worker with coalescing in 500 ms windows (`--coalesce 500ms`,",
+            "the template's `CoalesceMs=500`): while updates keep coming, each window",
+            "pushes only its newest, through the sweeper:",
+            "",
+            coalesced,
+            "",
+        ]
     path = os.path.join(folder, "fanout-latency.jsonl")
     if os.path.exists(path):
         runs = [json.loads(l) for l in open(path) if l.strip()]
