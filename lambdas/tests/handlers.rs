@@ -152,6 +152,40 @@ impl Rig {
     }
 }
 
+/// A job created through the jobs function, a client subscribed to it,
+/// and what its worker reports with.
+struct WorkerJob {
+    accepted: Value,
+    job_id: String,
+    client: Client,
+    deps: jobcast::handlers::Deps,
+    worker_token: String,
+    /// `/jobs/{jobId}/updates`.
+    updates: String,
+}
+
+impl Rig {
+    async fn worker_job(&self, key: &str) -> WorkerJob {
+        let (status, accepted, _) = self.post_job(key).await;
+        assert_eq!(status, 202);
+        let job_id = accepted["jobId"].as_str().unwrap().to_string();
+        let (client, conn) = self.client().await;
+        self.store
+            .subscribe(&job_id, &conn, chrono::Utc::now())
+            .await
+            .unwrap();
+        let keys = TokenKey::new(SECRET, Duration::from_secs(3600)).unwrap();
+        WorkerJob {
+            worker_token: keys.issue_worker(&job_id, chrono::Utc::now().timestamp()),
+            updates: format!("/jobs/{job_id}/updates"),
+            deps: self.wiring.deps(&self.wiring.fixed_endpoint().unwrap()),
+            accepted,
+            job_id,
+            client,
+        }
+    }
+}
+
 async fn next_json(c: &mut Client) -> Value {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), c.next())
@@ -520,18 +554,14 @@ fn problem_code(res: &aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> Val
 #[tokio::test]
 async fn a_worker_reports_through_the_function_url_and_nothing_else_gets_in() {
     let rig = rig().await;
-    let (status, accepted, _) = rig.post_job("function-url-1").await;
-    assert_eq!(status, 202);
-    let job_id = accepted["jobId"].as_str().unwrap().to_string();
-    let (mut client, conn) = rig.client().await;
-    rig.store
-        .subscribe(&job_id, &conn, chrono::Utc::now())
-        .await
-        .unwrap();
-    let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
-    let keys = TokenKey::new(SECRET, Duration::from_secs(3600)).unwrap();
-    let worker_token = keys.issue_worker(&job_id, chrono::Utc::now().timestamp());
-    let updates = format!("/jobs/{job_id}/updates");
+    let WorkerJob {
+        accepted,
+        job_id,
+        mut client,
+        deps,
+        worker_token,
+        updates,
+    } = rig.worker_job("function-url-1").await;
 
     // The worker's update: stored, answered with its seq, pushed.
     let event = function_url_event(
@@ -652,23 +682,20 @@ async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
     rig.wiring.parts.publish.coalesce = window;
     let lambda_sdk = sdk_config().to_builder().endpoint_url(invoke_url).build();
     rig.wiring.parts.flusher = Some(Arc::new(InvokeFlush::new(&lambda_sdk, "jobcast-sweeper")));
-    let (status, accepted, _) = rig.post_job("coalesce-1").await;
-    assert_eq!(status, 202);
-    let job_id = accepted["jobId"].as_str().unwrap().to_string();
-    let (mut client, conn) = rig.client().await;
-    rig.store
-        .subscribe(&job_id, &conn, chrono::Utc::now())
-        .await
-        .unwrap();
-    let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
-    let keys = TokenKey::new(SECRET, Duration::from_secs(3600)).unwrap();
-    let worker_token = keys.issue_worker(&job_id, chrono::Utc::now().timestamp());
-    let updates = format!("/jobs/{job_id}/updates");
+    let WorkerJob {
+        job_id,
+        mut client,
+        deps,
+        worker_token,
+        updates,
+        ..
+    } = rig.worker_job("coalesce-1").await;
 
-    // Just after a window begins: three updates, the first opens the window.
+    // After a whole window without an update, just as the next begins:
+    // three updates, the first pushed at once (news after a quiet window).
     let now = chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(Duration::from_millis(
-        (2000 - now.rem_euclid(2000) + 50) as u64,
+        (2000 - now.rem_euclid(1000) + 50) as u64,
     ))
     .await;
     for percent in [10, 20, 30] {
