@@ -259,6 +259,20 @@ async fn gateway(
     Ok((addr, stop_tx, server))
 }
 
+/// `POST /jobs` through the jobs handler: its step and the job's id.
+async fn create_job(deps: &Deps, meter: &CapacityMeter) -> Result<(Step, String), String> {
+    let created = jobs_event(
+        http::Method::POST,
+        "/jobs",
+        None,
+        &serde_json::json!({"kind": "demo", "input": {}}),
+        None,
+    )?;
+    let (body, ms, usage) = call_jobs(meter, jobs_api::handle(deps, created)).await?;
+    let job_id = body["jobId"].as_str().ok_or("202 without jobId")?;
+    Ok((Step::new(&[ms], &usage), job_id.to_string()))
+}
+
 /// One audience size: a job of `opts.updates` updates watched by `s`.
 async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let sdk = local_sdk_config().await;
@@ -286,33 +300,21 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
         (opts.coalesce, &sweeper),
     );
 
-    let created = jobs_event(
-        http::Method::POST,
-        "/jobs",
-        None,
-        &serde_json::json!({"kind": "demo", "input": {}}),
-        None,
-    )?;
-    let (body, ms, usage) = call_jobs(&meter, jobs_api::handle(&deps, created)).await?;
-    let create = Step::new(&[ms], &usage);
-    let job_id = body["jobId"]
-        .as_str()
-        .ok_or("202 without jobId")?
-        .to_string();
+    let (create, job_id) = create_job(&deps, &meter).await?;
     let token = tokens.issue(&job_id, chrono::Utc::now().timestamp());
     let audience =
         Audience::connect(&format!("ws://{addr}/dev?jobId={job_id}&token={token}"), s).await?;
 
     let update = updates(opts, &deps, &meter, &tokens, &job_id, &sweeper).await?;
     let flushes = update.flush_invocations as u64;
-    let posted = deps
-        .publisher
-        .metrics()
-        .publish_delivered_total
-        .load(Ordering::Relaxed);
+    // Coalesced, the messages are what the publishers posted.
     let expected = match opts.coalesce.is_zero() {
         true => (s * opts.updates) as u64,
-        false => posted,
+        false => deps
+            .publisher
+            .metrics()
+            .publish_delivered_total
+            .load(Ordering::Relaxed),
     };
     let delivered = audience
         .wait_for(expected as usize, Duration::from_secs(30))
@@ -322,13 +324,9 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let _ = stop_tx.send(());
     let _ = server.await;
     let sqs = queue.0.load(Ordering::Relaxed);
-    let messages_per_update = expected as f64 / opts.updates as f64;
-    let per_update = dollars_per_update(
-        &update.per_invocation(),
-        messages_per_update,
-        opts.updates_via,
-        &US_EAST_1,
-    );
+    let per_message = expected as f64 / opts.updates as f64;
+    let (one, via) = (update.per_invocation(), opts.updates_via);
+    let per_update = dollars_per_update(&one, per_message, via, &US_EAST_1);
     let job = JobSteps {
         create: &create,
         update: &update,
@@ -344,7 +342,7 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
         subscribers: s,
         updates: opts.updates,
         create,
-        update: update.per_invocation(),
+        update: one,
         connect,
         disconnect,
         delivered,
