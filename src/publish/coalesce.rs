@@ -28,6 +28,11 @@ use std::time::Duration;
 /// Longest window accepted: a subscriber may see a state this late.
 pub const MAX_WINDOW: Duration = Duration::from_secs(10);
 
+/// How long after its window's end a flush reads the job: an update whose
+/// write completed before the end is visible to it. One whose write
+/// completed after the end pushes itself (see [`Publisher::hold`]).
+const FLUSH_GRACE_MS: i64 = 20;
+
 /// A window with held updates, whose newest is pushed when it ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -134,13 +139,21 @@ impl Publisher {
         self.flusher.is_some()
     }
 
-    /// Holds `job`'s update instead of pushing it, when coalescing says so
-    /// and the window's push could be arranged; `None`: push it now.
+    /// Holds `job`'s update instead of pushing it, when coalescing says so,
+    /// its window has not ended yet and the window's push could be
+    /// arranged; `None`: push it now.
     pub(super) async fn hold(&self, job: &JobRecord) -> Option<PublishReport> {
         let flusher = self.flusher.as_ref()?;
         let Decision::Hold { flush } = decide(self.options.coalesce, job) else {
             return None;
         };
+        // Written after its window ended: the flush may have read the job
+        // before this write landed, so push it now.
+        let window_ms = self.options.coalesce.as_millis() as i64;
+        let ends = (window_of(job.snapshot.updated_at, window_ms) + 1) * window_ms;
+        if Utc::now().timestamp_millis() >= ends {
+            return None;
+        }
         if let Some(held) = flush
             && let Err(e) = flusher.schedule(self, held).await
         {
@@ -157,12 +170,13 @@ impl Publisher {
         })
     }
 
-    /// Waits for `held`'s window to end, then pushes the job's snapshot if
+    /// Waits for `held`'s window to end (and a grace for writes landing
+    /// just then), then pushes the job's snapshot if
     /// it is still the newest of that window (no later update pushed it or
     /// holds it) and not terminal (those push themselves). `None`: nothing
     /// to push.
     pub async fn flush_held(&self, held: &Held) -> Result<Option<PublishReport>, StoreError> {
-        let wait = held.due_ms() - Utc::now().timestamp_millis();
+        let wait = held.due_ms() + FLUSH_GRACE_MS - Utc::now().timestamp_millis();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
