@@ -110,6 +110,7 @@ async fn a_burst_reaches_subscribers_as_its_first_and_newest_update() {
     );
     assert!(srv.metric("jobcast_publish_held_total").await >= 6.0);
     assert!(srv.metric("jobcast_publish_flushed_total").await >= 1.0);
+    drop(c);
     srv.shutdown().await;
 }
 
@@ -135,6 +136,7 @@ async fn a_terminal_update_is_pushed_at_once_even_inside_a_window() {
     // Five running updates, pushed as at most the first of each window
     // they fell in (two when a window boundary fell among them).
     assert!(seen.len() <= 3, "{:?}", seqs(&seen));
+    drop(c);
     srv.shutdown().await;
 }
 
