@@ -88,7 +88,7 @@ fn coalescing(out: &mut Formatter<'_>, r: &CostReport) -> fmt::Result {
         .map(|c| {
             let per_subscriber = c.expected as f64 / c.subscribers.max(1) as f64;
             format!(
-                "S = {}: {} updates pushed {per_subscriber:.0} times to each subscriber ({} windows by the sweeper)",
+                "S = {}: {} updates pushed {per_subscriber:.0} times to each subscriber ({} sweeper invocations)",
                 c.subscribers, c.updates, c.flushes
             )
         })
