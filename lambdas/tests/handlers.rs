@@ -678,7 +678,9 @@ async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
     use jobcast::publish::InvokeFlush;
     let mut rig = rig().await;
     let (invoke_url, invoked) = invoke_receiver().await;
-    let window = Duration::from_secs(1);
+    // Long enough that three writes to DynamoDB Local fit in one, even on
+    // a loaded machine.
+    let window = Duration::from_secs(2);
     rig.wiring.parts.publish.coalesce = window;
     let lambda_sdk = sdk_config().to_builder().endpoint_url(invoke_url).build();
     rig.wiring.parts.flusher = Some(Arc::new(InvokeFlush::new(&lambda_sdk, "jobcast-sweeper")));
@@ -695,7 +697,7 @@ async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
     // three updates, the first pushed at once (news after a quiet window).
     let now = chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(Duration::from_millis(
-        (2000 - now.rem_euclid(1000) + 50) as u64,
+        (4000 - now.rem_euclid(2000) + 50) as u64,
     ))
     .await;
     for percent in [10, 20, 30] {
@@ -718,7 +720,7 @@ async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
     let (path, event) = &calls[0];
     assert_eq!(path, "/2015-03-31/functions/jobcast-sweeper/invocations");
     assert_eq!(event["jobcastFlush"]["jobId"], job_id.as_str());
-    assert_eq!(event["jobcastFlush"]["windowMs"], 1000);
+    assert_eq!(event["jobcastFlush"]["windowMs"], 2000);
 
     // What the sweeper does with that event: wait for the window's end, push.
     let sweeper = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
