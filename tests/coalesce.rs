@@ -48,18 +48,6 @@ async fn job_and_subscriber(srv: &TestServer, worker: &WebhookReceiver) -> (Valu
     (msg, c)
 }
 
-async fn report(msg: &Value, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .post(msg["updateUrl"].as_str().unwrap())
-        .bearer_auth(msg["workerToken"].as_str().unwrap())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 /// Progress messages until one with seq `last` (or a terminal one).
 async fn until_seq(c: &mut Client, last: u64) -> Vec<Value> {
     let mut seen = Vec::new();
@@ -88,7 +76,7 @@ async fn a_burst_reaches_subscribers_as_its_first_and_newest_update() {
     let now = chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(MS((400 - now.rem_euclid(400) + 20) as u64)).await;
     for k in 1..=10 {
-        let a = report(
+        let a = accepted_update(
             &msg,
             json!({"percent": k * 10 - 5, "message": format!("part {k}")}),
         )
@@ -122,9 +110,9 @@ async fn a_terminal_update_is_pushed_at_once_even_inside_a_window() {
     let mut srv = server(&worker, Duration::from_secs(10)).await;
     let (msg, mut c) = job_and_subscriber(&srv, &worker).await;
     for k in 1..=5 {
-        report(&msg, json!({"percent": k * 10})).await;
+        accepted_update(&msg, json!({"percent": k * 10})).await;
     }
-    let done = report(&msg, json!({"status": "succeeded", "result": {"rows": 5}})).await;
+    let done = accepted_update(&msg, json!({"status": "succeeded", "result": {"rows": 5}})).await;
     assert_eq!(done["seq"], 7);
     let seen = until_seq(&mut c, 7).await;
     let last = seen.last().unwrap();

@@ -842,19 +842,11 @@ async fn an_sqs_kind_gets_the_job_message_and_its_worker_reports_through_serve()
     assert_eq!(msg["jobId"], id.as_str());
     assert_eq!(msg["input"], json!({"table": "orders"}));
     assert_eq!(msg["attempt"], 1);
-    let worker = reqwest::Client::new();
     for body in [
         json!({"percent": 50, "message": "half"}),
         json!({"status": "succeeded", "result": {"rows": 12}}),
     ] {
-        let r = worker
-            .post(msg["updateUrl"].as_str().unwrap())
-            .bearer_auth(msg["workerToken"].as_str().unwrap())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        accepted_update(&msg, body).await;
     }
     let seen = watcher.await.unwrap();
     assert_monotonic(&seen);

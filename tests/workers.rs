@@ -57,22 +57,6 @@ async fn job_message(worker: &WebhookReceiver, n: usize) -> Value {
     serde_json::from_slice(&got.body).unwrap()
 }
 
-async fn post_update(msg: &Value, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(msg["updateUrl"].as_str().unwrap())
-        .bearer_auth(msg["workerToken"].as_str().unwrap())
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn accepted(msg: &Value, body: Value) -> Value {
-    let r = post_update(msg, body).await;
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 async fn problem(r: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(r.status().as_u16(), status);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
@@ -124,13 +108,13 @@ async fn an_http_worker_runs_a_job_watched_by_a_browser_and_a_webhook() {
     // `GET` shows the input too.
     assert_eq!(srv.job_view(id).await["status"], "queued");
 
-    let a = accepted(&msg, json!({"percent": 10, "message": "reading"})).await;
+    let a = accepted_update(&msg, json!({"percent": 10, "message": "reading"})).await;
     assert_eq!(a, json!({"jobId": id, "seq": 2, "status": "running"}));
     // A heartbeat: no new seq.
-    let h = accepted(&msg, json!({})).await;
+    let h = accepted_update(&msg, json!({})).await;
     assert_eq!(h["seq"], 2);
-    accepted(&msg, json!({"status": "running", "percent": 60})).await;
-    let done = accepted(
+    accepted_update(&msg, json!({"status": "running", "percent": 60})).await;
+    let done = accepted_update(
         &msg,
         json!({"status": "succeeded", "result": {"url": "s3://out/a.csv"}}),
     )
@@ -274,7 +258,7 @@ async fn the_update_endpoint_answers_every_case_with_its_status() {
     let p = problem(r, 413, "payload_too_large").await;
     assert!(p["detail"].as_str().unwrap().contains("131072"));
     // 422: what the job cannot take.
-    accepted(&msg, json!({"percent": 50})).await;
+    accepted_update(&msg, json!({"percent": 50})).await;
     for bad in [
         json!({"percent": 40}),
         json!({"percent": 101}),
@@ -296,7 +280,7 @@ async fn the_update_endpoint_answers_every_case_with_its_status() {
     assert_eq!(view["percent"], 50.0);
 
     // `failed` without an error gets one.
-    accepted(&msg, json!({"status": "failed", "message": "disk full"})).await;
+    accepted_update(&msg, json!({"status": "failed", "message": "disk full"})).await;
     let view = srv.job_view(id).await;
     assert_eq!(view["error"]["code"], "worker_failed");
     assert_eq!(view["error"]["message"], "disk full");
@@ -385,7 +369,7 @@ async fn cancel_ends_a_worker_job_at_once_and_the_worker_learns_it() {
         let job = job.clone();
         async move { follow(&job).await }
     });
-    accepted(&msg, json!({"percent": 20, "message": "working"})).await;
+    accepted_update(&msg, json!({"percent": 20, "message": "working"})).await;
     let r = srv
         .http
         .delete(srv.url(&format!("/jobs/{id}")))
@@ -430,12 +414,12 @@ async fn a_silent_worker_ends_worker_lost_and_a_heartbeating_one_does_not() {
         let job = silent.clone();
         async move { follow(&job).await }
     });
-    accepted(&silent_msg, json!({"percent": 5})).await;
-    accepted(&alive_msg, json!({"percent": 5})).await;
+    accepted_update(&silent_msg, json!({"percent": 5})).await;
+    accepted_update(&alive_msg, json!({"percent": 5})).await;
     // The live worker heartbeats for well past the timeout.
     for _ in 0..14 {
         tokio::time::sleep(MS(300)).await;
-        accepted(&alive_msg, json!({})).await;
+        accepted_update(&alive_msg, json!({})).await;
     }
     let seen = tokio::time::timeout(WAIT, watcher).await.unwrap().unwrap();
     let last = seen.last().unwrap();
@@ -445,7 +429,7 @@ async fn a_silent_worker_ends_worker_lost_and_a_heartbeating_one_does_not() {
         srv.job_view(alive["jobId"].as_str().unwrap()).await["status"],
         "running"
     );
-    accepted(&alive_msg, json!({"status": "succeeded"})).await;
+    accepted_update(&alive_msg, json!({"status": "succeeded"})).await;
     // The webhook fired with the final snapshot; the metric counted it once.
     tokio::time::timeout(WAIT, async {
         while hook.got.lock().unwrap().is_empty() {
@@ -478,7 +462,7 @@ async fn an_http_target_is_retried_then_the_job_ends_dispatch_failed() {
         (first["attempt"].as_u64(), second["attempt"].as_u64()),
         (Some(1), Some(2))
     );
-    accepted(&second, json!({"status": "succeeded"})).await;
+    accepted_update(&second, json!({"status": "succeeded"})).await;
     assert_eq!(
         srv.job_view(job["jobId"].as_str().unwrap()).await["status"],
         "succeeded"

@@ -660,6 +660,24 @@ impl Drop for Process {
     }
 }
 
+/// A worker's `POST` of `body` to the `updateUrl` of its job message `msg`.
+pub async fn post_update(msg: &Value, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(msg["updateUrl"].as_str().unwrap())
+        .bearer_auth(msg["workerToken"].as_str().unwrap())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// [`post_update`], answered 200: the answer's body.
+pub async fn accepted_update(msg: &Value, body: Value) -> Value {
+    let r = post_update(msg, body).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 /// `POST /jobs` to a server at `addr` (host:port); asserts 202 and returns the body.
 pub async fn post_job(addr: &str, body: Value) -> Value {
     let res = reqwest::Client::new()
