@@ -60,9 +60,9 @@ impl Held {
 pub enum Decision {
     /// Push it now.
     Push,
-    /// Do not push it; when `flush` is set, this update is the window's
-    /// first held one and arranges the push at its end.
-    Hold { flush: Option<Held> },
+    /// Do not push it: `window`'s newest is pushed when it ends. `first`:
+    /// this update is the window's first held one, which arranges that.
+    Hold { window: Held, first: bool },
 }
 
 fn window_of(t: DateTime<Utc>, window_ms: i64) -> i64 {
@@ -84,20 +84,19 @@ pub fn decide(window: Duration, job: &JobRecord) -> Decision {
     if quiet_before(job.recent.previous, current) {
         return Decision::Push;
     }
-    let previous = job.recent.previous.map(|t| window_of(t, window_ms));
     // The window's first held update arranges its push: the previous update
     // was of an earlier window, or was of this one and pushed at once.
-    let first_held = previous != Some(current)
-        || job
-            .recent
-            .previous
-            .is_some_and(|p| quiet_before(job.recent.before_previous, window_of(p, window_ms)));
-    let flush = first_held.then(|| Held {
+    let previous_in_current = job
+        .recent
+        .previous
+        .is_some_and(|t| window_of(t, window_ms) == current);
+    let first = !previous_in_current || quiet_before(job.recent.before_previous, current);
+    let window = Held {
         job_id: job.snapshot.job_id.clone(),
         window: current,
         window_ms,
-    });
-    Decision::Hold { flush }
+    };
+    Decision::Hold { window, first }
 }
 
 /// Runs [`Publisher::flush_held`] when a window ends: a task of this
@@ -144,19 +143,15 @@ impl Publisher {
     /// arranged; `None`: push it now.
     pub(super) async fn hold(&self, job: &JobRecord) -> Option<PublishReport> {
         let flusher = self.flusher.as_ref()?;
-        let Decision::Hold { flush } = decide(self.options.coalesce, job) else {
+        let Decision::Hold { window, first } = decide(self.options.coalesce, job) else {
             return None;
         };
         // Written after its window ended: the flush may have read the job
         // before this write landed, so push it now.
-        let window_ms = self.options.coalesce.as_millis() as i64;
-        let ends = (window_of(job.snapshot.updated_at, window_ms) + 1) * window_ms;
-        if Utc::now().timestamp_millis() >= ends {
+        if Utc::now().timestamp_millis() >= window.due_ms() {
             return None;
         }
-        if let Some(held) = flush
-            && let Err(e) = flusher.schedule(self, held).await
-        {
+        if first && let Err(e) = flusher.schedule(self, window).await {
             // Better a message too many than a state nobody is shown.
             tracing::warn!(job_id = %job.snapshot.job_id, error = %e, "could not arrange the coalesced push; pushing now");
             return None;
@@ -220,13 +215,14 @@ mod tests {
 
     const W: Duration = Duration::from_millis(500);
 
-    fn held(window: i64) -> Decision {
+    fn held(window: i64, first: bool) -> Decision {
         Decision::Hold {
-            flush: Some(Held {
+            window: Held {
                 job_id: "j".into(),
                 window: at(0).timestamp_millis().div_euclid(500) + window,
                 window_ms: 500,
-            }),
+            },
+            first,
         }
     }
 
@@ -240,18 +236,12 @@ mod tests {
     fn a_stream_is_pushed_once_a_window_by_its_first_held_update() {
         // The first of window 1 after updates in window 0: held, and it
         // arranges window 1's push.
-        assert_eq!(decide(W, &job(620, Some(480), Some(300))), held(1));
+        assert_eq!(decide(W, &job(620, Some(480), Some(300))), held(1, true));
         // The next ones of window 1 rely on it.
-        assert_eq!(
-            decide(W, &job(700, Some(620), Some(480))),
-            Decision::Hold { flush: None }
-        );
-        assert_eq!(
-            decide(W, &job(990, Some(700), Some(620))),
-            Decision::Hold { flush: None }
-        );
+        assert_eq!(decide(W, &job(700, Some(620), Some(480))), held(1, false));
+        assert_eq!(decide(W, &job(990, Some(700), Some(620))), held(1, false));
         // After a quiet window the first is pushed, so the second arranges.
-        assert_eq!(decide(W, &job(1600, Some(1510), Some(300))), held(3));
+        assert_eq!(decide(W, &job(1600, Some(1510), Some(300))), held(3, true));
     }
 
     #[test]
