@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod clock;
 #[cfg(feature = "cli")]
 pub mod bench;
 #[cfg(feature = "cli")]

@@ -457,3 +457,186 @@ fn owners_misconfiguration_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A Lambda Invoke API that knows one function, `OnConnect`: it records
+/// each event it is given and answers 200. Any other function is a 404
+/// in the plain words a local runner uses.
+struct InvokeApi {
+    port: u16,
+    events: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+fn invoke_api() -> InvokeApi {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = events.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request: head, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                    let answer = if head.contains("/functions/OnConnect/invocations") {
+                        if let Ok(v) = serde_json::from_slice(&body) {
+                            got.lock().unwrap().push(v);
+                        }
+                        (200, r#"{"statusCode":200}"#)
+                    } else {
+                        (404, "Function not found: no binary target with that name")
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\n\r\n{}",
+                        answer.0,
+                        answer.1.len(),
+                        answer.1
+                    );
+                    if conn.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    InvokeApi { port, events }
+}
+
+/// `jobcast emulate` with two `$connect`-style routes, against `api`.
+fn emulate(api: &InvokeApi, routes: &[&str]) -> (Process, u16, std::path::PathBuf) {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("jobcast-emulate-{port}.log"));
+    let mut args = vec![
+        "emulate".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    for r in routes {
+        args.push("--route".into());
+        args.push(r.to_string());
+    }
+    let child = jobcast()
+        .args(&args)
+        .env(
+            "AWS_ENDPOINT_URL_LAMBDA",
+            format!("http://127.0.0.1:{}", api.port),
+        )
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Process::new(child);
+    wait_listening(port);
+    (child, port, log)
+}
+
+/// A raw WebSocket handshake with headers spelled as a client may spell
+/// them; the status line of the answer.
+fn handshake(port: u16, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut got = [0u8; 256];
+    let n = s.read(&mut got).unwrap_or(0);
+    String::from_utf8_lossy(&got[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn emulate_passes_header_names_as_the_client_spelled_them() {
+    let api = invoke_api();
+    let (mut child, port, log) = emulate(&api, &["$connect=OnConnect"]);
+    let status = handshake(
+        port,
+        "/dev?room=1",
+        "Authorization: Bearer abc\r\nSec-WebSocket-Protocol: chat\r\nx-lower-case: yes\r\nX-Mixed-ID: 7\r\n",
+    );
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    child.terminate();
+    child.wait();
+    let _ = std::fs::remove_file(&log);
+    let events = api.events.lock().unwrap();
+    let connect = events
+        .iter()
+        .find(|e| e["requestContext"]["eventType"] == "CONNECT")
+        .expect("a $connect event");
+    let headers = connect["headers"].as_object().unwrap();
+    for (name, value) in [
+        ("Host", format!("127.0.0.1:{port}")),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==".into()),
+        ("Authorization", "Bearer abc".into()),
+        ("Sec-WebSocket-Protocol", "chat".into()),
+        ("x-lower-case", "yes".into()),
+        ("X-Mixed-ID", "7".into()),
+    ] {
+        assert_eq!(headers.get(name), Some(&value.into()), "{name} in {headers:?}");
+    }
+    assert!(headers.get("authorization").is_none(), "{headers:?}");
+    assert_eq!(
+        connect["multiValueHeaders"]["Authorization"],
+        serde_json::json!(["Bearer abc"])
+    );
+}
+
+#[test]
+fn emulate_names_the_fix_when_the_runner_has_no_such_function() {
+    let api = invoke_api();
+    let (mut child, port, log) = emulate(&api, &["$connect=PingFunction"]);
+    let status = handshake(port, "/dev", "");
+    assert!(status.starts_with("HTTP/1.1 500"), "{status}");
+    child.terminate();
+    child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("integration failed"))
+        .unwrap_or_else(|| panic!("no failure logged: {text}"));
+    assert!(
+        line.contains("404")
+            && line.contains("Function not found")
+            && line.contains("--function PingFunction="),
+        "{line}"
+    );
+    assert!(!line.contains("no message"), "{line}");
+}

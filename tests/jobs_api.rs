@@ -209,6 +209,20 @@ async fn bad_requests_are_problems_never_500s() {
         let r = h.post(&url).json(&body).send().await.unwrap();
         assert_problem(r, 400).await;
     }
+    // A misspelled field is refused, naming it and the known ones, rather
+    // than running the job on its default input.
+    let r = h
+        .post(&url)
+        .json(&json!({"kind": "demo", "inputs": {"steps": 3}}))
+        .send()
+        .await
+        .unwrap();
+    let p = assert_problem(r, 400).await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("'inputs'") && detail.contains("input, callbackUrl"),
+        "{detail}"
+    );
     // Out-of-range demo input is refused, not clamped.
     for input in [
         json!({"steps": 0}),
@@ -225,7 +239,10 @@ async fn bad_requests_are_problems_never_500s() {
         assert_problem(r, 400).await;
     }
     // Body over 1 MiB.
-    let big = format!(r#"{{"kind":"demo","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+    let big = format!(
+        r#"{{"kind":"demo","input":{{"pad":"{}"}}}}"#,
+        "x".repeat(1024 * 1024)
+    );
     let r = raw(Some("application/json"), big).await.unwrap();
     assert_problem(r, 413).await;
     // A callbackUrl with no webhook secret configured.

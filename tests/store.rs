@@ -4,6 +4,7 @@
 mod common;
 
 use chrono::Utc;
+use jobcast::clock::ManualClock;
 use jobcast::protocol::Status;
 use jobcast::store::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
@@ -11,6 +12,7 @@ use jobcast::store::{
 };
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn new_job(id: &str) -> JobRecord {
     let mut job = JobRecord::queued(id, "demo", json!({}), None, Utc::now());
@@ -689,10 +691,13 @@ async fn dynamo_store_limits_owners() {
 
 /// Updates that ask for it keep when the two updates before them came
 /// (coalescing reads it); updates that do not ask leave it alone.
+///
+/// The store stands at `RECENT_START` by its clock: the suite holds on any
+/// date it runs.
 async fn recent_suite(store: Arc<dyn Store>) {
-    use chrono::{DateTime, Duration};
+    use chrono::Duration;
     use jobcast::store::Recent;
-    let start: DateTime<Utc> = "2026-12-03T10:00:00.000Z".parse().unwrap();
+    let start = recent_start();
     let mut job = new_job("recent");
     job.snapshot.updated_at = start;
     job.created_at = start;
@@ -733,12 +738,38 @@ async fn recent_suite(store: Arc<dyn Store>) {
     );
 }
 
+/// A day long past, so a store reading the wall clock would find the
+/// suite's job expired.
+fn recent_start() -> chrono::DateTime<Utc> {
+    "2001-02-03T10:00:00.000Z".parse().unwrap()
+}
+
+fn recent_clock() -> Arc<ManualClock> {
+    ManualClock::at(recent_start() + chrono::Duration::seconds(1))
+}
+
 #[tokio::test]
 async fn memory_store_keeps_recent_updates() {
-    recent_suite(Arc::new(MemoryStore::new())).await;
+    recent_suite(Arc::new(MemoryStore::new().with_clock(recent_clock()))).await;
 }
 
 #[tokio::test]
 async fn dynamo_store_keeps_recent_updates() {
-    recent_suite(Arc::new(common::dynamo_store().await)).await;
+    recent_suite(Arc::new(common::dynamo_store_with_clock(recent_clock()).await)).await;
+}
+
+/// A job is there until its retention has passed by the store's clock, then
+/// reads as absent (TTL may not have removed the item yet).
+#[tokio::test]
+async fn dynamo_store_expires_jobs_by_its_clock() {
+    let clock = recent_clock();
+    let store = common::dynamo_store_with_clock(clock.clone()).await;
+    let mut job = new_job("expiring");
+    job.snapshot.updated_at = recent_start();
+    job.created_at = recent_start();
+    store.create_job(job).await.unwrap();
+    clock.advance(Duration::from_secs(24 * 3600 - 60));
+    assert!(store.get_job("expiring").await.unwrap().is_some());
+    clock.advance(Duration::from_secs(120));
+    assert!(store.get_job("expiring").await.unwrap().is_none());
 }

@@ -88,10 +88,8 @@ impl Invoker {
                 if body.contains("\"errorMessage\"") || body.contains("\"errorType\"") {
                     InvokeError::Function(body)
                 } else {
-                    InvokeError::Unreachable(format!(
-                        "invoking {function}: {}",
-                        crate::aws::error_line(&e)
-                    ))
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    InvokeError::Unreachable(refusal(function, &e, status, &body))
                 }
             })?;
         let payload = out.payload().map(|b| b.as_ref()).unwrap_or_default();
@@ -128,4 +126,37 @@ impl Invoker {
             .map_err(|e| InvokeError::Unreachable(format!("POST {url}: {e}")))?;
         Ok(serde_json::json!({ "statusCode": status, "body": text }))
     }
+}
+
+/// Why the runner refused an invocation, in its own words when the SDK has
+/// none (local runners answer plain text without AWS's error headers), and
+/// the fix when it does not know the function.
+fn refusal<E, R>(
+    function: &str,
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    status: Option<u16>,
+    body: &str,
+) -> String
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let service = e.as_service_error();
+    let code = service.and_then(|s| s.code());
+    let said = service.and_then(|s| s.message());
+    let mut line = match (status, said) {
+        (Some(status), None) => {
+            let text: String = body.trim().chars().take(300).collect();
+            let text = if text.is_empty() { "(no body)".into() } else { text };
+            format!("invoking {function}: the runner answered HTTP {status}: {text}")
+        }
+        _ => format!("invoking {function}: {}", crate::aws::error_line(e)),
+    };
+    if status == Some(404) || code == Some("ResourceNotFoundException") {
+        line.push_str(&format!(
+            "; the Lambda runner has no function named {function}: start it there, or map \
+             the template's function to the name the runner knows: --function {function}=NAME"
+        ));
+    }
+    line
 }

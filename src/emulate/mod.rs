@@ -14,6 +14,7 @@ mod unmodelled;
 
 use crate::gateway::app::{Connected, WebSocketApp};
 use crate::gateway::events::websocket_event_json;
+use crate::gateway::header_case::HeaderCase;
 use crate::gateway::{Gateway, GatewayConfig};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -217,9 +218,11 @@ impl Emulator {
         &self,
         route: &Route,
         event: &ApiGatewayWebsocketProxyRequest,
+        case: &HeaderCase,
     ) -> Option<Result<invoke::Answer, InvokeError>> {
         let integration = route.integration.as_ref()?;
-        let body = websocket_event_json(event);
+        let mut body = websocket_event_json(event);
+        case.restore(&mut body);
         let started = std::time::Instant::now();
         let result = self
             .invoker
@@ -262,6 +265,7 @@ impl Emulator {
         &self,
         auth: &Authorizer,
         event: &ApiGatewayWebsocketProxyRequest,
+        case: &HeaderCase,
     ) -> Result<HashMap<String, Value>, ApiGatewayProxyResponse> {
         let present = |s: &IdentitySource| match s {
             IdentitySource::Header(h) => {
@@ -280,6 +284,7 @@ impl Emulator {
             return Err(status_response(401, "Unauthorized"));
         }
         let mut request = websocket_event_json(event);
+        case.restore(&mut request);
         request["type"] = json!("REQUEST");
         request["methodArn"] = json!(format!(
             "arn:aws:execute-api:{}:000000000000:{}/{}/$connect",
@@ -387,10 +392,10 @@ impl WebSocketApp for Emulator {
             .unwrap_or_else(|| "$default".to_string())
     }
 
-    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest) -> Connected {
+    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest, case: &HeaderCase) -> Connected {
         let api = self.api();
         let authorizer = match &api.authorizer {
-            Some(auth) => match self.authorize(auth, &event).await {
+            Some(auth) => match self.authorize(auth, &event, case).await {
                 Ok(fields) => fields,
                 Err(refusal) => {
                     return Connected {
@@ -405,7 +410,7 @@ impl WebSocketApp for Emulator {
         event.request_context.authorizer.fields = authorizer.clone();
         let response = match api.routes.get("$connect") {
             None => status_response(200, "connected"),
-            Some(route) => match self.call(route, &event).await {
+            Some(route) => match self.call(route, &event, case).await {
                 None => status_response(200, "connected"),
                 Some(Ok(a)) => proxy_response(&a.value),
                 Some(Err(_)) => status_response(500, "Internal server error"),
@@ -423,7 +428,7 @@ impl WebSocketApp for Emulator {
         let Some(route) = api.routes.get(&route_key) else {
             return Some(gateway_message("Forbidden", &event));
         };
-        match self.call(route, &event).await {
+        match self.call(route, &event, &HeaderCase::default()).await {
             None => Some(gateway_message("Internal server error", &event)),
             Some(Err(InvokeError::Timeout(_))) => {
                 Some(gateway_message("Endpoint request timed out", &event))
@@ -442,9 +447,13 @@ impl WebSocketApp for Emulator {
         self.metrics.render()
     }
 
+    fn keeps_header_case(&self) -> bool {
+        true
+    }
+
     async fn disconnect(&self, event: ApiGatewayWebsocketProxyRequest) {
         if let Some(route) = self.api().routes.get("$disconnect") {
-            let _ = self.call(route, &event).await;
+            let _ = self.call(route, &event, &HeaderCase::default()).await;
         }
     }
 }

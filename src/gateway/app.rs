@@ -4,6 +4,7 @@
 //! belong to the gateway and exist once; an app only answers events.
 
 use crate::handlers::owners::{self, ConnectAuth};
+use super::header_case::HeaderCase;
 use crate::handlers::{Deps, websocket};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -29,7 +30,10 @@ pub trait WebSocketApp: Send + Sync + 'static {
     fn route_key(&self, body: &str) -> String;
 
     /// `$connect`, before the upgrade (a refusal is a real HTTP status).
-    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest) -> Connected;
+    /// `case` spells the handshake's header names as the client sent them
+    /// (empty unless [`WebSocketApp::keeps_header_case`]).
+    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest, case: &HeaderCase)
+    -> Connected;
 
     /// One message. Returns what goes back to the client on this
     /// connection: a two-way route's answer, or API Gateway's own error
@@ -38,6 +42,14 @@ pub trait WebSocketApp: Send + Sync + 'static {
 
     /// `$disconnect`, exactly once per connection.
     async fn disconnect(&self, event: ApiGatewayWebsocketProxyRequest);
+
+    /// Whether `connect` needs the handshake's header names as sent: an
+    /// app that hands the event to code of its own, which may read
+    /// `headers.Authorization`. Reading them costs a copy of each
+    /// connection's head.
+    fn keeps_header_case(&self) -> bool {
+        false
+    }
 
     /// Whether the gateway also serves jobcast's jobs API and demo page.
     fn serves_jobs(&self) -> bool {
@@ -72,7 +84,11 @@ impl WebSocketApp for JobcastApp {
     /// Runs the `$connect` authorizer first, as API Gateway runs the
     /// `REQUEST` authorizer in AWS (only when owners are on: the template
     /// has no authorizer without them).
-    async fn connect(&self, mut event: ApiGatewayWebsocketProxyRequest) -> Connected {
+    async fn connect(
+        &self,
+        mut event: ApiGatewayWebsocketProxyRequest,
+        _case: &HeaderCase,
+    ) -> Connected {
         let verifier = self.0.identity.as_deref();
         let authorizer = match verifier
             .map(|v| owners::authorize(Some(v), &event.headers, &event.query_string_parameters))

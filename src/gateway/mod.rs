@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cors;
 pub mod events;
+pub mod header_case;
 mod http_io;
 mod inbound;
 pub mod management;

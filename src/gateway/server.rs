@@ -1,6 +1,7 @@
 //! The accept loop, the router, the WebSocket handshake and graceful shutdown.
 
 use super::events::{ConnectionMeta, http_event, new_connection_id, parse_query};
+use super::header_case::{HeadLog, HeadTap};
 use super::http_io::{BodyError, read_limited, response};
 use super::inbound::Watched;
 use super::management::{self, aws_error};
@@ -101,16 +102,20 @@ async fn serve_connection(
     stop: CancellationToken,
 ) {
     let svc_shared = Arc::clone(&shared);
+    // Only an app that passes handshake headers on needs their spelling.
+    let log = shared.app.keeps_header_case().then(HeadLog::new);
+    let tap_log = log.clone();
     let service = service_fn(move |req| {
         let shared = Arc::clone(&svc_shared);
         let sockets = sockets.clone();
-        async move { Ok::<_, Infallible>(route(shared, req, peer, &sockets).await) }
+        let log = log.clone();
+        async move { Ok::<_, Infallible>(route(shared, req, peer, &sockets, log.as_deref()).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.handshake_timeout)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(HeadTap::new(stream, tap_log)), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -145,6 +150,7 @@ async fn route(
     req: Request<Incoming>,
     peer: SocketAddr,
     sockets: &TaskTracker,
+    log: Option<&HeadLog>,
 ) -> HttpResponse {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -201,7 +207,7 @@ async fn route(
             );
             aws_error(403, "ForbiddenException", "Forbidden")
         }
-        [s] if *s == stage => upgrade(shared, req, peer, sockets).await,
+        [s] if *s == stage => upgrade(shared, req, peer, sockets, log).await,
         _ => problem(Problem::new(
             404,
             "not_found",
@@ -329,6 +335,7 @@ async fn upgrade(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     sockets: &TaskTracker,
+    log: Option<&HeadLog>,
 ) -> HttpResponse {
     let metrics = &shared.deps.metrics;
     let key = match check_handshake(&shared, &req) {
@@ -347,7 +354,13 @@ async fn upgrade(
     };
     let mut meta = connection_meta(&shared, req.headers(), peer);
     let event = meta.connect_event(req.headers(), parse_query(req.uri().query()));
-    let connected = shared.app.connect(event).await;
+    let case = log
+        .map(|l| {
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            l.finish(req.method().as_str(), target)
+        })
+        .unwrap_or_default();
+    let connected = shared.app.connect(event, &case).await;
     let answer = connected.response;
     meta.authorizer = connected.authorizer;
     if !(200..300).contains(&answer.status_code) {

@@ -4,6 +4,7 @@ use super::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
     Lease, Store, StoreError, WebhookState, apply_update, owner_order_key,
 };
+use crate::clock::SharedClock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -13,7 +14,6 @@ use std::collections::HashSet;
 /// The `memory` store: state lives as long as the process, and jobs and
 /// idempotency keys untouched for longer than the retention are swept, as
 /// DynamoDB's TTL removes them.
-#[derive(Default)]
 pub struct MemoryStore {
     jobs: DashMap<String, JobRecord>,
     by_job: DashMap<String, HashSet<String>>,
@@ -25,11 +25,33 @@ pub struct MemoryStore {
     following: DashMap<String, HashSet<(String, Follower)>>,
     /// Owner → their unfinished jobs created under a limit.
     active: DashMap<String, u32>,
+    clock: SharedClock,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore {
+            jobs: DashMap::default(),
+            by_job: DashMap::default(),
+            by_connection: DashMap::default(),
+            idempotency: DashMap::default(),
+            followers: DashMap::default(),
+            following: DashMap::default(),
+            active: DashMap::default(),
+            clock: crate::clock::system(),
+        }
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// The same store reading "now" (its sweeps, idempotency keys) from `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> MemoryStore {
+        self.clock = clock;
+        self
     }
 
     /// Removes jobs not updated since `now - retention` and idempotency keys
@@ -68,7 +90,7 @@ impl MemoryStore {
             loop {
                 tick.tick().await;
                 let Some(store) = weak.upgrade() else { break };
-                let n = store.sweep(Utc::now(), retention);
+                let n = store.sweep(store.clock.now(), retention);
                 if n > 0 {
                     tracing::debug!(removed = n, "swept expired jobs and idempotency keys");
                 }
@@ -329,7 +351,7 @@ impl Store for MemoryStore {
         match self.idempotency.entry(key.to_string()) {
             Entry::Occupied(e) => Ok(IdempotencyOutcome::Existing(e.get().0.clone())),
             Entry::Vacant(e) => {
-                e.insert((record, Utc::now()));
+                e.insert((record, self.clock.now()));
                 Ok(IdempotencyOutcome::Recorded)
             }
         }

@@ -548,8 +548,14 @@ pub fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
 
 /// A DynamoDB store over a fresh table of its own.
 pub async fn dynamo_store() -> DynamoStore {
+    dynamo_store_with_clock(jobcast::clock::system()).await
+}
+
+/// A store over a fresh table that reads "now" from `clock`.
+pub async fn dynamo_store_with_clock(clock: jobcast::clock::SharedClock) -> DynamoStore {
     let table = format!("jobcast-test-{:016x}", rand::random::<u64>());
-    let store = DynamoStore::new(dynamodb_client(), table, Duration::from_secs(24 * 3600));
+    let store = DynamoStore::new(dynamodb_client(), table, Duration::from_secs(24 * 3600))
+        .with_clock(clock);
     store.ensure_table().await.expect("create test table");
     store
 }

@@ -20,6 +20,10 @@ use sha2::{Digest, Sha256};
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
+/// The fields a `POST /jobs` body may have; any other is a 400, so a
+/// misspelled `inputs` never runs a job on its default input.
+pub const JOB_FIELDS: [&str; 4] = ["kind", "input", "callbackUrl", "tags"];
+
 /// A `POST /jobs` request that passed every check that needs no I/O.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRequest {
@@ -67,6 +71,12 @@ impl JobRequest {
         let Value::Object(obj) = value else {
             return Err(bad_request("body must be a JSON object"));
         };
+        if let Some(k) = obj.keys().find(|k| !JOB_FIELDS.contains(&k.as_str())) {
+            return Err(bad_request(format!(
+                "unknown field '{k}'; a job has {}",
+                JOB_FIELDS.join(", ")
+            )));
+        }
         let kind = match obj.get("kind") {
             Some(Value::String(k)) if !k.is_empty() => k.clone(),
             _ => return Err(bad_request("\"kind\" must be a non-empty string")),
@@ -395,7 +405,7 @@ mod tests {
         let h = json_headers();
         assert_eq!(status(parse(&HeaderMap::new(), r#"{"kind":"demo"}"#)), 415);
         let big = format!(
-            r#"{{"kind":"demo","pad":"{}"}}"#,
+            r#"{{"kind":"demo","input":{{"pad":"{}"}}}}"#,
             "x".repeat(MAX_JOB_BODY_BYTES)
         );
         assert_eq!(status(parse(&h, &big)), 413);
@@ -408,6 +418,7 @@ mod tests {
             r#"{"kind":"demo","callbackUrl":1}"#,
             r#"{"kind":"nope"}"#,
             r#"{"kind":"demo","input":{"steps":0}}"#,
+            r#"{"kind":"demo","inputs":{"steps":3}}"#,
         ] {
             assert_eq!(status(parse(&h, bad)), 400, "{bad}");
         }

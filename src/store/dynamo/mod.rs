@@ -43,6 +43,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus as SdkTableStatus,
     TimeToLiveSpecification, TimeToLiveStatus, WriteRequest,
 };
+use crate::clock::SharedClock;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -56,6 +57,7 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     retention: Duration,
+    clock: SharedClock,
 }
 
 /// What `ensure_table` found or did.
@@ -73,7 +75,20 @@ impl DynamoStore {
             client,
             table: table.into(),
             retention,
+            clock: crate::clock::system(),
         }
+    }
+
+    /// The same store reading "now" (expiry, recounts, idempotency) from
+    /// `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> DynamoStore {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, as this store's clock reads it, in epoch seconds.
+    pub(super) fn now_secs(&self) -> i64 {
+        self.clock.now().timestamp()
     }
 
     pub fn table(&self) -> &str {
@@ -336,7 +351,7 @@ impl Store for DynamoStore {
             .into_paginator()
             .items()
             .send();
-        let now = Utc::now().timestamp();
+        let now = self.now_secs();
         let mut out = Vec::new();
         while out.len() < limit
             && let Some(item) = pages.next().await
@@ -366,7 +381,7 @@ impl Store for DynamoStore {
         key: &str,
         record: IdempotencyRecord,
     ) -> Result<IdempotencyOutcome, StoreError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut item: Item = HashMap::from(idem_key(key));
         item.insert("requestHash".into(), s(record.request_hash.clone()));
         item.insert("jobId".into(), s(record.job_id.clone()));

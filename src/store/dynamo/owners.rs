@@ -157,7 +157,7 @@ impl DynamoStore {
             .update_expression("ADD active :one SET changedAt = :now")
             .condition_expression("attribute_not_exists(active) OR active < :limit")
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", n(Utc::now().timestamp()))
+            .expression_attribute_values(":now", n(self.now_secs()))
             .expression_attribute_values(":limit", n(limit))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
@@ -218,7 +218,7 @@ impl DynamoStore {
         let Some((active, changed_at)) = seen else {
             return Ok(false);
         };
-        if Utc::now().timestamp() - changed_at < RECOUNT_AFTER_SECS {
+        if self.now_secs() - changed_at < RECOUNT_AFTER_SECS {
             return Ok(false);
         }
         let actual = self.count_unfinished(owner).await?;
@@ -239,7 +239,7 @@ impl DynamoStore {
             .update_expression("SET active = :actual, changedAt = :now")
             .condition_expression("active = :seen")
             .expression_attribute_values(":actual", n(actual))
-            .expression_attribute_values(":now", n(Utc::now().timestamp()))
+            .expression_attribute_values(":now", n(self.now_secs()))
             .expression_attribute_values(":seen", n(active))
             .send()
             .await;
@@ -286,7 +286,7 @@ impl DynamoStore {
             .condition_expression("active > :zero")
             .expression_attribute_values(":minus", n(-1))
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":now", n(Utc::now().timestamp()))
+            .expression_attribute_values(":now", n(self.now_secs()))
             .send()
             .await;
         match res {

@@ -17,7 +17,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(out.item.filter(|i| !expired(i, Utc::now().timestamp())))
+        Ok(out.item.filter(|i| !expired(i, self.now_secs())))
     }
 
     /// Explains why a conditional write on a job failed, from the item as it was.
@@ -35,7 +35,7 @@ impl DynamoStore {
                 Err(e) => return e,
             },
         };
-        let Some(item) = old.filter(|i| !expired(i, Utc::now().timestamp())) else {
+        let Some(item) = old.filter(|i| !expired(i, self.now_secs())) else {
             return StoreError::NotFound(job_id.to_string());
         };
         let status = get_s(&item, "status").and_then(Status::parse);
@@ -199,7 +199,7 @@ impl DynamoStore {
             .into_paginator()
             .items()
             .send();
-        let now = Utc::now().timestamp();
+        let now = self.now_secs();
         let mut out = Vec::new();
         while let Some(item) = pages.next().await {
             let item = item.map_err(unavailable)?;
@@ -310,7 +310,7 @@ impl DynamoStore {
             filters.push("contains(tags, :tag)");
             values.insert(":tag".into(), s(tag.clone()));
         }
-        let now = Utc::now().timestamp();
+        let now = self.now_secs();
         let mut found: Vec<(String, JobRecord)> = Vec::new();
         let mut start: Option<Item> = None;
         for _ in 0..20 {
