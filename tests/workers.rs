@@ -547,6 +547,135 @@ async fn a_command_worker_runs_to_success_and_a_failing_one_ends_worker_exited()
     );
 }
 
+/// A worker command that reports how large its input was and whether
+/// the message was in its environment too.
+const PY_SIZE_WORKER: &str = r#"python3 -c '
+import json, os, sys, urllib.request
+m = json.load(sys.stdin)
+body = {"status": "succeeded", "result": {"chars": len(m["input"]["blob"]), "env": "JOBCAST_JOB" in os.environ}}
+req = urllib.request.Request(m["updateUrl"], json.dumps(body).encode(), {
+    "Authorization": "Bearer " + m["workerToken"], "Content-Type": "application/json"})
+urllib.request.urlopen(req).read()
+'"#;
+
+#[tokio::test]
+async fn a_command_worker_gets_its_message_whatever_its_size() {
+    let spec = format!("export=command:{PY_SIZE_WORKER}");
+    let srv = start_with(|c| {
+        c.kinds
+            .add(jobcast::dispatch::parse_kind_spec(&spec).unwrap())
+            .unwrap()
+    })
+    .await;
+    // 131,000 characters: over what one environment variable may hold,
+    // well under the input limit.
+    for (chars, in_env) in [(1_000, true), (131_000, false), (250_000, false)] {
+        let job = create(
+            &srv,
+            json!({"kind": "export", "input": {"blob": "x".repeat(chars)}}),
+        )
+        .await;
+        let seen = follow(&job).await;
+        let last = seen.last().unwrap();
+        assert_eq!(last["status"], "succeeded", "{chars}: {last}");
+        assert_eq!(last["result"], json!({"chars": chars, "env": in_env}));
+    }
+}
+
+/// The state letter of a process in /proc ('Z' for a zombie), None once gone.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits for a worker to write its pid into `path`.
+async fn pid_in(path: &std::path::Path) -> i32 {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(MS(20)).await;
+        }
+    })
+    .await
+    .expect("the worker wrote its pid")
+}
+
+async fn gone(pid: i32) -> bool {
+    for _ in 0..100 {
+        if matches!(process_state(pid), None | Some('Z')) {
+            return true;
+        }
+        tokio::time::sleep(MS(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_command_workers_pid_is_its_own_and_its_group_goes_with_its_wrapper() {
+    let dir = std::env::temp_dir().join(format!("jobcast-pids-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let simple = dir.join("simple");
+    let tree = dir.join("tree");
+    let kinds = [
+        // One simple command: the process serve starts is the worker.
+        format!(
+            "simple=command:python3 -c 'import os, time; open(\"{}\", \"w\").write(str(os.getpid())); time.sleep(60)'",
+            simple.display()
+        ),
+        // A shell line: the worker runs under sh, in the job's process group.
+        format!(
+            "tree=command:sleep 60 & echo $! > {}; wait",
+            tree.display()
+        ),
+    ];
+    let srv = start_with(|c| {
+        for spec in &kinds {
+            c.kinds
+                .add(jobcast::dispatch::parse_kind_spec(spec).unwrap())
+                .unwrap();
+        }
+    })
+    .await;
+
+    let job = create(&srv, json!({"kind": "simple", "input": {}})).await;
+    let worker = pid_in(&simple).await;
+    assert_eq!(
+        parent_of(worker),
+        Some(std::process::id() as i32),
+        "the worker is serve's own child, not a shell's"
+    );
+    // SAFETY: a signal to a process this test's server started.
+    unsafe { libc::kill(worker, libc::SIGTERM) };
+    let last = follow(&job).await.pop().unwrap();
+    assert_eq!(last["error"]["code"], "worker_exited", "{last}");
+    assert!(
+        last["error"]["message"].as_str().unwrap().contains("signal 15"),
+        "{last}"
+    );
+
+    let job = create(&srv, json!({"kind": "tree", "input": {}})).await;
+    let sleeper = pid_in(&tree).await;
+    let shell = parent_of(sleeper).unwrap();
+    assert_eq!(parent_of(shell), Some(std::process::id() as i32));
+    // Killing the wrapper takes what it started with it.
+    // SAFETY: as above.
+    unsafe { libc::kill(shell, libc::SIGKILL) };
+    assert!(gone(sleeper).await, "the worker outlived its wrapper");
+    let last = follow(&job).await.pop().unwrap();
+    assert_eq!(last["error"]["code"], "worker_exited", "{last}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn an_input_over_256_kib_is_a_413_naming_the_limit() {
     let srv = start_with(|c| c.kinds = Kinds::parse_list("export=command:true").unwrap()).await;

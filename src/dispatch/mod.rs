@@ -259,7 +259,10 @@ impl Dispatcher {
             target
                 .deliver(&message, &body)
                 .await
-                .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+                .map_err(|e| match e {
+                    DispatchError::Fatal(m) => QueueError::Refused(m),
+                    DispatchError::Retryable(m) => QueueError::Unavailable(m),
+                })?;
             self.confirm(&message.job_id, scheme).await;
             return Ok(());
         }

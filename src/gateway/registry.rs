@@ -187,10 +187,16 @@ impl Registry {
         let Some(key) = Key::of(id) else {
             return false;
         };
-        self.conns.insert(key, handle);
+        self.conns.insert(key, Arc::clone(&handle));
         self.metrics
             .connections_open
             .fetch_add(1, Ordering::Relaxed);
+        // After the insert: either `close_all` iterates past this entry, or
+        // this load sees its flag (both SeqCst), so no connection whose
+        // `$connect` ends during shutdown stays open.
+        if self.closing.load(Ordering::SeqCst) {
+            handle.request_close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);
+        }
         true
     }
 
@@ -276,5 +282,35 @@ impl Pusher for Registry {
         }
         h.request_close(1000, "closed by the management API");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> Arc<ConnHandle> {
+        Arc::new(ConnHandle::new(8, Utc::now(), "127.0.0.1".into(), None))
+    }
+
+    #[test]
+    fn a_connection_registered_after_shutdown_began_is_closed_at_once() {
+        let registry = Registry::new(10, Arc::new(Metrics::default()));
+        let before = handle();
+        assert!(registry.insert("AAAAAAAAAAAAAAA=", Arc::clone(&before)));
+        registry.close_all();
+        assert!(before.is_closing());
+        // Its $connect finished after close_all: it must not stay open
+        // until the grace period ends.
+        let late = handle();
+        assert!(registry.insert("BBBBBBBBBBBBBBB=", Arc::clone(&late)));
+        assert!(late.is_closing());
+        assert_eq!(
+            late.close_request(),
+            Some(CloseRequest {
+                code: SHUTDOWN_CLOSE.0,
+                reason: SHUTDOWN_CLOSE.1.into()
+            })
+        );
     }
 }

@@ -23,6 +23,11 @@ pub enum QueueError {
     Full,
     #[error("the job queue is unavailable: {0}")]
     Unavailable(String),
+    /// The worker's target refused the job for good (a misconfigured
+    /// target, a command that cannot start): the same request would fail
+    /// the same way, so it is never answered as "retry later".
+    #[error("the worker target refused the job: {0}")]
+    Refused(String),
 }
 
 /// Hands accepted jobs to workers: the demo worker (an in-process pool in

@@ -3,6 +3,7 @@
 //! Idempotency-Key bound, the job stored and handed to its worker.
 
 use super::problem::{Problem, json_response, store_problem};
+use crate::handlers::QueueError;
 use super::{Deps, base_url, body_bytes, header_str, updates_base, websocket_base};
 use crate::handlers::worker;
 use crate::protocol::{DEMO_KIND, MAX_JOB_BODY_BYTES, Status, hex};
@@ -254,9 +255,18 @@ async fn accept(
             message: e.to_string(),
         });
         let _ = deps.publisher.publish(&job_id, u).await;
-        let mut p = Problem::new(503, "queue_full", format!("{e}; retry later"));
-        p.headers.push((header::RETRY_AFTER, "1".into()));
-        return Err(p);
+        return Err(match e {
+            QueueError::Refused(_) => Problem::new(
+                502,
+                "worker_refused",
+                format!("{e}; the same request will fail the same way until the kind's target is fixed"),
+            ),
+            QueueError::Full | QueueError::Unavailable(_) => {
+                let mut p = Problem::new(503, "queue_full", format!("{e}; retry later"));
+                p.headers.push((header::RETRY_AFTER, "1".into()));
+                p
+            }
+        });
     }
     tracing::info!(job_id, kind = %record.kind, "job accepted");
     Ok(accepted_response(&job_id, &accepted))
