@@ -8,9 +8,9 @@
 
 pub mod auth;
 pub mod aws;
-pub mod clock;
 #[cfg(feature = "cli")]
 pub mod bench;
+pub mod clock;
 #[cfg(feature = "cli")]
 pub mod config;
 pub mod dispatch;

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub webhook_delivered_total: AtomicU64,
     pub webhook_failed_total: AtomicU64,
     pub workers_lost_total: AtomicU64,
+    pub jobs_not_started_total: AtomicU64,
     pub worker_updates_total: AtomicU64,
     management: [[AtomicU64; MANAGEMENT_STATUSES.len() + 1]; MANAGEMENT_METHODS.len()],
     jobs: [AtomicU64; Status::ALL.len()],
@@ -71,6 +72,11 @@ impl Metrics {
         inc(&self.workers_lost_total);
     }
 
+    /// Counts one job ended `not_started` by the sweep.
+    pub fn not_started(&self) {
+        inc(&self.jobs_not_started_total);
+    }
+
     /// Counts one update or heartbeat accepted from a worker.
     pub fn worker_update(&self) {
         inc(&self.worker_updates_total);
@@ -91,8 +97,9 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             ("jobcast_workers_lost_total", "Jobs ended failed worker_lost: no update or heartbeat within the heartbeat timeout.", &self.workers_lost_total),
+            ("jobcast_jobs_not_started_total", "Jobs ended failed not_started: no worker reported within the start timeout of the hand-over.", &self.jobs_not_started_total),
             ("jobcast_worker_updates_total", "Updates and heartbeats accepted from workers on POST /jobs/{id}/updates.", &self.worker_updates_total),
             ("jobcast_connects_total", "WebSocket connections accepted by $connect.", &self.connects_total),
             ("jobcast_connects_refused_total", "WebSocket handshakes refused (auth, limits, bad requests).", &self.connects_refused_total),

@@ -33,6 +33,9 @@ pub struct DepsBuilder {
     pub links: Links,
     /// Worker liveness; zero turns it off.
     pub heartbeat_timeout: Duration,
+    /// How long a handed-over job waits for its worker's first report
+    /// before it ends `not_started`; zero turns it off.
+    pub start_timeout: Duration,
     /// Identifies this process in job leases.
     pub lease_owner: String,
     /// The user's kinds and the deliverers of their targets.
@@ -63,6 +66,7 @@ impl DepsBuilder {
             webhooks: None,
             links: Links::default(),
             heartbeat_timeout: Duration::from_secs(300),
+            start_timeout: crate::dispatch::DEFAULT_START_TIMEOUT,
             lease_owner: "jobcast".into(),
             kinds: Kinds::default(),
             targets: BTreeMap::new(),
@@ -146,6 +150,7 @@ impl DepsBuilder {
             DispatchSettings {
                 tokens: self.tokens.clone(),
                 heartbeat_timeout: self.heartbeat_timeout,
+                start_timeout: self.start_timeout,
                 owner: self.lease_owner.clone(),
                 retry: self.dispatch_retry.clone(),
             },

@@ -609,7 +609,11 @@ fn emulate_passes_header_names_as_the_client_spelled_them() {
         ("x-lower-case", "yes".into()),
         ("X-Mixed-ID", "7".into()),
     ] {
-        assert_eq!(headers.get(name), Some(&value.into()), "{name} in {headers:?}");
+        assert_eq!(
+            headers.get(name),
+            Some(&value.into()),
+            "{name} in {headers:?}"
+        );
     }
     assert!(headers.get("authorization").is_none(), "{headers:?}");
     assert_eq!(

@@ -891,7 +891,7 @@ async fn two_serves_over_one_table_resume_hand_over_and_expire_each_job_once() {
     let mut u = JobUpdate::status(Status::Running);
     u.liveness = Liveness::Refresh(now.timestamp() - 1);
     store.update_job(&silent, u, now).await.unwrap();
-    store.mark_dispatched(&silent).await.unwrap();
+    store.mark_dispatched(&silent, None).await.unwrap();
 
     let worker = webhook_receiver(vec![200]).await;
     let kind = format!("export=http://{}/work", worker.addr);

@@ -313,7 +313,7 @@ async fn liveness_suite(store: Arc<dyn Store>) {
 
     // A heartbeat moves the deadline without a new seq.
     let seq = j.snapshot.seq;
-    let j = store.heartbeat(&id, now + 20).await.unwrap();
+    let j = store.heartbeat(&id, Some(now + 20)).await.unwrap();
     assert_eq!(j.snapshot.seq, seq);
     assert_eq!(j.deadline, Some(now + 20));
     assert!(!store.lost_jobs(now + 10, 100).await.unwrap().contains(&id));
@@ -339,13 +339,77 @@ async fn liveness_suite(store: Arc<dyn Store>) {
             .contains(&id)
     );
     assert!(matches!(
-        store.heartbeat(&id, now + 30).await,
+        store.heartbeat(&id, Some(now + 30)).await,
         Err(StoreError::Terminal { .. })
     ));
     assert!(matches!(
-        store.heartbeat("no-such-job", now).await,
+        store.heartbeat("no-such-job", Some(now)).await,
         Err(StoreError::NotFound(_))
     ));
+
+    // A start deadline: set at hand-over on a job no worker reported on,
+    // found by the same index, met by the worker's first report.
+    let start = format!("{id}-start");
+    store.create_job(worker_job(&start)).await.unwrap();
+    store.mark_dispatched(&start, Some(now + 50)).await.unwrap();
+    let j = store.get_job(&start).await.unwrap().unwrap();
+    assert_eq!(
+        (j.deadline, j.worker_seen, j.dispatched),
+        (Some(now + 50), false, true)
+    );
+    assert!(
+        !store
+            .lost_jobs(now + 49, 100)
+            .await
+            .unwrap()
+            .contains(&start)
+    );
+    assert!(
+        store
+            .lost_jobs(now + 50, 100)
+            .await
+            .unwrap()
+            .contains(&start)
+    );
+    // With liveness off a heartbeat leaves no deadline at all.
+    let j = store.heartbeat(&start, None).await.unwrap();
+    assert_eq!((j.deadline, j.worker_seen), (None, true));
+    assert!(
+        !store
+            .lost_jobs(now + 1_000, 100)
+            .await
+            .unwrap()
+            .contains(&start)
+    );
+    // ... and so does an update.
+    let update_first = format!("{id}-reported");
+    store.create_job(worker_job(&update_first)).await.unwrap();
+    store
+        .mark_dispatched(&update_first, Some(now + 50))
+        .await
+        .unwrap();
+    let mut u = JobUpdate::status(Status::Running);
+    u.liveness = Liveness::Reported;
+    let j = store
+        .update_job(&update_first, u, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((j.deadline, j.worker_seen), (None, true));
+    // A worker that reported before its hand-over was recorded keeps its
+    // own deadline; an ended job gets none.
+    let early = format!("{id}-early");
+    store.create_job(worker_job(&early)).await.unwrap();
+    let u = refreshed(Status::Running, now + 500);
+    store.update_job(&early, u, Utc::now()).await.unwrap();
+    store.mark_dispatched(&early, Some(now + 50)).await.unwrap();
+    let j = store.get_job(&early).await.unwrap().unwrap();
+    assert_eq!((j.deadline, j.dispatched), (Some(now + 500), true));
+    let ended = format!("{id}-ended");
+    store.create_job(worker_job(&ended)).await.unwrap();
+    let u = JobUpdate::status(Status::Cancelled);
+    store.update_job(&ended, u, Utc::now()).await.unwrap();
+    store.mark_dispatched(&ended, Some(now + 50)).await.unwrap();
+    assert_eq!(store.get_job(&ended).await.unwrap().unwrap().deadline, None);
 
     // Many lost jobs: the index returns each once, within the limit.
     let ids: Vec<String> = (0..12).map(|n| format!("{id}-{n}")).collect();
@@ -393,8 +457,10 @@ async fn liveness_suite(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(j.attempt, 4);
     assert!(!j.dispatched);
-    store.mark_dispatched(&h).await.unwrap();
-    assert!(store.get_job(&h).await.unwrap().unwrap().dispatched);
+    store.mark_dispatched(&h, None).await.unwrap();
+    let j = store.get_job(&h).await.unwrap().unwrap();
+    assert!(j.dispatched && j.lease.is_none());
+    assert_eq!(j.deadline, None, "no start deadline asked");
     // Once its worker has it, nobody hands it over again (a process that
     // read it before the hand-over was recorded included).
     assert!(matches!(
@@ -755,7 +821,10 @@ async fn memory_store_keeps_recent_updates() {
 
 #[tokio::test]
 async fn dynamo_store_keeps_recent_updates() {
-    recent_suite(Arc::new(common::dynamo_store_with_clock(recent_clock()).await)).await;
+    recent_suite(Arc::new(
+        common::dynamo_store_with_clock(recent_clock()).await,
+    ))
+    .await;
 }
 
 /// A job is there until its retention has passed by the store's clock, then

@@ -451,6 +451,38 @@ async fn a_silent_worker_ends_worker_lost_and_a_heartbeating_one_does_not() {
 }
 
 #[tokio::test]
+async fn a_job_no_worker_reports_on_ends_not_started_and_one_whose_worker_reported_does_not() {
+    let worker = webhook_receiver(vec![200]).await;
+    let srv = http_kind_server(&worker, |c| {
+        c.start_timeout = Duration::from_secs(1);
+        // Liveness off: only the start deadline can end these jobs.
+        c.heartbeat_timeout = Duration::ZERO;
+    })
+    .await;
+    // The reporting job is handed over first, so its start deadline comes
+    // no later than the silent one's: the sweep that ends the silent job
+    // would have ended it too.
+    let reported = create(&srv, json!({"kind": "export", "input": {}})).await;
+    let reported_msg = job_message(&worker, 1).await;
+    assert_eq!(reported_msg["jobId"], reported["jobId"]);
+    // A heartbeat is a report: it leaves the job queued, and started.
+    accepted_update(&reported_msg, json!({})).await;
+    let silent = create(&srv, json!({"kind": "export", "input": {}})).await;
+    job_message(&worker, 2).await;
+    let seen = follow(&silent).await;
+    let last = seen.last().unwrap();
+    assert_eq!(last["status"], "failed", "{seen:?}");
+    assert_eq!(last["error"]["code"], "not_started");
+    assert_eq!(
+        srv.job_view(reported["jobId"].as_str().unwrap()).await["status"],
+        "queued"
+    );
+    assert_eq!(srv.metric("jobcast_jobs_not_started_total").await, 1.0);
+    assert_eq!(srv.metric("jobcast_workers_lost_total").await, 0.0);
+    accepted_update(&reported_msg, json!({"status": "succeeded"})).await;
+}
+
+#[tokio::test]
 async fn an_http_target_is_retried_then_the_job_ends_dispatch_failed() {
     // A worker that fails once, then takes it: a new attempt each time.
     let flaky = webhook_receiver(vec![503, 200]).await;
@@ -590,7 +622,12 @@ fn process_state(pid: i32) -> Option<char> {
 
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Waits for a worker to write its pid into `path`.
@@ -633,10 +670,7 @@ async fn a_command_workers_pid_is_its_own_and_its_group_goes_with_its_wrapper() 
             simple.display()
         ),
         // A shell line: the worker runs under sh, in the job's process group.
-        format!(
-            "tree=command:sleep 60 & echo $! > {}; wait",
-            tree.display()
-        ),
+        format!("tree=command:sleep 60 & echo $! > {}; wait", tree.display()),
     ];
     let srv = start_with(|c| {
         for spec in &kinds {
@@ -659,7 +693,10 @@ async fn a_command_workers_pid_is_its_own_and_its_group_goes_with_its_wrapper() 
     let last = follow(&job).await.pop().unwrap();
     assert_eq!(last["error"]["code"], "worker_exited", "{last}");
     assert!(
-        last["error"]["message"].as_str().unwrap().contains("signal 15"),
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signal 15"),
         "{last}"
     );
 

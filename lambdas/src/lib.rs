@@ -18,6 +18,7 @@
 //! | `JOBCAST_WEBHOOK_SECRET` | jobs_api, worker, sweeper | signs webhooks and `http` hand-overs; `callbackUrl` is refused without it |
 //! | `JOBCAST_KINDS` | jobs_api | your job kinds: `KIND=TARGET,…` (`sqs:`, `lambda:`, `http(s)://`) |
 //! | `JOBCAST_HEARTBEAT_TIMEOUT_SECONDS` | jobs_api | worker liveness: seconds without an update before `worker_lost` (default 300, 0 off) |
+//! | `JOBCAST_START_TIMEOUT_SECONDS` | jobs_api | seconds after a hand-over before a job no worker reported on ends `not_started` (default 3600, 0 off) |
 //! | `JOBCAST_COALESCE_MS` | jobs_api, updates, worker | coalescing window in milliseconds (0 off, at most 10000) |
 //! | `JOBCAST_FLUSH_FUNCTION` | jobs_api, updates, worker | with a window: the function invoked to push each window's newest update (the sweeper) |
 
@@ -297,6 +298,14 @@ impl Wiring {
                 )
             })?;
             wiring.parts.heartbeat_timeout = Duration::from_secs(secs);
+        }
+        if let Some(s) = var("JOBCAST_START_TIMEOUT_SECONDS") {
+            let secs: u64 = s.parse().map_err(|_| {
+                format!(
+                    "JOBCAST_START_TIMEOUT_SECONDS must be whole seconds (0 for off), got '{s}'"
+                )
+            })?;
+            wiring.parts.start_timeout = Duration::from_secs(secs);
         }
         if let Some(secret) = secret {
             wiring = wiring.with_webhook_secret(&secret, WebhookOptions::default())?;

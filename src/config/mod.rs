@@ -165,6 +165,12 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_HEARTBEAT_TIMEOUT", default_value = "5m", value_parser = parse_duration_or_zero, value_name = "DURATION")]
     pub heartbeat_timeout: Duration,
 
+    /// How long after its hand-over a job of your own kinds may wait for
+    /// its worker's first update or heartbeat before it ends failed
+    /// `not_started` (0: forever). Longer than your queue's longest backlog.
+    #[arg(long, env = "JOBCAST_START_TIMEOUT", default_value = "1h", value_parser = parse_duration_or_zero, value_name = "DURATION")]
+    pub start_timeout: Duration,
+
     /// Leave jobs a previous run left unfinished alone. By default `serve`
     /// resumes its demo jobs from their last step and delivers webhooks
     /// still owed (with --store dynamodb; the memory store starts empty).
@@ -340,6 +346,7 @@ impl ServeArgs {
             },
             kinds: self.kinds()?,
             heartbeat_timeout: self.heartbeat_timeout,
+            start_timeout: self.start_timeout,
             resume: !self.no_resume,
             publish: PublishOptions {
                 concurrency: self.publish_concurrency,

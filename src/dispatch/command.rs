@@ -68,8 +68,8 @@ fn fits_environment(body: &str) -> bool {
 /// make `exec` wrong in front of it.
 const NOT_EXECABLE_FIRST: [&str; 27] = [
     "if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until", "for",
-    "in", "{", "}", "!", "[[", "function", "select", "time", ":", ".", "break", "continue",
-    "eval", "exec", "exit",
+    "in", "{", "}", "!", "[[", "function", "select", "time", ":", ".", "break", "continue", "eval",
+    "exec", "exit",
 ];
 const SHELL_BUILTINS: [&str; 10] = [
     "export", "readonly", "return", "set", "shift", "times", "trap", "unset", "cd", "wait",
@@ -131,7 +131,11 @@ async fn end_group(pid: u32, job_id: &str) {
     if !signal_group(pid, libc::SIGTERM) {
         return;
     }
-    tracing::warn!(job_id, pgid = pid, "the worker command left processes behind: ending them");
+    tracing::warn!(
+        job_id,
+        pgid = pid,
+        "the worker command left processes behind: ending them"
+    );
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         if !signal_group(pid, 0) {
@@ -276,7 +280,11 @@ mod tests {
             r#"sh "a;b.sh""#,
             "./bin/worker --flag=$HOME",
         ] {
-            assert_eq!(exec_form(simple), Some(format!("exec {simple}")), "{simple}");
+            assert_eq!(
+                exec_form(simple),
+                Some(format!("exec {simple}")),
+                "{simple}"
+            );
         }
         for compound in [
             "cd dir && python3 w.py",

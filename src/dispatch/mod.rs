@@ -47,6 +47,10 @@ pub struct JobMessage {
     pub heartbeat_timeout_seconds: u64,
 }
 
+/// How long a handed-over job waits for its worker's first report by
+/// default: an hour, so a queue's ordinary backlog never ends a job.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Why a hand-over failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -101,6 +105,9 @@ pub struct DispatchSettings {
     pub tokens: TokenKey,
     /// `heartbeatTimeoutSeconds` of job messages; zero turns liveness off.
     pub heartbeat_timeout: Duration,
+    /// How long after its hand-over a job may wait for its worker's first
+    /// report before it ends `not_started`; zero: forever.
+    pub start_timeout: Duration,
     /// Identifies this process in leases.
     pub owner: String,
     pub retry: RetryPolicy,
@@ -256,13 +263,10 @@ impl Dispatcher {
         let body =
             serde_json::to_string(&message).map_err(|e| QueueError::Unavailable(e.to_string()))?;
         if scheme != "http" {
-            target
-                .deliver(&message, &body)
-                .await
-                .map_err(|e| match e {
-                    DispatchError::Fatal(m) => QueueError::Refused(m),
-                    DispatchError::Retryable(m) => QueueError::Unavailable(m),
-                })?;
+            target.deliver(&message, &body).await.map_err(|e| match e {
+                DispatchError::Fatal(m) => QueueError::Refused(m),
+                DispatchError::Retryable(m) => QueueError::Unavailable(m),
+            })?;
             self.confirm(&message.job_id, scheme).await;
             return Ok(());
         }
@@ -270,9 +274,8 @@ impl Dispatcher {
         let run = retry_http(
             target,
             message,
-            self.settings.retry.clone(),
+            self.settings.clone(),
             self.publisher.clone(),
-            self.settings.owner.clone(),
         );
         if self.settings.retry.background {
             let stop = self.stop.clone();
@@ -291,9 +294,7 @@ impl Dispatcher {
 
     async fn confirm(&self, job_id: &str, scheme: &str) {
         tracing::info!(job_id, target = scheme, "job handed to its worker");
-        if let Err(e) = self.publisher.store().mark_dispatched(job_id).await {
-            tracing::warn!(job_id, error = %e, "could not record the hand-over");
-        }
+        record_hand_over(&self.publisher, job_id, self.settings.start_timeout).await;
     }
 }
 
@@ -303,10 +304,15 @@ impl Dispatcher {
 async fn retry_http(
     target: Arc<dyn Deliver>,
     mut message: JobMessage,
-    policy: RetryPolicy,
+    settings: DispatchSettings,
     publisher: Publisher,
-    owner: String,
 ) {
+    let DispatchSettings {
+        retry: policy,
+        owner,
+        start_timeout,
+        ..
+    } = settings;
     let job_id = message.job_id.clone();
     let mut last = String::new();
     for n in 0..policy.max_attempts.max(1) {
@@ -346,9 +352,7 @@ async fn retry_http(
                     attempt = message.attempt,
                     "job handed to its worker over http"
                 );
-                if let Err(e) = publisher.store().mark_dispatched(&job_id).await {
-                    tracing::warn!(job_id, error = %e, "could not record the hand-over");
-                }
+                record_hand_over(&publisher, &job_id, start_timeout).await;
                 return;
             }
             Err(DispatchError::Fatal(e)) => {
@@ -369,6 +373,15 @@ async fn retry_http(
         format!("the worker did not take the job: {last}"),
     )
     .await;
+}
+
+/// Records that the worker has the job, with its start deadline.
+async fn record_hand_over(publisher: &Publisher, job_id: &str, start_timeout: Duration) {
+    let start_by = (!start_timeout.is_zero())
+        .then(|| chrono::Utc::now().timestamp() + start_timeout.as_secs() as i64);
+    if let Err(e) = publisher.store().mark_dispatched(job_id, start_by).await {
+        tracing::warn!(job_id, error = %e, "could not record the hand-over");
+    }
 }
 
 /// Ends a job `failed` with `code`, unless it has ended already.

@@ -147,7 +147,11 @@ where
     let mut line = match (status, said) {
         (Some(status), None) => {
             let text: String = body.trim().chars().take(300).collect();
-            let text = if text.is_empty() { "(no body)".into() } else { text };
+            let text = if text.is_empty() {
+                "(no body)".into()
+            } else {
+                text
+            };
             format!("invoking {function}: the runner answered HTTP {status}: {text}")
         }
         _ => format!("invoking {function}: {}", crate::aws::error_line(e)),

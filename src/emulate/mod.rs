@@ -79,6 +79,7 @@ pub async fn serve(
     config.workers = 1;
     config.resume = false;
     config.heartbeat_timeout = std::time::Duration::ZERO;
+    config.start_timeout = std::time::Duration::ZERO;
     let stage = config.stage.clone();
     let tokens = crate::token::TokenKey::random(std::time::Duration::from_secs(3600));
     let store = std::sync::Arc::new(crate::store::MemoryStore::new());
@@ -392,7 +393,11 @@ impl WebSocketApp for Emulator {
             .unwrap_or_else(|| "$default".to_string())
     }
 
-    async fn connect(&self, event: ApiGatewayWebsocketProxyRequest, case: &HeaderCase) -> Connected {
+    async fn connect(
+        &self,
+        event: ApiGatewayWebsocketProxyRequest,
+        case: &HeaderCase,
+    ) -> Connected {
         let api = self.api();
         let authorizer = match &api.authorizer {
             Some(auth) => match self.authorize(auth, &event, case).await {

@@ -3,8 +3,8 @@
 //! Limits, close codes, `@connections`, the registry, metrics and shutdown
 //! belong to the gateway and exist once; an app only answers events.
 
-use crate::handlers::owners::{self, ConnectAuth};
 use super::header_case::HeaderCase;
+use crate::handlers::owners::{self, ConnectAuth};
 use crate::handlers::{Deps, websocket};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};

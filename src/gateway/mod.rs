@@ -90,6 +90,9 @@ pub struct GatewayConfig {
     pub kinds: crate::dispatch::Kinds,
     /// How long a worker may stay silent before its job ends `worker_lost` (zero: never).
     pub heartbeat_timeout: Duration,
+    /// How long a handed-over job may wait for its worker's first report
+    /// before it ends `not_started` (zero: forever).
+    pub start_timeout: Duration,
     /// Take up demo jobs and webhooks a previous run left unfinished in the store.
     pub resume: bool,
     pub publish: PublishOptions,
@@ -125,6 +128,7 @@ impl Default for GatewayConfig {
             cors_origins: Vec::new(),
             kinds: crate::dispatch::Kinds::default(),
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            start_timeout: crate::dispatch::DEFAULT_START_TIMEOUT,
             resume: true,
             publish: PublishOptions::default(),
             identity: None,
@@ -244,6 +248,7 @@ impl Gateway {
         parts.publish = config.publish.clone();
         parts.flusher = Some(Arc::new(crate::publish::InProcess));
         parts.heartbeat_timeout = config.heartbeat_timeout;
+        parts.start_timeout = config.start_timeout;
         parts.lease_owner = lease_owner();
         parts.identity = config.identity.clone();
         parts.owner_limit = config.owner_limit;
@@ -292,8 +297,12 @@ impl Gateway {
         if config.resume {
             workers.recover(publisher.clone(), Arc::clone(&dispatcher), local_base);
         }
-        if !config.heartbeat_timeout.is_zero() {
-            workers.sweep_lost_every(publisher.clone(), sweep_interval(config.heartbeat_timeout));
+        let shortest_deadline = [config.heartbeat_timeout, config.start_timeout]
+            .into_iter()
+            .filter(|t| !t.is_zero())
+            .min();
+        if let Some(timeout) = shortest_deadline {
+            workers.sweep_lost_every(publisher.clone(), sweep_interval(timeout));
         }
         let deps = parts.deps(publisher, dispatcher);
         let (lifecycle, _) = broadcast::channel(4096);

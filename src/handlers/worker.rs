@@ -106,11 +106,13 @@ pub fn validate(kind: &str, input: &Value, kinds: &[String]) -> Result<(), Input
 /// Most lost jobs one sweep ends.
 pub const SWEEP_BATCH: usize = 1000;
 
-/// The liveness sweep: ends `failed` `worker_lost` every running job whose
-/// worker sent no update or heartbeat before its deadline. The update is
-/// conditional on the deadline still being past, so a worker reporting at
-/// the last moment wins, and two sweepers never both end one job.
-/// Returns how many jobs it ended.
+/// The liveness sweep: ends `failed` every job whose deadline has passed:
+/// `worker_lost` when its worker had reported and then fell silent past
+/// the heartbeat timeout, `not_started` when no worker reported on it
+/// within the start timeout of its hand-over. The update is conditional on
+/// the deadline still being past, so a worker reporting at the last moment
+/// wins, and two sweepers never both end one job. Returns how many jobs it
+/// ended.
 pub async fn sweep_lost(publisher: &Publisher, now: i64) -> Result<usize, StoreError> {
     // Deadlines are whole seconds (the last report's second plus the
     // timeout): one is past only once the whole second after it has begun,
@@ -119,18 +121,43 @@ pub async fn sweep_lost(publisher: &Publisher, now: i64) -> Result<usize, StoreE
     let ids = publisher.store().lost_jobs(due, SWEEP_BATCH).await?;
     let mut ended = 0;
     for job_id in ids {
+        let started = match publisher.store().get_job(&job_id).await {
+            Ok(Some(job)) => job.worker_seen,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "could not read a job past its deadline");
+                continue;
+            }
+        };
+        let (code, message, detail) = if started {
+            (
+                "worker_lost",
+                "worker lost",
+                "no update or heartbeat from the worker within heartbeatTimeoutSeconds",
+            )
+        } else {
+            (
+                "not_started",
+                "no worker started the job",
+                "no worker reported on the job within the start timeout of its hand-over",
+            )
+        };
         let mut u = JobUpdate::status(Status::Failed);
-        u.message = Some("worker lost".into());
+        u.message = Some(message.into());
         u.error = Some(JobError {
-            code: "worker_lost".into(),
-            message: "no update or heartbeat from the worker within heartbeatTimeoutSeconds".into(),
+            code: code.into(),
+            message: detail.into(),
         });
         u.liveness = Liveness::ExpiredBy(due);
         match publisher.publish(&job_id, u).await {
             Ok(_) => {
                 ended += 1;
-                publisher.metrics().worker_lost();
-                tracing::warn!(job_id, "worker lost: the job ended failed");
+                if started {
+                    publisher.metrics().worker_lost();
+                } else {
+                    publisher.metrics().not_started();
+                }
+                tracing::warn!(job_id, code, "the job ended failed: {message}");
             }
             Err(
                 StoreError::Terminal { .. } | StoreError::Conflict { .. } | StoreError::NotFound(_),

@@ -146,9 +146,14 @@ impl Store for MemoryStore {
         Ok(record)
     }
 
-    async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError> {
+    async fn heartbeat(
+        &self,
+        job_id: &str,
+        deadline: Option<i64>,
+    ) -> Result<JobRecord, StoreError> {
         let mut job = self.live_job(job_id)?;
-        job.deadline = Some(deadline);
+        job.deadline = deadline;
+        job.worker_seen = true;
         Ok(job.clone())
     }
 
@@ -190,13 +195,16 @@ impl Store for MemoryStore {
         Ok(job.clone())
     }
 
-    async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError> {
+    async fn mark_dispatched(&self, job_id: &str, start_by: Option<i64>) -> Result<(), StoreError> {
         let mut job = self
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| StoreError::NotFound(job_id.to_string()))?;
         job.dispatched = true;
         job.lease = None;
+        if !job.worker_seen && !job.snapshot.status.is_terminal() && start_by.is_some() {
+            job.deadline = start_by;
+        }
         Ok(())
     }
 

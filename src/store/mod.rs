@@ -39,6 +39,10 @@ pub struct JobRecord {
     /// the update endpoint: past it without an update or heartbeat, the job
     /// ends `failed` `worker_lost`. Absent once terminal.
     pub deadline: Option<i64>,
+    /// A worker has reported on the job (an update or a heartbeat through
+    /// the update endpoint). Until then a deadline is the start deadline
+    /// set at hand-over, and missing it ends the job `not_started`.
+    pub worker_seen: bool,
     /// Who created the job (the `sub` of their token) when owners are on.
     pub owner: Option<String>,
     /// The owner's labels for the job (at most [`MAX_TAGS`]).
@@ -123,6 +127,7 @@ impl JobRecord {
             lease: None,
             dispatched: false,
             deadline: None,
+            worker_seen: false,
             owner: None,
             tags: Vec::new(),
             owner_limit: None,
@@ -235,6 +240,9 @@ pub enum Liveness {
     Keep,
     /// Set it to these epoch seconds (a worker reported).
     Refresh(i64),
+    /// A worker reported while liveness is off: no deadline any more (a
+    /// start deadline is met).
+    Reported,
     /// Apply the update only if the deadline has passed by these epoch
     /// seconds (the liveness sweep ending a lost job), else `Conflict`.
     ExpiredBy(i64),
@@ -323,9 +331,12 @@ pub trait Store: Send + Sync + 'static {
     async fn owner_followers(&self, owner: &str) -> Result<Vec<Follower>, StoreError>;
     /// Removes one follow; true when it existed.
     async fn unfollow_owner(&self, owner: &str, follower: &Follower) -> Result<bool, StoreError>;
-    /// Refreshes a job's liveness deadline without a new seq (a worker's
-    /// heartbeat); fails with `Terminal` once the job has ended.
-    async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError>;
+    /// A worker's heartbeat, without a new seq: the job's liveness
+    /// deadline moves to `deadline` (None: liveness is off, and no deadline
+    /// is left), and the worker counts as seen; fails with `Terminal` once
+    /// the job has ended.
+    async fn heartbeat(&self, job_id: &str, deadline: Option<i64>)
+    -> Result<JobRecord, StoreError>;
     /// Up to `limit` ids of unfinished jobs whose liveness deadline is at or
     /// before `now` (epoch seconds), from an index of deadlines (never a Scan).
     async fn lost_jobs(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError>;
@@ -341,7 +352,10 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<JobRecord, StoreError>;
     /// Records that a worker target has the job; the lease is released.
-    async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError>;
+    /// With `start_by` (epoch seconds), a job no worker has reported on yet
+    /// gets it as its deadline: the start deadline, swept like a liveness
+    /// one (`not_started`). A worker that reported first keeps its own.
+    async fn mark_dispatched(&self, job_id: &str, start_by: Option<i64>) -> Result<(), StoreError>;
     /// Up to `limit` jobs that still owe work (see `JobRecord::unfinished`),
     /// so a restarted `serve` can take them up again. It reads the whole
     /// table: run once at start, never on a message path.
@@ -440,6 +454,10 @@ pub fn apply_update(
         job.lease = None;
     } else if let Liveness::Refresh(d) = update.liveness {
         job.deadline = Some(d);
+        job.worker_seen = true;
+    } else if update.liveness == Liveness::Reported {
+        job.deadline = None;
+        job.worker_seen = true;
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! Idempotency-Key bound, the job stored and handed to its worker.
 
 use super::problem::{Problem, json_response, store_problem};
-use crate::handlers::QueueError;
 use super::{Deps, base_url, body_bytes, header_str, updates_base, websocket_base};
+use crate::handlers::QueueError;
 use crate::handlers::worker;
 use crate::protocol::{DEMO_KIND, MAX_JOB_BODY_BYTES, Status, hex};
 use crate::store::{
@@ -259,7 +259,9 @@ async fn accept(
             QueueError::Refused(_) => Problem::new(
                 502,
                 "worker_refused",
-                format!("{e}; the same request will fail the same way until the kind's target is fixed"),
+                format!(
+                    "{e}; the same request will fail the same way until the kind's target is fixed"
+                ),
             ),
             QueueError::Full | QueueError::Unavailable(_) => {
                 let mut p = Problem::new(503, "queue_full", format!("{e}; retry later"));

@@ -5,7 +5,7 @@
 
 use super::Deps;
 use crate::protocol::{DEMO_KIND, Status};
-use crate::store::{JobRecord, JobUpdate, StoreError};
+use crate::store::{JobUpdate, StoreError};
 use crate::token::TokenError;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use base64::Engine;
@@ -214,18 +214,6 @@ fn unauthorized(detail: &str) -> Problem {
     let mut p = Problem::new(401, "unauthorized", detail);
     p.headers.push((header::WWW_AUTHENTICATE, "Bearer".into()));
     p
-}
-
-/// The job, unless it is unknown (`NotFound`) or has ended (`Terminal`).
-async fn live_job(deps: &Deps, id: &str) -> Result<JobRecord, StoreError> {
-    match deps.store().get_job(id).await? {
-        None => Err(StoreError::NotFound(id.to_string())),
-        Some(j) if j.snapshot.status.is_terminal() => Err(StoreError::Terminal {
-            job_id: id.to_string(),
-            status: j.snapshot.status,
-        }),
-        Some(j) => Ok(j),
-    }
 }
 
 async fn cancel(

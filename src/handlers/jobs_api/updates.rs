@@ -2,7 +2,7 @@
 //! to the one publisher.
 
 use super::problem::{Problem, json_response, store_problem};
-use super::{Deps, body_bytes, live_job, presented_token, token_problem, unauthorized};
+use super::{Deps, body_bytes, presented_token, token_problem, unauthorized};
 use crate::protocol::{JobError, MAX_MESSAGE_BYTES, Status};
 use crate::store::{JobUpdate, Liveness, StoreError};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -159,15 +159,15 @@ pub(super) async fn update(
     let parsed = parse_update(&body)?;
     let timeout = deps.heartbeat_timeout.as_secs() as i64;
     let deadline = (timeout > 0).then(|| liveness_deadline(now.timestamp(), timeout));
+    // Every report counts as the worker's: it meets a start deadline,
+    // and moves (or, with liveness off, drops) the job's deadline.
     let outcome = match parsed {
-        None => match deadline {
-            Some(d) => deps.store().heartbeat(id, d).await,
-            None => live_job(deps, id).await,
-        },
+        None => deps.store().heartbeat(id, deadline).await,
         Some(mut u) => {
-            if let Some(d) = deadline {
-                u.liveness = Liveness::Refresh(d);
-            }
+            u.liveness = match deadline {
+                Some(d) => Liveness::Refresh(d),
+                None => Liveness::Reported,
+            };
             deps.publisher.publish(id, u).await.map(|(j, _)| j)
         }
     };

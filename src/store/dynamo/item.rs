@@ -191,6 +191,11 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             .copied()
             .unwrap_or(false),
         deadline: get_s(item, "GSI2SK").and_then(|d| d.parse().ok()),
+        worker_seen: item
+            .get("workerSeen")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
         owner: get_s(item, "owner").map(str::to_owned),
         tags: item
             .get("tags")

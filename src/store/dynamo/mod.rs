@@ -33,6 +33,7 @@ use super::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
     Lease, Store, StoreError, WebhookState, validate_update,
 };
+use crate::clock::SharedClock;
 use crate::protocol::{JobError, SUBSCRIPTION_TTL, Snapshot, Status, rfc3339};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -43,7 +44,6 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus as SdkTableStatus,
     TimeToLiveSpecification, TimeToLiveStatus, WriteRequest,
 };
-use crate::clock::SharedClock;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -170,13 +170,22 @@ impl Store for DynamoStore {
         self.update_live(job_id, res).await
     }
 
-    async fn heartbeat(&self, job_id: &str, deadline: i64) -> Result<JobRecord, StoreError> {
+    async fn heartbeat(
+        &self,
+        job_id: &str,
+        deadline: Option<i64>,
+    ) -> Result<JobRecord, StoreError> {
         let req = self
             .client
             .update_item()
-            .update_expression("SET GSI2PK = :live, GSI2SK = :deadline")
-            .expression_attribute_values(":live", s(live_shard(job_id)))
-            .expression_attribute_values(":deadline", s(deadline_key(deadline)));
+            .expression_attribute_values(":seen", AttributeValue::Bool(true));
+        let req = match deadline {
+            Some(deadline) => req
+                .update_expression("SET GSI2PK = :live, GSI2SK = :deadline, workerSeen = :seen")
+                .expression_attribute_values(":live", s(live_shard(job_id)))
+                .expression_attribute_values(":deadline", s(deadline_key(deadline))),
+            None => req.update_expression("SET workerSeen = :seen REMOVE GSI2PK, GSI2SK"),
+        };
         self.update_live(job_id, req).await
     }
 
@@ -237,7 +246,35 @@ impl Store for DynamoStore {
         .await
     }
 
-    async fn mark_dispatched(&self, job_id: &str) -> Result<(), StoreError> {
+    async fn mark_dispatched(&self, job_id: &str, start_by: Option<i64>) -> Result<(), StoreError> {
+        if let Some(start_by) = start_by {
+            // One write in the usual case; a worker that reported first (or
+            // a job that already ended) fails the condition and keeps what
+            // it has.
+            let req = self
+                .client
+                .update_item()
+                .update_expression(
+                    "SET dispatched = :t, GSI2PK = :live, GSI2SK = :deadline \
+                     REMOVE leaseOwner, leaseUntil",
+                )
+                .expression_attribute_values(":t", AttributeValue::Bool(true))
+                .expression_attribute_values(":live", s(live_shard(job_id)))
+                .expression_attribute_values(":deadline", s(deadline_key(start_by)));
+            match self
+                .update_live_if(
+                    job_id,
+                    req,
+                    " AND attribute_not_exists(workerSeen)",
+                    Default::default(),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. } | StoreError::Terminal { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.update_existing(
             job_id,
             "SET dispatched = :t REMOVE leaseOwner, leaseUntil",

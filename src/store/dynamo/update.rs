@@ -128,10 +128,18 @@ impl UpdateExpression {
             self.remove
                 .extend(["GSI2PK", "GSI2SK", "leaseOwner", "leaseUntil"]);
         } else if let Liveness::Refresh(deadline) = update.liveness {
-            self.set.push("GSI2PK = :live, GSI2SK = :deadline");
+            self.set
+                .push("GSI2PK = :live, GSI2SK = :deadline, workerSeen = :seen");
             self.values.insert(":live".into(), s(live_shard(job_id)));
             self.values
                 .insert(":deadline".into(), s(deadline_key(deadline)));
+            self.values
+                .insert(":seen".into(), AttributeValue::Bool(true));
+        } else if update.liveness == Liveness::Reported {
+            self.set.push("workerSeen = :seen");
+            self.values
+                .insert(":seen".into(), AttributeValue::Bool(true));
+            self.remove.extend(["GSI2PK", "GSI2SK"]);
         }
     }
 
