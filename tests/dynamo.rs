@@ -922,3 +922,96 @@ async fn two_serves_over_one_table_resume_hand_over_and_expire_each_job_once() {
     assert_eq!(s.snapshot.error.unwrap().code, "worker_lost");
     assert_eq!(s.snapshot.seq, 3);
 }
+
+#[tokio::test]
+async fn two_serves_over_one_table_push_to_each_others_clients_and_keep_their_subscriptions() {
+    let store = dynamo_store().await;
+    let worker = webhook_receiver(vec![200]).await;
+    let kind = format!("export=http://{}/work", worker.addr);
+    let env = [("JOBCAST_WEBHOOK_SECRET", SECRET)];
+    let args = ["--kind", kind.as_str()];
+    let (_a, addr_a) = serve_process_with(&store, &args, &env);
+    let (b, addr_b) = serve_process_with(&store, &args, &env);
+
+    let job = post_job(&addr_a, json!({"kind": "export", "input": {}})).await;
+    let job_id = job["jobId"].as_str().unwrap().to_string();
+    let url_a = job["websocketUrl"].as_str().unwrap().to_string();
+    let url_b = url_a.replace(&addr_a, &addr_b);
+    let (mut on_a, _) = connect_async(&url_a).await.unwrap();
+    let (mut on_b, _) = connect_async(&url_b).await.unwrap();
+    let mut ids = Vec::new();
+    for c in [&mut on_a, &mut on_b] {
+        send_json(c, json!({"action": "ping"})).await;
+        ids.push(
+            next_json(c).await["connectionId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+
+    // The worker reports to each process in turn.
+    let msg = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(r) = worker.got.lock().unwrap().first().cloned() {
+                return serde_json::from_slice::<Value>(&r.body).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the job message");
+    let mut to = msg.clone();
+    for step in 1..=6u32 {
+        let addr = if step % 2 == 0 { &addr_b } else { &addr_a };
+        to["updateUrl"] = json!(format!("http://{addr}/jobs/{job_id}/updates"));
+        let body = if step == 6 {
+            json!({"status": "succeeded", "result": {"step": step}})
+        } else {
+            json!({"percent": step * 10})
+        };
+        accepted_update(&to, body).await;
+    }
+    // Each client has every update, wherever it was published.
+    for c in [&mut on_a, &mut on_b] {
+        let mut seqs = Vec::new();
+        loop {
+            let m = next_json(c).await;
+            seqs.push(m["seq"].as_u64().unwrap());
+            if m["status"] == "succeeded" {
+                break;
+            }
+        }
+        assert_eq!(seqs, (2..=7).collect::<Vec<u64>>());
+    }
+    // No subscription was taken for gone.
+    let mut subscribers = store.subscribers(&job_id).await.unwrap();
+    subscribers.sort();
+    ids.sort();
+    assert_eq!(subscribers, ids);
+
+    // A process that stops takes its sockets with it: a publish from the
+    // other finds that connection really gone, and only then drops it.
+    let job = post_job(&addr_a, json!({"kind": "export", "input": {}})).await;
+    let job_id = job["jobId"].as_str().unwrap().to_string();
+    let url = job["websocketUrl"].as_str().unwrap().to_string();
+    let (mut stays, _) = connect_async(&url).await.unwrap();
+    let (gone, _) = connect_async(url.replace(&addr_a, &addr_b)).await.unwrap();
+    assert_eq!(store.subscribers(&job_id).await.unwrap().len(), 2);
+    crash(b).await;
+    drop(gone);
+    let msg = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(r) = worker.got.lock().unwrap().get(1).cloned() {
+                return serde_json::from_slice::<Value>(&r.body).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the second job message");
+    accepted_update(&msg, json!({"percent": 50})).await;
+    assert_eq!(next_json(&mut stays).await["percent"], 50.0);
+    let left = store.subscribers(&job_id).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+}

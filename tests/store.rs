@@ -842,3 +842,33 @@ async fn dynamo_store_expires_jobs_by_its_clock() {
     clock.advance(Duration::from_secs(120));
     assert!(store.get_job("expiring").await.unwrap().is_none());
 }
+
+/// Where a connection is held: recorded, read back, gone with the
+/// connection's subscriptions (and not counted among them).
+async fn place_suite(store: Arc<dyn Store>) {
+    let conn = "PLACEcOFvHcCIhw=";
+    assert_eq!(store.connection_place(conn).await.unwrap(), None);
+    store
+        .place_connection(conn, "http://127.0.0.1:8081/dev", Utc::now())
+        .await
+        .unwrap();
+    store.create_job(new_job("placed")).await.unwrap();
+    store.subscribe("placed", conn, Utc::now()).await.unwrap();
+    assert_eq!(
+        store.connection_place(conn).await.unwrap().as_deref(),
+        Some("http://127.0.0.1:8081/dev")
+    );
+    assert_eq!(store.connection_jobs(conn).await.unwrap(), vec!["placed"]);
+    assert_eq!(store.remove_connection(conn).await.unwrap(), 1);
+    assert_eq!(store.connection_place(conn).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn memory_store_keeps_connection_places() {
+    place_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_keeps_connection_places() {
+    place_suite(Arc::new(common::dynamo_store().await)).await;
+}

@@ -8,6 +8,7 @@ use crate::handlers::owners::{self, ConnectAuth};
 use crate::handlers::{Deps, websocket};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use chrono::Utc;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -73,7 +74,13 @@ pub trait WebSocketApp: Send + Sync + 'static {
 
 /// jobcast's own handlers: replies go out through `@connections` (the
 /// pusher), as they do in Lambda, so `message` returns nothing.
-pub struct JobcastApp(pub Deps);
+pub struct JobcastApp {
+    pub deps: Deps,
+    /// This process's `@connections` base, recorded for each connection
+    /// before its `$connect` runs, so other processes over the same store
+    /// post to it here.
+    pub place: Option<String>,
+}
 
 #[async_trait]
 impl WebSocketApp for JobcastApp {
@@ -89,7 +96,7 @@ impl WebSocketApp for JobcastApp {
         mut event: ApiGatewayWebsocketProxyRequest,
         _case: &HeaderCase,
     ) -> Connected {
-        let verifier = self.0.identity.as_deref();
+        let verifier = self.deps.identity.as_deref();
         let authorizer = match verifier
             .map(|v| owners::authorize(Some(v), &event.headers, &event.query_string_parameters))
         {
@@ -105,19 +112,25 @@ impl WebSocketApp for JobcastApp {
             }
         };
         event.request_context.authorizer.fields = authorizer.clone();
+        if let (Some(place), Some(conn)) = (&self.place, &event.request_context.connection_id) {
+            let at = Utc::now();
+            if let Err(e) = self.deps.store().place_connection(conn, place, at).await {
+                tracing::warn!(connection_id = %conn, error = %e, "could not record where the connection is held: other processes will not reach it");
+            }
+        }
         Connected {
-            response: websocket::connect(&self.0, event).await,
+            response: websocket::connect(&self.deps, event).await,
             authorizer,
         }
     }
 
     async fn message(&self, event: ApiGatewayWebsocketProxyRequest) -> Option<String> {
-        websocket::message(&self.0, event).await;
+        websocket::message(&self.deps, event).await;
         None
     }
 
     async fn disconnect(&self, event: ApiGatewayWebsocketProxyRequest) {
-        websocket::disconnect(&self.0, event).await;
+        websocket::disconnect(&self.deps, event).await;
     }
 
     fn serves_jobs(&self) -> bool {

@@ -34,7 +34,9 @@ fn push_error(e: &PushError) -> HttpResponse {
         PushError::LimitExceeded => aws_error(429, "LimitExceededException", "Too many requests"),
         PushError::Forbidden(m) => aws_error(403, "ForbiddenException", m),
         PushError::BadRequest(m) => aws_error(400, "BadRequestException", m),
-        PushError::Unavailable(m) => aws_error(500, "InternalServerErrorException", m),
+        PushError::Unavailable(m) | PushError::Refused(m) => {
+            aws_error(500, "InternalServerErrorException", m)
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod management;
 mod outbox;
 mod ratelimit;
 pub mod registry;
+mod routing;
 mod server;
 pub mod sigv4;
 mod socket;
@@ -220,6 +221,23 @@ fn lease_owner() -> String {
     format!("serve-{}", crate::protocol::hex(&b))
 }
 
+/// This process's `@connections` base as other processes reach it: the
+/// public URL's, else the listening address (loopback for an unspecified
+/// one), with the stage.
+fn connections_base(config: &GatewayConfig, addr: SocketAddr) -> String {
+    let base = match &config.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let mut addr = addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+    };
+    format!("{base}/{}", config.stage)
+}
+
 /// How often the liveness sweep runs: a tenth of the timeout, between 1 and
 /// 30 seconds, so a lost job ends at most that long after its deadline.
 fn sweep_interval(timeout: Duration) -> Duration {
@@ -260,7 +278,7 @@ impl Gateway {
             update_url: config.update_url.clone(),
             stage: config.stage.clone(),
         };
-        let pusher: Arc<dyn crate::push::Pusher> = if config.management_latency.is_zero() {
+        let local: Arc<dyn crate::push::Pusher> = if config.management_latency.is_zero() {
             registry.clone()
         } else {
             Arc::new(crate::push::Delayed {
@@ -268,6 +286,15 @@ impl Gateway {
                 delay: config.management_latency,
             })
         };
+        // Connections of other processes over the same table are posted
+        // to where they are held.
+        let place = connections_base(&config, listener.local_addr()?);
+        let pusher: Arc<dyn crate::push::Pusher> = Arc::new(routing::Routed::new(
+            local,
+            Arc::clone(&registry),
+            Arc::clone(&parts.store),
+            place.clone(),
+        ));
         let publisher = parts.publisher(pusher);
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);
         parts.targets = crate::dispatch::deliverers(
@@ -314,7 +341,10 @@ impl Gateway {
                     .limit_posts_per_second
                     .map(ratelimit::TokenBucket::new),
                 config,
-                app: Arc::new(app::JobcastApp(deps.clone())),
+                app: Arc::new(app::JobcastApp {
+                    deps: deps.clone(),
+                    place: Some(place),
+                }),
                 deps,
                 registry,
                 lifecycle,

@@ -35,6 +35,9 @@ where
                 _ => PushError::Unavailable(format!("{code}: {message}")),
             }
         }
+        SdkError::DispatchFailure(_) if super::connection_refused(&e) => {
+            PushError::Refused(crate::aws::causes(&e))
+        }
         SdkError::DispatchFailure(_) => PushError::Unavailable(format!(
             "could not reach the management endpoint: {}",
             crate::aws::causes(&e)

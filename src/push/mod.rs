@@ -72,12 +72,20 @@ pub enum PushError {
     /// A 5xx answer or a transport failure: worth retrying.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The endpoint refused the connection: nothing listens there, so
+    /// nothing was delivered. Worth retrying against AWS; a `serve`
+    /// process that refuses is gone, and its sockets with it.
+    #[error("endpoint refused the connection: {0}")]
+    Refused(String),
 }
 
 impl PushError {
     /// True for errors a publisher should retry with backoff (429, 5xx).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, PushError::LimitExceeded | PushError::Unavailable(_))
+        matches!(
+            self,
+            PushError::LimitExceeded | PushError::Unavailable(_) | PushError::Refused(_)
+        )
     }
 }
 
@@ -130,3 +138,17 @@ impl Pusher for Delayed {
 mod management_api;
 
 pub use management_api::ManagementApiPusher;
+
+/// True when `e` or one of its sources is a refused TCP connection.
+pub fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}

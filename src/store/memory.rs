@@ -25,6 +25,8 @@ pub struct MemoryStore {
     following: DashMap<String, HashSet<(String, Follower)>>,
     /// Owner → their unfinished jobs created under a limit.
     active: DashMap<String, u32>,
+    /// Connection → the gateway holding it.
+    places: DashMap<String, String>,
     clock: SharedClock,
 }
 
@@ -38,6 +40,7 @@ impl Default for MemoryStore {
             followers: DashMap::default(),
             following: DashMap::default(),
             active: DashMap::default(),
+            places: DashMap::default(),
             clock: crate::clock::system(),
         }
     }
@@ -255,7 +258,23 @@ impl Store for MemoryStore {
         Ok(jobs)
     }
 
+    async fn place_connection(
+        &self,
+        connection_id: &str,
+        gateway: &str,
+        _connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.places
+            .insert(connection_id.to_string(), gateway.to_string());
+        Ok(())
+    }
+
+    async fn connection_place(&self, connection_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.places.get(connection_id).map(|p| p.clone()))
+    }
+
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {
+        self.places.remove(connection_id);
         let mut removed = 0;
         if let Some((_, jobs)) = self.by_connection.remove(connection_id) {
             for job in &jobs {

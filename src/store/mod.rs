@@ -315,9 +315,22 @@ pub trait Store: Send + Sync + 'static {
     async fn subscribers(&self, job_id: &str) -> Result<Vec<String>, StoreError>;
     /// The jobs a connection follows.
     async fn connection_jobs(&self, connection_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Removes every subscription and owner follow of a connection;
-    /// returns how many there were.
+    /// Removes every subscription and owner follow of a connection, and
+    /// where it is held; returns how many subscriptions and follows there
+    /// were.
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError>;
+    /// Records which gateway holds a connection: the `@connections` base
+    /// URL of the `serve` process its socket is open on, so another
+    /// process over the same table posts to it there. Written before any
+    /// subscription of the connection; removed with them.
+    async fn place_connection(
+        &self,
+        connection_id: &str,
+        gateway: &str,
+        connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The gateway that holds `connection_id`, if one recorded it.
+    async fn connection_place(&self, connection_id: &str) -> Result<Option<String>, StoreError>;
     /// Records that `connection_id` follows every job of `owner`, or with
     /// `tag` only those carrying it (idempotent).
     async fn follow_owner(

@@ -60,6 +60,17 @@ pub(super) fn job_key(job_id: &str) -> [(String, AttributeValue); 2] {
     ]
 }
 
+/// Sort key of the item that says which gateway holds a connection.
+pub(super) const PLACE_SK: &str = "GATEWAY";
+
+/// Key of that item: in the connection's own partition.
+pub(super) fn place_key(connection_id: &str) -> [(String, AttributeValue); 2] {
+    [
+        ("PK".into(), s(format!("CONN#{connection_id}"))),
+        ("SK".into(), s(PLACE_SK)),
+    ]
+}
+
 pub(super) fn sub_key(job_id: &str, connection_id: &str) -> [(String, AttributeValue); 2] {
     [
         ("PK".into(), s(format!("JOB#{job_id}"))),

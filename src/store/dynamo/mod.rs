@@ -345,6 +345,25 @@ impl Store for DynamoStore {
         self.delete_connection_items(connection_id).await
     }
 
+    async fn place_connection(
+        &self,
+        connection_id: &str,
+        gateway: &str,
+        connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut item: Item = HashMap::from(place_key(connection_id));
+        item.insert("gateway".into(), s(gateway));
+        self.put_connection_item(item, connection_id, PLACE_SK.to_string(), connected_at)
+            .await
+    }
+
+    async fn connection_place(&self, connection_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_item(place_key(connection_id))
+            .await?
+            .and_then(|i| get_s(&i, "gateway").map(str::to_owned)))
+    }
+
     async fn follow_owner(
         &self,
         owner: &str,

@@ -166,7 +166,11 @@ impl DynamoStore {
                 ])
             })
             .collect();
-        let n = keys.len();
+        // Subscriptions and follows; the connection's place is not one.
+        let n = items
+            .iter()
+            .filter(|i| get_s(i, "SK") != Some(PLACE_SK))
+            .count();
         self.batch_delete(keys).await?;
         Ok(n)
     }
