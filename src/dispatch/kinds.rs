@@ -87,6 +87,25 @@ impl Target {
         }
     }
 
+    /// The target as the start-up log shows it: as written, but an http
+    /// target without credentials or query (they may carry secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sqs(u) => format!("sqs:{u}"),
+            Target::Lambda(f) => format!("lambda:{f}"),
+            Target::Command(c) => format!("command:{c}"),
+            Target::Http(u) => match reqwest::Url::parse(u) {
+                Ok(mut url) => {
+                    let _ = url.set_username("");
+                    let _ = url.set_password(None);
+                    url.set_query(None);
+                    url.to_string()
+                }
+                Err(_) => "http target".into(),
+            },
+        }
+    }
+
     /// The target's scheme, for logs and metrics.
     pub fn scheme(&self) -> &'static str {
         match self {

@@ -36,7 +36,10 @@ where
             }
         }
         SdkError::DispatchFailure(_) if super::connection_refused(&e) => {
-            PushError::Refused(crate::aws::causes(&e))
+            PushError::Refused(format!(
+                "could not reach the management endpoint: {}",
+                crate::aws::causes(&e)
+            ))
         }
         SdkError::DispatchFailure(_) => PushError::Unavailable(format!(
             "could not reach the management endpoint: {}",

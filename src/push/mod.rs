@@ -75,7 +75,7 @@ pub enum PushError {
     /// The endpoint refused the connection: nothing listens there, so
     /// nothing was delivered. Worth retrying against AWS; a `serve`
     /// process that refuses is gone, and its sockets with it.
-    #[error("endpoint refused the connection: {0}")]
+    #[error("{0}")]
     Refused(String),
 }
 

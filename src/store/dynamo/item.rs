@@ -85,9 +85,19 @@ pub(super) fn idem_key(key: &str) -> [(String, AttributeValue); 2] {
     ]
 }
 
-pub(super) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    e: SdkError<E, R>,
-) -> StoreError {
+/// Where DynamoDB requests go, as the SDK's environment sets it.
+fn dynamodb_endpoint() -> String {
+    ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "AWS's regional endpoint (no AWS_ENDPOINT_URL_DYNAMODB set)".into())
+}
+
+pub(super) fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
     let detail = match &e {
         SdkError::ServiceError(se) => {
             let err = se.err();
@@ -103,11 +113,15 @@ pub(super) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt
             }
             line
         }
-        SdkError::DispatchFailure(d) => {
-            format!("cannot reach DynamoDB ({d:?}); check AWS_ENDPOINT_URL_DYNAMODB / network")
+        SdkError::DispatchFailure(_) => format!(
+            "cannot reach DynamoDB at {}: {}; start it (DynamoDB Local: scripts/dynamodb-local.sh start) or point AWS_ENDPOINT_URL_DYNAMODB at it",
+            dynamodb_endpoint(),
+            crate::aws::causes(&e)
+        ),
+        SdkError::TimeoutError(_) => {
+            format!("DynamoDB at {} did not answer in time", dynamodb_endpoint())
         }
-        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".into(),
-        other => format!("{other:?}"),
+        other => crate::aws::causes(other),
     };
     StoreError::Unavailable(detail)
 }
