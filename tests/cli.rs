@@ -645,18 +645,25 @@ fn emulate_names_the_fix_when_the_runner_has_no_such_function() {
     assert!(!line.contains("no message"), "{line}");
 }
 
-#[test]
-fn an_unreachable_dynamodb_is_one_line_naming_the_fix() {
-    let dead = format!("http://127.0.0.1:{}", free_port());
+/// `jobcast ARGS` with DynamoDB at `endpoint`: its stderr, once it has
+/// exited 1.
+fn failing_over_dynamodb(endpoint: &str, args: &[&str]) -> String {
     let out = jobcast()
-        .args(["serve", "--store", "dynamodb", "--listen", "127.0.0.1:0"])
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &dead)
+        .args(args)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
         .env("AWS_ACCESS_KEY_ID", "local")
         .env("AWS_SECRET_ACCESS_KEY", "local")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unreachable_dynamodb_is_one_line_naming_the_fix() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let serve = ["serve", "--store", "dynamodb", "--listen", "127.0.0.1:0"];
+    let err = failing_over_dynamodb(&dead, &serve);
     let line = err.lines().last().unwrap_or_default();
     assert!(
         line.contains(&format!("cannot reach DynamoDB at {dead}"))
@@ -670,16 +677,16 @@ fn an_unreachable_dynamodb_is_one_line_naming_the_fix() {
     );
 
     // `publish` says what it needs, and what to use with a memory store.
-    let out = jobcast()
-        .args(["publish", "--job", "job_x", "--status", "running"])
-        .args(["--endpoint", "http://127.0.0.1:8080/dev"])
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &dead)
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let publish = [
+        "publish",
+        "--job",
+        "job_x",
+        "--status",
+        "running",
+        "--endpoint",
+        "http://127.0.0.1:8080/dev",
+    ];
+    let err = failing_over_dynamodb(&dead, &publish);
     assert!(
         err.contains("cannot reach DynamoDB")
             && err.contains("--store dynamodb")

@@ -515,6 +515,18 @@ async fn an_http_target_is_retried_then_the_job_ends_dispatch_failed() {
     assert_eq!(down.got.lock().unwrap().len(), 3);
 }
 
+/// A server with the kinds `specs` write (`KIND=TARGET` each).
+async fn with_kinds(specs: &[String]) -> TestServer {
+    start_with(|c| {
+        for spec in specs {
+            c.kinds
+                .add(jobcast::dispatch::parse_kind_spec(spec).unwrap())
+                .unwrap();
+        }
+    })
+    .await
+}
+
 /// A worker command in Python, reporting with nothing but the standard library.
 const PY_WORKER: &str = r#"python3 -c '
 import json, sys, urllib.request
@@ -534,14 +546,7 @@ async fn a_command_worker_runs_to_success_and_a_failing_one_ends_worker_exited()
         format!("export=command:{PY_WORKER}"),
         "crash=command:echo starting; echo out of memory >&2; exit 3".to_string(),
     ];
-    let srv = start_with(|c| {
-        for spec in &kinds {
-            c.kinds
-                .add(jobcast::dispatch::parse_kind_spec(spec).unwrap())
-                .unwrap();
-        }
-    })
-    .await;
+    let srv = with_kinds(&kinds).await;
     let job = create(&srv, json!({"kind": "export", "input": {"rows": 7}})).await;
     let seen = follow(&job).await;
     assert_monotonic(&seen);
@@ -592,13 +597,7 @@ urllib.request.urlopen(req).read()
 
 #[tokio::test]
 async fn a_command_worker_gets_its_message_whatever_its_size() {
-    let spec = format!("export=command:{PY_SIZE_WORKER}");
-    let srv = start_with(|c| {
-        c.kinds
-            .add(jobcast::dispatch::parse_kind_spec(&spec).unwrap())
-            .unwrap()
-    })
-    .await;
+    let srv = with_kinds(&[format!("export=command:{PY_SIZE_WORKER}")]).await;
     // 131,000 characters: over what one environment variable may hold,
     // well under the input limit.
     for (chars, in_env) in [(1_000, true), (131_000, false), (250_000, false)] {
@@ -672,14 +671,7 @@ async fn a_command_workers_pid_is_its_own_and_its_group_goes_with_its_wrapper() 
         // A shell line: the worker runs under sh, in the job's process group.
         format!("tree=command:sleep 60 & echo $! > {}; wait", tree.display()),
     ];
-    let srv = start_with(|c| {
-        for spec in &kinds {
-            c.kinds
-                .add(jobcast::dispatch::parse_kind_spec(spec).unwrap())
-                .unwrap();
-        }
-    })
-    .await;
+    let srv = with_kinds(&kinds).await;
 
     let job = create(&srv, json!({"kind": "simple", "input": {}})).await;
     let worker = pid_in(&simple).await;

@@ -151,6 +151,17 @@ fn positive_var(name: &str, default: usize) -> Result<usize, Error> {
     }
 }
 
+/// A duration given in whole seconds (0 for off), or `default` when unset.
+fn seconds_var(name: &str, default: Duration) -> Result<Duration, Error> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{name} must be whole seconds (0 for off), got '{v}'").into()),
+    }
+}
+
 pub(crate) fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -291,22 +302,10 @@ impl Wiring {
         }
         let secret = var("JOBCAST_WEBHOOK_SECRET");
         wiring.parts.targets = deliverers(&wiring.parts.kinds, secret.as_deref(), None).await?;
-        if let Some(s) = var("JOBCAST_HEARTBEAT_TIMEOUT_SECONDS") {
-            let secs: u64 = s.parse().map_err(|_| {
-                format!(
-                    "JOBCAST_HEARTBEAT_TIMEOUT_SECONDS must be whole seconds (0 for off), got '{s}'"
-                )
-            })?;
-            wiring.parts.heartbeat_timeout = Duration::from_secs(secs);
-        }
-        if let Some(s) = var("JOBCAST_START_TIMEOUT_SECONDS") {
-            let secs: u64 = s.parse().map_err(|_| {
-                format!(
-                    "JOBCAST_START_TIMEOUT_SECONDS must be whole seconds (0 for off), got '{s}'"
-                )
-            })?;
-            wiring.parts.start_timeout = Duration::from_secs(secs);
-        }
+        let parts = &mut wiring.parts;
+        parts.heartbeat_timeout =
+            seconds_var("JOBCAST_HEARTBEAT_TIMEOUT_SECONDS", parts.heartbeat_timeout)?;
+        parts.start_timeout = seconds_var("JOBCAST_START_TIMEOUT_SECONDS", parts.start_timeout)?;
         if let Some(secret) = secret {
             wiring = wiring.with_webhook_secret(&secret, WebhookOptions::default())?;
         }
