@@ -10,7 +10,7 @@ use jobcast::store::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
     Liveness, MemoryStore, Store, StoreError, WebhookState, WebhookStatus,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -871,4 +871,226 @@ async fn memory_store_keeps_connection_places() {
 #[tokio::test]
 async fn dynamo_store_keeps_connection_places() {
     place_suite(Arc::new(common::dynamo_store().await)).await;
+}
+
+/// Streams (CONTRACT section 10): indices from 0 with no gaps, ranges read
+/// from any index, limits refusing a whole append, concurrent appends
+/// never sharing an index.
+async fn streams_suite(store: Arc<dyn Store>) {
+    use jobcast::store::streams::{MAX_STREAM_BYTES, MAX_STREAM_CHUNKS, MAX_STREAMS, StreamAppend};
+    let id = format!("streams-{:08x}", rand::random::<u32>());
+    assert!(matches!(
+        store
+            .append_chunks(
+                &id,
+                &[StreamAppend::new("log", vec![json!("x")])],
+                Utc::now()
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.create_job(worker_job(&id)).await.unwrap();
+    // A stream the job does not have is an empty page.
+    let page = store
+        .read_chunks(&id, "log", 0, 100, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!((page.chunks.len(), page.next), (0, 0));
+
+    // Two streams in one append, then more: indices count on.
+    let lines = |from: usize, n: usize| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| json!(format!("line {i}")))
+            .collect()
+    };
+    let out = store
+        .append_chunks(
+            &id,
+            &[
+                StreamAppend::new("log", lines(0, 3)),
+                StreamAppend::new("tokens", vec![json!("Hel"), json!("lo")]),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.appended[0].from, 0);
+    assert_eq!(out.appended[1].from, 0);
+    assert_eq!(out.lengths["log"], 3);
+    assert_eq!(out.lengths["tokens"], 2);
+    for n in 1..5 {
+        let out = store
+            .append_chunks(
+                &id,
+                &[StreamAppend::new("log", lines(3 * n, 3))],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.appended[0].from, 3 * n as u64);
+    }
+    let job = store.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(job.streams["log"], 15);
+    assert_eq!(job.streams["tokens"], 2);
+    // Any range, starting inside an append, within the limit and bytes.
+    let page = store.read_chunks(&id, "log", 4, 5, 1 << 20).await.unwrap();
+    assert_eq!(page.chunks, lines(4, 5));
+    assert_eq!(page.next, 9);
+    let page = store
+        .read_chunks(&id, "log", 0, 1000, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(page.chunks, lines(0, 15));
+    let page = store.read_chunks(&id, "log", 0, 1000, 20).await.unwrap();
+    assert_eq!(page.chunks, lines(0, 2), "stops before 20 bytes");
+    let page = store.read_chunks(&id, "log", 0, 1000, 1).await.unwrap();
+    assert_eq!(
+        page.chunks,
+        lines(0, 1),
+        "never empty when there is a chunk"
+    );
+    let page = store
+        .read_chunks(&id, "log", 15, 10, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!((page.chunks.len(), page.next), (0, 15));
+    let page = store
+        .read_chunks(&id, "tokens", 1, 10, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(page.chunks, vec![json!("lo")]);
+
+    // Limits refuse the whole append: nothing of it is written.
+    let many: Vec<StreamAppend> = (0..MAX_STREAMS - 1)
+        .map(|i| StreamAppend::new(format!("s{i}"), vec![json!(i)]))
+        .collect();
+    assert!(matches!(
+        store.append_chunks(&id, &many, Utc::now()).await,
+        Err(StoreError::TooManyStreams { limit: 8, .. })
+    ));
+    let job = store.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(job.streams.len(), 2, "nothing of a refused append");
+    store
+        .append_chunks(&id, &many[..MAX_STREAMS - 2], Utc::now())
+        .await
+        .unwrap();
+    let zeros = vec![json!(0); (MAX_STREAM_CHUNKS - 15) as usize];
+    let full = [
+        StreamAppend::new("tokens", vec![json!("!")]),
+        StreamAppend::new("log", [zeros.clone(), vec![json!(0)]].concat()),
+    ];
+    match store.append_chunks(&id, &full, Utc::now()).await {
+        Err(StoreError::StreamFull { stream, limit, .. }) => {
+            assert_eq!((stream.as_str(), limit), ("log", MAX_STREAM_CHUNKS))
+        }
+        other => panic!("{other:?}"),
+    }
+    let job = store.get_job(&id).await.unwrap().unwrap();
+    assert_eq!((job.streams["log"], job.streams["tokens"]), (15, 2));
+    // Exactly the limit is accepted.
+    let out = store
+        .append_chunks(&id, &[StreamAppend::new("log", zeros)], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(out.lengths["log"], MAX_STREAM_CHUNKS);
+    let page = store
+        .read_chunks(&id, "log", MAX_STREAM_CHUNKS - 2, 10, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.chunks, page.next),
+        (vec![json!(0), json!(0)], MAX_STREAM_CHUNKS)
+    );
+    // Bytes: a stream holds at most 8 MiB.
+    let big = json!("b".repeat(300 * 1024));
+    let each = jobcast::store::streams::chunk_bytes(&big);
+    let fit = MAX_STREAM_BYTES / each;
+    for _ in 0..fit {
+        store
+            .append_chunks(
+                &id,
+                &[StreamAppend::new("tokens", vec![big.clone()])],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+    }
+    match store
+        .append_chunks(
+            &id,
+            &[StreamAppend::new("tokens", vec![big.clone()])],
+            Utc::now(),
+        )
+        .await
+    {
+        Err(StoreError::StreamFull { limit, .. }) => assert_eq!(limit, MAX_STREAM_BYTES),
+        other => panic!("{other:?}"),
+    }
+
+    // An ended job takes no append; what it has stays readable.
+    store
+        .update_job(&id, JobUpdate::status(Status::Succeeded), Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .append_chunks(&id, &[StreamAppend::new("log", vec![json!(1)])], Utc::now())
+            .await,
+        Err(StoreError::Terminal { .. })
+    ));
+    let page = store
+        .read_chunks(&id, "tokens", 0, 2, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(page.chunks, vec![json!("Hel"), json!("lo")]);
+
+    // Concurrent appends from several tasks: every chunk once, no gap, each
+    // task's chunks in its own order.
+    let c = format!("{id}-concurrent");
+    store.create_job(worker_job(&c)).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let (store, c) = (Arc::clone(&store), c.clone());
+        tasks.push(tokio::spawn(async move {
+            for k in 0..8 {
+                let chunks = vec![json!([t, k, 0]), json!([t, k, 1])];
+                store
+                    .append_chunks(&c, &[StreamAppend::new("log", chunks)], Utc::now())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let page = store
+        .read_chunks(&c, "log", 0, 1000, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(page.next, 6 * 8 * 2);
+    for t in 0..6 {
+        let mine: Vec<&Value> = page.chunks.iter().filter(|v| v[0] == t).collect();
+        let expected: Vec<Value> = (0..8)
+            .flat_map(|k| [json!([t, k, 0]), json!([t, k, 1])])
+            .collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    }
+    // The two chunks of one append are next to each other.
+    for pair in page.chunks.chunks(2) {
+        assert_eq!(
+            (pair[0][0].clone(), pair[0][1].clone()),
+            (pair[1][0].clone(), pair[1][1].clone())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_keeps_streams() {
+    streams_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_store_keeps_streams() {
+    streams_suite(Arc::new(common::dynamo_store().await)).await;
 }

@@ -35,6 +35,18 @@ pub enum StoreError {
         size: usize,
         limit: usize,
     },
+    /// An append would take a stream past one of its limits (chunks or
+    /// bytes); nothing was appended.
+    #[error("stream '{stream}' of job {job_id} would pass its limit of {limit}")]
+    StreamFull {
+        job_id: String,
+        stream: String,
+        limit: u64,
+    },
+    /// An append would give a job more streams than it may have; nothing
+    /// was appended.
+    #[error("job {job_id} may have at most {limit} streams")]
+    TooManyStreams { job_id: String, limit: usize },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A request the store could not even build (a bug, not bad input):

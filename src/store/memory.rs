@@ -1,5 +1,6 @@
 //! In-process store on sharded maps: no global lock on the message path.
 
+use super::streams::{self, AppendOutcome, Appended, ChunkPage, StreamAppend};
 use super::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
     Lease, Store, StoreError, WebhookState, apply_update, owner_order_key,
@@ -27,6 +28,8 @@ pub struct MemoryStore {
     active: DashMap<String, u32>,
     /// Connection → the gateway holding it.
     places: DashMap<String, String>,
+    /// (job, stream) → its chunks and their bytes.
+    chunks: DashMap<(String, String), (Vec<serde_json::Value>, u64)>,
     clock: SharedClock,
 }
 
@@ -41,6 +44,7 @@ impl Default for MemoryStore {
             following: DashMap::default(),
             active: DashMap::default(),
             places: DashMap::default(),
+            chunks: DashMap::default(),
             clock: crate::clock::system(),
         }
     }
@@ -66,8 +70,12 @@ impl MemoryStore {
         let cutoff = now - retention;
         let before = self.jobs.len() + self.idempotency.len();
         let mut uncounted = Vec::new();
-        self.jobs.retain(|_, j| {
+        let mut gone = Vec::new();
+        self.jobs.retain(|id, j| {
             let keep = j.snapshot.updated_at >= cutoff;
+            if !keep && !j.streams.is_empty() {
+                gone.extend(j.streams.keys().map(|s| (id.clone(), s.clone())));
+            }
             if !keep && j.owner_limit.is_some() && !j.snapshot.status.is_terminal() {
                 uncounted.extend(j.owner.clone());
             }
@@ -77,6 +85,11 @@ impl MemoryStore {
             self.active.alter(&owner, |_, n| n.saturating_sub(1));
         }
         self.idempotency.retain(|_, (_, at)| *at >= cutoff);
+        // Only the swept jobs' streams go: no lock of one map is held
+        // while the other is taken.
+        for key in gone {
+            self.chunks.remove(&key);
+        }
         before - (self.jobs.len() + self.idempotency.len())
     }
 
@@ -271,6 +284,69 @@ impl Store for MemoryStore {
 
     async fn connection_place(&self, connection_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self.places.get(connection_id).map(|p| p.clone()))
+    }
+
+    async fn append_chunks(
+        &self,
+        job_id: &str,
+        appends: &[StreamAppend],
+        _now: DateTime<Utc>,
+    ) -> Result<AppendOutcome, StoreError> {
+        // The job's entry stays locked for the whole append: appends to one
+        // job are one after another.
+        let mut job = self.live_job(job_id)?;
+        let key = |stream: &str| (job_id.to_string(), stream.to_string());
+        let bytes = appends
+            .iter()
+            .map(|a| {
+                let b = self.chunks.get(&key(&a.stream)).map_or(0, |c| c.1);
+                (a.stream.clone(), b)
+            })
+            .collect();
+        let planned = streams::plan(job_id, &job.streams, &bytes, appends)?;
+        let mut outcome = AppendOutcome::default();
+        for (a, (from, _)) in appends.iter().zip(planned) {
+            let mut entry = self.chunks.entry(key(&a.stream)).or_default();
+            entry.0.extend(a.chunks.iter().cloned());
+            entry.1 += a.bytes;
+            job.streams.insert(a.stream.clone(), entry.0.len() as u64);
+            outcome.appended.push(Appended {
+                stream: a.stream.clone(),
+                from,
+                chunks: a.chunks.clone(),
+            });
+        }
+        outcome.lengths = job.streams.clone();
+        Ok(outcome)
+    }
+
+    async fn read_chunks(
+        &self,
+        job_id: &str,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ChunkPage, StoreError> {
+        if !self.jobs.contains_key(job_id) {
+            return Err(StoreError::NotFound(job_id.to_string()));
+        }
+        let Some(entry) = self.chunks.get(&(job_id.to_string(), stream.to_string())) else {
+            return Ok(ChunkPage {
+                from,
+                chunks: Vec::new(),
+                next: from,
+            });
+        };
+        let start = usize::try_from(from)
+            .unwrap_or(usize::MAX)
+            .min(entry.0.len());
+        let chunks = streams::take_page(&entry.0[start..], limit, max_bytes);
+        Ok(ChunkPage {
+            from,
+            next: from + chunks.len() as u64,
+            chunks,
+        })
     }
 
     async fn remove_connection(&self, connection_id: &str) -> Result<usize, StoreError> {

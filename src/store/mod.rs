@@ -6,6 +6,7 @@ mod dynamo;
 mod error;
 mod memory;
 mod owners;
+pub mod streams;
 
 pub use dynamo::{DynamoStore, TableStatus};
 pub use error::StoreError;
@@ -53,6 +54,9 @@ pub struct JobRecord {
     /// When the two updates before the latest were stored, as far as
     /// updates asked to keep it ([`JobUpdate::track_recent`]).
     pub recent: Recent,
+    /// The length of each of the job's streams (none until one is
+    /// appended to).
+    pub streams: std::collections::BTreeMap<String, u64>,
 }
 
 /// When a job's two updates before its latest one were stored: whether the
@@ -132,6 +136,7 @@ impl JobRecord {
             tags: Vec::new(),
             owner_limit: None,
             recent: Recent::default(),
+            streams: Default::default(),
         }
     }
 
@@ -331,6 +336,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The gateway that holds `connection_id`, if one recorded it.
     async fn connection_place(&self, connection_id: &str) -> Result<Option<String>, StoreError>;
+    /// Appends chunks to the job's streams, all or none: each stream's
+    /// chunks take the next indices in order, two appends never share an
+    /// index and leave no gap. Refused as a whole, nothing written, for an
+    /// unknown job (`NotFound`), an ended one (`Terminal`), too many streams
+    /// (`TooManyStreams`) or a stream past its limits (`StreamFull`).
+    async fn append_chunks(
+        &self,
+        job_id: &str,
+        appends: &[streams::StreamAppend],
+        now: DateTime<Utc>,
+    ) -> Result<streams::AppendOutcome, StoreError>;
+    /// Up to `limit` chunks of `stream` from index `from`, stopping before
+    /// `max_bytes` (at least one chunk when there is one); an empty page
+    /// for a stream the job does not have (yet). `NotFound` for an unknown
+    /// job.
+    async fn read_chunks(
+        &self,
+        job_id: &str,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<streams::ChunkPage, StoreError>;
     /// Records that `connection_id` follows every job of `owner`, or with
     /// `tag` only those carrying it (idempotent).
     async fn follow_owner(

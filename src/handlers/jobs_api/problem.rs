@@ -13,8 +13,9 @@ pub struct Problem {
     pub code: &'static str,
     pub detail: String,
     pub headers: Vec<(header::HeaderName, String)>,
-    /// One more member of the document (the final `snapshot` of a 409).
-    pub extra: Option<(&'static str, Value)>,
+    /// More members of the document (the final `snapshot` of a 409, the
+    /// `stream` and `limit` of a full stream).
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl Problem {
@@ -24,7 +25,7 @@ impl Problem {
             code,
             detail: detail.into(),
             headers: Vec::new(),
-            extra: None,
+            extra: Vec::new(),
         }
     }
 
@@ -41,8 +42,10 @@ impl Problem {
             "detail": self.detail,
             "code": self.code,
         });
-        if let (Some((name, value)), Value::Object(o)) = (&self.extra, &mut doc) {
-            o.insert((*name).to_string(), value.clone());
+        if let Value::Object(o) = &mut doc {
+            for (name, value) in &self.extra {
+                o.insert((*name).to_string(), value.clone());
+            }
         }
         doc.to_string()
     }
@@ -75,6 +78,21 @@ pub(super) fn store_problem(e: StoreError) -> Problem {
         }
         StoreError::TooLarge { .. } => Problem::new(413, "payload_too_large", e.to_string()),
         StoreError::Conflict { .. } => Problem::new(409, "conflict", e.to_string()),
+        StoreError::StreamFull { stream, limit, .. } => {
+            let mut p = Problem::new(
+                422,
+                "stream_full",
+                format!("stream '{stream}' would pass its limit of {limit}; nothing was appended"),
+            );
+            p.extra.push(("stream", Value::from(stream)));
+            p.extra.push(("limit", Value::from(limit)));
+            p
+        }
+        StoreError::TooManyStreams { limit, .. } => Problem::new(
+            422,
+            "bad_stream",
+            format!("a job has at most {limit} streams; nothing was appended"),
+        ),
         StoreError::OwnerLimit { limit, .. } => {
             let mut p = Problem::new(
                 429,
@@ -85,7 +103,7 @@ pub(super) fn store_problem(e: StoreError) -> Problem {
             );
             p.headers
                 .push((header::RETRY_AFTER, OWNER_LIMIT_RETRY_SECS.to_string()));
-            p.extra = Some(("limit", Value::from(limit)));
+            p.extra.push(("limit", Value::from(limit)));
             p
         }
         StoreError::Throttled(_) => {

@@ -192,10 +192,9 @@ pub(super) async fn update(
                     status.as_str()
                 ),
             );
-            p.extra = match deps.store().get_job(id).await {
-                Ok(Some(j)) => Some(("snapshot", j.public_view())),
-                _ => None,
-            };
+            if let Ok(Some(j)) = deps.store().get_job(id).await {
+                p.extra.push(("snapshot", j.public_view()));
+            }
             Err(p)
         }
         Err(e) => Err(store_problem(e)),

@@ -142,6 +142,18 @@ pub(super) fn get_time(item: &Item, k: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A map attribute of numbers (`streams`, `streamBytes`), by name.
+pub(super) fn number_map(item: &Item, k: &str) -> std::collections::BTreeMap<String, u64> {
+    item.get(k)
+        .and_then(|v| v.as_m().ok())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(name, v)| Some((name.clone(), v.as_n().ok()?.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(super) fn get_json(item: &Item, k: &str) -> Option<Value> {
     get_s(item, k).and_then(|t| serde_json::from_str(t).ok())
 }
@@ -228,6 +240,7 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             .map(|l| l.iter().filter_map(|t| t.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
         owner_limit: get_n(item, "ownerLimit"),
+        streams: number_map(item, "streams"),
         // `prevAt2` holds a marker that is no time when there was none.
         recent: crate::store::Recent {
             previous: get_time(item, "prevAt"),

@@ -23,6 +23,7 @@
 mod item;
 mod owners;
 mod queries;
+mod streams;
 mod table;
 mod update;
 
@@ -354,6 +355,27 @@ impl Store for DynamoStore {
         let mut item: Item = HashMap::from(place_key(connection_id));
         item.insert("gateway".into(), s(gateway));
         self.put_connection_item(item, connection_id, PLACE_SK.to_string(), connected_at)
+            .await
+    }
+
+    async fn append_chunks(
+        &self,
+        job_id: &str,
+        appends: &[crate::store::streams::StreamAppend],
+        now: DateTime<Utc>,
+    ) -> Result<crate::store::streams::AppendOutcome, StoreError> {
+        self.append(job_id, appends, now).await
+    }
+
+    async fn read_chunks(
+        &self,
+        job_id: &str,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<crate::store::streams::ChunkPage, StoreError> {
+        self.read_range(job_id, stream, from, limit, max_bytes)
             .await
     }
 

@@ -1,0 +1,158 @@
+//! Streams: what a job produces while it runs (log lines, partial results,
+//! a model's tokens), as named, append-only sequences of chunks kept with
+//! the job (CONTRACT section 10). The rules every store enforces the same
+//! way live here; each store keeps the chunks of one append to one stream
+//! together, so a range is read in a few items.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Most streams one job may have.
+pub const MAX_STREAMS: usize = 8;
+/// Most chunks one stream may hold.
+pub const MAX_STREAM_CHUNKS: u64 = 100_000;
+/// Most bytes (compact JSON, UTF-8) one stream may hold.
+pub const MAX_STREAM_BYTES: u64 = 8 * 1024 * 1024;
+/// Most bytes of chunks one request may append, over all its streams.
+pub const MAX_APPEND_BYTES: usize = 64 * 1024;
+
+/// True for a stream name of the contract's form: `[a-z][a-z0-9_-]{0,31}`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// The size a chunk counts for: its compact JSON in UTF-8 bytes.
+pub fn chunk_bytes(chunk: &Value) -> u64 {
+    chunk.to_string().len() as u64
+}
+
+/// The chunks one request appends to one stream, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub chunks: Vec<Value>,
+    /// Their size together ([`chunk_bytes`] of each).
+    pub bytes: u64,
+}
+
+impl StreamAppend {
+    pub fn new(stream: impl Into<String>, chunks: Vec<Value>) -> StreamAppend {
+        let bytes = chunks.iter().map(chunk_bytes).sum();
+        StreamAppend {
+            stream: stream.into(),
+            chunks,
+            bytes,
+        }
+    }
+}
+
+/// Chunks of one stream as they were appended: `chunks[0]` is chunk `from`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Appended {
+    pub stream: String,
+    pub from: u64,
+    pub chunks: Vec<Value>,
+}
+
+/// What an append did: where each stream's chunks landed, and every
+/// stream's length after it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppendOutcome {
+    pub appended: Vec<Appended>,
+    pub lengths: BTreeMap<String, u64>,
+}
+
+/// A range of one stream, read from `from`: `next` is the index to ask
+/// for next (`from` + the chunks returned).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChunkPage {
+    pub from: u64,
+    pub chunks: Vec<Value>,
+    pub next: u64,
+}
+
+/// The first chunks of `chunks` that make a page: at most `limit`, and
+/// stopping before `max_bytes` (but never empty when there is a chunk).
+pub fn take_page<'a>(
+    chunks: impl IntoIterator<Item = &'a Value>,
+    limit: usize,
+    max_bytes: usize,
+) -> Vec<Value> {
+    let mut page = Vec::new();
+    let mut size = 0usize;
+    for c in chunks.into_iter().take(limit) {
+        let b = chunk_bytes(c) as usize;
+        if !page.is_empty() && size + b > max_bytes {
+            break;
+        }
+        size += b;
+        page.push(c.clone());
+    }
+    page
+}
+
+/// What an append would make of the streams it finds (`lengths`, `bytes`
+/// per stream), checked before anything is written: too many streams, or
+/// a stream past its chunk or byte limit, refuses the whole append.
+pub fn plan(
+    job_id: &str,
+    lengths: &BTreeMap<String, u64>,
+    bytes: &BTreeMap<String, u64>,
+    appends: &[StreamAppend],
+) -> Result<Vec<(u64, u64)>, super::StoreError> {
+    let mut names: Vec<&str> = lengths.keys().map(String::as_str).collect();
+    let mut planned = Vec::with_capacity(appends.len());
+    for a in appends {
+        if !names.contains(&a.stream.as_str()) {
+            names.push(&a.stream);
+        }
+        let len = lengths.get(&a.stream).copied().unwrap_or(0);
+        let size = bytes.get(&a.stream).copied().unwrap_or(0);
+        let full = |limit| super::StoreError::StreamFull {
+            job_id: job_id.to_string(),
+            stream: a.stream.clone(),
+            limit,
+        };
+        if len + a.chunks.len() as u64 > MAX_STREAM_CHUNKS {
+            return Err(full(MAX_STREAM_CHUNKS));
+        }
+        if size + a.bytes > MAX_STREAM_BYTES {
+            return Err(full(MAX_STREAM_BYTES));
+        }
+        planned.push((len, size));
+    }
+    if names.len() > MAX_STREAMS {
+        return Err(super::StoreError::TooManyStreams {
+            job_id: job_id.to_string(),
+            limit: MAX_STREAMS,
+        });
+    }
+    Ok(planned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        for good in ["log", "tokens", "a", "a0_-b", &"x".repeat(32)] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", "Log", "0log", "_x", "lo g", "ü", &"x".repeat(33)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_count_compact_json() {
+        let a = StreamAppend::new(
+            "log",
+            vec![Value::from("héllo"), serde_json::json!({"a": 1})],
+        );
+        assert_eq!(a.bytes, 8 + 7);
+    }
+}
