@@ -118,6 +118,11 @@ pub struct Snapshot {
     pub error: Option<JobError>,
     #[serde(serialize_with = "ser_rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// Each stream's length when the snapshot was read (CONTRACT section
+    /// 10); absent while the job has none. Lengths grow without a new
+    /// `seq`: only a terminal snapshot's are final.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub streams: std::collections::BTreeMap<String, u64>,
 }
 
 /// Most tags one job carries.
@@ -142,6 +147,14 @@ pub enum ServerMessage<'a> {
     Subscribed {
         owner: bool,
         tag: Option<&'a str>,
+    },
+    /// Chunks `from` … `from + n - 1` of one of a job's streams.
+    #[serde(rename_all = "camelCase")]
+    Chunks {
+        job_id: &'a str,
+        stream: &'a str,
+        from: u64,
+        chunks: &'a [Value],
     },
     #[serde(rename_all = "camelCase")]
     Error {
@@ -179,6 +192,16 @@ pub enum ClientAction {
     Subscribe {
         job_id: String,
         token: String,
+        /// Stream name → the first chunk index wanted (CONTRACT section 10).
+        streams: std::collections::BTreeMap<String, u64>,
+    },
+    /// Every chunk of `stream` from `from` to its current end.
+    Replay {
+        job_id: String,
+        stream: String,
+        from: u64,
+        /// The job's token, for a connection that does not follow the job.
+        token: Option<String>,
     },
     /// `{"action":"subscribe","owner":true}`: every job of the connection's
     /// owner (with `tag`, those carrying it), present and future.
@@ -197,8 +220,32 @@ pub enum ClientAction {
 pub enum ActionError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("unknown action '{0}'; expected subscribe, unsubscribe, sync or ping")]
+    #[error("unknown action '{0}'; expected subscribe, unsubscribe, sync, replay or ping")]
     UnknownAction(String),
+}
+
+/// A `subscribe`'s `streams`: absent, or an object of stream name → first
+/// chunk index wanted (at most the streams a job may have).
+fn wanted_streams(
+    v: Option<&Value>,
+) -> Result<std::collections::BTreeMap<String, u64>, ActionError> {
+    let bad = || {
+        ActionError::BadRequest(
+            "\"streams\" must be an object of stream name → first chunk index, like {\"log\": 0}"
+                .into(),
+        )
+    };
+    match v {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) if m.len() <= crate::store::streams::MAX_STREAMS => m
+            .iter()
+            .map(|(name, from)| match from.as_u64() {
+                Some(from) if crate::store::streams::valid_name(name) => Ok((name.clone(), from)),
+                _ => Err(bad()),
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
 }
 
 /// Whether a `subscribe` message asks for the owner's jobs (`"owner": true`).
@@ -214,7 +261,7 @@ fn follows_owner(obj: &serde_json::Map<String, Value>) -> Result<bool, ActionErr
 
 /// The route keys a client message can select, as `RouteSelectionExpression:
 /// $request.body.action` does in API Gateway.
-pub const ROUTES: [&str; 4] = ["subscribe", "unsubscribe", "sync", "ping"];
+pub const ROUTES: [&str; 5] = ["subscribe", "unsubscribe", "sync", "replay", "ping"];
 
 /// The route key API Gateway would select for this message body: the
 /// `action` field when it names a known route, otherwise `$default`.
@@ -286,6 +333,30 @@ impl ClientAction {
             "subscribe" => Ok(ClientAction::Subscribe {
                 job_id: field("jobId")?,
                 token: field("token")?,
+                streams: wanted_streams(obj.get("streams"))?,
+            }),
+            "replay" => Ok(ClientAction::Replay {
+                job_id: field("jobId")?,
+                stream: match obj.get("stream") {
+                    Some(Value::String(s)) if crate::store::streams::valid_name(s) => s.clone(),
+                    _ => {
+                        return Err(ActionError::BadRequest(
+                            "replay needs \"stream\", a stream name ([a-z][a-z0-9_-]{0,31})".into(),
+                        ));
+                    }
+                },
+                from: match obj.get("from") {
+                    Some(v) if v.as_u64().is_some() => v.as_u64().unwrap_or(0),
+                    _ => {
+                        return Err(ActionError::BadRequest(
+                            "replay needs \"from\", a chunk index (a whole number from 0)".into(),
+                        ));
+                    }
+                },
+                token: match obj.get("token") {
+                    Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+                    _ => None,
+                },
             }),
             "unsubscribe" => Ok(ClientAction::Unsubscribe {
                 job_id: field("jobId")?,
@@ -336,7 +407,27 @@ mod tests {
             ClientAction::parse(r#"{"action":"subscribe","jobId":"j","token":"t"}"#),
             Ok(ClientAction::Subscribe {
                 job_id: "j".into(),
-                token: "t".into()
+                token: "t".into(),
+                streams: Default::default(),
+            })
+        );
+        assert_eq!(
+            ClientAction::parse(
+                r#"{"action":"subscribe","jobId":"j","token":"t","streams":{"log":0,"tokens":120}}"#
+            ),
+            Ok(ClientAction::Subscribe {
+                job_id: "j".into(),
+                token: "t".into(),
+                streams: [("log".to_string(), 0), ("tokens".to_string(), 120)].into(),
+            })
+        );
+        assert_eq!(
+            ClientAction::parse(r#"{"action":"replay","jobId":"j","stream":"log","from":4}"#),
+            Ok(ClientAction::Replay {
+                job_id: "j".into(),
+                stream: "log".into(),
+                from: 4,
+                token: None,
             })
         );
         assert_eq!(
@@ -400,6 +491,7 @@ mod tests {
             updated_at: DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123Z")
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_default(),
+            streams: Default::default(),
         };
         let v: Value = serde_json::from_str(&ServerMessage::Progress(&snap).to_json()).unwrap();
         assert_eq!(

@@ -930,8 +930,8 @@ async fn streams_suite(store: Arc<dyn Store>) {
         assert_eq!(out.appended[0].from, 3 * n as u64);
     }
     let job = store.get_job(&id).await.unwrap().unwrap();
-    assert_eq!(job.streams["log"], 15);
-    assert_eq!(job.streams["tokens"], 2);
+    assert_eq!(job.snapshot.streams["log"], 15);
+    assert_eq!(job.snapshot.streams["tokens"], 2);
     // Any range, starting inside an append, within the limit and bytes.
     let page = store.read_chunks(&id, "log", 4, 5, 1 << 20).await.unwrap();
     assert_eq!(page.chunks, lines(4, 5));
@@ -969,7 +969,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
         Err(StoreError::TooManyStreams { limit: 8, .. })
     ));
     let job = store.get_job(&id).await.unwrap().unwrap();
-    assert_eq!(job.streams.len(), 2, "nothing of a refused append");
+    assert_eq!(job.snapshot.streams.len(), 2, "nothing of a refused append");
     store
         .append_chunks(&id, &many[..MAX_STREAMS - 2], Utc::now())
         .await
@@ -986,7 +986,10 @@ async fn streams_suite(store: Arc<dyn Store>) {
         other => panic!("{other:?}"),
     }
     let job = store.get_job(&id).await.unwrap().unwrap();
-    assert_eq!((job.streams["log"], job.streams["tokens"]), (15, 2));
+    assert_eq!(
+        (job.snapshot.streams["log"], job.snapshot.streams["tokens"]),
+        (15, 2)
+    );
     // Exactly the limit is accepted.
     let out = store
         .append_chunks(&id, &[StreamAppend::new("log", zeros)], Utc::now())

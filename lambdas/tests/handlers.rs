@@ -742,3 +742,56 @@ async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_workers_chunks_reach_the_stream_subscriber_and_the_polling_endpoint() {
+    let rig = rig().await;
+    let WorkerJob {
+        job_id,
+        mut client,
+        deps,
+        worker_token,
+        updates,
+        ..
+    } = rig.worker_job("streams-1").await;
+    // The client's subscription asks for the `tokens` stream.
+    let conn = rig.store.subscribers(&job_id).await.unwrap().remove(0);
+    rig.store
+        .subscribe_streams(&job_id, &conn, chrono::Utc::now(), &["tokens".to_string()])
+        .await
+        .unwrap();
+    let body = r#"{"append":{"tokens":["Hel","lo"],"log":["started"]}}"#;
+    let res = jobs_api::handle_updates(
+        &deps,
+        function_url_event("POST", &updates, &worker_token, body),
+    )
+    .await;
+    assert_eq!(res.status_code, 200);
+    let Some(Body::Text(answer)) = &res.body else {
+        panic!("no body: {res:?}");
+    };
+    let answer: Value = serde_json::from_str(answer).unwrap();
+    assert_eq!(answer["seq"], 1, "an append alone takes no seq");
+    assert_eq!(answer["streams"], json!({"log": 1, "tokens": 2}));
+    let pushed = next_json(&mut client).await;
+    assert_eq!(
+        pushed,
+        json!({"type": "chunks", "jobId": job_id, "stream": "tokens", "from": 0, "chunks": ["Hel", "lo"]})
+    );
+    // The same chunks, polled through the jobs function.
+    let res = jobs_api::handle(
+        &deps,
+        function_url_event("GET", &format!("/jobs/{job_id}/streams/tokens"), "", ""),
+    )
+    .await;
+    assert_eq!(res.status_code, 200);
+    let Some(Body::Text(page)) = &res.body else {
+        panic!("no body: {res:?}");
+    };
+    let page: Value = serde_json::from_str(page).unwrap();
+    assert_eq!(page["chunks"], json!(["Hel", "lo"]));
+    assert_eq!(
+        (page["next"].as_u64(), page["complete"].as_bool()),
+        (Some(2), Some(false))
+    );
+}

@@ -7,11 +7,12 @@
 use super::replies::{post, reply, reply_error, reply_unavailable};
 use super::{Deps, now_unix};
 use crate::protocol::{ActionError, ClientAction, ErrorCode, ServerMessage};
-use crate::publish::snapshot_payload;
+use crate::publish::{chunk_payloads, snapshot_payload};
 use crate::token::TokenError;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use chrono::{DateTime, TimeZone, Utc};
+use std::collections::BTreeMap;
 
 /// A response with a status code and a short JSON body, as a route answers API Gateway.
 pub fn ws_response(status: i64, message: &str) -> ApiGatewayProxyResponse {
@@ -171,9 +172,20 @@ pub async fn message(
             )
             .await;
         }
-        ClientAction::Subscribe { job_id, token } => {
-            subscribe(deps, &conn, &job_id, &token, connected_at(&event)).await;
+        ClientAction::Subscribe {
+            job_id,
+            token,
+            streams,
+        } => {
+            let at = connected_at(&event);
+            subscribe(deps, &conn, &job_id, &token, at, &streams).await;
         }
+        ClientAction::Replay {
+            job_id,
+            stream,
+            from,
+            token,
+        } => replay(deps, &conn, &job_id, &stream, from, token.as_deref()).await,
         ClientAction::FollowOwner { tag } => {
             let caller = super::owners::event_caller(&event);
             super::owners::follow(deps, &conn, caller, tag.as_deref(), connected_at(&event)).await;
@@ -190,7 +202,14 @@ pub async fn message(
     ws_response(200, "ok")
 }
 
-async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateTime<Utc>) {
+async fn subscribe(
+    deps: &Deps,
+    conn: &str,
+    job_id: &str,
+    token: &str,
+    at: DateTime<Utc>,
+    streams: &BTreeMap<String, u64>,
+) {
     if let Err(e) = deps.tokens.verify(job_id, token, now_unix()) {
         let msg = match e {
             TokenError::Expired => "token has expired; ask the jobs API for a new one",
@@ -199,14 +218,26 @@ async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateT
         reply_error(deps, conn, ErrorCode::Forbidden, Some(job_id), msg).await;
         return;
     }
-    // Record first, read second: an update published in between is either
-    // in the snapshot read below or delivered to the new subscription.
-    if let Err(e) = deps.store().subscribe(job_id, conn, at).await {
+    // Record first, read second: an update (or a chunk) published in
+    // between is either in what is read below or delivered to the new
+    // subscription (a chunk may then come twice; clients drop the repeat).
+    let names: Vec<String> = streams.keys().cloned().collect();
+    if let Err(e) = deps
+        .store()
+        .subscribe_streams(job_id, conn, at, &names)
+        .await
+    {
         reply_unavailable(deps, conn, Some(job_id), &e).await;
         return;
     }
     match deps.store().get_job(job_id).await {
-        Ok(Some(job)) => post(deps, conn, snapshot_payload(&job.snapshot)).await,
+        Ok(Some(job)) => {
+            post(deps, conn, snapshot_payload(&job.snapshot)).await;
+            for (stream, from) in streams {
+                let end = job.snapshot.streams.get(stream).copied().unwrap_or(0);
+                send_chunks(deps, conn, job_id, stream, *from, end, false).await;
+            }
+        }
         Ok(None) => {
             let _ = deps.store().unsubscribe(job_id, conn).await;
             reply_error(
@@ -221,6 +252,121 @@ async fn subscribe(deps: &Deps, conn: &str, job_id: &str, token: &str, at: DateT
         Err(e) => {
             reply_unavailable(deps, conn, Some(job_id), &e).await;
         }
+    }
+}
+
+/// Most chunks read at once for a catch-up or a replay.
+const CATCH_UP_PAGE: usize = 1000;
+/// Most bytes of chunks read at once for a catch-up or a replay.
+const CATCH_UP_BYTES: usize = 1 << 20;
+
+/// Sends the chunks of `stream` from `from` up to `end` (its length when the
+/// job was read; later ones are pushed live) as `chunks` messages. When
+/// there are none, one empty message if `always` (a replay's answer),
+/// nothing otherwise (a subscribe's catch-up).
+async fn send_chunks(
+    deps: &Deps,
+    conn: &str,
+    job_id: &str,
+    stream: &str,
+    from: u64,
+    end: u64,
+    always: bool,
+) {
+    let mut next = from;
+    let mut sent = false;
+    while next < end {
+        let page = match deps
+            .store()
+            .read_chunks(job_id, stream, next, CATCH_UP_PAGE, CATCH_UP_BYTES)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                reply_unavailable(deps, conn, Some(job_id), &e).await;
+                return;
+            }
+        };
+        if page.chunks.is_empty() {
+            break;
+        }
+        for payload in chunk_payloads(job_id, stream, page.from, &page.chunks) {
+            post(deps, conn, payload).await;
+        }
+        sent = true;
+        next = page.next;
+    }
+    if !sent && always {
+        for payload in chunk_payloads(job_id, stream, from, &[]) {
+            post(deps, conn, payload).await;
+        }
+    }
+}
+
+/// `replay`: every chunk of `stream` from `from` to its end, for a
+/// connection that follows the job (by its handshake, `subscribe` or an
+/// owner follow) or that carries the job's token.
+async fn replay(
+    deps: &Deps,
+    conn: &str,
+    job_id: &str,
+    stream: &str,
+    from: u64,
+    token: Option<&str>,
+) {
+    let job = match deps.store().get_job(job_id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            reply_error(
+                deps,
+                conn,
+                ErrorCode::NotFound,
+                Some(job_id),
+                "job not found",
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            reply_unavailable(deps, conn, Some(job_id), &e).await;
+            return;
+        }
+    };
+    let by_token = token.is_some_and(|t| deps.tokens.verify(job_id, t, now_unix()).is_ok());
+    let allowed = by_token || follows(deps, conn, &job).await;
+    if !allowed {
+        reply_error(
+            deps,
+            conn,
+            ErrorCode::Forbidden,
+            Some(job_id),
+            "this connection does not follow the job: subscribe first, or send the job's token",
+        )
+        .await;
+        return;
+    }
+    let end = job.snapshot.streams.get(stream).copied().unwrap_or(0);
+    send_chunks(deps, conn, job_id, stream, from, end, true).await;
+}
+
+/// Whether `conn` follows `job`: subscribed to it, or following its owner.
+async fn follows(deps: &Deps, conn: &str, job: &crate::store::JobRecord) -> bool {
+    let job_id = job.snapshot.job_id.as_str();
+    if deps
+        .store()
+        .connection_jobs(conn)
+        .await
+        .is_ok_and(|jobs| jobs.iter().any(|j| j == job_id))
+    {
+        return true;
+    }
+    match &job.owner {
+        Some(owner) => deps
+            .store()
+            .owner_followers(owner)
+            .await
+            .is_ok_and(|fs| fs.iter().any(|f| f.connection_id == conn && f.wants(job))),
+        None => false,
     }
 }
 

@@ -237,6 +237,20 @@ async fn publish_retrying(
     }
 }
 
+/// Appends one line to a demo job's `log` stream, before the update it
+/// goes with (as a worker's request carries both), and pushes it.
+async fn demo_log(publisher: &Publisher, job_id: &str, line: String) {
+    let append = [crate::store::streams::StreamAppend::new(
+        "log",
+        vec![Value::String(line)],
+    )];
+    if let Err(e) = publisher.append(job_id, &append).await
+        && !matches!(e, StoreError::Terminal { .. })
+    {
+        tracing::warn!(job_id, error = %e, "could not append to the demo job's log");
+    }
+}
+
 async fn run_demo(
     publisher: &Publisher,
     job: &JobRecord,
@@ -270,6 +284,7 @@ async fn run_demo(
             });
             return publisher.publish(job_id, u).await.map(|_| ());
         }
+        demo_log(publisher, job_id, format!("step {k}/{}", input.steps)).await;
         let mut u = JobUpdate::status(Status::Running);
         // Two decimals: what a bar can show (46.67, not 46.666666666666664).
         u.percent = Some((10_000.0 * k as f64 / input.steps as f64).round() / 100.0);
@@ -286,6 +301,7 @@ async fn run_demo(
             Err(e) => return Err(e),
         }
     }
+    demo_log(publisher, job_id, "done".into()).await;
     let mut u = JobUpdate::status(Status::Succeeded);
     u.percent = Some(100.0);
     u.message = Some("done".into());

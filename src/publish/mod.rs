@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+mod chunks;
 pub mod coalesce;
 pub mod invoke;
 pub mod pace;
 
+pub use chunks::chunk_payloads;
 pub use coalesce::{Flusher, Held, InProcess};
 pub use invoke::InvokeFlush;
 pub use pace::Pace;

@@ -28,6 +28,8 @@ pub struct MemoryStore {
     active: DashMap<String, u32>,
     /// Connection → the gateway holding it.
     places: DashMap<String, String>,
+    /// (job, connection) → the streams it asked for.
+    wants: DashMap<(String, String), HashSet<String>>,
     /// (job, stream) → its chunks and their bytes.
     chunks: DashMap<(String, String), (Vec<serde_json::Value>, u64)>,
     clock: SharedClock,
@@ -45,6 +47,7 @@ impl Default for MemoryStore {
             active: DashMap::default(),
             places: DashMap::default(),
             chunks: DashMap::default(),
+            wants: DashMap::default(),
             clock: crate::clock::system(),
         }
     }
@@ -73,8 +76,8 @@ impl MemoryStore {
         let mut gone = Vec::new();
         self.jobs.retain(|id, j| {
             let keep = j.snapshot.updated_at >= cutoff;
-            if !keep && !j.streams.is_empty() {
-                gone.extend(j.streams.keys().map(|s| (id.clone(), s.clone())));
+            if !keep && !j.snapshot.streams.is_empty() {
+                gone.extend(j.snapshot.streams.keys().map(|s| (id.clone(), s.clone())));
             }
             if !keep && j.owner_limit.is_some() && !j.snapshot.status.is_terminal() {
                 uncounted.extend(j.owner.clone());
@@ -230,12 +233,19 @@ impl Store for MemoryStore {
         Ok(job.clone())
     }
 
-    async fn subscribe(
+    async fn subscribe_streams(
         &self,
         job_id: &str,
         connection_id: &str,
         _connected_at: DateTime<Utc>,
+        streams: &[String],
     ) -> Result<(), StoreError> {
+        if !streams.is_empty() {
+            self.wants
+                .entry((job_id.to_string(), connection_id.to_string()))
+                .or_default()
+                .extend(streams.iter().cloned());
+        }
         self.by_job
             .entry(job_id.to_string())
             .or_default()
@@ -247,7 +257,27 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn stream_subscribers(
+        &self,
+        job_id: &str,
+        stream: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let Some(conns) = self.by_job.get(job_id).map(|s| s.clone()) else {
+            return Ok(Vec::new());
+        };
+        Ok(conns
+            .into_iter()
+            .filter(|c| {
+                self.wants
+                    .get(&(job_id.to_string(), c.clone()))
+                    .is_some_and(|w| w.contains(stream))
+            })
+            .collect())
+    }
+
     async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+        self.wants
+            .remove(&(job_id.to_string(), connection_id.to_string()));
         let removed = remove_pair(&self.by_job, job_id, &connection_id.to_string());
         remove_pair(&self.by_connection, connection_id, &job_id.to_string());
         Ok(removed)
@@ -303,20 +333,22 @@ impl Store for MemoryStore {
                 (a.stream.clone(), b)
             })
             .collect();
-        let planned = streams::plan(job_id, &job.streams, &bytes, appends)?;
+        let planned = streams::plan(job_id, &job.snapshot.streams, &bytes, appends)?;
         let mut outcome = AppendOutcome::default();
         for (a, (from, _)) in appends.iter().zip(planned) {
             let mut entry = self.chunks.entry(key(&a.stream)).or_default();
             entry.0.extend(a.chunks.iter().cloned());
             entry.1 += a.bytes;
-            job.streams.insert(a.stream.clone(), entry.0.len() as u64);
+            job.snapshot
+                .streams
+                .insert(a.stream.clone(), entry.0.len() as u64);
             outcome.appended.push(Appended {
                 stream: a.stream.clone(),
                 from,
                 chunks: a.chunks.clone(),
             });
         }
-        outcome.lengths = job.streams.clone();
+        outcome.lengths = job.snapshot.streams.clone();
         Ok(outcome)
     }
 
@@ -354,6 +386,7 @@ impl Store for MemoryStore {
         let mut removed = 0;
         if let Some((_, jobs)) = self.by_connection.remove(connection_id) {
             for job in &jobs {
+                self.wants.remove(&(job.clone(), connection_id.to_string()));
                 remove_pair(&self.by_job, job, &connection_id.to_string());
             }
             removed += jobs.len();

@@ -54,9 +54,6 @@ pub struct JobRecord {
     /// When the two updates before the latest were stored, as far as
     /// updates asked to keep it ([`JobUpdate::track_recent`]).
     pub recent: Recent,
-    /// The length of each of the job's streams (none until one is
-    /// appended to).
-    pub streams: std::collections::BTreeMap<String, u64>,
 }
 
 /// When a job's two updates before its latest one were stored: whether the
@@ -120,6 +117,7 @@ impl JobRecord {
                 result: None,
                 error: None,
                 updated_at: now,
+                streams: Default::default(),
             },
             kind: kind.into(),
             input,
@@ -136,7 +134,6 @@ impl JobRecord {
             tags: Vec::new(),
             owner_limit: None,
             recent: Recent::default(),
-            streams: Default::default(),
         }
     }
 
@@ -313,7 +310,25 @@ pub trait Store: Send + Sync + 'static {
         job_id: &str,
         connection_id: &str,
         connected_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.subscribe_streams(job_id, connection_id, connected_at, &[])
+            .await
+    }
+    /// Records that `connection_id` follows `job_id` and wants the chunks
+    /// of `streams` too, besides any it asked for before (idempotent).
+    async fn subscribe_streams(
+        &self,
+        job_id: &str,
+        connection_id: &str,
+        connected_at: DateTime<Utc>,
+        streams: &[String],
     ) -> Result<(), StoreError>;
+    /// The connections following a job that asked for the chunks of `stream`.
+    async fn stream_subscribers(
+        &self,
+        job_id: &str,
+        stream: &str,
+    ) -> Result<Vec<String>, StoreError>;
     /// Removes one subscription; true when it existed.
     async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError>;
     /// The connections following a job.

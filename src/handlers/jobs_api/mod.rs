@@ -16,6 +16,7 @@ mod access;
 mod create;
 mod list;
 mod problem;
+mod streams;
 mod updates;
 
 pub use create::{JobRequest, MAX_IDEMPOTENCY_KEY_LEN};
@@ -27,6 +28,8 @@ enum Route<'a> {
     Collection,
     Item(&'a str),
     Updates(&'a str),
+    /// `/jobs/{jobId}/streams/{name}`.
+    Stream(&'a str, &'a str),
 }
 
 fn route(req: &ApiGatewayV2httpRequest) -> Option<Route<'_>> {
@@ -36,6 +39,21 @@ fn route(req: &ApiGatewayV2httpRequest) -> Option<Route<'_>> {
         .or(req.request_context.http.path.as_deref())
         .unwrap_or("/");
     let updates = path.trim_end_matches('/').ends_with("/updates");
+    if let (Some(id), Some(name)) = (
+        req.path_parameters.get("jobId"),
+        req.path_parameters.get("name"),
+    ) {
+        return Some(Route::Stream(id.as_str(), name.as_str()));
+    }
+    if let Some(name) = stream_name(path) {
+        let id = req.path_parameters.get("jobId").map(String::as_str);
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let from_path = segments
+            .len()
+            .checked_sub(3)
+            .and_then(|i| segments.get(i).copied());
+        return id.or(from_path).map(|id| Route::Stream(id, name));
+    }
     if let Some(id) = req.path_parameters.get("jobId") {
         return Some(if updates {
             Route::Updates(id.as_str())
@@ -48,6 +66,16 @@ fn route(req: &ApiGatewayV2httpRequest) -> Option<Route<'_>> {
         [.., "jobs"] => Some(Route::Collection),
         [.., "jobs", id] => Some(Route::Item(id)),
         [.., "jobs", id, "updates"] => Some(Route::Updates(id)),
+        [.., "jobs", id, "streams", name] => Some(Route::Stream(id, name)),
+        _ => None,
+    }
+}
+
+/// The `{name}` of a `…/jobs/{jobId}/streams/{name}` path.
+fn stream_name(path: &str) -> Option<&str> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [.., "jobs", _, "streams", name] => Some(name),
         _ => None,
     }
 }
@@ -62,6 +90,10 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
         Some(Route::Item(id)) if method == Method::GET => get(deps, &req, id).await,
         Some(Route::Item(id)) if method == Method::DELETE => cancel(deps, &req, id).await,
         Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
+        Some(Route::Stream(id, name)) if method == Method::GET => {
+            streams::page(deps, &req, id, name).await
+        }
+        Some(Route::Stream(..)) => Err(not_allowed(&method, "GET")),
         Some(Route::Collection) => Err(not_allowed(&method, "GET, POST")),
         Some(Route::Item(_)) => Err(not_allowed(&method, "GET, DELETE")),
         Some(Route::Updates(_)) => Err(not_allowed(&method, "POST")),

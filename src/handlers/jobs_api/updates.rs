@@ -4,23 +4,77 @@
 use super::problem::{Problem, json_response, store_problem};
 use super::{Deps, body_bytes, presented_token, token_problem, unauthorized};
 use crate::protocol::{JobError, MAX_MESSAGE_BYTES, Status};
-use crate::store::{JobUpdate, Liveness, StoreError};
+use crate::store::streams::{self, MAX_APPEND_BYTES, StreamAppend};
+use crate::store::{JobRecord, JobUpdate, Liveness, StoreError};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use chrono::Utc;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// Fields a worker update may carry.
-const UPDATE_FIELDS: [&str; 5] = ["status", "percent", "message", "result", "error"];
+const UPDATE_FIELDS: [&str; 6] = ["status", "percent", "message", "result", "error", "append"];
+
+/// What one request to the update endpoint asks for: a snapshot update
+/// (none for a heartbeat, or an append alone) and chunks for the job's
+/// streams.
+struct Parsed {
+    update: Option<JobUpdate>,
+    append: Vec<StreamAppend>,
+}
+
+fn bad_stream(m: String) -> Problem {
+    Problem::new(422, "bad_stream", m)
+}
+
+/// `append`: a non-empty object of stream name → non-empty array of
+/// chunks, at most [`MAX_APPEND_BYTES`] of chunks in all (413 above).
+fn parse_append(v: Value) -> Result<Vec<StreamAppend>, Problem> {
+    let Value::Object(map) = v else {
+        return Err(bad_stream(
+            "append must be an object: stream name → array of chunks".into(),
+        ));
+    };
+    if map.is_empty() {
+        return Err(bad_stream("append must name at least one stream".into()));
+    }
+    let mut appends = Vec::with_capacity(map.len());
+    for (name, chunks) in map {
+        if !streams::valid_name(&name) {
+            return Err(bad_stream(format!(
+                "'{name}' is not a stream name: [a-z][a-z0-9_-]{{0,31}}"
+            )));
+        }
+        match chunks {
+            Value::Array(c) if !c.is_empty() => appends.push(StreamAppend::new(name, c)),
+            _ => {
+                return Err(bad_stream(format!(
+                    "append.{name} must be a non-empty array of chunks"
+                )));
+            }
+        }
+    }
+    let bytes: u64 = appends.iter().map(|a| a.bytes).sum();
+    if bytes > MAX_APPEND_BYTES as u64 {
+        return Err(Problem::new(
+            413,
+            "payload_too_large",
+            format!(
+                "one update appends at most {MAX_APPEND_BYTES} bytes of chunks; this one has {bytes}"
+            ),
+        ));
+    }
+    Ok(appends)
+}
 
 /// Reads a worker's update body into a `JobUpdate`; `None` is a heartbeat.
 fn invalid(m: String) -> Problem {
     Problem::new(422, "invalid_update", m)
 }
 
-fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
+fn parse_update(body: &[u8]) -> Result<Parsed, Problem> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err(Problem::new(
             400,
             "bad_request",
@@ -33,8 +87,15 @@ fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
             UPDATE_FIELDS.join(", ")
         )));
     }
+    let append = match obj.remove("append") {
+        None => Vec::new(),
+        Some(v) => parse_append(v)?,
+    };
     if obj.is_empty() {
-        return Ok(None);
+        return Ok(Parsed {
+            update: None,
+            append,
+        });
     }
     let status = update_status(obj.get("status"))?;
     let percent = match obj.get("percent") {
@@ -58,15 +119,18 @@ fn parse_update(body: &[u8]) -> Result<Option<JobUpdate>, Problem> {
         return Err(invalid("result is set only with status succeeded".into()));
     }
     let error = update_error(obj.get("error"), status, message.as_deref())?;
-    Ok(Some(JobUpdate {
-        status,
-        percent,
-        message,
-        result,
-        error,
-        liveness: Liveness::Keep,
-        track_recent: false,
-    }))
+    Ok(Parsed {
+        update: Some(JobUpdate {
+            status,
+            percent,
+            message,
+            result,
+            error,
+            liveness: Liveness::Keep,
+            track_recent: false,
+        }),
+        append,
+    })
 }
 
 /// An update's `status`: `running` when absent; `queued` and `cancelled`
@@ -159,29 +223,18 @@ pub(super) async fn update(
     let parsed = parse_update(&body)?;
     let timeout = deps.heartbeat_timeout.as_secs() as i64;
     let deadline = (timeout > 0).then(|| liveness_deadline(now.timestamp(), timeout));
-    // Every report counts as the worker's: it meets a start deadline,
-    // and moves (or, with liveness off, drops) the job's deadline.
-    let outcome = match parsed {
-        None => deps.store().heartbeat(id, deadline).await,
-        Some(mut u) => {
-            u.liveness = match deadline {
-                Some(d) => Liveness::Refresh(d),
-                None => Liveness::Reported,
-            };
-            deps.publisher.publish(id, u).await.map(|(j, _)| j)
-        }
-    };
-    match outcome {
-        Ok(job) => {
+    match report(deps, id, parsed, deadline).await {
+        Ok((job, lengths)) => {
             deps.metrics.worker_update();
-            Ok(json_response(
-                200,
-                &json!({
-                    "jobId": id,
-                    "seq": job.snapshot.seq,
-                    "status": job.snapshot.status.as_str(),
-                }),
-            ))
+            let mut answer = json!({
+                "jobId": id,
+                "seq": job.snapshot.seq,
+                "status": job.snapshot.status.as_str(),
+            });
+            if let Some(lengths) = lengths {
+                answer["streams"] = json!(lengths);
+            }
+            Ok(json_response(200, &answer))
         }
         Err(StoreError::Terminal { status, .. }) => {
             let mut p = Problem::new(
@@ -198,6 +251,66 @@ pub(super) async fn update(
             Err(p)
         }
         Err(e) => Err(store_problem(e)),
+    }
+}
+
+/// Applies what a worker reported: its chunks first (all or none), then
+/// its update, or a heartbeat when it sent none. Every report counts as the
+/// worker's: it meets a start deadline, and moves (or, with liveness off,
+/// drops) the job's deadline. Returns the job, and the lengths of the
+/// streams the request appended to.
+async fn report(
+    deps: &Deps,
+    id: &str,
+    parsed: Parsed,
+    deadline: Option<i64>,
+) -> Result<(JobRecord, Option<BTreeMap<String, u64>>), StoreError> {
+    let mut lengths = None;
+    if !parsed.append.is_empty() {
+        // An update that would be refused must not leave its chunks behind.
+        if let Some(u) = &parsed.update {
+            check_percent(deps, id, u).await?;
+        }
+        let out = deps.publisher.append(id, &parsed.append).await?;
+        lengths = Some(
+            out.lengths
+                .into_iter()
+                .filter(|(name, _)| parsed.append.iter().any(|a| &a.stream == name))
+                .collect(),
+        );
+    }
+    let job = match parsed.update {
+        None => deps.store().heartbeat(id, deadline).await?,
+        Some(mut u) => {
+            u.liveness = match deadline {
+                Some(d) => Liveness::Refresh(d),
+                None => Liveness::Reported,
+            };
+            deps.publisher.publish(id, u).await?.0
+        }
+    };
+    Ok((job, lengths))
+}
+
+/// Refuses, before anything is written, an update whose percent would go
+/// down (or that comes after the end).
+async fn check_percent(deps: &Deps, id: &str, u: &JobUpdate) -> Result<(), StoreError> {
+    let Some(job) = deps.store().get_job(id).await? else {
+        return Err(StoreError::NotFound(id.to_string()));
+    };
+    if job.snapshot.status.is_terminal() {
+        return Err(StoreError::Terminal {
+            job_id: id.to_string(),
+            status: job.snapshot.status,
+        });
+    }
+    match crate::store::effective_percent(u) {
+        Some(p) if p < job.snapshot.percent => Err(StoreError::PercentBackwards {
+            job_id: id.to_string(),
+            current: job.snapshot.percent,
+            requested: p,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -203,6 +203,7 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             result: get_json(item, "result"),
             error,
             updated_at: get_time(item, "updatedAt").unwrap_or(created_at),
+            streams: number_map(item, "streams"),
         },
         kind: get_s(item, "kind").unwrap_or_default().to_string(),
         input: get_json(item, "input").unwrap_or(Value::Null),
@@ -240,7 +241,6 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             .map(|l| l.iter().filter_map(|t| t.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
         owner_limit: get_n(item, "ownerLimit"),
-        streams: number_map(item, "streams"),
         // `prevAt2` holds a marker that is no time when there was none.
         recent: crate::store::Recent {
             previous: get_time(item, "prevAt"),

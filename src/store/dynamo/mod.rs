@@ -284,15 +284,69 @@ impl Store for DynamoStore {
         .await
     }
 
-    async fn subscribe(
+    async fn subscribe_streams(
         &self,
         job_id: &str,
         connection_id: &str,
         connected_at: DateTime<Utc>,
+        streams: &[String],
     ) -> Result<(), StoreError> {
-        let item: Item = HashMap::from(sub_key(job_id, connection_id));
-        self.put_connection_item(item, connection_id, format!("JOB#{job_id}"), connected_at)
-            .await
+        // An update, not a put: a later subscribe keeps the streams an
+        // earlier one asked for.
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from(sub_key(job_id, connection_id))))
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":g1", s(format!("CONN#{connection_id}")))
+            .expression_attribute_values(":g2", s(format!("JOB#{job_id}")))
+            .expression_attribute_values(":at", s(rfc3339(connected_at)))
+            .expression_attribute_values(
+                ":ttl",
+                n(connected_at.timestamp() + SUBSCRIPTION_TTL.as_secs() as i64),
+            );
+        let set = "SET GSI1PK = :g1, GSI1SK = :g2, connectedAt = :at, #ttl = :ttl";
+        req = if streams.is_empty() {
+            req.update_expression(set)
+        } else {
+            req.update_expression(format!("{set} ADD streams :streams"))
+                .expression_attribute_values(":streams", AttributeValue::Ss(streams.to_vec()))
+        };
+        req.send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn stream_subscribers(
+        &self,
+        job_id: &str,
+        stream: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :conn)")
+            .filter_expression("contains(streams, :stream)")
+            .expression_attribute_values(":pk", s(format!("JOB#{job_id}")))
+            .expression_attribute_values(":conn", s("CONN#"))
+            .expression_attribute_values(":stream", s(stream))
+            .projection_expression("SK, #ttl")
+            .expression_attribute_names("#ttl", "ttl")
+            .into_paginator()
+            .items()
+            .send();
+        let now = self.now_secs();
+        let mut out = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(unavailable)?;
+            if !expired(&item, now)
+                && let Some(conn) = get_s(&item, "SK").and_then(|sk| sk.strip_prefix("CONN#"))
+            {
+                out.push(conn.to_string());
+            }
+        }
+        Ok(out)
     }
 
     async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {

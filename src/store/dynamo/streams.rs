@@ -56,7 +56,7 @@ impl DynamoStore {
                     status: job.snapshot.status,
                 });
             }
-            let mut lengths = job.streams;
+            let mut lengths = job.snapshot.streams;
             let mut bytes = number_map(&item, "streamBytes");
             let version: u64 = get_n(&item, "chunkVersion").unwrap_or(0);
             let planned = streams::plan(job_id, &lengths, &bytes, appends)?;
@@ -154,7 +154,7 @@ impl DynamoStore {
         let Some(job) = self.get_job(job_id).await? else {
             return Err(StoreError::NotFound(job_id.to_string()));
         };
-        let length = job.streams.get(stream).copied().unwrap_or(0);
+        let length = job.snapshot.streams.get(stream).copied().unwrap_or(0);
         if from >= length || limit == 0 {
             return Ok(empty);
         }
