@@ -16,6 +16,8 @@ export interface Accepted {
   jobId: string;
   seq: number;
   status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+  /** With chunks, each of their streams' length after them. */
+  streams?: Record<string, number>;
 }
 
 /** A progress snapshot, as GET /jobs/{id} shows it. */
@@ -46,6 +48,11 @@ export interface JobOptions {
    * Faster progress is held, merged, and sent when the interval is up.
    */
   minIntervalMs?: number;
+  /**
+   * Milliseconds chunks are gathered before they go out (default 100; 0:
+   * each call sends). They go with the next update if one is sent first.
+   */
+  chunkIntervalMs?: number;
 }
 
 export const VERSION: string;
@@ -86,6 +93,12 @@ export class Job {
   progress(update?: { percent?: number; message?: string }): Promise<Accepted | null>;
   /** Sends held progress now; null when nothing is held. */
   flush(): Promise<Accepted | null>;
+  /** Each stream's length after the last update that appended to it. */
+  streams: Record<string, number>;
+  /** Adds chunks (one, or an array: any JSON) to a stream; sent within chunkIntervalMs. */
+  append(stream: string, chunks: unknown): Promise<void>;
+  /** Adds one line to the `log` stream. */
+  log(line: string): Promise<void>;
   heartbeat(): Promise<Accepted>;
   succeed(result?: unknown, message?: string): Promise<Accepted>;
   fail(code: string, message: string): Promise<Accepted>;

@@ -10,6 +10,12 @@
 // sent at most once per interval, the newest state last: fewer updates, so
 // fewer pushes, invocations and table writes.
 //
+// What the job produces goes to its streams: `await job.append('tokens',
+// 'Hel')` or `await job.log('resized 40/100')`. Chunks are gathered for
+// chunkIntervalMs (100 by default) and sent together, with the next update
+// when one goes out first, and always before the job ends; flush() sends
+// at once.
+//
 // 429, 5xx and network errors are retried with exponential backoff,
 // honouring Retry-After; any other 4xx is not. Once the job has ended
 // (cancelled by its client, or expired) every call rejects with JobEnded,
@@ -18,6 +24,12 @@
 export const VERSION = '0.1.0';
 const RETRYABLE = new Set([429, 500, 502, 503, 504]);
 const REQUIRED = ['jobId', 'workerToken', 'updateUrl'];
+const STREAM_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Chunks gathered up to this many bytes go out at once. */
+const APPEND_SEND_BYTES = 48 * 1024;
+/** The most bytes of chunks one update may carry. */
+const APPEND_MAX_BYTES = 64 * 1024;
+const chunkBytes = (chunk) => Buffer.byteLength(JSON.stringify(chunk) ?? 'null', 'utf8');
 
 /** jobcast refused an update, or could not be reached after every retry. */
 export class JobcastError extends Error {
@@ -47,6 +59,9 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class Job {
   #held = null;
+  #pending = null;
+  #pendingBytes = 0;
+  #chunkTimer = null;
   #sentAt = null;
   #timer = null;
   #lateError = null;
@@ -75,6 +90,10 @@ export class Job {
     this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
     /** Milliseconds between two progress updates sent; 0 sends every call. */
     this.minIntervalMs = Math.max(Number(options.minIntervalMs ?? 0) || 0, 0);
+    /** Milliseconds chunks are gathered before they go out (0: each call sends). */
+    this.chunkIntervalMs = Math.max(Number(options.chunkIntervalMs ?? 100) || 0, 0);
+    /** Each stream's length after the last update that appended to it. */
+    this.streams = {};
     /** The last accepted {jobId, seq, status}, or the final snapshot once ended. */
     this.last = null;
     this.ended = false;
@@ -144,11 +163,56 @@ export class Job {
     return null;
   }
 
-  /** Sends held progress now; null when nothing is held. */
+  /**
+   * Adds chunks (one, or an array of them: any JSON) to one of the job's
+   * streams. They go out within chunkIntervalMs, with the next update if one
+   * is sent first, and always before the job ends. An error that sending
+   * them met rejects the next call.
+   */
+  async append(stream, chunks) {
+    if (typeof stream !== 'string' || !STREAM_NAME.test(stream)) {
+      throw new TypeError(`'${stream}' is not a stream name: [a-z][a-z0-9_-]{0,31}`);
+    }
+    const items = Array.isArray(chunks) ? chunks : [chunks];
+    if (items.length === 0) return;
+    const sizes = items.map(chunkBytes);
+    if (Math.max(...sizes) > APPEND_MAX_BYTES) {
+      throw new TypeError(`a chunk is at most ${APPEND_MAX_BYTES} bytes of JSON`);
+    }
+    this.#raiseLate();
+    const sends = [];
+    items.forEach((chunk, i) => {
+      if (this.#pendingBytes + sizes[i] > APPEND_MAX_BYTES) sends.push(this.#sendPending());
+      this.#pending ??= {};
+      (this.#pending[stream] ??= []).push(chunk);
+      this.#pendingBytes += sizes[i];
+    });
+    if (this.#pendingBytes >= APPEND_SEND_BYTES || this.chunkIntervalMs === 0) {
+      sends.push(this.#sendPending());
+    } else {
+      this.#chunkTimer ??= setTimeout(() => {
+        this.#chunkTimer = null;
+        this.#sendPending().catch((e) => {
+          this.#lateError = e;
+        });
+      }, this.chunkIntervalMs);
+    }
+    await Promise.all(sends);
+  }
+
+  /** Adds one line to the job's `log` stream (`append('log', line)`). */
+  async log(line) {
+    return this.append('log', String(line));
+  }
+
+  /** Sends held progress and gathered chunks now; null when nothing is held. */
   async flush() {
     this.#raiseLate();
     const body = this.#dropHeld();
-    if (!body) return null;
+    if (!body) {
+      if (!this.#pending) return null;
+      return this.#serial(() => this.#send({}));
+    }
     this.#sentAt = performance.now();
     return this.#serial(() => this.#send(body));
   }
@@ -214,6 +278,21 @@ export class Job {
     });
   }
 
+  /** Sends the gathered chunks (alone, unless an update takes them first). */
+  #sendPending() {
+    return this.#serial(() => (this.#pending ? this.#send({}) : null));
+  }
+
+  /** Takes the gathered chunks and stops their timer. */
+  #takePending() {
+    if (this.#chunkTimer) clearTimeout(this.#chunkTimer);
+    this.#chunkTimer = null;
+    const pending = this.#pending;
+    this.#pending = null;
+    this.#pendingBytes = 0;
+    return pending;
+  }
+
   #raiseLate() {
     if (this.#endedError) throw this.#endedError;
     const e = this.#lateError;
@@ -228,11 +307,14 @@ export class Job {
   }
 
   async #send(body) {
-    const data = JSON.stringify(body);
+    // Gathered chunks go with whatever is sent (before it, on the server).
+    const pending = this.#takePending();
+    const data = JSON.stringify(pending ? { ...body, append: pending } : body);
     for (let attempt = 0; ; attempt += 1) {
       const { status, headers, answer, reason } = await this.#post(data);
       if (status === 200) {
         this.last = answer ?? {};
+        Object.assign(this.streams, this.last.streams ?? {});
         if (['succeeded', 'failed', 'cancelled'].includes(this.last.status)) this.#finished = true;
         return this.last;
       }

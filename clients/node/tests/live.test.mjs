@@ -128,3 +128,27 @@ test('minIntervalMs turns a tight loop into a few updates', async (t) => {
   // Not held: the job has ended.
   await assert.rejects(job.progress({ percent: 100 }), (e) => e instanceof JobEnded);
 });
+
+test('chunks are gathered, sent before the end, and read back in order', async (t) => {
+  const inbox = await recorder();
+  t.after(inbox.close);
+  const s = await serve('--kind', `manual=${inbox.url}/work`);
+  t.after(s.stop);
+  const created = await s.create('manual', {});
+  const [msg] = await inbox.waitFor(1);
+  const job = Job.fromMessage(msg.body, { chunkIntervalMs: 50 });
+  const words = Array.from({ length: 60 }, (_, i) => `w${i} `);
+  await job.log('started');
+  for (const w of words) await job.append('tokens', w);
+  await assert.rejects(job.append('Bad', 'x'), TypeError);
+  await job.succeed({ words: words.length });
+  assert.deepEqual(job.streams, { log: 1, tokens: 60 });
+  const page = await s.request('GET', `/jobs/${created.jobId}/streams/tokens`);
+  assert.deepEqual(page.body.chunks, words);
+  assert.equal(page.body.complete, true);
+  const log = await s.request('GET', `/jobs/${created.jobId}/streams/log`);
+  assert.deepEqual(log.body.chunks, ['started']);
+  const metrics = await (await fetch(`${s.url}/metrics`)).text();
+  const updates = Number(metrics.match(/^jobcast_worker_updates_total (\S+)$/m)[1]);
+  assert.ok(updates <= 3, `gathered into a few requests, not ${updates}`);
+});

@@ -13,6 +13,11 @@ With ``min_interval`` (seconds), progress reported faster than that is
 merged and sent at most once per interval, the newest state last: fewer
 updates, so fewer pushes, invocations and table writes.
 
+What the job produces goes to its streams: ``job.append("tokens", "Hel")``
+or ``job.log("resized 40/100")``. Chunks are gathered for ``chunk_interval``
+seconds (0.1 by default) and sent together, with the next update when one
+goes out first, and always before the job ends; ``flush()`` sends at once.
+
 Throttling (429), server errors (5xx) and connection errors are retried with
 exponential backoff, honouring ``Retry-After``; other 4xx answers are never
 retried. Once the job has ended (cancelled by its client, or expired), every
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import random
 import sys
 import threading
@@ -39,6 +45,17 @@ __version__ = "0.1.0"
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 _REQUIRED = ("jobId", "workerToken", "updateUrl")
+
+_STREAM_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}\Z")
+#: Chunks gathered up to this many bytes go out at once (one update
+#: carries at most 64 KiB of them).
+APPEND_SEND_BYTES = 48 * 1024
+#: The most bytes of chunks one update may carry.
+APPEND_MAX_BYTES = 64 * 1024
+
+
+def _chunk_bytes(chunk: Any) -> int:
+    return len(json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 class JobcastError(Exception):
@@ -80,7 +97,7 @@ class Job:
                  heartbeat_timeout_seconds: int = 0, created_at: Optional[str] = None,
                  retries: int = 6, timeout: float = 30.0,
                  backoff: float = 0.5, max_backoff: float = 30.0,
-                 min_interval: float = 0.0) -> None:
+                 min_interval: float = 0.0, chunk_interval: float = 0.1) -> None:
         self.id = job_id
         self.update_url = update_url
         self.kind = kind
@@ -96,8 +113,15 @@ class Job:
         self.last: Optional[Dict[str, Any]] = None
         #: Seconds between two progress updates sent; 0 sends every call.
         self.min_interval = max(float(min_interval or 0.0), 0.0)
+        #: Seconds chunks are gathered before they go out (0: each call sends).
+        self.chunk_interval = max(float(chunk_interval or 0.0), 0.0)
+        #: Each stream's length after the last update that appended to it.
+        self.streams: Dict[str, int] = {}
         self._token = worker_token
         self._ended: Optional[JobEnded] = None
+        self._pending: Dict[str, list] = {}
+        self._pending_bytes = 0
+        self._chunk_timer: Optional[threading.Timer] = None
         # Calls on one job go out one at a time, held progress included.
         self._lock = threading.RLock()
         self._held: Optional[Dict[str, Any]] = None
@@ -176,13 +200,47 @@ class Job:
                 self._timer.start()
             return None
 
+    def append(self, stream: str, chunks: Any) -> None:
+        """Adds chunks (one, or a list of them: any JSON) to one of the job's
+        streams. They go out within ``chunk_interval``, with the next update
+        if one is sent first, and always before the job ends. An error that
+        sending them met is raised by the next call."""
+        if not isinstance(stream, str) or not _STREAM_NAME.match(stream):
+            raise ValueError(f"{stream!r} is not a stream name: [a-z][a-z0-9_-]{{0,31}}")
+        items = list(chunks) if isinstance(chunks, (list, tuple)) else [chunks]
+        if not items:
+            return
+        sizes = [_chunk_bytes(c) for c in items]
+        if max(sizes) > APPEND_MAX_BYTES:
+            raise ValueError(f"a chunk is at most {APPEND_MAX_BYTES} bytes of JSON")
+        with self._lock:
+            self._raise_late()
+            for chunk, size in zip(items, sizes):
+                if self._pending_bytes + size > APPEND_MAX_BYTES:
+                    self._send_pending()
+                self._pending.setdefault(stream, []).append(chunk)
+                self._pending_bytes += size
+            if self._pending_bytes >= APPEND_SEND_BYTES or self.chunk_interval == 0:
+                self._send_pending()
+            elif self._chunk_timer is None:
+                self._chunk_timer = threading.Timer(self.chunk_interval, self._send_pending_late)
+                self._chunk_timer.daemon = True
+                self._chunk_timer.start()
+
+    def log(self, line: Any) -> None:
+        """Adds one line to the job's ``log`` stream (``append("log", line)``)."""
+        self.append("log", str(line))
+
     def flush(self) -> Optional[Dict[str, Any]]:
-        """Sends held progress now; ``None`` when nothing is held."""
+        """Sends held progress and gathered chunks now; ``None`` when nothing
+        is held."""
         with self._lock:
             self._raise_late()
             body = self._drop_held()
             if body is None:
-                return None
+                if not self._pending:
+                    return None
+                return self._send({})
             self._sent_at = time.monotonic()
             return self._send(body)
 
@@ -275,6 +333,31 @@ class Job:
             except JobcastError as e:
                 self._late_error = e
 
+    # -- gathered chunks ------------------------------------------------------
+
+    def _take_pending(self) -> Optional[Dict[str, list]]:
+        if self._chunk_timer is not None:
+            self._chunk_timer.cancel()
+            self._chunk_timer = None
+        if not self._pending:
+            return None
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        return pending
+
+    def _send_pending(self) -> None:
+        if self._pending:
+            self._send({})
+
+    def _send_pending_late(self) -> None:
+        """The chunk timer's end: sends what was gathered, keeping an error
+        for the next call."""
+        with self._lock:
+            self._chunk_timer = None
+            try:
+                self._send_pending()
+            except JobcastError as e:
+                self._late_error = e
+
     def _raise_late(self) -> None:
         if self._ended is not None:
             raise self._ended
@@ -285,12 +368,17 @@ class Job:
     # -- transport ------------------------------------------------------------
 
     def _send(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        # Gathered chunks go with whatever is sent (before it, on the server).
+        pending = self._take_pending()
+        if pending is not None:
+            body = dict(body, append=pending)
         data = json.dumps(body).encode("utf-8")
         attempt = 0
         while True:
             status, headers, answer, reason = self._post(data)
             if status == 200:
                 self.last = answer if isinstance(answer, dict) else {}
+                self.streams.update(self.last.get("streams") or {})
                 if self.last.get("status") in ("succeeded", "failed", "cancelled"):
                     self._finished = True
                 return self.last
