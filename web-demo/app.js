@@ -220,7 +220,21 @@ function show(body) {
     token: body.token,
     statusUrl: body.statusUrl,
     onUpdate: (snap) => render(views.get(body.jobId), snap),
+    // What the job produces, as it comes: the demo kind's `log` and a
+    // model's `tokens`, from the start after a reload too.
+    streams: {
+      log: (chunks) => output(views.get(body.jobId), chunks.map((c) => `${c}\n`)),
+      tokens: (chunks) => output(views.get(body.jobId), chunks.map(String)),
+    },
   });
+}
+
+/** Adds text to a job's output, under its bar. */
+function output(view, pieces) {
+  if (!view || pieces.length === 0) return;
+  view.log.hidden = false;
+  view.log.textContent += pieces.join('');
+  view.log.scrollTop = view.log.scrollHeight;
 }
 
 /**
@@ -238,6 +252,7 @@ function addRow(jobId, body) {
     bar: node.querySelector('.bar'), fill: node.querySelector('.fill'),
     pct: node.querySelector('.percent'), badge: node.querySelector('.badge'),
     message: node.querySelector('.message'), outcome: node.querySelector('.outcome'),
+    log: node.querySelector('.log'),
     cancel: node.querySelector('.cancel'),
   };
   node.dataset.jobId = jobId;

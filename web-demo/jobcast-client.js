@@ -6,6 +6,12 @@
 // full jitter, pings before API Gateway's 10-minute idle cut, reconnects
 // before its 2-hour lifetime, and falls back to polling GET /jobs/{id}
 // (honouring Retry-After) while the WebSocket cannot connect.
+//
+// Streams: a job followed with `streams: {log: (chunks, from) => …}` gets
+// every chunk of those streams exactly once and in order: from the start,
+// resumed from the next index after any reconnect, gaps replayed, and read
+// from GET /jobs/{id}/streams/{name} while polling. A job with streams is
+// let go only once every chunk below its final lengths has been handed over.
 
 /** @typedef {'queued'|'running'|'succeeded'|'failed'|'cancelled'} JobStatus */
 /**
@@ -130,19 +136,31 @@ export class JobcastClient {
   }
 
   /**
-   * Starts following a job; connects if needed.
-   * @param {{jobId: string, token: string, statusUrl?: string, onUpdate: (s: Snapshot) => void}} job
+   * Starts following a job; connects if needed. `streams` maps a stream
+   * name to its handler, called with each run of new chunks and the index
+   * of the first.
+   * @param {{jobId: string, token: string, statusUrl?: string, onUpdate: (s: Snapshot) => void,
+   *   streams?: Record<string, (chunks: unknown[], from: number) => void>}} job
    */
   follow(job) {
-    this.jobs.set(job.jobId, { ...job });
+    const next = {};
+    for (const name of Object.keys(job.streams ?? {})) next[name] = 0;
+    this.jobs.set(job.jobId, { ...job, next, final: null, asked: {} });
     if (this.stopped) {
       this.stopped = false;
       this.connect();
     } else if (this.state === 'live') {
-      this.send({ action: 'subscribe', jobId: job.jobId, token: job.token });
+      this.send(this.subscription(this.jobs.get(job.jobId)));
     } else if (this.state === 'polling') {
       this.poll(job.jobId);
     }
+  }
+
+  /** The `subscribe` of a job: its streams from the next index wanted. */
+  subscription(job) {
+    const msg = { action: 'subscribe', jobId: job.jobId, token: job.token };
+    if (job.next && Object.keys(job.next).length) msg.streams = { ...job.next };
+    return msg;
   }
 
   /**
@@ -238,7 +256,10 @@ export class JobcastClient {
         clearTimeout(job.pollTimer);
         // A job found through the owner has no job token: the owner's
         // subscription brings it back.
-        if (job.token) this.send({ action: 'subscribe', jobId: job.jobId, token: job.token });
+        if (job.token) {
+          job.asked = {};
+          this.send(this.subscription(job));
+        }
       }
       if (this.owner) {
         clearTimeout(this.owner.pollTimer);
@@ -258,6 +279,7 @@ export class JobcastClient {
         return;
       }
       if (msg.type === 'progress') this.deliver(msg);
+      else if (msg.type === 'chunks') this.chunks(msg);
       else if (msg.type === 'error' && msg.code === 'unauthorized' && this.owner) this.owner.onError?.(msg);
     };
     ws.onclose = () => {
@@ -306,6 +328,8 @@ export class JobcastClient {
     if (!job || !job.statusUrl || this.state !== 'polling') return;
     let wait = 1000;
     try {
+      // Chunks first, so a terminal snapshot finds them handed over.
+      for (const name of Object.keys(job.next ?? {})) await this.pollStream(job, name);
       const res = await this.fetchImpl(job.statusUrl, { headers: this.authHeaders(job.token) });
       wait = retryAfterMs(res.headers.get('retry-after'), 2000);
       if (res.ok) this.deliver(await res.json());
@@ -314,6 +338,66 @@ export class JobcastClient {
     }
     const still = this.jobs.get(jobId);
     if (still && this.state === 'polling') still.pollTimer = setTimeout(() => this.poll(jobId), wait);
+  }
+
+  /** Reads one stream's pages from its next index while polling. */
+  async pollStream(job, name) {
+    for (let pages = 0; pages < 20; pages += 1) {
+      const url = `${job.statusUrl.replace(/\/$/, '')}/streams/${name}?from=${job.next[name]}`;
+      const res = await this.fetchImpl(url, { headers: this.authHeaders(job.token) });
+      if (!res.ok) return;
+      const page = await res.json();
+      this.chunks({ type: 'chunks', jobId: job.jobId, stream: name, from: page.from, chunks: page.chunks ?? [] });
+      if (!page.chunks?.length || page.complete) return;
+    }
+  }
+
+  /**
+   * One `chunks` message: the chunks past the stream's next index go to its
+   * handler; a message that starts beyond it (a gap) asks for a replay.
+   */
+  chunks(msg) {
+    const job = this.jobs.get(msg.jobId);
+    const handler = job?.streams?.[msg.stream];
+    if (!job || !handler || !Array.isArray(msg.chunks)) return;
+    const next = job.next[msg.stream] ?? 0;
+    if (msg.from > next) {
+      if (job.asked[msg.stream] !== next) {
+        job.asked[msg.stream] = next;
+        this.send({ action: 'replay', jobId: job.jobId, stream: msg.stream, from: next });
+      }
+      return;
+    }
+    const fresh = msg.chunks.slice(next - msg.from);
+    if (fresh.length) {
+      job.next[msg.stream] = next + fresh.length;
+      handler(fresh, next);
+    }
+    if (job.final) this.settle(job);
+  }
+
+  /** Whether every chunk below the final snapshot's lengths was handed over. */
+  caughtUp(job) {
+    const lengths = job.final?.streams ?? {};
+    return Object.keys(job.next ?? {}).every((name) => job.next[name] >= (lengths[name] ?? 0));
+  }
+
+  /** Lets a terminal job go once its streams are complete; asks for what is missing. */
+  settle(job) {
+    if (!this.caughtUp(job)) {
+      const lengths = job.final.streams ?? {};
+      for (const [name, next] of Object.entries(job.next ?? {})) {
+        if (next < (lengths[name] ?? 0) && job.asked[name] !== next) {
+          job.asked[name] = next;
+          this.send({ action: 'replay', jobId: job.jobId, stream: name, from: next });
+        }
+      }
+      return;
+    }
+    clearTimeout(job.pollTimer);
+    this.jobs.delete(job.jobId);
+    if (this.state === 'live') this.send({ action: 'unsubscribe', jobId: job.jobId });
+    if (!this.following()) this.close();
   }
 
   /** @param {string|null|undefined} token a job token, else the access token */
@@ -349,17 +433,15 @@ export class JobcastClient {
     let job = this.jobs.get(snap.jobId);
     if (!job && this.owner) {
       // A job of the owner's, seen for the first time.
-      job = { jobId: snap.jobId, token: null, statusUrl: undefined, onUpdate: this.owner.onUpdate };
+      job = { jobId: snap.jobId, token: null, statusUrl: undefined, onUpdate: this.owner.onUpdate, next: {}, asked: {}, final: null };
       this.jobs.set(snap.jobId, job);
       this.owner.onJob(snap);
     }
     if (!job || !this.tracker.apply(snap)) return;
     job.onUpdate(snap);
     if (isTerminal(snap.status)) {
-      clearTimeout(job.pollTimer);
-      this.jobs.delete(snap.jobId);
-      if (this.state === 'live') this.send({ action: 'unsubscribe', jobId: snap.jobId });
-      if (!this.following()) this.close();
+      job.final = snap;
+      this.settle(job);
     }
   }
 }
@@ -369,10 +451,17 @@ export class JobcastClient {
  * Returns a function that stops watching.
  *
  * @param {{jobId: string, token: string, websocketUrl: string, statusUrl?: string,
- *   onUpdate: (s: Snapshot) => void, onStateChange?: (s: ConnectionState) => void}} opts
+ *   onUpdate: (s: Snapshot) => void, onStateChange?: (s: ConnectionState) => void,
+ *   streams?: Record<string, (chunks: unknown[], from: number) => void>}} opts
  */
 export function watchJob(opts) {
   const client = new JobcastClient({ websocketUrl: opts.websocketUrl, onStateChange: opts.onStateChange });
-  client.follow({ jobId: opts.jobId, token: opts.token, statusUrl: opts.statusUrl, onUpdate: opts.onUpdate });
+  client.follow({
+    jobId: opts.jobId,
+    token: opts.token,
+    statusUrl: opts.statusUrl,
+    onUpdate: opts.onUpdate,
+    streams: opts.streams,
+  });
   return () => client.close();
 }

@@ -68,6 +68,17 @@ async function finalStatus(page, id, timeout = 20000) {
   return job(page, id).getAttribute('data-status');
 }
 
+/** The lines a job's output shows under its bar. */
+async function logLines(page, id) {
+  const text = (await job(page, id).locator('.log').textContent()) ?? '';
+  return text.split('\n').filter((l) => l !== '');
+}
+
+/** What a demo job of `steps` steps logs, each line once, in order. */
+function demoLog(steps) {
+  return [...Array.from({ length: steps }, (_, k) => `step ${k + 1}/${steps}`), 'done'];
+}
+
 function assertNeverBackwards(values, label) {
   for (let i = 1; i < values.length; i++) {
     assert.ok(values[i] >= values[i - 1], `${label}: bar went from ${values[i - 1]} to ${values[i]} (${values})`);
@@ -115,10 +126,15 @@ test('a reload keeps the tab\'s jobs and follows them again', async () => {
   const done = await startJob(page, { steps: 2, stepMs: 10 });
   assert.equal(await finalStatus(page, done), 'succeeded');
   const running = await startJob(page, { steps: 30, stepMs: 100 });
+  await page.waitForFunction((i) => document.querySelector(`li.job[data-job-id="${i}"] .log`).textContent.includes('step 3/30'), running);
   await page.reload();
   assert.equal(await finalStatus(page, done), 'succeeded');
   assert.equal(await finalStatus(page, running), 'succeeded');
   assert.equal(await page.locator('li.job').count(), 2);
+  // The output survives the reload: every line from the start, once.
+  await page.waitForFunction((i) => document.querySelector(`li.job[data-job-id="${i}"] .log`).textContent.includes('done'), running);
+  assert.deepEqual(await logLines(page, running), demoLog(30));
+  assert.deepEqual(await logLines(page, done), demoLog(2));
   assert.deepEqual(errors, []);
   await page.close();
 });
@@ -187,6 +203,9 @@ test('a socket closed by the server (DELETE @connections) reconnects and finishe
   assert.equal(await finalStatus(page, id), 'succeeded');
   assert.equal(await job(page, id).locator('[role=progressbar]').getAttribute('aria-valuenow'), '100');
   assertNeverBackwards(await page.evaluate((i) => window.__aria[i], id), id);
+  // Across the forced reconnect the log resumed where it was: nothing lost, nothing twice.
+  await page.waitForFunction((i) => document.querySelector(`li.job[data-job-id="${i}"] .log`).textContent.includes('done'), id);
+  assert.deepEqual(await logLines(page, id), demoLog(30));
   assert.deepEqual(errors, []);
   await page.close();
 });
@@ -209,6 +228,8 @@ test('with WebSockets unreachable the page polls to the end and says so', async 
   await page.waitForSelector('#connection[data-state=polling]', { timeout: 15000 });
   assert.equal(await finalStatus(page, id, 30000), 'succeeded');
   assert.ok(states.includes('polling'), String(states));
+  // The output came through the streams endpoint while polling.
+  assert.deepEqual(await logLines(page, id), demoLog(4));
   assertNeverBackwards(await page.evaluate((i) => window.__aria[i], id), id);
   // The browser reports each refused WebSocket itself; nothing else may be logged.
   assert.deepEqual(errors.filter((e) => !/WebSocket connection to .* failed/.test(e)), []);

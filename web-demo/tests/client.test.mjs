@@ -76,3 +76,39 @@ test('followOwner connects with the token as a subprotocol and takes in jobs it 
   assert.equal(client.state, 'live');
   client.close();
 });
+
+test('streams: every chunk once and in order, gaps replayed, let go only when complete', () => {
+  const sockets = [];
+  class FakeSocket {
+    constructor() {
+      this.readyState = 0;
+      this.sent = [];
+      sockets.push(this);
+    }
+    send(text) { this.sent.push(JSON.parse(text)); }
+    close() { this.readyState = 3; }
+  }
+  const client = new JobcastClient({ websocketUrl: 'ws://x/dev', WebSocket: FakeSocket });
+  const got = [];
+  client.follow({
+    jobId: 'j', token: 't', onUpdate() {},
+    streams: { log: (chunks, from) => got.push([from, ...chunks]) },
+  });
+  const ws = sockets[0];
+  ws.readyState = 1;
+  ws.onopen();
+  assert.deepEqual(ws.sent[0], { action: 'subscribe', jobId: 'j', token: 't', streams: { log: 0 } });
+  const chunks = (from, list) => ws.onmessage({ data: JSON.stringify({ type: 'chunks', jobId: 'j', stream: 'log', from, chunks: list }) });
+  chunks(0, ['a', 'b']);
+  chunks(1, ['b', 'c']); // overlaps: only c is new
+  chunks(5, ['f']); // a gap: 3 and 4 are missing
+  assert.deepEqual(ws.sent.at(-1), { action: 'replay', jobId: 'j', stream: 'log', from: 3 });
+  chunks(6, ['g']); // still the same gap: asked once
+  assert.equal(ws.sent.filter((m) => m.action === 'replay').length, 1);
+  // The end arrives before the replay: the job is held until it is complete.
+  ws.onmessage({ data: JSON.stringify({ type: 'progress', jobId: 'j', seq: 3, status: 'succeeded', percent: 100, streams: { log: 7 } }) });
+  assert.equal(client.state, 'live', 'not let go with chunks missing');
+  chunks(3, ['d', 'e', 'f', 'g']);
+  assert.deepEqual(got, [[0, 'a', 'b'], [2, 'c'], [3, 'd', 'e', 'f', 'g']]);
+  assert.equal(client.state, 'closed', 'complete: let go');
+});
