@@ -733,6 +733,48 @@ mod rust_client {
     }
 
     #[tokio::test]
+    async fn a_rust_workers_chunks_are_gathered_and_sent_before_the_end() {
+        let inbox = webhook_receiver(vec![200]).await;
+        let srv = http_kind_server(&inbox, |_| {}).await;
+        let created = create(&srv, json!({"kind": "export", "input": {}})).await;
+        job_message(&inbox, 1).await;
+        let body = inbox.got.lock().unwrap()[0].body.clone();
+        let job = quick(Job::from_message(&body).unwrap()).with_chunk_interval(MS(50));
+        job.log("started").await.unwrap();
+        let words: Vec<Value> = (0..40).map(|i| json!(format!("w{i} "))).collect();
+        for w in &words {
+            job.append("tokens", vec![w.clone()]).await.unwrap();
+        }
+        assert!(matches!(
+            job.append("Bad", vec![json!(1)]).await,
+            Err(ReportError::BadChunk(_))
+        ));
+        // Waits out the interval: the timer sends what was gathered.
+        tokio::time::sleep(MS(300)).await;
+        job.append("tokens", vec![json!("last")]).await.unwrap();
+        job.succeed(None, None).await.unwrap();
+        assert_eq!(job.streams()["tokens"], 41);
+        let id = created["jobId"].as_str().unwrap();
+        let page: Value = srv
+            .http
+            .get(srv.url(&format!("/jobs/{id}/streams/tokens")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut want = words.clone();
+        want.push(json!("last"));
+        assert_eq!(page["chunks"], json!(want));
+        assert_eq!(page["complete"], true);
+        assert!(
+            srv.metric("jobcast_worker_updates_total").await <= 3.0,
+            "gathered into a few requests"
+        );
+    }
+
+    #[tokio::test]
     async fn a_rust_worker_runs_a_job_watched_by_a_browser_and_a_webhook() {
         let inbox = webhook_receiver(vec![200]).await;
         let hook = webhook_receiver(vec![200]).await;

@@ -30,6 +30,33 @@ impl Held {
     }
 }
 
+/// Chunks gathered for the job's streams, waiting to go out.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) chunks: std::collections::BTreeMap<String, Vec<Value>>,
+    pub(super) bytes: usize,
+    /// Bumped whenever the chunks are taken, so an earlier timer wakes to
+    /// nothing. A timer is pending exactly while `chunks` is not empty.
+    pub(super) generation: u64,
+}
+
+impl Pending {
+    pub(super) fn take(&mut self) -> Option<Map<String, Value>> {
+        self.generation += 1;
+        self.bytes = 0;
+        if self.chunks.is_empty() {
+            return None;
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        Some(
+            chunks
+                .into_iter()
+                .map(|(k, v)| (k, Value::Array(v)))
+                .collect(),
+        )
+    }
+}
+
 /// One job's connection to jobcast.
 pub(super) struct Core {
     pub(super) job_id: String,
@@ -44,6 +71,9 @@ pub(super) struct Core {
     pub(super) finished: AtomicBool,
     pub(super) last: Mutex<Option<Value>>,
     pub(super) held: Mutex<Held>,
+    pub(super) pending: Mutex<Pending>,
+    /// Each stream's length after the last update that appended to it.
+    pub(super) streams: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Updates of one job go out one at a time, in the order they were made.
     sending: tokio::sync::Mutex<()>,
 }
@@ -61,12 +91,36 @@ impl Core {
             finished: AtomicBool::new(false),
             last: Mutex::new(None),
             held: Mutex::new(Held::default()),
+            pending: Mutex::new(Pending::default()),
+            streams: Mutex::new(Default::default()),
             sending: tokio::sync::Mutex::new(()),
         }
     }
 
     pub(super) fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends the gathered chunks after `after`, unless they were taken
+    /// meanwhile (the generation moved on).
+    pub(super) fn arm_chunks(self: &Arc<Core>, generation: u64, after: std::time::Duration) {
+        let core = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            {
+                let p = core.pending();
+                if p.generation != generation || p.chunks.is_empty() {
+                    return;
+                }
+            }
+            if let Err(e) = core.send(serde_json::json!({})).await {
+                core.held().late = Some(e);
+            }
+        });
     }
 
     /// The error a call must raise before anything else: the job has ended,
@@ -111,6 +165,11 @@ impl Core {
 
     pub(super) async fn send(&self, body: Value) -> Result<Accepted, ReportError> {
         let _turn = self.sending.lock().await;
+        // Gathered chunks go with whatever is sent (before it, on the server).
+        let mut body = body;
+        if let (Some(chunks), Value::Object(map)) = (self.pending().take(), &mut body) {
+            map.insert("append".into(), Value::Object(chunks));
+        }
         let retry = self
             .retry
             .lock()
@@ -129,6 +188,9 @@ impl Core {
                             problem: Value::Null,
                             detail: format!("unreadable answer: {e}"),
                         })?;
+                    if let Ok(mut s) = self.streams.lock() {
+                        s.extend(accepted.streams.iter().map(|(k, v)| (k.clone(), *v)));
+                    }
                     if matches!(
                         accepted.status.as_str(),
                         "succeeded" | "failed" | "cancelled"

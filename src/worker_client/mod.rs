@@ -50,7 +50,15 @@ pub enum ReportError {
     /// jobcast could not be reached after every retry.
     #[error("could not reach jobcast for job {job_id}: {reason}")]
     Unreachable { job_id: String, reason: String },
+    /// A chunk the job's streams cannot take (a bad stream name, too large).
+    #[error("{0}")]
+    BadChunk(String),
 }
+
+/// How long chunks are gathered by default before they go out.
+pub const DEFAULT_CHUNK_INTERVAL: Duration = Duration::from_millis(100);
+/// Gathered chunks of this many bytes go out at once.
+const APPEND_SEND_BYTES: usize = 48 * 1024;
 
 impl ReportError {
     /// True when the job ended because its client cancelled it.
@@ -66,6 +74,9 @@ pub struct Accepted {
     pub job_id: String,
     pub seq: u64,
     pub status: String,
+    /// With chunks: each of their streams' length after them.
+    #[serde(default)]
+    pub streams: std::collections::BTreeMap<String, u64>,
 }
 
 /// How hard a job tries to get an update through.
@@ -121,6 +132,8 @@ pub struct Job {
     pub update_url: String,
     /// Shortest time between two progress updates sent (zero: every call).
     pub min_interval: Duration,
+    /// How long chunks are gathered before they go out (zero: each call sends).
+    pub chunk_interval: Duration,
     core: Arc<Core>,
 }
 
@@ -176,6 +189,7 @@ impl Job {
             core: Arc::new(Core::new(m.job_id, m.update_url.clone(), m.worker_token)),
             update_url: m.update_url,
             min_interval: Duration::ZERO,
+            chunk_interval: DEFAULT_CHUNK_INTERVAL,
         })
     }
 
@@ -212,6 +226,75 @@ impl Job {
     pub fn with_min_interval(mut self, interval: Duration) -> Job {
         self.min_interval = interval;
         self
+    }
+
+    /// Gathers chunks for `interval` before sending them (default 100 ms).
+    pub fn with_chunk_interval(mut self, interval: Duration) -> Job {
+        self.chunk_interval = interval;
+        self
+    }
+
+    /// Adds chunks (any JSON) to one of the job's streams. They go out
+    /// within the chunk interval (from a task on the tokio runtime), with
+    /// the next update if one is sent first, and always before the job
+    /// ends. A bad stream name, or a chunk over 64 KiB, is refused here.
+    pub async fn append(&self, stream: &str, chunks: Vec<Value>) -> Result<(), ReportError> {
+        if !crate::store::streams::valid_name(stream) {
+            return Err(ReportError::BadChunk(format!(
+                "'{stream}' is not a stream name: [a-z][a-z0-9_-]{{0,31}}"
+            )));
+        }
+        let max = crate::store::streams::MAX_APPEND_BYTES;
+        let mut send_now = false;
+        let mut arm = None;
+        for chunk in chunks {
+            let size = crate::store::streams::chunk_bytes(&chunk) as usize;
+            if size > max {
+                return Err(ReportError::BadChunk(format!(
+                    "a chunk is at most {max} bytes of JSON, this one {size}"
+                )));
+            }
+            let full = {
+                let mut held = self.core.held();
+                if let Some(e) = self.core.late_error(&mut held) {
+                    return Err(e);
+                }
+                let p = self.core.pending();
+                p.bytes + size > max
+            };
+            if full {
+                self.core.send(json!({})).await?;
+            }
+            let mut p = self.core.pending();
+            let first = p.chunks.is_empty();
+            p.chunks.entry(stream.to_string()).or_default().push(chunk);
+            p.bytes += size;
+            if p.bytes >= APPEND_SEND_BYTES || self.chunk_interval.is_zero() {
+                send_now = true;
+            } else if first {
+                arm = Some(p.generation);
+            }
+        }
+        if send_now {
+            self.core.send(json!({})).await?;
+        } else if let Some(generation) = arm {
+            self.core.arm_chunks(generation, self.chunk_interval);
+        }
+        Ok(())
+    }
+
+    /// Adds one line to the job's `log` stream.
+    pub async fn log(&self, line: impl Into<String>) -> Result<(), ReportError> {
+        self.append("log", vec![Value::String(line.into())]).await
+    }
+
+    /// Each stream's length after the last update that appended to it.
+    pub fn streams(&self) -> std::collections::BTreeMap<String, u64> {
+        self.core
+            .streams
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Reports progress (the job becomes `running`). An omitted message is
@@ -259,7 +342,8 @@ impl Job {
         self.core.send(Value::Object(body)).await.map(Some)
     }
 
-    /// Sends held progress now; `None` when nothing is held.
+    /// Sends held progress and gathered chunks now; `None` when nothing is
+    /// held.
     pub async fn flush(&self) -> Result<Option<Accepted>, ReportError> {
         let body = {
             let mut held = self.core.held();
@@ -274,6 +358,9 @@ impl Job {
         };
         match body {
             Some(b) => self.core.send(Value::Object(b)).await.map(Some),
+            None if !self.core.pending().chunks.is_empty() => {
+                self.core.send(json!({})).await.map(Some)
+            }
             None => Ok(None),
         }
     }
