@@ -421,6 +421,10 @@ async fn main() -> ExitCode {
             init_cli_tracing();
             jobcast::bench::commands::updates(args).await
         }
+        Some(Command::Bench(BenchCommand::Chunks(args))) => {
+            init_cli_tracing();
+            jobcast::bench::commands::chunks(args).await
+        }
         Some(Command::Bench(BenchCommand::Cost(args))) => {
             init_cli_tracing();
             jobcast::bench::commands::cost(args).await

@@ -16,6 +16,9 @@ pub enum BenchCommand {
     /// Load the worker API of a running serve: updates/s through
     /// POST /jobs/{id}/updates and the time from an update to the browser.
     Updates(crate::bench::updates::UpdatesOptions),
+    /// Load streams of a running serve: workers appending chunks through
+    /// the Rust library, one client per job following the stream.
+    Chunks(crate::bench::chunks::ChunksOptions),
     /// What a job costs in AWS: DynamoDB units (DynamoDB Local), Lambda
     /// invocations and time, API Gateway requests and messages, priced.
     Cost(CostOptions),

@@ -56,6 +56,20 @@ pub async fn updates(mut opts: UpdatesOptions) -> Result<(), String> {
     Ok(())
 }
 
+pub async fn chunks(mut opts: crate::bench::chunks::ChunksOptions) -> Result<(), String> {
+    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
+    let r = crate::bench::chunks::run(opts).await?;
+    write_json(&r, None)?;
+    eprintln!("{r}");
+    if r.missing > 0 {
+        return Err(format!(
+            "{} appended chunks never reached their client",
+            r.missing
+        ));
+    }
+    Ok(())
+}
+
 pub async fn soak(args: SoakArgs) -> Result<(), String> {
     let mut opts = args.soak;
     opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();

@@ -13,6 +13,7 @@
 //!   to the WebSocket client.
 
 pub mod args;
+pub mod chunks;
 pub mod commands;
 pub mod cost;
 pub mod fanout;

@@ -62,7 +62,10 @@ pub struct UpdatesReport {
 }
 
 /// Takes the job messages the serve posts, answering 200.
-async fn receive_messages(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Value>) {
+pub(super) async fn receive_messages(
+    listener: tokio::net::TcpListener,
+    tx: mpsc::UnboundedSender<Value>,
+) {
     use http_body_util::BodyExt;
     while let Ok((stream, _)) = listener.accept().await {
         let tx = tx.clone();
@@ -88,19 +91,31 @@ async fn receive_messages(listener: tokio::net::TcpListener, tx: mpsc::Unbounded
     }
 }
 
-struct Started {
-    job_id: String,
-    websocket_url: String,
+pub(super) struct Started {
+    pub(super) job_id: String,
+    pub(super) websocket_url: String,
+    pub(super) token: String,
 }
 
-async fn start_job(
+pub(super) async fn start_job(
     http: &reqwest::Client,
     o: &UpdatesOptions,
     n: usize,
 ) -> Result<Started, String> {
+    start_kind_job(http, &o.jobs_url, &o.kind, o.receiver, n).await
+}
+
+/// Starts one job of `kind` at `jobs_url`, whose serve hands it to `receiver`.
+pub(super) async fn start_kind_job(
+    http: &reqwest::Client,
+    jobs_url: &str,
+    kind: &str,
+    receiver: SocketAddr,
+    n: usize,
+) -> Result<Started, String> {
     let res = http
-        .post(format!("{}/jobs", o.jobs_url))
-        .json(&json!({"kind": o.kind, "input": {"n": n}}))
+        .post(format!("{jobs_url}/jobs"))
+        .json(&json!({"kind": kind, "input": {"n": n}}))
         .send()
         .await
         .map_err(|e| format!("POST /jobs: {e}"))?;
@@ -112,8 +127,7 @@ async fn start_job(
             .is_some_and(|d| d.contains("unknown job kind"))
     {
         return Err(format!(
-            "the serve does not accept kind '{}': start it with JOBCAST_WEBHOOK_SECRET set and --kind {}=http://{}/",
-            o.kind, o.kind, o.receiver
+            "the serve does not accept kind '{kind}': start it with JOBCAST_WEBHOOK_SECRET set and --kind {kind}=http://{receiver}/"
         ));
     }
     if status != 202 {
@@ -128,6 +142,7 @@ async fn start_job(
     Ok(Started {
         job_id: field("jobId")?,
         websocket_url: field("websocketUrl")?,
+        token: field("token")?,
     })
 }
 
@@ -282,7 +297,7 @@ impl std::fmt::Display for UpdatesReport {
 }
 
 /// Waits up to 30 s for the job message of each of `jobs` jobs; keyed by job id.
-async fn collect_messages(
+pub(super) async fn collect_messages(
     rx: &mut mpsc::UnboundedReceiver<Value>,
     jobs: usize,
 ) -> Result<HashMap<String, Value>, String> {
