@@ -108,6 +108,7 @@ if [ $quick = 1 ]; then
   "$bin" bench cost --subscribers 1,10 --updates 5 --samples 2 --json-out "$out/cost.json" >"$out/cost.md"
   "$bin" bench cost --subscribers 10 --updates 8 --update-interval 100ms --samples 2 \
     --coalesce 500ms >"$out/cost-coalesce-500ms.md"
+  "$bin" bench cost --subscribers 1 --updates 5 --chunks-per-update 5 --samples 2 >"$out/cost-stream.md"
   "$bin" bench fanout --subscribers 100 --rounds 2 --push http --management-latency 10ms --json >"$out/fanout-latency.jsonl"
 else
   "$bin" bench cost --subscribers 1,10,1000 --updates 100 --json-out "$out/cost.json" >"$out/cost.md"
@@ -119,6 +120,13 @@ else
   for window in 0 500ms; do
     "$bin" bench cost --subscribers 10 --updates 100 --update-interval 100ms --samples 5 \
       --coalesce "$window" --json-out "$out/cost-coalesce-$window.json" >"$out/cost-coalesce-$window.md"
+  done
+  # A model's answer: 1,000 tokens at 50 a second, gathered 5 to an append
+  # (the libraries' 100 ms), watched by 1 and 10; with and without coalescing.
+  for window in 0 500ms; do
+    "$bin" bench cost --subscribers 1,10 --updates 200 --chunks-per-update 5 --update-interval 100ms \
+      --connection-minutes 0.34 --samples 5 --coalesce "$window" \
+      --json-out "$out/cost-stream-$window.json" >"$out/cost-stream-$window.md"
   done
   : >"$out/fanout-latency.jsonl"
   for latency in 0 10ms 30ms; do

@@ -122,6 +122,34 @@ fn serves_and_exits_cleanly_on_sigterm() {
 }
 
 #[test]
+fn bench_chunks_streams_through_a_serve_and_loses_nothing() {
+    let (port, receiver) = (free_port(), free_port());
+    let child = jobcast()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kind", &format!("bench=http://127.0.0.1:{receiver}/")])
+        .env("JOBCAST_WEBHOOK_SECRET", "bench-chunks-secret-0123456789")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Process::new(child);
+    wait_listening(port);
+    let out = jobcast()
+        .args(["bench", "chunks", "--jobs", "3", "--rate", "40", "--seconds", "1"])
+        .args(["--jobs-url", &format!("http://127.0.0.1:{port}")])
+        .args(["--receiver", &format!("127.0.0.1:{receiver}")])
+        .output()
+        .unwrap();
+    child.terminate();
+    child.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["chunks"], 120);
+    assert_eq!(r["missing"], 0);
+    assert!(r["chunkToClient"]["p50Ms"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[test]
 fn bench_fanout_runs_and_loses_nothing() {
     for push in ["in-process", "http"] {
         let out = jobcast()

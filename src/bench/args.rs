@@ -110,6 +110,11 @@ pub struct CostOptions {
     /// `$connect`/`$disconnect` handler calls timed per case.
     #[arg(long, default_value = "20", value_parser = parse_positive::<usize>)]
     pub samples: usize,
+    /// Stream output instead of reporting progress: each update appends
+    /// this many chunks to the job's `tokens` stream (and no seq; the last
+    /// one ends the job), and the subscribers ask for that stream. 0: off.
+    #[arg(long, default_value = "0")]
+    pub chunks_per_update: usize,
     /// Write the JSON result here.
     #[arg(long)]
     pub json_out: Option<std::path::PathBuf>,

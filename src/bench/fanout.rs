@@ -107,7 +107,7 @@ pub async fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
     let token = tokens.issue(&job_id, now.timestamp());
     let url = format!("ws://{addr}/dev?jobId={job_id}&token={token}");
     let connect_started = Instant::now();
-    let audience = Audience::connect(&url, subscribers).await?;
+    let audience = Audience::connect(&url, subscribers, None).await?;
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
     let publisher = match args.push {
@@ -227,13 +227,22 @@ pub(crate) struct Audience {
 }
 
 impl Audience {
-    /// Connects `size` subscribers to `url`, 64 handshakes at a time.
-    pub(crate) async fn connect(url: &str, size: usize) -> Result<Self, String> {
+    /// Connects `size` subscribers to `url`, 64 handshakes at a time; each
+    /// sends `hello` first when given (a `subscribe` asking for streams).
+    /// Progress and chunk messages are counted.
+    pub(crate) async fn connect(
+        url: &str,
+        size: usize,
+        hello: Option<&str>,
+    ) -> Result<Self, String> {
         let sockets: Vec<_> = futures_util::stream::iter(0..size)
             .map(|_| async move {
-                tokio_tungstenite::connect_async(url)
-                    .await
-                    .map(|(ws, _)| ws)
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+                if let Some(text) = hello {
+                    futures_util::SinkExt::send(&mut ws, Message::Text(text.to_string().into()))
+                        .await?;
+                }
+                Ok::<_, tokio_tungstenite::tungstenite::Error>(ws)
             })
             .buffer_unordered(64)
             .collect()
@@ -248,7 +257,8 @@ impl Audience {
             readers.push(tokio::spawn(async move {
                 while let Some(Ok(m)) = ws.next().await {
                     if let Message::Text(t) = m
-                        && t.as_str().contains(r#""type":"progress""#)
+                        && (t.as_str().contains(r#""type":"progress""#)
+                            || t.as_str().contains(r#""type":"chunks""#))
                         && received.fetch_add(1, Ordering::AcqRel) + 1 == size
                     {
                         all_in.notify_one();

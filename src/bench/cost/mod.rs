@@ -60,6 +60,13 @@ pub struct CostCase {
     /// The whole job (create, S connects and disconnects, N updates,
     /// connection minutes) divided by its N updates.
     pub per_update_with_job: Dollars,
+    /// Chunks each update appended (0: progress updates).
+    pub chunks_per_update: usize,
+    /// Streaming: dollars per million chunks appended, each delivered to
+    /// every one of the S subscribers.
+    pub per_million_chunks: Option<f64>,
+    /// The whole job, in dollars.
+    pub job_total: f64,
 }
 
 /// The run: every case, the latency and the prices used.
@@ -302,13 +309,23 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
 
     let (create, job_id) = create_job(&deps, &meter).await?;
     let token = tokens.issue(&job_id, chrono::Utc::now().timestamp());
-    let audience =
-        Audience::connect(&format!("ws://{addr}/dev?jobId={job_id}&token={token}"), s).await?;
+    let streaming = opts.chunks_per_update > 0;
+    let hello = streaming.then(|| {
+        serde_json::json!({"action": "subscribe", "jobId": job_id, "token": token, "streams": {"tokens": 0}})
+            .to_string()
+    });
+    let url = format!("ws://{addr}/dev?jobId={job_id}&token={token}");
+    let audience = Audience::connect(&url, s, hello.as_deref()).await?;
+    if streaming {
+        // Each subscriber's `subscribe` is answered with the snapshot.
+        audience.wait_for(s, Duration::from_secs(10)).await;
+        audience.received.store(0, Ordering::Release);
+    }
 
     let update = updates(opts, &deps, &meter, &tokens, &job_id, &sweeper).await?;
     let flushes = update.flush_invocations as u64;
     // Coalesced, the messages are what the publishers posted.
-    let expected = match opts.coalesce.is_zero() {
+    let expected = match opts.coalesce.is_zero() && !streaming {
         true => (s * opts.updates) as u64,
         false => deps
             .publisher
@@ -338,9 +355,15 @@ async fn case(opts: &CostOptions, s: usize) -> Result<CostCase, String> {
     let per_update_with_job = job
         .dollars(s, opts, &US_EAST_1)
         .scaled(1.0 / opts.updates as f64);
+    let chunks = opts.chunks_per_update;
+    let per_million_chunks = (chunks > 0).then(|| per_update.total() / chunks as f64 * 1e6);
+    let job_total = per_update_with_job.total() * opts.updates as f64;
     Ok(CostCase {
         subscribers: s,
         updates: opts.updates,
+        chunks_per_update: chunks,
+        per_million_chunks,
+        job_total,
         create,
         update: one,
         connect,
@@ -373,7 +396,13 @@ async fn updates(
         if i > 1 && !opts.update_interval.is_zero() {
             tokio::time::sleep(opts.update_interval).await;
         }
-        let body = if i == n {
+        let k = opts.chunks_per_update;
+        let chunks: Vec<String> = (0..k).map(|c| format!(" tok{}", (i - 1) * k + c)).collect();
+        let body = if k > 0 && i == n {
+            serde_json::json!({"status": "succeeded", "append": {"tokens": chunks}})
+        } else if k > 0 {
+            serde_json::json!({"append": {"tokens": chunks}})
+        } else if i == n {
             serde_json::json!({"status": "succeeded", "result": {"rows": n}})
         } else {
             serde_json::json!({"status": "running", "percent": i as f64 * 100.0 / n as f64,

@@ -101,6 +101,34 @@ fn coalescing(out: &mut Formatter<'_>, r: &CostReport) -> fmt::Result {
     )
 }
 
+/// With `--chunks-per-update`: what a million chunks and the whole job cost.
+fn streaming(out: &mut Formatter<'_>, r: &CostReport) -> fmt::Result {
+    let Some(first) = r.cases.first().filter(|c| c.chunks_per_update > 0) else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "\nStreaming: each update appended {} chunks to `tokens` ({} chunks in the job):\n",
+        first.chunks_per_update,
+        first.chunks_per_update * first.updates
+    )?;
+    writeln!(
+        out,
+        "| subscribers | $ per million chunks (each to every subscriber) | the whole job |"
+    )?;
+    writeln!(out, "|---|---|---|")?;
+    for c in &r.cases {
+        writeln!(
+            out,
+            "| {} | ${:.2} | ${:.6} |",
+            c.subscribers,
+            c.per_million_chunks.unwrap_or(0.0),
+            c.job_total
+        )?;
+    }
+    Ok(())
+}
+
 impl Display for CostReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let n = self.cases.first().map(|c| c.updates).unwrap_or(0);
@@ -151,6 +179,7 @@ impl Display for CostReport {
             )?;
         }
         other_door(f, self)?;
+        streaming(f, self)?;
         if let Some(c) = self.cases.first() {
             writeln!(
                 f,
