@@ -217,6 +217,7 @@ mod tests {
             coalesce: std::time::Duration::ZERO,
             connection_minutes: 1.0,
             samples: 1,
+            chunks_per_update: 0,
             json_out: None,
         };
         let (create, updates, connect) = (step(1, 1.0), step(4, 4.0), step(1, 3.0));
