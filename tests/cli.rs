@@ -135,14 +135,27 @@ fn bench_chunks_streams_through_a_serve_and_loses_nothing() {
     let mut child = Process::new(child);
     wait_listening(port);
     let out = jobcast()
-        .args(["bench", "chunks", "--jobs", "3", "--rate", "40", "--seconds", "1"])
+        .args([
+            "bench",
+            "chunks",
+            "--jobs",
+            "3",
+            "--rate",
+            "40",
+            "--seconds",
+            "1",
+        ])
         .args(["--jobs-url", &format!("http://127.0.0.1:{port}")])
         .args(["--receiver", &format!("127.0.0.1:{receiver}")])
         .output()
         .unwrap();
     child.terminate();
     child.wait();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["chunks"], 120);
     assert_eq!(r["missing"], 0);

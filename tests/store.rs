@@ -884,7 +884,8 @@ async fn streams_suite(store: Arc<dyn Store>) {
             .append_chunks(
                 &id,
                 &[StreamAppend::new("log", vec![json!("x")])],
-                Utc::now()
+                Utc::now(),
+                None
             )
             .await,
         Err(StoreError::NotFound(_))
@@ -911,6 +912,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 StreamAppend::new("tokens", vec![json!("Hel"), json!("lo")]),
             ],
             Utc::now(),
+            None,
         )
         .await
         .unwrap();
@@ -924,6 +926,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("log", lines(3 * n, 3))],
                 Utc::now(),
+                None,
             )
             .await
             .unwrap();
@@ -965,13 +968,13 @@ async fn streams_suite(store: Arc<dyn Store>) {
         .map(|i| StreamAppend::new(format!("s{i}"), vec![json!(i)]))
         .collect();
     assert!(matches!(
-        store.append_chunks(&id, &many, Utc::now()).await,
+        store.append_chunks(&id, &many, Utc::now(), None).await,
         Err(StoreError::TooManyStreams { limit: 8, .. })
     ));
     let job = store.get_job(&id).await.unwrap().unwrap();
     assert_eq!(job.snapshot.streams.len(), 2, "nothing of a refused append");
     store
-        .append_chunks(&id, &many[..MAX_STREAMS - 2], Utc::now())
+        .append_chunks(&id, &many[..MAX_STREAMS - 2], Utc::now(), None)
         .await
         .unwrap();
     let zeros = vec![json!(0); (MAX_STREAM_CHUNKS - 15) as usize];
@@ -979,7 +982,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
         StreamAppend::new("tokens", vec![json!("!")]),
         StreamAppend::new("log", [zeros.clone(), vec![json!(0)]].concat()),
     ];
-    match store.append_chunks(&id, &full, Utc::now()).await {
+    match store.append_chunks(&id, &full, Utc::now(), None).await {
         Err(StoreError::StreamFull { stream, limit, .. }) => {
             assert_eq!((stream.as_str(), limit), ("log", MAX_STREAM_CHUNKS))
         }
@@ -992,7 +995,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
     );
     // Exactly the limit is accepted.
     let out = store
-        .append_chunks(&id, &[StreamAppend::new("log", zeros)], Utc::now())
+        .append_chunks(&id, &[StreamAppend::new("log", zeros)], Utc::now(), None)
         .await
         .unwrap();
     assert_eq!(out.lengths["log"], MAX_STREAM_CHUNKS);
@@ -1014,6 +1017,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("tokens", vec![big.clone()])],
                 Utc::now(),
+                None,
             )
             .await
             .unwrap();
@@ -1023,6 +1027,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
             &id,
             &[StreamAppend::new("tokens", vec![big.clone()])],
             Utc::now(),
+            None,
         )
         .await
     {
@@ -1037,7 +1042,12 @@ async fn streams_suite(store: Arc<dyn Store>) {
         .unwrap();
     assert!(matches!(
         store
-            .append_chunks(&id, &[StreamAppend::new("log", vec![json!(1)])], Utc::now())
+            .append_chunks(
+                &id,
+                &[StreamAppend::new("log", vec![json!(1)])],
+                Utc::now(),
+                None
+            )
             .await,
         Err(StoreError::Terminal { .. })
     ));
@@ -1046,6 +1056,38 @@ async fn streams_suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(page.chunks, vec![json!("Hel"), json!("lo")]);
+
+    // An append that is a worker's report sets its deadline in the same write.
+    let r = format!("{id}-reported");
+    store.create_job(worker_job(&r)).await.unwrap();
+    let at = Utc::now().timestamp() + 100;
+    let out = store
+        .append_chunks(
+            &r,
+            &[StreamAppend::new("log", vec![json!(1)])],
+            Utc::now(),
+            Some(Some(at)),
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.job.deadline, out.job.worker_seen), (Some(at), true));
+    let j = store.get_job(&r).await.unwrap().unwrap();
+    assert_eq!(
+        (j.deadline, j.worker_seen, j.snapshot.seq),
+        (Some(at), true, 1)
+    );
+    assert!(store.lost_jobs(at, 100).await.unwrap().contains(&r));
+    let out = store
+        .append_chunks(
+            &r,
+            &[StreamAppend::new("log", vec![json!(2)])],
+            Utc::now(),
+            Some(None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.job.deadline, None);
+    assert_eq!(store.get_job(&r).await.unwrap().unwrap().deadline, None);
 
     // Concurrent appends from several tasks: every chunk once, no gap, each
     // task's chunks in its own order.
@@ -1058,7 +1100,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
             for k in 0..8 {
                 let chunks = vec![json!([t, k, 0]), json!([t, k, 1])];
                 store
-                    .append_chunks(&c, &[StreamAppend::new("log", chunks)], Utc::now())
+                    .append_chunks(&c, &[StreamAppend::new("log", chunks)], Utc::now(), None)
                     .await
                     .unwrap();
             }

@@ -244,7 +244,7 @@ async fn demo_log(publisher: &Publisher, job_id: &str, line: String) {
         "log",
         vec![Value::String(line)],
     )];
-    if let Err(e) = publisher.append(job_id, &append).await
+    if let Err(e) = publisher.append(job_id, &append, None).await
         && !matches!(e, StoreError::Terminal { .. })
     {
         tracing::warn!(job_id, error = %e, "could not append to the demo job's log");

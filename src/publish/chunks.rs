@@ -47,14 +47,17 @@ pub fn chunk_payloads(job_id: &str, stream: &str, from: u64, chunks: &[Value]) -
 
 impl Publisher {
     /// Appends chunks to a job's streams (all or none) and pushes them.
+    /// With `reported`, the append is also the worker's report (see
+    /// [`crate::store::Store::append_chunks`]).
     pub async fn append(
         &self,
         job_id: &str,
         appends: &[crate::store::streams::StreamAppend],
+        reported: Option<Option<i64>>,
     ) -> Result<crate::store::streams::AppendOutcome, crate::store::StoreError> {
         let out = self
             .store
-            .append_chunks(job_id, appends, chrono::Utc::now())
+            .append_chunks(job_id, appends, chrono::Utc::now(), reported)
             .await?;
         self.push_chunks(job_id, &out.appended).await;
         Ok(out)

@@ -321,6 +321,7 @@ impl Store for MemoryStore {
         job_id: &str,
         appends: &[StreamAppend],
         _now: DateTime<Utc>,
+        reported: Option<Option<i64>>,
     ) -> Result<AppendOutcome, StoreError> {
         // The job's entry stays locked for the whole append: appends to one
         // job are one after another.
@@ -334,7 +335,7 @@ impl Store for MemoryStore {
             })
             .collect();
         let planned = streams::plan(job_id, &job.snapshot.streams, &bytes, appends)?;
-        let mut outcome = AppendOutcome::default();
+        let mut appended = Vec::with_capacity(appends.len());
         for (a, (from, _)) in appends.iter().zip(planned) {
             let mut entry = self.chunks.entry(key(&a.stream)).or_default();
             entry.0.extend(a.chunks.iter().cloned());
@@ -342,14 +343,21 @@ impl Store for MemoryStore {
             job.snapshot
                 .streams
                 .insert(a.stream.clone(), entry.0.len() as u64);
-            outcome.appended.push(Appended {
+            appended.push(Appended {
                 stream: a.stream.clone(),
                 from,
                 chunks: a.chunks.clone(),
             });
         }
-        outcome.lengths = job.snapshot.streams.clone();
-        Ok(outcome)
+        if let Some(deadline) = reported {
+            job.deadline = deadline;
+            job.worker_seen = true;
+        }
+        Ok(AppendOutcome {
+            appended,
+            lengths: job.snapshot.streams.clone(),
+            job: job.clone(),
+        })
     }
 
     async fn read_chunks(

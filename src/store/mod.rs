@@ -356,11 +356,16 @@ pub trait Store: Send + Sync + 'static {
     /// index and leave no gap. Refused as a whole, nothing written, for an
     /// unknown job (`NotFound`), an ended one (`Terminal`), too many streams
     /// (`TooManyStreams`) or a stream past its limits (`StreamFull`).
+    ///
+    /// With `reported`, the append is also the worker's report, in the same
+    /// write: the worker counts as seen and the job's deadline becomes the
+    /// given one (none: liveness is off), as a heartbeat would set it.
     async fn append_chunks(
         &self,
         job_id: &str,
         appends: &[streams::StreamAppend],
         now: DateTime<Utc>,
+        reported: Option<Option<i64>>,
     ) -> Result<streams::AppendOutcome, StoreError>;
     /// Up to `limit` chunks of `stream` from index `from`, stopping before
     /// `max_bytes` (at least one chunk when there is one); an empty page

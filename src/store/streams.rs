@@ -59,10 +59,12 @@ pub struct Appended {
 
 /// What an append did: where each stream's chunks landed, and every
 /// stream's length after it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AppendOutcome {
     pub appended: Vec<Appended>,
     pub lengths: BTreeMap<String, u64>,
+    /// The job after the append (its seq and status are what they were).
+    pub job: super::JobRecord,
 }
 
 /// A range of one stream, read from `from`: `next` is the index to ask

@@ -266,21 +266,28 @@ async fn report(
     deadline: Option<i64>,
 ) -> Result<(JobRecord, Option<BTreeMap<String, u64>>), StoreError> {
     let mut lengths = None;
+    let mut appended_job = None;
     if !parsed.append.is_empty() {
         // An update that would be refused must not leave its chunks behind.
         if let Some(u) = &parsed.update {
             check_percent(deps, id, u).await?;
         }
-        let out = deps.publisher.append(id, &parsed.append).await?;
+        // Alone, the append is also the worker's report, in the same write.
+        let reported = parsed.update.is_none().then_some(deadline);
+        let out = deps.publisher.append(id, &parsed.append, reported).await?;
         lengths = Some(
             out.lengths
                 .into_iter()
                 .filter(|(name, _)| parsed.append.iter().any(|a| &a.stream == name))
                 .collect(),
         );
+        appended_job = Some(out.job);
     }
     let job = match parsed.update {
-        None => deps.store().heartbeat(id, deadline).await?,
+        None => match appended_job {
+            Some(job) => job,
+            None => deps.store().heartbeat(id, deadline).await?,
+        },
         Some(mut u) => {
             u.liveness = match deadline {
                 Some(d) => Liveness::Refresh(d),

@@ -417,8 +417,9 @@ impl Store for DynamoStore {
         job_id: &str,
         appends: &[crate::store::streams::StreamAppend],
         now: DateTime<Utc>,
+        reported: Option<Option<i64>>,
     ) -> Result<crate::store::streams::AppendOutcome, StoreError> {
-        self.append(job_id, appends, now).await
+        self.append(job_id, appends, now, reported).await
     }
 
     async fn read_chunks(

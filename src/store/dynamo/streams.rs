@@ -36,6 +36,7 @@ impl DynamoStore {
         job_id: &str,
         appends: &[StreamAppend],
         now: DateTime<Utc>,
+        reported: Option<Option<i64>>,
     ) -> Result<AppendOutcome, StoreError> {
         for attempt in 0..APPEND_ATTEMPTS {
             if attempt > 0 {
@@ -49,18 +50,18 @@ impl DynamoStore {
             let Some(item) = self.get_item(job_key(job_id)).await? else {
                 return Err(StoreError::NotFound(job_id.to_string()));
             };
-            let job = job_from_item(&item)?;
+            let mut job = job_from_item(&item)?;
             if job.snapshot.status.is_terminal() {
                 return Err(StoreError::Terminal {
                     job_id: job_id.to_string(),
                     status: job.snapshot.status,
                 });
             }
-            let mut lengths = job.snapshot.streams;
+            let mut lengths = job.snapshot.streams.clone();
             let mut bytes = number_map(&item, "streamBytes");
             let version: u64 = get_n(&item, "chunkVersion").unwrap_or(0);
             let planned = streams::plan(job_id, &lengths, &bytes, appends)?;
-            let mut outcome = AppendOutcome::default();
+            let mut appended = Vec::with_capacity(appends.len());
             let mut writes = Vec::with_capacity(appends.len() + 1);
             for (a, (from, size)) in appends.iter().zip(planned) {
                 let total = from + a.chunks.len() as u64;
@@ -77,7 +78,7 @@ impl DynamoStore {
                     .build()
                     .map_err(request_error)?;
                 writes.push(TransactWriteItem::builder().put(put).build());
-                outcome.appended.push(Appended {
+                appended.push(Appended {
                     stream: a.stream.clone(),
                     from,
                     chunks: a.chunks.clone(),
@@ -86,14 +87,20 @@ impl DynamoStore {
             let seen = if version == 0 {
                 "attribute_not_exists(chunkVersion)"
             } else {
-                "chunkVersion = :seen"
+                "chunkVersion = :version"
+            };
+            // The worker's report rides on the same write.
+            let liveness = match reported {
+                None => "",
+                Some(Some(_)) => ", GSI2PK = :live, GSI2SK = :deadline, workerSeen = :seen",
+                Some(None) => ", workerSeen = :seen REMOVE GSI2PK, GSI2SK",
             };
             let mut update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(HashMap::from(job_key(job_id))))
-                .update_expression(
-                    "SET #streams = :lengths, streamBytes = :bytes, chunkVersion = :next",
-                )
+                .update_expression(format!(
+                    "SET #streams = :lengths, streamBytes = :bytes, chunkVersion = :next{liveness}"
+                ))
                 .condition_expression(format!(
                     "attribute_exists(PK) AND {TERMINAL_CONDITION} AND {seen}"
                 ))
@@ -103,7 +110,15 @@ impl DynamoStore {
                 .expression_attribute_values(":bytes", number_attr_map(&bytes))
                 .expression_attribute_values(":next", n(version + 1));
             if version > 0 {
-                update = update.expression_attribute_values(":seen", n(version));
+                update = update.expression_attribute_values(":version", n(version));
+            }
+            if let Some(deadline) = reported {
+                update = update.expression_attribute_values(":seen", AttributeValue::Bool(true));
+                if let Some(d) = deadline {
+                    update = update
+                        .expression_attribute_values(":live", s(live_shard(job_id)))
+                        .expression_attribute_values(":deadline", s(deadline_key(d)));
+                }
             }
             for (k, v) in terminal_values() {
                 update = update.expression_attribute_values(k, v);
@@ -121,8 +136,16 @@ impl DynamoStore {
                 .await
             {
                 Ok(_) => {
-                    outcome.lengths = lengths;
-                    return Ok(outcome);
+                    job.snapshot.streams = lengths.clone();
+                    if let Some(deadline) = reported {
+                        job.deadline = deadline;
+                        job.worker_seen = true;
+                    }
+                    return Ok(AppendOutcome {
+                        appended,
+                        lengths,
+                        job,
+                    });
                 }
                 // Another append (or the job's end) came first: read again.
                 Err(e)
