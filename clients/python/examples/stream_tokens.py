@@ -7,8 +7,12 @@ and start a job with {"kind": "answer", "input": {"prompt": "..."}}.
 """
 import sys
 import time
+from pathlib import Path
 
-from jobcast_worker import Job, JobEnded
+# Runs from a checkout without installing the library first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobcast_worker import Job, JobEnded  # noqa: E402
 
 ANSWER = (
     "Long jobs outlive the request that starts them: API Gateway cuts every "
