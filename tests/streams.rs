@@ -339,15 +339,7 @@ async fn the_demo_kind_logs_each_step() {
     );
     assert_eq!(last["streams"], json!({"log": 4}));
     let id = job["jobId"].as_str().unwrap();
-    let p: Value = srv
-        .http
-        .get(srv.url(&format!("/jobs/{id}/streams/log")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p = srv.stream_page(id, "log").await;
     assert_eq!(
         p["chunks"],
         json!(["step 1/3", "step 2/3", "step 3/3", "done"])

@@ -755,15 +755,7 @@ mod rust_client {
         job.succeed(None, None).await.unwrap();
         assert_eq!(job.streams()["tokens"], 41);
         let id = created["jobId"].as_str().unwrap();
-        let page: Value = srv
-            .http
-            .get(srv.url(&format!("/jobs/{id}/streams/tokens")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = srv.stream_page(id, "tokens").await;
         let mut want = words.clone();
         want.push(json!("last"));
         assert_eq!(page["chunks"], json!(want));

@@ -9,8 +9,7 @@
 //! `JOBCAST_WEBHOOK_SECRET=… jobcast serve --kind bench=http://127.0.0.1:8099/`.
 
 use super::load::{Latency, cpu_micros_per, cpu_seconds};
-use super::require_loopback;
-use super::updates::{collect_messages, receive_messages, start_kind_job};
+use super::updates::{Fleet, start_fleet};
 use crate::values::parse_positive;
 use crate::worker_client::Job;
 use futures_util::{SinkExt, StreamExt};
@@ -19,7 +18,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What `jobcast bench chunks` is asked to do.
@@ -146,18 +144,12 @@ async fn work(message: Value, rate: u64, seconds: u64) -> Result<Vec<Instant>, S
 }
 
 pub async fn run(o: ChunksOptions) -> Result<ChunksReport, String> {
-    require_loopback(&o.jobs_url)?;
-    let listener = tokio::net::TcpListener::bind(o.receiver)
-        .await
-        .map_err(|e| format!("cannot listen on {} for job messages: {e}", o.receiver))?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let receiver = tokio::spawn(receive_messages(listener, tx));
-    let http = reqwest::Client::new();
-    let mut started = Vec::with_capacity(o.jobs);
-    for n in 0..o.jobs {
-        started.push(start_kind_job(&http, &o.jobs_url, &o.kind, o.receiver, n).await?);
-    }
-    let mut messages = collect_messages(&mut rx, o.jobs).await?;
+    let Fleet {
+        started,
+        mut messages,
+        receiver,
+        ..
+    } = start_fleet(&o.jobs_url, &o.kind, o.receiver, o.jobs).await?;
     let followers: Vec<_> = started
         .iter()
         .map(|s| {

@@ -62,10 +62,7 @@ pub struct UpdatesReport {
 }
 
 /// Takes the job messages the serve posts, answering 200.
-pub(super) async fn receive_messages(
-    listener: tokio::net::TcpListener,
-    tx: mpsc::UnboundedSender<Value>,
-) {
+async fn receive_messages(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Value>) {
     use http_body_util::BodyExt;
     while let Ok((stream, _)) = listener.accept().await {
         let tx = tx.clone();
@@ -97,16 +94,8 @@ pub(super) struct Started {
     pub(super) token: String,
 }
 
-pub(super) async fn start_job(
-    http: &reqwest::Client,
-    o: &UpdatesOptions,
-    n: usize,
-) -> Result<Started, String> {
-    start_kind_job(http, &o.jobs_url, &o.kind, o.receiver, n).await
-}
-
 /// Starts one job of `kind` at `jobs_url`, whose serve hands it to `receiver`.
-pub(super) async fn start_kind_job(
+async fn start_kind_job(
     http: &reqwest::Client,
     jobs_url: &str,
     kind: &str,
@@ -217,19 +206,50 @@ async fn work(
     Ok(sent)
 }
 
-pub async fn run(o: UpdatesOptions) -> Result<UpdatesReport, String> {
-    require_loopback(&o.jobs_url)?;
-    let listener = tokio::net::TcpListener::bind(o.receiver)
+/// Jobs started at a serve that hands their kind to this bench, with the
+/// job message of each (keyed by job id) and the task receiving them.
+pub(super) struct Fleet {
+    pub(super) http: reqwest::Client,
+    pub(super) started: Vec<Started>,
+    pub(super) messages: HashMap<String, Value>,
+    pub(super) receiver: tokio::task::JoinHandle<()>,
+}
+
+/// Starts `jobs` jobs of `kind` at `jobs_url` and takes their job messages
+/// on `receiver`.
+pub(super) async fn start_fleet(
+    jobs_url: &str,
+    kind: &str,
+    receiver: SocketAddr,
+    jobs: usize,
+) -> Result<Fleet, String> {
+    require_loopback(jobs_url)?;
+    let listener = tokio::net::TcpListener::bind(receiver)
         .await
-        .map_err(|e| format!("cannot listen on {} for job messages: {e}", o.receiver))?;
+        .map_err(|e| format!("cannot listen on {receiver} for job messages: {e}"))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let receiver = tokio::spawn(receive_messages(listener, tx));
+    let task = tokio::spawn(receive_messages(listener, tx));
     let http = reqwest::Client::new();
-    let mut started = Vec::with_capacity(o.jobs);
-    for n in 0..o.jobs {
-        started.push(start_job(&http, &o, n).await?);
+    let mut started = Vec::with_capacity(jobs);
+    for n in 0..jobs {
+        started.push(start_kind_job(&http, jobs_url, kind, receiver, n).await?);
     }
-    let mut messages = collect_messages(&mut rx, o.jobs).await?;
+    let messages = collect_messages(&mut rx, jobs).await?;
+    Ok(Fleet {
+        http,
+        started,
+        messages,
+        receiver: task,
+    })
+}
+
+pub async fn run(o: UpdatesOptions) -> Result<UpdatesReport, String> {
+    let Fleet {
+        http,
+        started,
+        mut messages,
+        receiver,
+    } = start_fleet(&o.jobs_url, &o.kind, o.receiver, o.jobs).await?;
     let followers: Vec<_> = started
         .iter()
         .map(|s| tokio::spawn(follow(s.websocket_url.clone())))
@@ -297,7 +317,7 @@ impl std::fmt::Display for UpdatesReport {
 }
 
 /// Waits up to 30 s for the job message of each of `jobs` jobs; keyed by job id.
-pub(super) async fn collect_messages(
+async fn collect_messages(
     rx: &mut mpsc::UnboundedReceiver<Value>,
     jobs: usize,
 ) -> Result<HashMap<String, Value>, String> {

@@ -134,6 +134,18 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `GET /jobs/{id}/streams/{name}` from index 0, parsed.
+    pub async fn stream_page(&self, id: &str, name: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/jobs/{id}/streams/{name}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Connects a client with no job.
     pub async fn connect(&self) -> Client {
         connect_async(self.ws_url("")).await.expect("connect").0

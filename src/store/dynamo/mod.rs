@@ -322,31 +322,26 @@ impl Store for DynamoStore {
         job_id: &str,
         stream: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("PK = :pk AND begins_with(SK, :conn)")
-            .filter_expression("contains(streams, :stream)")
-            .expression_attribute_values(":pk", s(format!("JOB#{job_id}")))
-            .expression_attribute_values(":conn", s("CONN#"))
-            .expression_attribute_values(":stream", s(stream))
-            .projection_expression("SK, #ttl")
-            .expression_attribute_names("#ttl", "ttl")
-            .into_paginator()
-            .items()
-            .send();
-        let now = self.now_secs();
-        let mut out = Vec::new();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(unavailable)?;
-            if !expired(&item, now)
-                && let Some(conn) = get_s(&item, "SK").and_then(|sk| sk.strip_prefix("CONN#"))
-            {
-                out.push(conn.to_string());
-            }
-        }
-        Ok(out)
+        // A filter expression would cost the same read units: DynamoDB
+        // counts what it reads, not what it returns.
+        let items = self
+            .query_all(
+                None,
+                "PK = :pk AND begins_with(SK, :conn)",
+                vec![(":pk", s(format!("JOB#{job_id}"))), (":conn", s("CONN#"))],
+                "SK, streams, #ttl",
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter(|i| {
+                i.get("streams")
+                    .and_then(|v| v.as_ss().ok())
+                    .is_some_and(|names| names.iter().any(|n| n == stream))
+            })
+            .filter_map(|i| get_s(i, "SK").and_then(|sk| sk.strip_prefix("CONN#")))
+            .map(str::to_owned)
+            .collect())
     }
 
     async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {
