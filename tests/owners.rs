@@ -150,6 +150,22 @@ async fn a_job_is_seen_by_its_token_or_its_owner_and_is_404_to_anyone_else() {
         404
     );
     assert_eq!(o.get(id, Some("1.garbage")).await.status(), 404);
+    // The job's streams take the same credentials.
+    let stream = |bearer: Option<&str>| {
+        let mut req = o
+            .srv
+            .http
+            .get(o.srv.url(&format!("/jobs/{id}/streams/log")));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send()
+    };
+    assert_eq!(stream(Some(&alice)).await.unwrap().status(), 200);
+    assert_eq!(stream(Some(job_token)).await.unwrap().status(), 200);
+    assert_eq!(stream(None).await.unwrap().status(), 401);
+    assert_eq!(stream(Some(&bob)).await.unwrap().status(), 404);
+    assert_eq!(stream(Some(other_token)).await.unwrap().status(), 404);
 
     assert_eq!(o.delete(id, &bob).await.status(), 404);
     assert_eq!(o.delete(id, other_token).await.status(), 404);
