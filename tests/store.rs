@@ -1057,6 +1057,57 @@ async fn streams_suite(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(page.chunks, vec![json!("Hel"), json!("lo")]);
 
+    // Who asked for which stream: a later subscribe adds to what an
+    // earlier one asked; an unsubscribe takes it all away.
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let now = Utc::now();
+    store
+        .subscribe_streams(&id, "c1", now, &names(&["log"]))
+        .await
+        .unwrap();
+    store.subscribe(&id, "c2", now).await.unwrap();
+    store
+        .subscribe_streams(&id, "c3", now, &names(&["tokens"]))
+        .await
+        .unwrap();
+    store
+        .subscribe_streams(&id, "c1", now, &names(&["tokens"]))
+        .await
+        .unwrap();
+    store.subscribe(&id, "c1", now).await.unwrap();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        store.stream_subscribers(&id, "log").await.unwrap(),
+        vec!["c1"]
+    );
+    assert_eq!(
+        sorted(store.stream_subscribers(&id, "tokens").await.unwrap()),
+        vec!["c1", "c3"]
+    );
+    store.unsubscribe(&id, "c1").await.unwrap();
+    assert_eq!(
+        store.stream_subscribers(&id, "tokens").await.unwrap(),
+        vec!["c3"]
+    );
+    assert!(
+        store
+            .stream_subscribers(&id, "log")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.remove_connection("c3").await.unwrap();
+    assert!(
+        store
+            .stream_subscribers(&id, "tokens")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // An append that is a worker's report sets its deadline in the same write.
     let r = format!("{id}-reported");
     store.create_job(worker_job(&r)).await.unwrap();

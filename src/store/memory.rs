@@ -28,8 +28,8 @@ pub struct MemoryStore {
     active: DashMap<String, u32>,
     /// Connection → the gateway holding it.
     places: DashMap<String, String>,
-    /// (job, connection) → the streams it asked for.
-    wants: DashMap<(String, String), HashSet<String>>,
+    /// Job → its subscribed connections that asked for streams → those streams.
+    wants: DashMap<String, std::collections::HashMap<String, HashSet<String>>>,
     /// (job, stream) → its chunks and their bytes.
     chunks: DashMap<(String, String), (Vec<serde_json::Value>, u64)>,
     clock: SharedClock,
@@ -76,8 +76,11 @@ impl MemoryStore {
         let mut gone = Vec::new();
         self.jobs.retain(|id, j| {
             let keep = j.snapshot.updated_at >= cutoff;
-            if !keep && !j.snapshot.streams.is_empty() {
-                gone.extend(j.snapshot.streams.keys().map(|s| (id.clone(), s.clone())));
+            if !keep {
+                gone.push((
+                    id.clone(),
+                    j.snapshot.streams.keys().cloned().collect::<Vec<_>>(),
+                ));
             }
             if !keep && j.owner_limit.is_some() && !j.snapshot.status.is_terminal() {
                 uncounted.extend(j.owner.clone());
@@ -90,8 +93,11 @@ impl MemoryStore {
         self.idempotency.retain(|_, (_, at)| *at >= cutoff);
         // Only the swept jobs' streams go: no lock of one map is held
         // while the other is taken.
-        for key in gone {
-            self.chunks.remove(&key);
+        for (job, streams) in gone {
+            for stream in streams {
+                self.chunks.remove(&(job.clone(), stream));
+            }
+            self.wants.remove(&job);
         }
         before - (self.jobs.len() + self.idempotency.len())
     }
@@ -242,7 +248,9 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         if !streams.is_empty() {
             self.wants
-                .entry((job_id.to_string(), connection_id.to_string()))
+                .entry(job_id.to_string())
+                .or_default()
+                .entry(connection_id.to_string())
                 .or_default()
                 .extend(streams.iter().cloned());
         }
@@ -262,22 +270,21 @@ impl Store for MemoryStore {
         job_id: &str,
         stream: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let Some(conns) = self.by_job.get(job_id).map(|s| s.clone()) else {
-            return Ok(Vec::new());
-        };
-        Ok(conns
-            .into_iter()
-            .filter(|c| {
-                self.wants
-                    .get(&(job_id.to_string(), c.clone()))
-                    .is_some_and(|w| w.contains(stream))
+        Ok(self
+            .wants
+            .get(job_id)
+            .map(|conns| {
+                conns
+                    .iter()
+                    .filter(|(_, streams)| streams.contains(stream))
+                    .map(|(conn, _)| conn.clone())
+                    .collect()
             })
-            .collect())
+            .unwrap_or_default())
     }
 
     async fn unsubscribe(&self, job_id: &str, connection_id: &str) -> Result<bool, StoreError> {
-        self.wants
-            .remove(&(job_id.to_string(), connection_id.to_string()));
+        self.forget_wants(job_id, connection_id);
         let removed = remove_pair(&self.by_job, job_id, &connection_id.to_string());
         remove_pair(&self.by_connection, connection_id, &job_id.to_string());
         Ok(removed)
@@ -394,7 +401,7 @@ impl Store for MemoryStore {
         let mut removed = 0;
         if let Some((_, jobs)) = self.by_connection.remove(connection_id) {
             for job in &jobs {
-                self.wants.remove(&(job.clone(), connection_id.to_string()));
+                self.forget_wants(job, connection_id);
                 remove_pair(&self.by_job, job, &connection_id.to_string());
             }
             removed += jobs.len();
@@ -520,6 +527,14 @@ impl MemoryStore {
     }
 
     /// The job, locked for writing, unless it is unknown or terminal.
+    /// Drops the streams a connection asked for on a job.
+    fn forget_wants(&self, job_id: &str, connection_id: &str) {
+        self.wants.remove_if_mut(job_id, |_, conns| {
+            conns.remove(connection_id);
+            conns.is_empty()
+        });
+    }
+
     fn live_job(
         &self,
         job_id: &str,
