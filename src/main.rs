@@ -7,7 +7,6 @@ use jobcast::config::{
 use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::protocol::ServerMessage;
 use jobcast::publish::PublishReport;
-use jobcast::push::ManagementApiPusher;
 use jobcast::store::{
     DynamoStore, JobRecord, JobUpdate, MemoryStore, Store, StoreError, TableStatus,
 };
@@ -264,19 +263,18 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
         &args.table.table,
         args.table.retention,
     ));
-    let pusher = Arc::new(ManagementApiPusher::new(&config, &args.endpoint));
     let secret = std::env::var("JOBCAST_WEBHOOK_SECRET")
         .ok()
         .filter(|s| !s.is_empty());
     // A terminal update's webhook is delivered before this command exits.
-    let publisher = DepsBuilder::new(Arc::clone(&store), Default::default())
+    let parts = DepsBuilder::new(Arc::clone(&store), Default::default())
         .webhooks(
             secret.as_deref(),
             WebhookOptions::default(),
             Delivery::Inline,
         )
-        .map_err(|e| e.to_string())?
-        .publisher(pusher);
+        .map_err(|e| e.to_string())?;
+    let publisher = parts.publisher(parts.management_pusher(&config, &args.endpoint));
     let update = JobUpdate {
         status: args.status,
         percent: args.percent,

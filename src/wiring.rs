@@ -8,8 +8,8 @@
 use crate::dispatch::{Deliver, DispatchSettings, Dispatcher, Kinds, RetryPolicy};
 use crate::handlers::{Deps, JobQueue, Links};
 use crate::metrics::Metrics;
-use crate::publish::{Flusher, Pace, PublishOptions, Publisher};
-use crate::push::Pusher;
+use crate::publish::{Flusher, PublishOptions, Publisher};
+use crate::push::{Paced, Pusher};
 use crate::store::Store;
 use crate::token::TokenKey;
 use crate::webhook::{ClientError, Delivery, WebhookOptions, Webhooks};
@@ -25,9 +25,9 @@ pub struct DepsBuilder {
     pub metrics: Arc<Metrics>,
     pub tokens: TokenKey,
     pub publish: PublishOptions,
-    /// What this host's publishers learned of post round trips and 429s;
-    /// made from `publish` by the first publisher built.
-    pace: std::sync::OnceLock<Arc<Pace>>,
+    /// How this host's pushers pace their posts, and what they learned of
+    /// round trips and 429s; made from `publish` when first asked for.
+    paced: std::sync::OnceLock<Paced>,
     /// Set by [`DepsBuilder::webhooks`]; `None` refuses `callbackUrl`.
     pub webhooks: Option<Arc<Webhooks>>,
     pub links: Links,
@@ -62,7 +62,7 @@ impl DepsBuilder {
             metrics,
             tokens: TokenKey::random(Duration::from_secs(24 * 3600)),
             publish: PublishOptions::default(),
-            pace: std::sync::OnceLock::new(),
+            paced: std::sync::OnceLock::new(),
             webhooks: None,
             links: Links::default(),
             heartbeat_timeout: Duration::from_secs(300),
@@ -106,24 +106,33 @@ impl DepsBuilder {
     /// The same builder, fanning out with exactly `n` posts in flight
     /// (fewer only after 429s), whatever the round trip.
     pub fn fan_out_concurrency(mut self, n: usize) -> DepsBuilder {
-        self.publish.concurrency = n.max(1);
-        self.publish.max_concurrency = n.max(1);
+        self.publish.fan_out.concurrency = n.max(1);
+        self.publish.fan_out.max_concurrency = n.max(1);
         self
     }
 
-    /// A publisher over the builder's store, posting through `pusher`.
+    /// The pacing every pusher of this host that posts by request shares
+    /// (`ManagementApiPusher::paced`), so what one batch learned serves
+    /// the next.
+    pub fn paced(&self) -> Paced {
+        self.paced
+            .get_or_init(|| Paced::new(self.publish.fan_out.clone()))
+            .clone()
+    }
+
+    /// A pusher through `@connections` at `endpoint`, paced with the
+    /// host's other pushers.
+    pub fn management_pusher(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        endpoint: &str,
+    ) -> Arc<crate::push::ManagementApiPusher> {
+        Arc::new(crate::push::ManagementApiPusher::new(sdk, endpoint).paced(self.paced()))
+    }
+
+    /// A publisher over the builder's store, delivering through `pusher`.
     pub fn publisher(&self, pusher: Arc<dyn Pusher>) -> Publisher {
-        let options = &self.publish;
-        let pace = self
-            .pace
-            .get_or_init(|| Arc::new(Pace::new(options.max_concurrency.max(options.concurrency))));
-        let p = Publisher::new(
-            Arc::clone(&self.store),
-            pusher,
-            Arc::clone(&self.metrics),
-            self.publish.clone(),
-        )
-        .with_pace(Arc::clone(pace));
+        let p = Publisher::new(Arc::clone(&self.store), pusher, Arc::clone(&self.metrics));
         let p = match &self.flusher {
             Some(f) => p.with_coalescing(self.publish.coalesce, Arc::clone(f)),
             None => p,

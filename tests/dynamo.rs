@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use futures_util::StreamExt;
 use jobcast::protocol::Status;
-use jobcast::publish::PublishOptions;
+use jobcast::push::{PaceOptions, Paced};
 use jobcast::store::{DynamoStore, JobUpdate, Store, StoreError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -97,7 +97,7 @@ async fn vanished_connection_is_deleted_on_410() {
         .await
         .unwrap();
 
-    let publisher = http_publisher(&srv, Arc::new(store.clone()), PublishOptions::default()).await;
+    let publisher = http_publisher(&srv, Arc::new(store.clone()), Paced::default()).await;
     let (_, report) = publisher.publish(job_id, running(10.0)).await.unwrap();
     assert_eq!(report.delivered, 1);
     assert_eq!(report.gone, 1);
@@ -133,13 +133,13 @@ async fn throttled_posts_are_retried_and_each_message_arrives_once() {
     let publisher = http_publisher(
         &srv,
         Arc::new(store.clone()),
-        PublishOptions {
+        Paced::new(PaceOptions {
             concurrency: 16,
             max_attempts: 30,
             base_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(300),
-            ..PublishOptions::default()
-        },
+            ..PaceOptions::default()
+        }),
     )
     .await;
     let mut retried = 0;
@@ -182,7 +182,7 @@ async fn concurrent_publishers_never_duplicate_or_skip_a_seq() {
         .subscribe(&job_id, &id, chrono::Utc::now())
         .await
         .unwrap();
-    let publisher = http_publisher(&srv, Arc::new(store.clone()), PublishOptions::default()).await;
+    let publisher = http_publisher(&srv, Arc::new(store.clone()), Paced::default()).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let p = publisher.clone();

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use jobcast::protocol::Status;
-use jobcast::publish::PublishOptions;
+use jobcast::push::{PaceOptions, Paced};
 use jobcast::store::{JobRecord, JobUpdate};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,11 +108,11 @@ async fn client_text(c: &mut Client) -> String {
 async fn in_flight_grows_to_meet_the_target_at_aws_latency() {
     let srv = start_with(|c| {
         c.management_latency = LATENCY;
-        c.publish = PublishOptions {
+        c.publish.fan_out = PaceOptions {
             concurrency: 4,
             max_concurrency: 256,
             fan_out_target: Duration::from_millis(50),
-            ..PublishOptions::default()
+            ..PaceOptions::default()
         };
     })
     .await;
@@ -136,11 +136,11 @@ async fn in_flight_grows_to_meet_the_target_at_aws_latency() {
 async fn a_fixed_number_in_flight_stays_fixed() {
     let srv = start_with(|c| {
         c.management_latency = LATENCY;
-        c.publish = PublishOptions {
+        c.publish.fan_out = PaceOptions {
             concurrency: 8,
             max_concurrency: 8,
             fan_out_target: Duration::from_millis(50),
-            ..PublishOptions::default()
+            ..PaceOptions::default()
         };
     })
     .await;
@@ -162,17 +162,18 @@ async fn a_fixed_number_in_flight_stays_fixed() {
 async fn a_429_halves_the_posts_in_flight_and_every_message_still_arrives_once() {
     let srv = start_with(|c| c.limit_posts_per_second = Some(40)).await;
     let mut clients = audience(&srv, "job_throttled", 80).await;
+    let paced = Paced::new(PaceOptions {
+        concurrency: 32,
+        max_concurrency: 32,
+        max_attempts: 30,
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(300),
+        ..PaceOptions::default()
+    });
     let publisher = http_publisher(
         &srv,
         Arc::clone(srv.deps.publisher.store()),
-        PublishOptions {
-            concurrency: 32,
-            max_concurrency: 32,
-            max_attempts: 30,
-            base_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(300),
-            ..PublishOptions::default()
-        },
+        paced.clone(),
     )
     .await;
     let (_, report) = publisher
@@ -181,7 +182,7 @@ async fn a_429_halves_the_posts_in_flight_and_every_message_still_arrives_once()
         .unwrap();
     assert_eq!(report.delivered, 80, "{report:?}");
     assert!(report.retried > 0, "80 posts at 40/s must meet the limit");
-    let ceiling = publisher.pace().ceiling();
+    let ceiling = paced.pace().ceiling();
     assert!(ceiling <= 16, "ceiling {ceiling} after 429s");
     expect_seqs(&mut clients, &[2]).await;
     // Exactly once: nothing more arrives.

@@ -10,6 +10,7 @@ use jobcast::store::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
     Liveness, MemoryStore, Store, StoreError, WebhookState, WebhookStatus,
 };
+use jobcast::store::streams::{AppendOptions, StreamAppend};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -780,12 +781,14 @@ async fn recent_suite(store: Arc<dyn Store>) {
     assert_eq!(
         first.unwrap().recent,
         Recent {
+            latest: Some(at(250)),
             previous: Some(at(100)),
             before_previous: None,
         }
     );
     let second = store.update_job("recent", tracked(3.0), at(420)).await;
     let expected = Recent {
+        latest: Some(at(420)),
         previous: Some(at(250)),
         before_previous: Some(at(100)),
     };
@@ -798,10 +801,33 @@ async fn recent_suite(store: Arc<dyn Store>) {
     assert_eq!(
         third.unwrap().recent,
         Recent {
+            latest: Some(at(900)),
             previous: Some(at(420)),
             before_previous: Some(at(250)),
         }
     );
+    // An append that keeps its time counts as a report: the snapshot's
+    // time stays, the reports' times move on.
+    let timed = AppendOptions {
+        track_recent: true,
+        ..AppendOptions::default()
+    };
+    let log = [StreamAppend::new("log", vec![json!("a")])];
+    let appended = store
+        .append_chunks("recent", &log, at(1300), timed)
+        .await
+        .unwrap();
+    let expected = Recent {
+        latest: Some(at(1300)),
+        previous: Some(at(900)),
+        before_previous: Some(at(420)),
+    };
+    assert_eq!(appended.job.recent, expected);
+    assert_eq!(appended.job.snapshot.updated_at, at(900));
+    let stored = store.get_job("recent").await.unwrap().unwrap();
+    assert_eq!(stored.recent, expected);
+    let fifth = store.update_job("recent", tracked(5.0), at(1400)).await;
+    assert_eq!(fifth.unwrap().recent.previous, Some(at(1300)));
 }
 
 /// A day long past, so a store reading the wall clock would find the
@@ -877,7 +903,7 @@ async fn dynamo_store_keeps_connection_places() {
 /// from any index, limits refusing a whole append, concurrent appends
 /// never sharing an index.
 async fn streams_suite(store: Arc<dyn Store>) {
-    use jobcast::store::streams::{MAX_STREAM_BYTES, MAX_STREAM_CHUNKS, MAX_STREAMS, StreamAppend};
+    use jobcast::store::streams::{MAX_STREAM_BYTES, MAX_STREAM_CHUNKS, MAX_STREAMS};
     let id = format!("streams-{:08x}", rand::random::<u32>());
     assert!(matches!(
         store
@@ -885,7 +911,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("log", vec![json!("x")])],
                 Utc::now(),
-                None
+                AppendOptions::default()
             )
             .await,
         Err(StoreError::NotFound(_))
@@ -912,8 +938,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 StreamAppend::new("tokens", vec![json!("Hel"), json!("lo")]),
             ],
             Utc::now(),
-            None,
-        )
+            AppendOptions::default(),)
         .await
         .unwrap();
     assert_eq!(out.appended[0].from, 0);
@@ -926,8 +951,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("log", lines(3 * n, 3))],
                 Utc::now(),
-                None,
-            )
+                AppendOptions::default(),)
             .await
             .unwrap();
         assert_eq!(out.appended[0].from, 3 * n as u64);
@@ -968,13 +992,13 @@ async fn streams_suite(store: Arc<dyn Store>) {
         .map(|i| StreamAppend::new(format!("s{i}"), vec![json!(i)]))
         .collect();
     assert!(matches!(
-        store.append_chunks(&id, &many, Utc::now(), None).await,
+        store.append_chunks(&id, &many, Utc::now(), AppendOptions::default()).await,
         Err(StoreError::TooManyStreams { limit: 8, .. })
     ));
     let job = store.get_job(&id).await.unwrap().unwrap();
     assert_eq!(job.snapshot.streams.len(), 2, "nothing of a refused append");
     store
-        .append_chunks(&id, &many[..MAX_STREAMS - 2], Utc::now(), None)
+        .append_chunks(&id, &many[..MAX_STREAMS - 2], Utc::now(), AppendOptions::default())
         .await
         .unwrap();
     let zeros = vec![json!(0); (MAX_STREAM_CHUNKS - 15) as usize];
@@ -982,7 +1006,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
         StreamAppend::new("tokens", vec![json!("!")]),
         StreamAppend::new("log", [zeros.clone(), vec![json!(0)]].concat()),
     ];
-    match store.append_chunks(&id, &full, Utc::now(), None).await {
+    match store.append_chunks(&id, &full, Utc::now(), AppendOptions::default()).await {
         Err(StoreError::StreamFull { stream, limit, .. }) => {
             assert_eq!((stream.as_str(), limit), ("log", MAX_STREAM_CHUNKS))
         }
@@ -995,7 +1019,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
     );
     // Exactly the limit is accepted.
     let out = store
-        .append_chunks(&id, &[StreamAppend::new("log", zeros)], Utc::now(), None)
+        .append_chunks(&id, &[StreamAppend::new("log", zeros)], Utc::now(), AppendOptions::default())
         .await
         .unwrap();
     assert_eq!(out.lengths["log"], MAX_STREAM_CHUNKS);
@@ -1017,8 +1041,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("tokens", vec![big.clone()])],
                 Utc::now(),
-                None,
-            )
+                AppendOptions::default(),)
             .await
             .unwrap();
     }
@@ -1027,8 +1050,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
             &id,
             &[StreamAppend::new("tokens", vec![big.clone()])],
             Utc::now(),
-            None,
-        )
+            AppendOptions::default(),)
         .await
     {
         Err(StoreError::StreamFull { limit, .. }) => assert_eq!(limit, MAX_STREAM_BYTES),
@@ -1046,7 +1068,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("log", vec![json!(1)])],
                 Utc::now(),
-                None
+                AppendOptions::default()
             )
             .await,
         Err(StoreError::Terminal { .. })
@@ -1117,8 +1139,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
             &r,
             &[StreamAppend::new("log", vec![json!(1)])],
             Utc::now(),
-            Some(Some(at)),
-        )
+            AppendOptions { reported: Some(Some(at)), ..AppendOptions::default() },)
         .await
         .unwrap();
     assert_eq!((out.job.deadline, out.job.worker_seen), (Some(at), true));
@@ -1133,8 +1154,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
             &r,
             &[StreamAppend::new("log", vec![json!(2)])],
             Utc::now(),
-            Some(None),
-        )
+            AppendOptions { reported: Some(None), ..AppendOptions::default() },)
         .await
         .unwrap();
     assert_eq!(out.job.deadline, None);
@@ -1151,7 +1171,7 @@ async fn streams_suite(store: Arc<dyn Store>) {
             for k in 0..8 {
                 let chunks = vec![json!([t, k, 0]), json!([t, k, 1])];
                 store
-                    .append_chunks(&c, &[StreamAppend::new("log", chunks)], Utc::now(), None)
+                    .append_chunks(&c, &[StreamAppend::new("log", chunks)], Utc::now(), AppendOptions::default())
                     .await
                     .unwrap();
             }
@@ -1189,4 +1209,82 @@ async fn memory_store_keeps_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamo_store_keeps_streams() {
     streams_suite(Arc::new(common::dynamo_store().await)).await;
+}
+
+/// Held marks (coalescing): an append that holds marks each stream's first
+/// index not pushed yet and keeps an older mark; a release moves the marks
+/// past what was pushed and drops the ones with nothing left; the job
+/// carries its marks wherever it is read, its terminal update included.
+async fn held_suite(store: Arc<dyn Store>) {
+    let id = format!("held-{:08x}", rand::random::<u32>());
+    store.create_job(new_job(&id)).await.unwrap();
+    let hold = AppendOptions {
+        hold: true,
+        ..AppendOptions::default()
+    };
+    let chunks = |n: usize| (0..n).map(|i| json!(i)).collect::<Vec<_>>();
+    // Not held: no mark.
+    let plain = store
+        .append_chunks(&id, &[StreamAppend::new("log", chunks(2))], Utc::now(), AppendOptions::default())
+        .await
+        .unwrap();
+    assert!(plain.job.held.is_empty());
+    let first = store
+        .append_chunks(
+            &id,
+            &[StreamAppend::new("log", chunks(3)), StreamAppend::new("tokens", chunks(1))],
+            Utc::now(),
+            hold,
+        )
+        .await
+        .unwrap();
+    let marks = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+        pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    };
+    assert_eq!(first.job.held, marks(&[("log", 2), ("tokens", 0)]));
+    let second = store
+        .append_chunks(&id, &[StreamAppend::new("log", chunks(2))], Utc::now(), hold)
+        .await
+        .unwrap();
+    assert_eq!(second.job.held, marks(&[("log", 2), ("tokens", 0)]));
+    assert_eq!(
+        store.get_job(&id).await.unwrap().unwrap().held,
+        marks(&[("log", 2), ("tokens", 0)])
+    );
+    // A push that read log up to 5 (before the second append's end, 7)
+    // and all of tokens.
+    store
+        .release_held(&id, &marks(&[("log", 5), ("tokens", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(&id).await.unwrap().unwrap().held, marks(&[("log", 5)]));
+    // A stale release changes nothing.
+    store.release_held(&id, &marks(&[("log", 3)])).await.unwrap();
+    assert_eq!(store.get_job(&id).await.unwrap().unwrap().held, marks(&[("log", 5)]));
+    // Appends keep their indices after releases (the version moved on).
+    let third = store
+        .append_chunks(&id, &[StreamAppend::new("log", chunks(1))], Utc::now(), hold)
+        .await
+        .unwrap();
+    assert_eq!(third.appended[0].from, 7);
+    assert_eq!(third.job.held, marks(&[("log", 5)]));
+    // The terminal update carries what is still held.
+    let mut done = JobUpdate::status(Status::Succeeded);
+    done.percent = Some(100.0);
+    let ended = store.update_job(&id, done, Utc::now()).await.unwrap();
+    assert_eq!(ended.held, marks(&[("log", 5)]));
+    store.release_held(&id, &marks(&[("log", 8)])).await.unwrap();
+    assert!(store.get_job(&id).await.unwrap().unwrap().held.is_empty());
+    // Unknown job: nothing to do.
+    store.release_held("held-unknown", &marks(&[("log", 1)])).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_keeps_held_marks() {
+    held_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_keeps_held_marks() {
+    held_suite(Arc::new(common::dynamo_store().await)).await;
 }

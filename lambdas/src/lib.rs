@@ -30,7 +30,7 @@ use dashmap::DashMap;
 use jobcast::dispatch::{Kinds, RetryPolicy, deliverers};
 use jobcast::handlers::worker::{self, QueuedJob};
 use jobcast::handlers::{Deps, JobQueue, QueueError};
-use jobcast::push::{ManagementApiPusher, Pusher};
+use jobcast::push::Pusher;
 use jobcast::store::{DynamoStore, JobRecord, Store};
 use jobcast::token::TokenKey;
 use jobcast::webhook::{Delivery, WebhookOptions};
@@ -137,7 +137,7 @@ pub async fn within_invocation<F: std::future::Future>(
         .deadline()
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
-    jobcast::publish::pace::within(std::time::Instant::now() + left, fut).await
+    jobcast::push::pace::within(std::time::Instant::now() + left, fut).await
 }
 
 /// A positive whole number from the environment, or `default` when unset.
@@ -309,7 +309,7 @@ impl Wiring {
         if let Some(secret) = secret {
             wiring = wiring.with_webhook_secret(&secret, WebhookOptions::default())?;
         }
-        let publish = &mut wiring.parts.publish;
+        let publish = &mut wiring.parts.publish.fan_out;
         publish.concurrency = positive_var("JOBCAST_PUBLISH_CONCURRENCY", publish.concurrency)?;
         publish.max_concurrency =
             positive_var("JOBCAST_PUBLISH_MAX_CONCURRENCY", publish.max_concurrency)?
@@ -387,7 +387,7 @@ impl Wiring {
     fn pusher(&self, endpoint: &str) -> Arc<dyn Pusher> {
         self.pushers
             .entry(endpoint.to_string())
-            .or_insert_with(|| Arc::new(ManagementApiPusher::new(&self.sdk, endpoint)))
+            .or_insert_with(|| self.parts.management_pusher(&self.sdk, endpoint))
             .clone()
     }
 
@@ -441,8 +441,8 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
-        assert!(jobcast::publish::pace::deadline().is_none());
-        let seen = within_invocation(&context, async { jobcast::publish::pace::deadline() }).await;
+        assert!(jobcast::push::pace::deadline().is_none());
+        let seen = within_invocation(&context, async { jobcast::push::pace::deadline() }).await;
         let left = seen
             .expect("a deadline inside the invocation")
             .saturating_duration_since(Instant::now());
@@ -453,11 +453,11 @@ mod tests {
         // A retry that would end after it is not made; one well before it is.
         within_invocation(&context, async {
             let now = Instant::now();
-            assert!(jobcast::publish::pace::past_deadline(
+            assert!(jobcast::push::pace::past_deadline(
                 Duration::from_secs(10),
                 now
             ));
-            assert!(!jobcast::publish::pace::past_deadline(
+            assert!(!jobcast::push::pace::past_deadline(
                 Duration::from_secs(1),
                 now
             ));

@@ -11,7 +11,6 @@ use super::{
 };
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::publish::Publisher;
-use crate::push::ManagementApiPusher;
 use crate::store::{DynamoStore, MemoryStore, Store};
 use crate::token::TokenKey;
 use crate::wiring::DepsBuilder;
@@ -89,7 +88,10 @@ pub async fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
         ..GatewayConfig::default()
     };
     if let Some(n) = args.publish_concurrency {
-        (config.publish.concurrency, config.publish.max_concurrency) = (n, n);
+        (
+            config.publish.fan_out.concurrency,
+            config.publish.fan_out.max_concurrency,
+        ) = (n, n);
     }
     let gateway = Gateway::bind(config.clone(), Arc::clone(&store), tokens.clone())
         .await
@@ -115,10 +117,7 @@ pub async fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
         BenchPush::Http => {
             let mut parts = DepsBuilder::new(Arc::clone(&store), Default::default());
             parts.publish = config.publish.clone();
-            parts.publisher(Arc::new(ManagementApiPusher::new(
-                &sdk,
-                &format!("http://{addr}/dev"),
-            )))
+            parts.publisher(parts.management_pusher(&sdk, &format!("http://{addr}/dev")))
         }
     };
 

@@ -13,6 +13,7 @@ pub use emulate::EmulateArgs;
 use crate::gateway::GatewayConfig;
 pub use crate::protocol::parse_kind;
 use crate::publish::PublishOptions;
+use crate::push::PaceOptions;
 use crate::webhook::{AddressPolicy, WebhookOptions};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -349,11 +350,13 @@ impl ServeArgs {
             start_timeout: self.start_timeout,
             resume: !self.no_resume,
             publish: PublishOptions {
-                concurrency: self.publish_concurrency,
-                max_concurrency: self.publish_max_concurrency.max(self.publish_concurrency),
-                fan_out_target: self.fan_out_target,
+                fan_out: PaceOptions {
+                    concurrency: self.publish_concurrency,
+                    max_concurrency: self.publish_max_concurrency.max(self.publish_concurrency),
+                    fan_out_target: self.fan_out_target,
+                    ..PaceOptions::default()
+                },
                 coalesce: self.coalesce,
-                ..PublishOptions::default()
             },
             // Read by `serve` (it may need the network for the JWKS).
             identity: None,

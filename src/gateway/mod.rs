@@ -284,6 +284,7 @@ impl Gateway {
             Arc::new(crate::push::Delayed {
                 inner: registry.clone(),
                 delay: config.management_latency,
+                paced: parts.paced(),
             })
         };
         // Connections of other processes over the same table are posted
@@ -294,6 +295,7 @@ impl Gateway {
             Arc::clone(&registry),
             Arc::clone(&parts.store),
             place.clone(),
+            parts.paced(),
         ));
         let publisher = parts.publisher(pusher);
         let workers = workers::WorkerPool::new(publisher.clone(), config.workers);

@@ -5,13 +5,17 @@
 use super::outbox::{Outbox, Refused};
 use crate::metrics::Metrics;
 use crate::protocol::CONNECTION_ID_LEN;
-use crate::push::{ConnectionInfo, Payload, PushError, Pusher};
+use crate::push::{ConnectionInfo, Delivered, Parcel, Payload, PushError, Pusher};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+
+/// Messages queued between two yields of a batch (about a millisecond of
+/// work).
+const YIELD_EVERY: usize = 4096;
 
 /// Close code and reason requested for a connection by someone other than its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,12 +261,41 @@ impl Registry {
 
 #[async_trait]
 impl Pusher for Registry {
-    async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
-        self.push(connection_id, payload)
+    /// Puts each message on its connection's queue, in the caller's task:
+    /// no future per connection. Writers woken meanwhile run on the other
+    /// threads and find several messages queued (one write for them all);
+    /// a yield now and then bounds how long one batch holds its thread.
+    async fn deliver(&self, parcels: &[Parcel]) -> Delivered {
+        let mut done = Delivered::default();
+        let mut gone: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut since_yield = 0usize;
+        for parcel in parcels {
+            for conn in &parcel.connections {
+                if parcels.len() > 1 && gone.contains(conn.as_str()) {
+                    continue;
+                }
+                for payload in &parcel.payloads {
+                    since_yield += 1;
+                    if self.push(conn, payload.clone()).is_err() {
+                        // Every refusal of the registry means the
+                        // connection is gone (or closed as slow).
+                        gone.insert(conn);
+                        done.gone.push(conn.clone());
+                        break;
+                    }
+                    done.messages += 1;
+                }
+                if since_yield >= YIELD_EVERY {
+                    since_yield = 0;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        done
     }
 
-    fn post_now(&self, connection_id: &str, payload: &Payload) -> Option<Result<(), PushError>> {
-        Some(self.push(connection_id, payload.clone()))
+    async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
+        self.push(connection_id, payload)
     }
 
     async fn get(&self, connection_id: &str) -> Result<ConnectionInfo, PushError> {

@@ -8,7 +8,9 @@
 //! that one loses its subscriptions.
 
 use super::registry::Registry;
-use crate::push::{ConnectionInfo, ManagementApiPusher, Payload, PushError, Pusher};
+use crate::push::{
+    ConnectionInfo, Delivered, ManagementApiPusher, Paced, Parcel, Payload, PushError, Pusher,
+};
 use crate::store::Store;
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -32,6 +34,8 @@ pub struct Routed {
     /// One Management API client per other process.
     peers: DashMap<String, Arc<ManagementApiPusher>>,
     sdk: OnceCell<aws_config::SdkConfig>,
+    /// How posts to other processes are paced.
+    paced: Paced,
 }
 
 impl Routed {
@@ -40,6 +44,7 @@ impl Routed {
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
         me: String,
+        paced: Paced,
     ) -> Routed {
         Routed {
             local,
@@ -49,6 +54,7 @@ impl Routed {
             places: DashMap::new(),
             peers: DashMap::new(),
             sdk: OnceCell::new(),
+            paced,
         }
     }
 
@@ -103,6 +109,38 @@ impl Routed {
 
 #[async_trait]
 impl Pusher for Routed {
+    /// This process's own connections first, in one pass; the ones it does
+    /// not hold are then looked up and posted to where they are, paced.
+    async fn deliver(&self, parcels: &[Parcel]) -> Delivered {
+        let mut done = self.local.deliver(parcels).await;
+        if done.gone.is_empty() {
+            return done;
+        }
+        let elsewhere: std::collections::HashSet<String> =
+            std::mem::take(&mut done.gone).into_iter().collect();
+        let there: Vec<Parcel> = parcels
+            .iter()
+            .map(|p| Parcel {
+                connections: p
+                    .connections
+                    .iter()
+                    .filter(|c| elsewhere.contains(*c))
+                    .cloned()
+                    .collect(),
+                payloads: p.payloads.clone(),
+            })
+            .filter(|p| !p.connections.is_empty())
+            .collect();
+        let posted = self
+            .paced
+            .deliver(&there, |conn, payload| async move {
+                self.post(&conn, payload).await
+            })
+            .await;
+        done.merge(posted);
+        done
+    }
+
     async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
         match self.elsewhere(connection_id).await? {
             None => self.local.post(connection_id, payload).await,
@@ -110,15 +148,6 @@ impl Pusher for Routed {
                 let r = self.peer(&base).await.post(connection_id, payload).await;
                 self.settle(connection_id, r)
             }
-        }
-    }
-
-    /// Only this process's own connections go at once; any other takes
-    /// the asynchronous path, which looks it up.
-    fn post_now(&self, connection_id: &str, payload: &Payload) -> Option<Result<(), PushError>> {
-        match self.local.post_now(connection_id, payload)? {
-            Err(PushError::Gone) => None,
-            done => Some(done),
         }
     }
 

@@ -1,12 +1,18 @@
-//! Pushing what a job produces: the chunks an append added go to the
-//! subscribers that asked for their stream, through the same fan-out as
-//! snapshots, as `chunks` messages of at most 128 KiB.
+//! Pushing what a job produces: the chunks an append added (and those
+//! coalescing held) go to the subscribers that asked for their stream, in
+//! the same delivery as the snapshot they come with, as `chunks` messages
+//! of at most 128 KiB.
 
-use super::{PublishReport, Publisher};
+use super::Publisher;
 use crate::protocol::{MAX_MESSAGE_BYTES, ServerMessage};
-use crate::push::Payload;
+use crate::push::{Parcel, Payload};
 use crate::store::streams::{Appended, chunk_bytes};
+use crate::store::{JobRecord, StoreError};
 use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Bytes read from the store per page of a held range.
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// Bytes of a `chunks` message besides its chunks: the envelope, the ids,
 /// the commas. Generous, so a message never passes the limit.
@@ -45,49 +51,103 @@ pub fn chunk_payloads(job_id: &str, stream: &str, from: u64, chunks: &[Value]) -
     out
 }
 
-impl Publisher {
-    /// Appends chunks to a job's streams (all or none) and pushes them.
-    /// With `reported`, the append is also the worker's report (see
-    /// [`crate::store::Store::append_chunks`]).
-    pub async fn append(
-        &self,
-        job_id: &str,
-        appends: &[crate::store::streams::StreamAppend],
-        reported: Option<Option<i64>>,
-    ) -> Result<crate::store::streams::AppendOutcome, crate::store::StoreError> {
-        let out = self
-            .store
-            .append_chunks(job_id, appends, chrono::Utc::now(), reported)
-            .await?;
-        self.push_chunks(job_id, &out.appended).await;
-        Ok(out)
-    }
+/// One stream's chunks due for a push: `from` … `to` - 1, with the chunks
+/// when an append just made exactly them (otherwise read from the store).
+struct Due<'a> {
+    stream: &'a str,
+    from: u64,
+    to: u64,
+    chunks: Option<&'a [Value]>,
+}
 
-    /// Pushes what an append added to each subscriber that asked for the
-    /// stream (one lookup per stream); a gone connection loses its
-    /// subscription as with snapshots.
-    pub async fn push_chunks(&self, job_id: &str, appended: &[Appended]) -> PublishReport {
-        let mut report = PublishReport::default();
-        for a in appended {
-            let conns = match self.store.stream_subscribers(job_id, &a.stream).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(job_id, stream = %a.stream, error = %e, "could not look up a stream's subscribers");
-                    continue;
-                }
-            };
-            if conns.is_empty() {
+/// Each stream's due range: what `own` appended, widened to cover what
+/// coalescing holds of it.
+fn due<'a>(job: &'a JobRecord, own: &'a [Appended]) -> Vec<Due<'a>> {
+    let mut out: Vec<Due<'a>> = own
+        .iter()
+        .map(|a| Due {
+            stream: &a.stream,
+            from: a.from,
+            to: a.from + a.chunks.len() as u64,
+            chunks: Some(&a.chunks),
+        })
+        .collect();
+    for (stream, &from) in &job.held {
+        let to = job.snapshot.streams.get(stream).copied().unwrap_or(0);
+        match out.iter_mut().find(|d| d.stream == stream) {
+            Some(d) if d.from <= from && to <= d.to => {}
+            Some(d) => {
+                (d.from, d.to, d.chunks) = (d.from.min(from), d.to.max(to), None);
+            }
+            None if from < to => out.push(Due {
+                stream,
+                from,
+                to,
+                chunks: None,
+            }),
+            None => {}
+        }
+    }
+    out
+}
+
+impl Publisher {
+    /// The `chunks` parcels due for `job`: per stream, its subscribers that
+    /// asked for it and the messages holding the chunks `own` appended and
+    /// any held; and how far each held stream is then pushed. A stream
+    /// nobody asked for costs one lookup and no read.
+    pub(super) async fn chunk_parcels(
+        &self,
+        job: &JobRecord,
+        own: &[Appended],
+    ) -> Result<(Vec<Parcel>, BTreeMap<String, u64>), StoreError> {
+        let job_id = job.snapshot.job_id.as_str();
+        let mut parcels = Vec::new();
+        let mut pushed = BTreeMap::new();
+        for d in due(job, own) {
+            pushed.insert(d.stream.to_string(), d.to);
+            let connections = self.store.stream_subscribers(job_id, d.stream).await?;
+            if connections.is_empty() {
                 continue;
             }
-            for payload in chunk_payloads(job_id, &a.stream, a.from, &a.chunks) {
-                let r = self.fan_out(job_id, conns.clone(), payload).await;
-                report.delivered += r.delivered;
-                report.gone += r.gone;
-                report.retried += r.retried;
-                report.failed.extend(r.failed);
-            }
+            let payloads = match d.chunks {
+                Some(chunks) => chunk_payloads(job_id, d.stream, d.from, chunks),
+                None => {
+                    let chunks = self.read_range(job_id, d.stream, d.from, d.to).await?;
+                    chunk_payloads(job_id, d.stream, d.from, &chunks)
+                }
+            };
+            parcels.push(Parcel {
+                connections,
+                payloads,
+            });
         }
-        report
+        Ok((parcels, pushed))
+    }
+
+    /// Chunks `from` … `to` - 1 of a stream, read page by page.
+    async fn read_range(
+        &self,
+        job_id: &str,
+        stream: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut chunks = Vec::new();
+        let mut next = from;
+        while next < to {
+            let want = usize::try_from(to - next).unwrap_or(usize::MAX).min(1000);
+            let page = self
+                .store
+                .read_chunks(job_id, stream, next, want, MAX_PAGE_BYTES)
+                .await?;
+            if page.chunks.is_empty() {
+                break;
+            }
+            next = page.next;
+            chunks.extend(page.chunks);
+        }
+        Ok(chunks)
     }
 }
 

@@ -1,7 +1,9 @@
-//! Coalescing (off by default): while a job's updates keep coming, each
-//! window of time pushes only its newest one, when it ends; an update after
-//! a quiet window is pushed at once. The ones in between are stored but
-//! never sent. Every accepted update still takes its own seq and is what
+//! Coalescing (off by default): while a job's reports keep coming, each
+//! window of time pushes only its newest snapshot, when it ends, together
+//! with every chunk appended meanwhile; a report after a quiet window is
+//! pushed at once. The snapshots in between are stored but never sent; the
+//! chunks are never dropped: the store marks, per stream, the first index
+//! not pushed yet, and the window's push sends everything from there. Every accepted update still takes its own seq and is what
 //! `GET /jobs/{id}`, `subscribe` and `sync` answer, so a subscriber sees
 //! seq grow by more than one between two messages and nothing else
 //! changes: each message is a whole snapshot, terminal ones are never
@@ -75,7 +77,7 @@ pub fn decide(window: Duration, job: &JobRecord) -> Decision {
     if window_ms == 0 || job.snapshot.status.is_terminal() {
         return Decision::Push;
     }
-    let current = window_of(job.snapshot.updated_at, window_ms);
+    let current = window_of(job.recent.latest.unwrap_or(job.snapshot.updated_at), window_ms);
     // An update after a whole window without one (or the job's first) is
     // news: pushed at once. One that continues a stream waits for its
     // window's end with the others.
@@ -128,7 +130,7 @@ impl Publisher {
     /// `window` (zero: every update pushed) and pushing held ones through
     /// `flusher`.
     pub fn with_coalescing(mut self, window: Duration, flusher: Arc<dyn Flusher>) -> Publisher {
-        self.options.coalesce = window.min(MAX_WINDOW);
+        self.coalesce = window.min(MAX_WINDOW);
         self.flusher = (!window.is_zero()).then_some(flusher);
         self
     }
@@ -143,7 +145,7 @@ impl Publisher {
     /// arranged; `None`: push it now.
     pub(super) async fn hold(&self, job: &JobRecord) -> Option<PublishReport> {
         let flusher = self.flusher.as_ref()?;
-        let Decision::Hold { window, first } = decide(self.options.coalesce, job) else {
+        let Decision::Hold { window, first } = decide(self.coalesce, job) else {
             return None;
         };
         // Written after its window ended: the flush may have read the job
@@ -166,10 +168,10 @@ impl Publisher {
     }
 
     /// Waits for `held`'s window to end (and a grace for writes landing
-    /// just then), then pushes the job's snapshot if
-    /// it is still the newest of that window (no later update pushed it or
-    /// holds it) and not terminal (those push themselves). `None`: nothing
-    /// to push.
+    /// just then), then pushes in one delivery the chunks held so far and
+    /// the job's snapshot if it is still the newest of that window (no
+    /// later update pushed it or holds it). Nothing once the job ended (its
+    /// terminal update pushed everything). `None`: nothing to push.
     pub async fn flush_held(&self, held: &Held) -> Result<Option<PublishReport>, StoreError> {
         let wait = held.due_ms() + FLUSH_GRACE_MS - Utc::now().timestamp_millis();
         if wait > 0 {
@@ -178,12 +180,11 @@ impl Publisher {
         let Some(job) = self.store.get_job(&held.job_id).await? else {
             return Ok(None);
         };
-        if job.snapshot.status.is_terminal() || !held.holds_latest_of(&job) {
+        let snapshot = held.holds_latest_of(&job);
+        if job.snapshot.status.is_terminal() || (!snapshot && job.held.is_empty()) {
             return Ok(None);
         }
-        let subscribers = self.store.subscribers(&held.job_id).await?;
-        let payload = super::snapshot_payload(&job.snapshot);
-        let report = self.fan_out(&held.job_id, subscribers, payload).await;
+        let report = self.push(&job, &[], snapshot).await?;
         self.metrics
             .publish_flushed_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -207,6 +208,7 @@ mod tests {
         j.snapshot.status = Status::Running;
         j.snapshot.updated_at = at(now);
         j.recent = Recent {
+            latest: None,
             previous: previous.map(at),
             before_previous: before.map(at),
         };
@@ -242,6 +244,15 @@ mod tests {
         assert_eq!(decide(W, &job(990, Some(700), Some(620))), held(1, false));
         // After a quiet window the first is pushed, so the second arranges.
         assert_eq!(decide(W, &job(1600, Some(1510), Some(300))), held(3, true));
+    }
+
+    #[test]
+    fn an_append_is_timed_by_the_latest_report_not_the_snapshot() {
+        // The snapshot is old (updated at 0), the reports keep coming: an
+        // append at 620 after reports at 480 and 300 is held like an update.
+        let mut j = job(0, Some(480), Some(300));
+        j.recent.latest = Some(at(620));
+        assert_eq!(decide(W, &j), held(1, true));
     }
 
     #[test]

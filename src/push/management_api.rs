@@ -1,7 +1,7 @@
 //! The `Pusher` over the API Gateway Management API, through the AWS SDK.
 //! Works against AWS and against `jobcast serve`'s own `@connections`.
 
-use super::{ConnectionInfo, Payload, PushError, Pusher};
+use super::{ConnectionInfo, Delivered, Paced, Parcel, Payload, PushError, Pusher};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_apigatewaymanagement::Client;
@@ -15,6 +15,7 @@ use chrono::{DateTime, TimeZone, Utc};
 #[derive(Clone)]
 pub struct ManagementApiPusher {
     client: Client,
+    paced: Paced,
 }
 
 fn map_error<E, R>(e: SdkError<E, R>) -> PushError
@@ -71,12 +72,28 @@ impl ManagementApiPusher {
             .build();
         ManagementApiPusher {
             client: Client::from_conf(conf),
+            paced: Paced::default(),
         }
+    }
+
+    /// The same pusher, posting batches as `paced` plans (usually shared by
+    /// every pusher of one host).
+    pub fn paced(mut self, paced: Paced) -> ManagementApiPusher {
+        self.paced = paced;
+        self
     }
 }
 
 #[async_trait]
 impl Pusher for ManagementApiPusher {
+    async fn deliver(&self, parcels: &[Parcel]) -> Delivered {
+        self.paced
+            .deliver(parcels, |conn, payload| async move {
+                self.post(&conn, payload).await
+            })
+            .await
+    }
+
     async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
         let data = match payload {
             Payload::Text(t) => Blob::new(t.as_bytes().to_vec()),

@@ -1,7 +1,10 @@
-//! The seam to reach a connected client: post, look up, disconnect. In AWS
-//! this is the API Gateway Management API (`@connections`); inside
-//! `jobcast serve` it is the gateway's own registry. Both report the same
-//! typed errors so the publisher handles them alike.
+//! The seam to reach connected clients: deliver a batch, post, look up,
+//! disconnect. In AWS this is the API Gateway Management API
+//! (`@connections`); inside `jobcast serve` it is the gateway's own
+//! registry. The publisher decides *what* goes to whom (a batch of
+//! [`Parcel`]s); the pusher decides *how*: the registry loops over its
+//! queues in process, the Management API pusher paces its requests
+//! ([`fan_out`]). Both report the same typed errors.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -89,17 +92,53 @@ impl PushError {
     }
 }
 
+/// The same messages for many connections: each connection receives
+/// `payloads` in order. Payloads are shared, so a parcel for 10,000
+/// connections holds each message once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parcel {
+    pub connections: Vec<String>,
+    pub payloads: Vec<Payload>,
+}
+
+/// What a batch delivery did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delivered {
+    /// Messages delivered (a connection and a payload each).
+    pub messages: usize,
+    /// Connections answered 410 (nothing more was sent to them).
+    pub gone: Vec<String>,
+    /// Retries made after 429 / 5xx.
+    pub retried: usize,
+    /// Connections whose messages stopped at an error retries did not cure.
+    pub failed: Vec<(String, PushError)>,
+    /// Connections posted to at once, when the pusher posts by request.
+    pub in_flight: Option<usize>,
+    /// The smoothed round trip of a post, when the pusher posts by request.
+    pub round_trip: Option<std::time::Duration>,
+}
+
+impl Delivered {
+    /// Adds what another delivery of the same batch did.
+    pub fn merge(&mut self, other: Delivered) {
+        self.messages += other.messages;
+        self.gone.extend(other.gone);
+        self.retried += other.retried;
+        self.failed.extend(other.failed);
+        self.in_flight = self.in_flight.max(other.in_flight);
+        self.round_trip = self.round_trip.max(other.round_trip);
+    }
+}
+
 /// Reaches connected clients by connection id.
 #[async_trait]
 pub trait Pusher: Send + Sync + 'static {
+    /// Delivers a batch: every connection of a parcel gets its payloads,
+    /// and a connection in several parcels gets them in the parcels' order.
+    /// A connection that is gone gets nothing more of the batch.
+    async fn deliver(&self, parcels: &[Parcel]) -> Delivered;
     /// Delivers one message to one connection.
     async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError>;
-    /// Delivers at once, when this pusher can without waiting (the local
-    /// gateway's registry): a fan-out then skips building a future per
-    /// subscriber. `None`: use `post`.
-    fn post_now(&self, _connection_id: &str, _payload: &Payload) -> Option<Result<(), PushError>> {
-        None
-    }
     /// Describes a live connection.
     async fn get(&self, connection_id: &str) -> Result<ConnectionInfo, PushError>;
     /// Closes a connection (code 1000); its `$disconnect` runs.
@@ -112,10 +151,20 @@ pub trait Pusher: Send + Sync + 'static {
 pub struct Delayed {
     pub inner: std::sync::Arc<dyn Pusher>,
     pub delay: std::time::Duration,
+    /// Paced as the Management API pusher is.
+    pub paced: Paced,
 }
 
 #[async_trait]
 impl Pusher for Delayed {
+    async fn deliver(&self, parcels: &[Parcel]) -> Delivered {
+        self.paced
+            .deliver(parcels, |conn, payload| async move {
+                self.post(&conn, payload).await
+            })
+            .await
+    }
+
     async fn post(&self, connection_id: &str, payload: Payload) -> Result<(), PushError> {
         let r = self.inner.post(connection_id, payload).await;
         tokio::time::sleep(self.delay).await;
@@ -135,8 +184,11 @@ impl Pusher for Delayed {
     }
 }
 
+pub mod fan_out;
 mod management_api;
+pub mod pace;
 
+pub use fan_out::{PaceOptions, Paced};
 pub use management_api::ManagementApiPusher;
 
 /// True when `e` or one of its sources is a refused TCP connection.

@@ -1,6 +1,6 @@
 //! In-process store on sharded maps: no global lock on the message path.
 
-use super::streams::{self, AppendOutcome, Appended, ChunkPage, StreamAppend};
+use super::streams::{self, AppendOptions, AppendOutcome, Appended, ChunkPage, StreamAppend};
 use super::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
     Lease, Store, StoreError, WebhookState, apply_update, owner_order_key,
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// The `memory` store: state lives as long as the process, and jobs and
 /// idempotency keys untouched for longer than the retention are swept, as
@@ -327,8 +327,8 @@ impl Store for MemoryStore {
         &self,
         job_id: &str,
         appends: &[StreamAppend],
-        _now: DateTime<Utc>,
-        reported: Option<Option<i64>>,
+        now: DateTime<Utc>,
+        options: AppendOptions,
     ) -> Result<AppendOutcome, StoreError> {
         // The job's entry stays locked for the whole append: appends to one
         // job are one after another.
@@ -350,21 +350,39 @@ impl Store for MemoryStore {
             job.snapshot
                 .streams
                 .insert(a.stream.clone(), entry.0.len() as u64);
+            if options.hold {
+                streams::hold(&mut job.held, &a.stream, from);
+            }
             appended.push(Appended {
                 stream: a.stream.clone(),
                 from,
                 chunks: a.chunks.clone(),
             });
         }
-        if let Some(deadline) = reported {
+        if let Some(deadline) = options.reported {
             job.deadline = deadline;
             job.worker_seen = true;
+        }
+        if options.track_recent {
+            let updated_at = job.snapshot.updated_at;
+            job.recent.shift(updated_at, now);
         }
         Ok(AppendOutcome {
             appended,
             lengths: job.snapshot.streams.clone(),
             job: job.clone(),
         })
+    }
+
+    async fn release_held(
+        &self,
+        job_id: &str,
+        pushed: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        if let Some(mut job) = self.jobs.get_mut(job_id) {
+            job.held = streams::released(&job.held, &job.snapshot.streams, pushed);
+        }
+        Ok(())
     }
 
     async fn read_chunks(

@@ -51,20 +51,38 @@ pub struct JobRecord {
     /// The per-owner limit the job was created under: it counts against
     /// its owner's unfinished jobs until it ends.
     pub owner_limit: Option<u32>,
-    /// When the two updates before the latest were stored, as far as
-    /// updates asked to keep it ([`JobUpdate::track_recent`]).
+    /// When the latest reports were stored, as far as updates and appends
+    /// asked to keep it ([`JobUpdate::track_recent`]).
     pub recent: Recent,
+    /// Chunks coalescing holds: per stream, the first index not pushed
+    /// yet (see [`crate::publish::coalesce`]); empty when none is held.
+    pub held: std::collections::BTreeMap<String, u64>,
 }
 
-/// When a job's two updates before its latest one were stored: whether the
-/// latest opened a coalescing window or came inside one (see
-/// [`crate::publish::coalesce`]).
+/// When a job's latest report (an update or an append) and the two before
+/// it were stored: whether the latest opened a coalescing window or came
+/// inside one (see [`crate::publish::coalesce`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Recent {
-    /// The snapshot's `updatedAt` before the latest update.
+    /// The latest one; `None` for jobs whose reports kept no times (then
+    /// the snapshot's `updatedAt` stands for it).
+    pub latest: Option<DateTime<Utc>>,
+    /// The one before the latest.
     pub previous: Option<DateTime<Utc>>,
     /// The one before that.
     pub before_previous: Option<DateTime<Utc>>,
+}
+
+impl Recent {
+    /// A report stored at `now`; `updated_at` is the snapshot's time
+    /// before it (the latest report's when none was kept).
+    pub fn shift(&mut self, updated_at: DateTime<Utc>, now: DateTime<Utc>) {
+        *self = Recent {
+            latest: Some(now),
+            previous: self.latest.or(Some(updated_at)),
+            before_previous: self.previous,
+        };
+    }
 }
 
 pub use crate::protocol::{MAX_TAG_CHARS, MAX_TAGS};
@@ -134,6 +152,7 @@ impl JobRecord {
             tags: Vec::new(),
             owner_limit: None,
             recent: Recent::default(),
+            held: Default::default(),
         }
     }
 
@@ -356,17 +375,24 @@ pub trait Store: Send + Sync + 'static {
     /// index and leave no gap. Refused as a whole, nothing written, for an
     /// unknown job (`NotFound`), an ended one (`Terminal`), too many streams
     /// (`TooManyStreams`) or a stream past its limits (`StreamFull`).
-    ///
-    /// With `reported`, the append is also the worker's report, in the same
-    /// write: the worker counts as seen and the job's deadline becomes the
-    /// given one (none: liveness is off), as a heartbeat would set it.
+    /// `options` say what else the same write records (the worker's
+    /// report, held chunks, the time).
     async fn append_chunks(
         &self,
         job_id: &str,
         appends: &[streams::StreamAppend],
         now: DateTime<Utc>,
-        reported: Option<Option<i64>>,
+        options: streams::AppendOptions,
     ) -> Result<streams::AppendOutcome, StoreError>;
+    /// Records that each stream's chunks below `pushed[stream]` were pushed:
+    /// held marks at or past them are left for a later push, and a mark
+    /// that has nothing left to hold is dropped ([`streams::released`]).
+    /// Nothing for an unknown job.
+    async fn release_held(
+        &self,
+        job_id: &str,
+        pushed: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), StoreError>;
     /// Up to `limit` chunks of `stream` from index `from`, stopping before
     /// `max_bytes` (at least one chunk when there is one); an empty page
     /// for a stream the job does not have (yet). `NotFound` for an unknown
@@ -503,10 +529,7 @@ pub fn apply_update(
         snap.error = update.error;
     }
     if update.track_recent {
-        job.recent = Recent {
-            previous: Some(snap.updated_at),
-            before_previous: job.recent.previous,
-        };
+        job.recent.shift(snap.updated_at, now);
     }
     let snap = &mut job.snapshot;
     snap.updated_at = now;

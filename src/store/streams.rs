@@ -49,6 +49,43 @@ impl StreamAppend {
     }
 }
 
+/// What an append records besides its chunks, in the same write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// The append is also the worker's report (it came alone): the worker
+    /// counts as seen and the job's deadline becomes the given one (none:
+    /// liveness is off), as a heartbeat would set it.
+    pub reported: Option<Option<i64>>,
+    /// Coalescing holds its chunks: each stream keeps the first index not
+    /// pushed yet ([`super::JobRecord::held`]) until a push releases it.
+    pub hold: bool,
+    /// Keep when it came ([`super::Recent`]), as updates do.
+    pub track_recent: bool,
+}
+
+/// `held` after an append placed chunks at `from` in `stream`: a mark
+/// already there (older chunks still held) stays.
+pub fn hold(held: &mut BTreeMap<String, u64>, stream: &str, from: u64) {
+    held.entry(stream.to_string()).or_insert(from);
+}
+
+/// The marks left after chunks below `pushed[stream]` were pushed, given
+/// each stream's length: a mark below what was pushed moves up to it, and
+/// one with nothing left to hold is dropped.
+pub fn released(
+    held: &BTreeMap<String, u64>,
+    lengths: &BTreeMap<String, u64>,
+    pushed: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    held.iter()
+        .filter_map(|(stream, &from)| {
+            let from = from.max(pushed.get(stream).copied().unwrap_or(0));
+            let length = lengths.get(stream).copied().unwrap_or(0);
+            (from < length).then(|| (stream.clone(), from))
+        })
+        .collect()
+}
+
 /// Chunks of one stream as they were appended: `chunks[0]` is chunk `from`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Appended {
@@ -147,6 +184,25 @@ mod tests {
         for bad in ["", "Log", "0log", "_x", "lo g", "ü", &"x".repeat(33)] {
             assert!(!valid_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn held_marks_keep_the_oldest_and_move_up_as_chunks_are_pushed() {
+        let mut held = BTreeMap::new();
+        hold(&mut held, "log", 10);
+        hold(&mut held, "log", 12);
+        hold(&mut held, "tokens", 3);
+        assert_eq!(held, BTreeMap::from([("log".into(), 10), ("tokens".into(), 3)]));
+        let lengths = BTreeMap::from([("log".into(), 14), ("tokens".into(), 5)]);
+        // Pushed up to 12 of log (two more came since) and all of tokens.
+        let pushed = BTreeMap::from([("log".into(), 12), ("tokens".into(), 5)]);
+        assert_eq!(
+            released(&held, &lengths, &pushed),
+            BTreeMap::from([("log".into(), 12)])
+        );
+        // A push of less than is held changes nothing.
+        let stale = BTreeMap::from([("log".into(), 4)]);
+        assert_eq!(released(&held, &lengths, &stale), held);
     }
 
     #[test]

@@ -489,7 +489,7 @@ pub fn sdk_as(
 pub async fn http_publisher(
     srv: &TestServer,
     store: Arc<dyn Store>,
-    options: jobcast::publish::PublishOptions,
+    paced: jobcast::push::Paced,
 ) -> jobcast::publish::Publisher {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -505,12 +505,11 @@ pub async fn http_publisher(
         )
         .load()
         .await;
-    let pusher = jobcast::push::ManagementApiPusher::new(&config, &srv.url("/dev"));
+    let pusher = jobcast::push::ManagementApiPusher::new(&config, &srv.url("/dev")).paced(paced);
     jobcast::publish::Publisher::new(
         store,
         Arc::new(pusher),
         Arc::new(jobcast::metrics::Metrics::new()),
-        options,
     )
 }
 

@@ -24,7 +24,6 @@ use crate::gateway::events::{ConnectionMeta, http_event, new_connection_id};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::handlers::{Deps, JobQueue, QueueError, jobs_api, websocket};
 use crate::publish::{Flusher, Held, Publisher};
-use crate::push::ManagementApiPusher;
 use crate::store::{DynamoStore, JobRecord, Store};
 use crate::token::TokenKey;
 use crate::wiring::DepsBuilder;
@@ -177,10 +176,7 @@ fn lambda_deps(
     parts.lease_owner = "lambda".into();
     parts.publish.coalesce = coalesce.0;
     parts.flusher = Some(Arc::clone(coalesce.1) as Arc<dyn Flusher>);
-    let publisher = parts.publisher(Arc::new(ManagementApiPusher::new(
-        sdk,
-        &format!("http://{addr}/dev"),
-    )));
+    let publisher = parts.publisher(parts.management_pusher(sdk, &format!("http://{addr}/dev")));
     let queue = parts.dispatcher(
         &publisher,
         queue,

@@ -35,7 +35,6 @@ pub use proc::{cpu_micros_per, cpu_seconds, rss_kib};
 pub use report::*;
 
 use super::{create_bench_job, local_sdk_config, percentile, require_loopback, timed_round};
-use crate::push::ManagementApiPusher;
 use crate::store::{MemoryStore, Store};
 use crate::values::{parse_duration, parse_positive};
 use crate::wiring::DepsBuilder;

@@ -263,12 +263,9 @@ pub(super) async fn fanout_phase(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let publisher = DepsBuilder::new(Arc::clone(&store), Default::default())
-        .fan_out_concurrency(opts.fanout_concurrency)
-        .publisher(Arc::new(ManagementApiPusher::new(
-            &sdk,
-            &opts.management_url,
-        )));
+    let parts = DepsBuilder::new(Arc::clone(&store), Default::default())
+        .fan_out_concurrency(opts.fanout_concurrency);
+    let publisher = parts.publisher(parts.management_pusher(&sdk, &opts.management_url));
     let pb = bar(!opts.quiet, opts.fanout_rounds as u64, "fan-out");
     board.fanout_target.store(ids.len(), Ordering::Release);
     let mut times = Vec::with_capacity(opts.fanout_rounds);

@@ -254,49 +254,47 @@ pub(super) async fn update(
     }
 }
 
-/// Applies what a worker reported: its chunks first (all or none), then
-/// its update, or a heartbeat when it sent none. Every report counts as the
-/// worker's: it meets a start deadline, and moves (or, with liveness off,
-/// drops) the job's deadline. Returns the job, and the lengths of the
-/// streams the request appended to.
+/// Applies what a worker reported: its chunks (all or none) and its
+/// update, pushed together, or a heartbeat when it sent neither. Every
+/// report counts as the worker's: it meets a start deadline, and moves (or,
+/// with liveness off, drops) the job's deadline. Returns the job, and the
+/// lengths of the streams the request appended to.
 async fn report(
     deps: &Deps,
     id: &str,
     parsed: Parsed,
     deadline: Option<i64>,
 ) -> Result<(JobRecord, Option<BTreeMap<String, u64>>), StoreError> {
-    let mut lengths = None;
-    let mut appended_job = None;
-    if !parsed.append.is_empty() {
-        // An update that would be refused must not leave its chunks behind.
-        if let Some(u) = &parsed.update {
-            check_percent(deps, id, u).await?;
-        }
+    let asked = |out: crate::store::streams::AppendOutcome| -> BTreeMap<String, u64> {
+        out.lengths
+            .into_iter()
+            .filter(|(name, _)| parsed.append.iter().any(|a| &a.stream == name))
+            .collect()
+    };
+    match parsed.update {
         // Alone, the append is also the worker's report, in the same write.
-        let reported = parsed.update.is_none().then_some(deadline);
-        let out = deps.publisher.append(id, &parsed.append, reported).await?;
-        lengths = Some(
-            out.lengths
-                .into_iter()
-                .filter(|(name, _)| parsed.append.iter().any(|a| &a.stream == name))
-                .collect(),
-        );
-        appended_job = Some(out.job);
-    }
-    let job = match parsed.update {
-        None => match appended_job {
-            Some(job) => job,
-            None => deps.store().heartbeat(id, deadline).await?,
-        },
+        None if !parsed.append.is_empty() => {
+            let out = deps.publisher.append(id, &parsed.append, Some(deadline)).await?;
+            let job = out.job.clone();
+            Ok((job, Some(asked(out))))
+        }
+        None => Ok((deps.store().heartbeat(id, deadline).await?, None)),
         Some(mut u) => {
+            // An update that would be refused must not leave its chunks behind.
+            if !parsed.append.is_empty() {
+                check_percent(deps, id, &u).await?;
+            }
             u.liveness = match deadline {
                 Some(d) => Liveness::Refresh(d),
                 None => Liveness::Reported,
             };
-            deps.publisher.publish(id, u).await?.0
+            let (job, _, appended) = deps
+                .publisher
+                .publish_appending(id, u, &parsed.append)
+                .await?;
+            Ok((job, appended.map(asked)))
         }
-    };
-    Ok((job, lengths))
+    }
 }
 
 /// Refuses, before anything is written, an update whose percent would go

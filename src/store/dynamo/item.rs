@@ -243,9 +243,11 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
         owner_limit: get_n(item, "ownerLimit"),
         // `prevAt2` holds a marker that is no time when there was none.
         recent: crate::store::Recent {
+            latest: get_time(item, "lastAt"),
             previous: get_time(item, "prevAt"),
             before_previous: get_time(item, "prevAt2"),
         },
+        held: number_map(item, "heldFrom"),
     })
 }
 

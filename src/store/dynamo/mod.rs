@@ -412,9 +412,17 @@ impl Store for DynamoStore {
         job_id: &str,
         appends: &[crate::store::streams::StreamAppend],
         now: DateTime<Utc>,
-        reported: Option<Option<i64>>,
+        options: crate::store::streams::AppendOptions,
     ) -> Result<crate::store::streams::AppendOutcome, StoreError> {
-        self.append(job_id, appends, now, reported).await
+        self.append(job_id, appends, now, options).await
+    }
+
+    async fn release_held(
+        &self,
+        job_id: &str,
+        pushed: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        self.release(job_id, pushed).await
     }
 
     async fn read_chunks(

@@ -5,11 +5,16 @@
 //! text. An append reads the state, checks the limits, then writes the new
 //! lengths and its chunk items in one transaction conditional on the
 //! version it read: two appends never share an index, none leaves a gap,
-//! and a refused or failed one writes nothing.
+//! and a refused or failed one writes nothing. Chunks coalescing holds are
+//! marked in the same item (`heldFrom`: stream → first index not pushed),
+//! written under the same version.
 
 use super::*;
-use crate::store::streams::{self, AppendOutcome, Appended, ChunkPage, StreamAppend};
+use crate::store::streams::{
+    self, AppendOptions, AppendOutcome, Appended, ChunkPage, StreamAppend,
+};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use super::update::NO_TIME;
 use std::collections::BTreeMap;
 
 /// Attempts of an append that loses its condition to a concurrent one.
@@ -21,6 +26,28 @@ fn chunk_sk(stream: &str, from: u64) -> String {
 
 fn number_attr_map(m: &BTreeMap<String, u64>) -> AttributeValue {
     AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), n(*v))).collect())
+}
+
+/// The condition that the state item's chunk version is still `version`.
+fn version_condition(version: u64) -> &'static str {
+    if version == 0 {
+        "attribute_not_exists(chunkVersion)"
+    } else {
+        "chunkVersion = :version"
+    }
+}
+
+/// Waits before another try of a write that lost its condition to a
+/// concurrent one (none before the first).
+async fn lost_race_pause(attempt: u32) {
+    if attempt > 0 {
+        let wait = crate::retry::backoff(
+            attempt.min(6),
+            Duration::from_millis(5),
+            Duration::from_millis(200),
+        );
+        tokio::time::sleep(wait).await;
+    }
 }
 
 impl DynamoStore {
@@ -36,17 +63,11 @@ impl DynamoStore {
         job_id: &str,
         appends: &[StreamAppend],
         now: DateTime<Utc>,
-        reported: Option<Option<i64>>,
+        options: AppendOptions,
     ) -> Result<AppendOutcome, StoreError> {
+        let reported = options.reported;
         for attempt in 0..APPEND_ATTEMPTS {
-            if attempt > 0 {
-                let wait = crate::retry::backoff(
-                    attempt.min(6),
-                    Duration::from_millis(5),
-                    Duration::from_millis(200),
-                );
-                tokio::time::sleep(wait).await;
-            }
+            lost_race_pause(attempt).await;
             let Some(item) = self.get_item(job_key(job_id)).await? else {
                 return Err(StoreError::NotFound(job_id.to_string()));
             };
@@ -67,6 +88,9 @@ impl DynamoStore {
                 let total = from + a.chunks.len() as u64;
                 lengths.insert(a.stream.clone(), total);
                 bytes.insert(a.stream.clone(), size + a.bytes);
+                if options.hold {
+                    streams::hold(&mut job.held, &a.stream, from);
+                }
                 let text = Value::Array(a.chunks.clone()).to_string();
                 let put = Put::builder()
                     .table_name(&self.table)
@@ -84,12 +108,19 @@ impl DynamoStore {
                     chunks: a.chunks.clone(),
                 });
             }
-            let seen = if version == 0 {
-                "attribute_not_exists(chunkVersion)"
+            // Held marks and times ride on the same write; the times are
+            // shifted by the write itself, as an update shifts them.
+            let held = if options.hold {
+                ", heldFrom = :held"
             } else {
-                "chunkVersion = :version"
+                ""
             };
-            // The worker's report rides on the same write.
+            let recent = if options.track_recent {
+                ", prevAt2 = if_not_exists(prevAt, :noTime), prevAt = if_not_exists(lastAt, updatedAt), lastAt = :now"
+            } else {
+                ""
+            };
+            // The worker's report rides on it too.
             let liveness = match reported {
                 None => "",
                 Some(Some(_)) => ", GSI2PK = :live, GSI2SK = :deadline, workerSeen = :seen",
@@ -99,10 +130,11 @@ impl DynamoStore {
                 .table_name(&self.table)
                 .set_key(Some(HashMap::from(job_key(job_id))))
                 .update_expression(format!(
-                    "SET #streams = :lengths, streamBytes = :bytes, chunkVersion = :next{liveness}"
+                    "SET #streams = :lengths, streamBytes = :bytes, chunkVersion = :next{held}{recent}{liveness}"
                 ))
                 .condition_expression(format!(
-                    "attribute_exists(PK) AND {TERMINAL_CONDITION} AND {seen}"
+                    "attribute_exists(PK) AND {TERMINAL_CONDITION} AND {}",
+                    version_condition(version)
                 ))
                 .expression_attribute_names("#streams", "streams")
                 .expression_attribute_names("#status", "status")
@@ -111,6 +143,14 @@ impl DynamoStore {
                 .expression_attribute_values(":next", n(version + 1));
             if version > 0 {
                 update = update.expression_attribute_values(":version", n(version));
+            }
+            if options.hold {
+                update = update.expression_attribute_values(":held", number_attr_map(&job.held));
+            }
+            if options.track_recent {
+                update = update
+                    .expression_attribute_values(":noTime", s(NO_TIME))
+                    .expression_attribute_values(":now", s(rfc3339(now)));
             }
             if let Some(deadline) = reported {
                 update = update.expression_attribute_values(":seen", AttributeValue::Bool(true));
@@ -141,6 +181,10 @@ impl DynamoStore {
                         job.deadline = deadline;
                         job.worker_seen = true;
                     }
+                    if options.track_recent {
+                        let updated_at = job.snapshot.updated_at;
+                        job.recent.shift(updated_at, now);
+                    }
                     return Ok(AppendOutcome {
                         appended,
                         lengths,
@@ -158,6 +202,55 @@ impl DynamoStore {
         }
         Err(StoreError::Throttled(format!(
             "job {job_id}: {APPEND_ATTEMPTS} appends in a row lost to concurrent ones"
+        )))
+    }
+
+    /// Moves the held marks past what was pushed ([`streams::released`]),
+    /// under the chunk version, so a concurrent append's mark is kept.
+    pub(super) async fn release(
+        &self,
+        job_id: &str,
+        pushed: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        for attempt in 0..APPEND_ATTEMPTS {
+            lost_race_pause(attempt).await;
+            let Some(item) = self.get_item(job_key(job_id)).await? else {
+                return Ok(());
+            };
+            let held = number_map(&item, "heldFrom");
+            let left = streams::released(&held, &number_map(&item, "streams"), pushed);
+            if left == held {
+                return Ok(());
+            }
+            let version: u64 = get_n(&item, "chunkVersion").unwrap_or(0);
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(HashMap::from(job_key(job_id))))
+                .condition_expression(format!(
+                    "attribute_exists(PK) AND {}",
+                    version_condition(version)
+                ))
+                .expression_attribute_values(":next", n(version + 1));
+            update = if left.is_empty() {
+                update.update_expression("SET chunkVersion = :next REMOVE heldFrom")
+            } else {
+                update
+                    .update_expression("SET chunkVersion = :next, heldFrom = :held")
+                    .expression_attribute_values(":held", number_attr_map(&left))
+            };
+            if version > 0 {
+                update = update.expression_attribute_values(":version", n(version));
+            }
+            match update.send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Throttled(format!(
+            "job {job_id}: {APPEND_ATTEMPTS} releases of held chunks in a row lost to appends"
         )))
     }
 

@@ -70,8 +70,9 @@ impl UpdateExpression {
         e.liveness(job_id, update);
         if update.track_recent {
             // Right-hand sides read the item as it was before this update.
-            e.set
-                .push("prevAt2 = if_not_exists(prevAt, :noTime), prevAt = #updatedAt");
+            e.set.push(
+                "prevAt2 = if_not_exists(prevAt, :noTime), prevAt = if_not_exists(lastAt, #updatedAt), lastAt = :now",
+            );
             e.values.insert(":noTime".into(), s(NO_TIME));
         }
         e
