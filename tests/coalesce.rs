@@ -146,3 +146,111 @@ async fn the_demo_worker_is_coalesced_too_and_ends_on_its_final_snapshot() {
     );
     assert!(got.len() < 32, "every update was pushed: {got:?}");
 }
+
+/// A server coalescing into `window` whose `export` jobs the test reports
+/// for, a job, its job message, and a subscriber of its `tokens` stream
+/// that has read the first snapshot.
+async fn streaming(window: Duration) -> (TestServer, Value, Client) {
+    let srv = start_with(|c| {
+        c.kinds = Kinds::parse_list("export=command:true").unwrap();
+        c.publish.coalesce = window;
+    })
+    .await;
+    let job = srv.create_export_job(json!({})).await;
+    let id = job["jobId"].as_str().unwrap();
+    let token = srv
+        .deps
+        .tokens
+        .issue_worker(id, chrono::Utc::now().timestamp());
+    let msg = json!({"updateUrl": srv.url(&format!("/jobs/{id}/updates")), "workerToken": token});
+    let mut c = srv.connect().await;
+    send_json(
+        &mut c,
+        json!({"action": "subscribe", "jobId": id, "token": job["token"], "streams": {"tokens": 0}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut c).await["type"], "progress");
+    (srv, msg, c)
+}
+
+/// What a client keeps of `chunks` messages, as the contract's clients
+/// do: chunks below the next index are dropped; a gap fails the test.
+#[derive(Default)]
+struct Kept {
+    tokens: Vec<Value>,
+    messages: usize,
+}
+
+impl Kept {
+    fn take(&mut self, m: &Value) {
+        assert_eq!(m["stream"], "tokens", "{m}");
+        let from = m["from"].as_u64().unwrap() as usize;
+        assert!(from <= self.tokens.len(), "a gap: {m}");
+        let chunks = m["chunks"].as_array().unwrap();
+        self.tokens
+            .extend(chunks.iter().skip(self.tokens.len() - from).cloned());
+        self.messages += 1;
+    }
+}
+
+fn tokens(r: std::ops::Range<usize>) -> Vec<Value> {
+    r.map(|i| json!(format!("t{i}"))).collect()
+}
+
+#[tokio::test]
+async fn chunks_are_held_for_the_window_and_none_is_dropped() {
+    let (mut srv, msg, mut c) = streaming(MS(250)).await;
+    for i in 0..24 {
+        let a = accepted_update(&msg, json!({"append": {"tokens": [format!("t{i}")]}})).await;
+        assert_eq!(a["streams"]["tokens"], i + 1);
+        tokio::time::sleep(MS(10)).await;
+    }
+    let mut kept = Kept::default();
+    while kept.tokens.len() < 24 {
+        let m = next_json(&mut c).await;
+        if m["type"] == "chunks" {
+            kept.take(&m);
+        }
+    }
+    assert_eq!(kept.tokens, tokens(0..24));
+    // Two dozen appends over several windows: the first pushed at once,
+    // then one message per window (or two where a push and a window's end
+    // crossed), never one per append.
+    assert!(kept.messages <= 12, "{} messages", kept.messages);
+    assert!(srv.metric("jobcast_publish_flushed_total").await >= 1.0);
+    drop(c);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_terminal_update_pushes_the_held_chunks_at_once_before_its_snapshot() {
+    // A window longer than the test waits: only the terminal update can
+    // push what it holds.
+    let (mut srv, msg, mut c) = streaming(Duration::from_secs(10)).await;
+    for i in 0..5 {
+        accepted_update(&msg, json!({"append": {"tokens": [format!("t{i}")]}})).await;
+    }
+    let done = accepted_update(
+        &msg,
+        json!({"status": "succeeded", "append": {"tokens": ["t5"]}}),
+    )
+    .await;
+    assert_eq!(done["streams"]["tokens"], 6);
+    let mut kept = Kept::default();
+    let last = loop {
+        let m = tokio::time::timeout(MS(3000), async { next_json(&mut c).await })
+            .await
+            .expect("pushed at once, not at the window's end");
+        match m["type"].as_str() {
+            Some("chunks") => kept.take(&m),
+            _ if m["status"] == "succeeded" => break m,
+            _ => {}
+        }
+    };
+    assert_eq!(kept.tokens, tokens(0..6), "every chunk before the terminal snapshot");
+    assert_eq!(last["streams"]["tokens"], 6);
+    // The first append went at once; the rest were held and go together.
+    assert!(kept.messages <= 3, "{} messages", kept.messages);
+    drop(c);
+    srv.shutdown().await;
+}
