@@ -247,7 +247,11 @@ async fn a_terminal_update_pushes_the_held_chunks_at_once_before_its_snapshot() 
             _ => {}
         }
     };
-    assert_eq!(kept.tokens, tokens(0..6), "every chunk before the terminal snapshot");
+    assert_eq!(
+        kept.tokens,
+        tokens(0..6),
+        "every chunk before the terminal snapshot"
+    );
     assert_eq!(last["streams"]["tokens"], 6);
     // The first append went at once; the rest were held and go together.
     assert!(kept.messages <= 3, "{} messages", kept.messages);

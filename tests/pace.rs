@@ -170,12 +170,8 @@ async fn a_429_halves_the_posts_in_flight_and_every_message_still_arrives_once()
         max_backoff: Duration::from_millis(300),
         ..PaceOptions::default()
     });
-    let publisher = http_publisher(
-        &srv,
-        Arc::clone(srv.deps.publisher.store()),
-        paced.clone(),
-    )
-    .await;
+    let publisher =
+        http_publisher(&srv, Arc::clone(srv.deps.publisher.store()), paced.clone()).await;
     let (_, report) = publisher
         .publish("job_throttled", running(50.0))
         .await

@@ -6,11 +6,11 @@ mod common;
 use chrono::Utc;
 use jobcast::clock::ManualClock;
 use jobcast::protocol::Status;
+use jobcast::store::streams::{AppendOptions, StreamAppend};
 use jobcast::store::{
     Follower, IdempotencyOutcome, IdempotencyRecord, JobPage, JobQuery, JobRecord, JobUpdate,
     Liveness, MemoryStore, Store, StoreError, WebhookState, WebhookStatus,
 };
-use jobcast::store::streams::{AppendOptions, StreamAppend};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -938,7 +938,8 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 StreamAppend::new("tokens", vec![json!("Hel"), json!("lo")]),
             ],
             Utc::now(),
-            AppendOptions::default(),)
+            AppendOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(out.appended[0].from, 0);
@@ -951,7 +952,8 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("log", lines(3 * n, 3))],
                 Utc::now(),
-                AppendOptions::default(),)
+                AppendOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(out.appended[0].from, 3 * n as u64);
@@ -992,13 +994,20 @@ async fn streams_suite(store: Arc<dyn Store>) {
         .map(|i| StreamAppend::new(format!("s{i}"), vec![json!(i)]))
         .collect();
     assert!(matches!(
-        store.append_chunks(&id, &many, Utc::now(), AppendOptions::default()).await,
+        store
+            .append_chunks(&id, &many, Utc::now(), AppendOptions::default())
+            .await,
         Err(StoreError::TooManyStreams { limit: 8, .. })
     ));
     let job = store.get_job(&id).await.unwrap().unwrap();
     assert_eq!(job.snapshot.streams.len(), 2, "nothing of a refused append");
     store
-        .append_chunks(&id, &many[..MAX_STREAMS - 2], Utc::now(), AppendOptions::default())
+        .append_chunks(
+            &id,
+            &many[..MAX_STREAMS - 2],
+            Utc::now(),
+            AppendOptions::default(),
+        )
         .await
         .unwrap();
     let zeros = vec![json!(0); (MAX_STREAM_CHUNKS - 15) as usize];
@@ -1006,7 +1015,10 @@ async fn streams_suite(store: Arc<dyn Store>) {
         StreamAppend::new("tokens", vec![json!("!")]),
         StreamAppend::new("log", [zeros.clone(), vec![json!(0)]].concat()),
     ];
-    match store.append_chunks(&id, &full, Utc::now(), AppendOptions::default()).await {
+    match store
+        .append_chunks(&id, &full, Utc::now(), AppendOptions::default())
+        .await
+    {
         Err(StoreError::StreamFull { stream, limit, .. }) => {
             assert_eq!((stream.as_str(), limit), ("log", MAX_STREAM_CHUNKS))
         }
@@ -1019,7 +1031,12 @@ async fn streams_suite(store: Arc<dyn Store>) {
     );
     // Exactly the limit is accepted.
     let out = store
-        .append_chunks(&id, &[StreamAppend::new("log", zeros)], Utc::now(), AppendOptions::default())
+        .append_chunks(
+            &id,
+            &[StreamAppend::new("log", zeros)],
+            Utc::now(),
+            AppendOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(out.lengths["log"], MAX_STREAM_CHUNKS);
@@ -1041,7 +1058,8 @@ async fn streams_suite(store: Arc<dyn Store>) {
                 &id,
                 &[StreamAppend::new("tokens", vec![big.clone()])],
                 Utc::now(),
-                AppendOptions::default(),)
+                AppendOptions::default(),
+            )
             .await
             .unwrap();
     }
@@ -1050,7 +1068,8 @@ async fn streams_suite(store: Arc<dyn Store>) {
             &id,
             &[StreamAppend::new("tokens", vec![big.clone()])],
             Utc::now(),
-            AppendOptions::default(),)
+            AppendOptions::default(),
+        )
         .await
     {
         Err(StoreError::StreamFull { limit, .. }) => assert_eq!(limit, MAX_STREAM_BYTES),
@@ -1139,7 +1158,11 @@ async fn streams_suite(store: Arc<dyn Store>) {
             &r,
             &[StreamAppend::new("log", vec![json!(1)])],
             Utc::now(),
-            AppendOptions { reported: Some(Some(at)), ..AppendOptions::default() },)
+            AppendOptions {
+                reported: Some(Some(at)),
+                ..AppendOptions::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!((out.job.deadline, out.job.worker_seen), (Some(at), true));
@@ -1154,7 +1177,11 @@ async fn streams_suite(store: Arc<dyn Store>) {
             &r,
             &[StreamAppend::new("log", vec![json!(2)])],
             Utc::now(),
-            AppendOptions { reported: Some(None), ..AppendOptions::default() },)
+            AppendOptions {
+                reported: Some(None),
+                ..AppendOptions::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(out.job.deadline, None);
@@ -1171,7 +1198,12 @@ async fn streams_suite(store: Arc<dyn Store>) {
             for k in 0..8 {
                 let chunks = vec![json!([t, k, 0]), json!([t, k, 1])];
                 store
-                    .append_chunks(&c, &[StreamAppend::new("log", chunks)], Utc::now(), AppendOptions::default())
+                    .append_chunks(
+                        &c,
+                        &[StreamAppend::new("log", chunks)],
+                        Utc::now(),
+                        AppendOptions::default(),
+                    )
                     .await
                     .unwrap();
             }
@@ -1225,14 +1257,22 @@ async fn held_suite(store: Arc<dyn Store>) {
     let chunks = |n: usize| (0..n).map(|i| json!(i)).collect::<Vec<_>>();
     // Not held: no mark.
     let plain = store
-        .append_chunks(&id, &[StreamAppend::new("log", chunks(2))], Utc::now(), AppendOptions::default())
+        .append_chunks(
+            &id,
+            &[StreamAppend::new("log", chunks(2))],
+            Utc::now(),
+            AppendOptions::default(),
+        )
         .await
         .unwrap();
     assert!(plain.job.held.is_empty());
     let first = store
         .append_chunks(
             &id,
-            &[StreamAppend::new("log", chunks(3)), StreamAppend::new("tokens", chunks(1))],
+            &[
+                StreamAppend::new("log", chunks(3)),
+                StreamAppend::new("tokens", chunks(1)),
+            ],
             Utc::now(),
             hold,
         )
@@ -1243,7 +1283,12 @@ async fn held_suite(store: Arc<dyn Store>) {
     };
     assert_eq!(first.job.held, marks(&[("log", 2), ("tokens", 0)]));
     let second = store
-        .append_chunks(&id, &[StreamAppend::new("log", chunks(2))], Utc::now(), hold)
+        .append_chunks(
+            &id,
+            &[StreamAppend::new("log", chunks(2))],
+            Utc::now(),
+            hold,
+        )
         .await
         .unwrap();
     assert_eq!(second.job.held, marks(&[("log", 2), ("tokens", 0)]));
@@ -1257,13 +1302,27 @@ async fn held_suite(store: Arc<dyn Store>) {
         .release_held(&id, &marks(&[("log", 5), ("tokens", 1)]))
         .await
         .unwrap();
-    assert_eq!(store.get_job(&id).await.unwrap().unwrap().held, marks(&[("log", 5)]));
+    assert_eq!(
+        store.get_job(&id).await.unwrap().unwrap().held,
+        marks(&[("log", 5)])
+    );
     // A stale release changes nothing.
-    store.release_held(&id, &marks(&[("log", 3)])).await.unwrap();
-    assert_eq!(store.get_job(&id).await.unwrap().unwrap().held, marks(&[("log", 5)]));
+    store
+        .release_held(&id, &marks(&[("log", 3)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_job(&id).await.unwrap().unwrap().held,
+        marks(&[("log", 5)])
+    );
     // Appends keep their indices after releases (the version moved on).
     let third = store
-        .append_chunks(&id, &[StreamAppend::new("log", chunks(1))], Utc::now(), hold)
+        .append_chunks(
+            &id,
+            &[StreamAppend::new("log", chunks(1))],
+            Utc::now(),
+            hold,
+        )
         .await
         .unwrap();
     assert_eq!(third.appended[0].from, 7);
@@ -1273,10 +1332,16 @@ async fn held_suite(store: Arc<dyn Store>) {
     done.percent = Some(100.0);
     let ended = store.update_job(&id, done, Utc::now()).await.unwrap();
     assert_eq!(ended.held, marks(&[("log", 5)]));
-    store.release_held(&id, &marks(&[("log", 8)])).await.unwrap();
+    store
+        .release_held(&id, &marks(&[("log", 8)]))
+        .await
+        .unwrap();
     assert!(store.get_job(&id).await.unwrap().unwrap().held.is_empty());
     // Unknown job: nothing to do.
-    store.release_held("held-unknown", &marks(&[("log", 1)])).await.unwrap();
+    store
+        .release_held("held-unknown", &marks(&[("log", 1)]))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

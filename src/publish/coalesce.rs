@@ -77,7 +77,10 @@ pub fn decide(window: Duration, job: &JobRecord) -> Decision {
     if window_ms == 0 || job.snapshot.status.is_terminal() {
         return Decision::Push;
     }
-    let current = window_of(job.recent.latest.unwrap_or(job.snapshot.updated_at), window_ms);
+    let current = window_of(
+        job.recent.latest.unwrap_or(job.snapshot.updated_at),
+        window_ms,
+    );
     // An update after a whole window without one (or the job's first) is
     // news: pushed at once. One that continues a stream waits for its
     // window's end with the others.

@@ -67,11 +67,7 @@ pub fn snapshot_payload(snapshot: &Snapshot) -> Payload {
 }
 
 impl Publisher {
-    pub fn new(
-        store: Arc<dyn Store>,
-        pusher: Arc<dyn Pusher>,
-        metrics: Arc<Metrics>,
-    ) -> Publisher {
+    pub fn new(store: Arc<dyn Store>, pusher: Arc<dyn Pusher>, metrics: Arc<Metrics>) -> Publisher {
         Publisher {
             store,
             pusher,

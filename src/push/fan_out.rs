@@ -127,9 +127,7 @@ impl Paced {
         let started = Instant::now();
         let work = by_connection(parcels);
         let target = pace::budget(self.options.fan_out_target, started);
-        let mut limit = self
-            .pace
-            .plan(work.len(), self.options.concurrency, target);
+        let mut limit = self.pace.plan(work.len(), self.options.concurrency, target);
         let mut done = Delivered {
             in_flight: Some(limit),
             ..Delivered::default()

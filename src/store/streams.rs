@@ -192,7 +192,10 @@ mod tests {
         hold(&mut held, "log", 10);
         hold(&mut held, "log", 12);
         hold(&mut held, "tokens", 3);
-        assert_eq!(held, BTreeMap::from([("log".into(), 10), ("tokens".into(), 3)]));
+        assert_eq!(
+            held,
+            BTreeMap::from([("log".into(), 10), ("tokens".into(), 3)])
+        );
         let lengths = BTreeMap::from([("log".into(), 14), ("tokens".into(), 5)]);
         // Pushed up to 12 of log (two more came since) and all of tokens.
         let pushed = BTreeMap::from([("log".into(), 12), ("tokens".into(), 5)]);

@@ -274,7 +274,10 @@ async fn report(
     match parsed.update {
         // Alone, the append is also the worker's report, in the same write.
         None if !parsed.append.is_empty() => {
-            let out = deps.publisher.append(id, &parsed.append, Some(deadline)).await?;
+            let out = deps
+                .publisher
+                .append(id, &parsed.append, Some(deadline))
+                .await?;
             let job = out.job.clone();
             Ok((job, Some(asked(out))))
         }

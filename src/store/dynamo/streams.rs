@@ -9,12 +9,12 @@
 //! marked in the same item (`heldFrom`: stream → first index not pushed),
 //! written under the same version.
 
+use super::update::NO_TIME;
 use super::*;
 use crate::store::streams::{
     self, AppendOptions, AppendOutcome, Appended, ChunkPage, StreamAppend,
 };
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-use super::update::NO_TIME;
 use std::collections::BTreeMap;
 
 /// Attempts of an append that loses its condition to a concurrent one.
