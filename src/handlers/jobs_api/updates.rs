@@ -265,8 +265,8 @@ async fn report(
     parsed: Parsed,
     deadline: Option<i64>,
 ) -> Result<(JobRecord, Option<BTreeMap<String, u64>>), StoreError> {
-    let asked = |out: crate::store::streams::AppendOutcome| -> BTreeMap<String, u64> {
-        out.lengths
+    let asked = |lengths: BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+        lengths
             .into_iter()
             .filter(|(name, _)| parsed.append.iter().any(|a| &a.stream == name))
             .collect()
@@ -278,8 +278,7 @@ async fn report(
                 .publisher
                 .append(id, &parsed.append, Some(deadline))
                 .await?;
-            let job = out.job.clone();
-            Ok((job, Some(asked(out))))
+            Ok((out.job, Some(asked(out.lengths))))
         }
         None => Ok((deps.store().heartbeat(id, deadline).await?, None)),
         Some(mut u) => {
@@ -295,7 +294,7 @@ async fn report(
                 .publisher
                 .publish_appending(id, u, &parsed.append)
                 .await?;
-            Ok((job, appended.map(asked)))
+            Ok((job, appended.map(|out| asked(out.lengths))))
         }
     }
 }
