@@ -16,6 +16,7 @@ pub mod config;
 pub mod dispatch;
 #[cfg(feature = "cli")]
 pub mod emulate;
+pub mod files;
 pub mod gateway;
 pub mod handlers;
 pub mod metrics;
