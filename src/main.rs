@@ -283,6 +283,7 @@ async fn publish(args: PublishArgs) -> Result<(), String> {
         error: args.error,
         liveness: Default::default(),
         track_recent: false,
+        files: Vec::new(),
     };
     let job_id = args.job_id.as_str();
     let (job, report) = publisher

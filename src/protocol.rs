@@ -123,6 +123,11 @@ pub struct Snapshot {
     /// `seq`: only a terminal snapshot's are final.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub streams: std::collections::BTreeMap<String, u64>,
+    /// The attached files with download URLs presigned when the snapshot
+    /// is sent or read (CONTRACT section 11); absent while the job has
+    /// none. Filled by [`crate::files::FileLinks::show`], never stored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::files::ShownFile>,
 }
 
 /// Most tags one job carries.
@@ -492,6 +497,7 @@ mod tests {
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_default(),
             streams: Default::default(),
+            files: Vec::new(),
         };
         let v: Value = serde_json::from_str(&ServerMessage::Progress(&snap).to_json()).unwrap();
         assert_eq!(

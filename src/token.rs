@@ -98,6 +98,17 @@ impl TokenKey {
         mac
     }
 
+    /// A key for another purpose, derived from this one (HMAC of `label`):
+    /// signing with it never makes a valid token, and it stays the same
+    /// across restarts when the secret does.
+    pub fn derive(&self, label: &[u8]) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(b"derive:");
+        mac.update(label);
+        mac.finalize().into_bytes().to_vec()
+    }
+
     /// Issues a client token for `job_id` (follow, cancel), valid until `now_unix + ttl`.
     pub fn issue(&self, job_id: &str, now_unix: i64) -> String {
         self.issue_as(Role::Client, job_id, now_unix)

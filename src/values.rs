@@ -56,8 +56,19 @@ pub fn parse_coalesce_window(s: &str) -> Result<Duration, String> {
     Ok(window)
 }
 
+/// A download URL lifetime: positive, at most 7 days.
+pub fn parse_file_url_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl.is_zero() || ttl > crate::files::MAX_DOWNLOAD_TTL {
+        return Err(format!(
+            "a file URL lives from 1s to 7d (presigned URLs cannot outlive 7 days), got '{s}'"
+        ));
+    }
+    Ok(ttl)
+}
+
 pub fn parse_stage(s: &str) -> Result<String, String> {
-    let reserved = ["jobs", "healthz", "metrics", "@connections"];
+    let reserved = ["jobs", "healthz", "metrics", "@connections", "files"];
     if s.is_empty()
         || s.len() > 128
         || !s

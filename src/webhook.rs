@@ -248,9 +248,18 @@ pub struct Webhooks {
     metrics: Arc<Metrics>,
     options: WebhookOptions,
     delivery: Delivery,
+    /// Where job files are: a terminal snapshot's files go out with
+    /// download URLs presigned when it is sent.
+    files: std::sync::OnceLock<crate::files::FileLinks>,
 }
 
 impl Webhooks {
+    /// Shows attached files with download URLs from `files` (the first
+    /// call decides; later ones change nothing).
+    pub fn show_files(&self, files: &crate::files::FileLinks) {
+        let _ = self.files.set(files.clone());
+    }
+
     pub fn new(
         secret: impl Into<Vec<u8>>,
         store: Arc<dyn Store>,
@@ -273,6 +282,7 @@ impl Webhooks {
             metrics,
             options,
             delivery: Delivery::Background,
+            files: std::sync::OnceLock::new(),
         })
     }
 
@@ -314,7 +324,10 @@ impl Webhooks {
         let Some(url) = job.callback_url.as_deref() else {
             return WebhookStatus::Delivered;
         };
-        let body = job.public_view().to_string();
+        let body = crate::files::FileLinks::shown(self.files.get(), job)
+            .await
+            .public_view()
+            .to_string();
         let mut state = WebhookState {
             status: WebhookStatus::Pending,
             attempts: 0,

@@ -50,6 +50,8 @@ pub struct DepsBuilder {
     /// Pushes the newest held update when a coalescing window
     /// (`publish.coalesce`) ends; without one every update is pushed.
     pub flusher: Option<Arc<dyn Flusher>>,
+    /// Where job files are (None: this host takes no files).
+    pub files: Option<crate::files::FileLinks>,
 }
 
 impl DepsBuilder {
@@ -74,6 +76,7 @@ impl DepsBuilder {
             identity: None,
             owner_limit: None,
             flusher: None,
+            files: None,
         }
     }
 
@@ -135,6 +138,15 @@ impl DepsBuilder {
         let p = Publisher::new(Arc::clone(&self.store), pusher, Arc::clone(&self.metrics));
         let p = match &self.flusher {
             Some(f) => p.with_coalescing(self.publish.coalesce, Arc::clone(f)),
+            None => p,
+        };
+        let p = match &self.files {
+            Some(f) => {
+                if let Some(w) = &self.webhooks {
+                    w.show_files(f);
+                }
+                p.with_files(f.clone())
+            }
             None => p,
         };
         match &self.webhooks {

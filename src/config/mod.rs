@@ -191,6 +191,22 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_COALESCE", default_value = "0", value_parser = parse_coalesce_window, value_name = "DURATION")]
     pub coalesce: Duration,
 
+    /// Keep job files (uploaded by workers, downloaded by browsers) in this
+    /// directory, served by serve itself through URLs it signs. Default: a
+    /// `jobcast-files` folder under the system temp directory.
+    #[arg(long, env = "JOBCAST_FILES_DIR", value_name = "DIR", conflicts_with = "files_bucket")]
+    pub files_dir: Option<std::path::PathBuf>,
+
+    /// Keep job files in this S3 bucket instead (AWS_ENDPOINT_URL_S3 for
+    /// any S3-compatible endpoint); URLs are presigned for it.
+    #[arg(long, env = "JOBCAST_FILES_BUCKET", value_name = "NAME")]
+    pub files_bucket: Option<String>,
+
+    /// How long a file's download URL in a snapshot stays valid (at most
+    /// 7 days, SigV4's limit).
+    #[arg(long, env = "JOBCAST_FILE_URL_TTL", default_value = "15m", value_parser = parse_file_url_ttl, value_name = "DURATION")]
+    pub file_url_ttl: Duration,
+
     /// Posts in flight at least when fanning one update out to subscribers
     /// (fewer only after 429s).
     #[arg(long, env = "JOBCAST_PUBLISH_CONCURRENCY", default_value = "64", value_parser = parse_positive::<usize>, allow_negative_numbers = true, value_name = "N")]
@@ -362,6 +378,11 @@ impl ServeArgs {
             identity: None,
             owner_limit: self.max_active_jobs_per_owner,
             management_latency: self.management_latency,
+            files: crate::gateway::FilesConfig {
+                dir: self.files_dir.clone(),
+                bucket: self.files_bucket.clone(),
+                url_ttl: self.file_url_ttl,
+            },
         })
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 mod local;
 mod s3;
 
-pub use local::{LocalFiles, Signed, UrlRefused};
+pub use local::{LocalFiles, ReceiveError, Signed, UrlRefused};
 pub use s3::S3Files;
 
 /// Most distinct names one job may upload.
@@ -115,6 +115,46 @@ pub trait Files: Send + Sync + 'static {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<String, FilesError>;
+}
+
+/// Where a host's files are and how long the download URLs it shows
+/// live: what every place that shows a snapshot needs.
+#[derive(Clone)]
+pub struct FileLinks {
+    pub files: std::sync::Arc<dyn Files>,
+    /// Download URL lifetime (`--file-url-ttl`).
+    pub ttl: Duration,
+}
+
+impl FileLinks {
+    pub fn new(files: std::sync::Arc<dyn Files>, ttl: Duration) -> FileLinks {
+        FileLinks { files, ttl }
+    }
+
+    /// Fills `job`'s snapshot with its attached files and download URLs
+    /// presigned now.
+    pub async fn show(&self, job: &mut crate::store::JobRecord) {
+        if job.files.is_empty() {
+            return;
+        }
+        let id = job.snapshot.job_id.clone();
+        job.snapshot.files = show(self.files.as_ref(), &id, &job.files, self.ttl, Utc::now()).await;
+    }
+
+    /// `job` as shown now: borrowed when it has no files to show.
+    pub async fn shown<'a>(
+        links: Option<&FileLinks>,
+        job: &'a crate::store::JobRecord,
+    ) -> std::borrow::Cow<'a, crate::store::JobRecord> {
+        match links {
+            Some(l) if !job.files.is_empty() => {
+                let mut owned = job.clone();
+                l.show(&mut owned).await;
+                std::borrow::Cow::Owned(owned)
+            }
+            _ => std::borrow::Cow::Borrowed(job),
+        }
+    }
 }
 
 /// The files a snapshot shows, with download URLs presigned now for

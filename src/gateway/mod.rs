@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cors;
 pub mod events;
+mod files;
 pub mod header_case;
 mod http_io;
 mod inbound;
@@ -38,10 +39,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-pub(crate) type HttpResponse = http::Response<Full<Bytes>>;
+/// A response body: whole (most answers) or streamed (a file download).
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-pub(crate) fn full(b: impl Into<Bytes>) -> Full<Bytes> {
+pub(crate) type HttpResponse = http::Response<Body>;
+
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
     Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Client messages per second allowed by default: far above what a
@@ -104,6 +111,39 @@ pub struct GatewayConfig {
     /// Added to every `@connections` answer, over HTTP and in process, as
     /// AWS's round trip would be (zero: answer at once).
     pub management_latency: Duration,
+    /// Where job files are kept (CONTRACT section 11).
+    pub files: FilesConfig,
+}
+
+/// Where `serve` keeps job files, and how long download URLs live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FilesConfig {
+    /// A directory `serve` stores and serves itself (`None`: a
+    /// `jobcast-files` folder under the system temp directory).
+    pub dir: Option<std::path::PathBuf>,
+    /// An S3 bucket instead of the directory.
+    pub bucket: Option<String>,
+    /// Download URL lifetime (`--file-url-ttl`).
+    pub url_ttl: Duration,
+}
+
+impl Default for FilesConfig {
+    fn default() -> FilesConfig {
+        FilesConfig {
+            dir: None,
+            bucket: None,
+            url_ttl: crate::files::DEFAULT_DOWNLOAD_TTL,
+        }
+    }
+}
+
+impl FilesConfig {
+    /// The directory used when no bucket is named.
+    pub fn directory(&self) -> std::path::PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("jobcast-files"))
+    }
 }
 
 impl Default for GatewayConfig {
@@ -135,6 +175,7 @@ impl Default for GatewayConfig {
             identity: None,
             owner_limit: None,
             management_latency: Duration::ZERO,
+            files: FilesConfig::default(),
         }
     }
 }
@@ -149,6 +190,8 @@ pub(crate) struct Shared {
     pub lifecycle: broadcast::Sender<ApiGatewayWebsocketProxyRequest>,
     pub post_limit: Option<ratelimit::TokenBucket>,
     pub cors: cors::Cors,
+    /// The directory of job files this process serves (none with a bucket).
+    pub local_files: Option<Arc<crate::files::LocalFiles>>,
 }
 
 /// A bound, not yet running, local gateway.
@@ -221,11 +264,10 @@ fn lease_owner() -> String {
     format!("serve-{}", crate::protocol::hex(&b))
 }
 
-/// This process's `@connections` base as other processes reach it: the
-/// public URL's, else the listening address (loopback for an unspecified
-/// one), with the stage.
-fn connections_base(config: &GatewayConfig, addr: SocketAddr) -> String {
-    let base = match &config.public_url {
+/// Where others reach this process: the public URL, else the listening
+/// address (loopback for an unspecified one).
+fn public_base(config: &GatewayConfig, addr: SocketAddr) -> String {
+    match &config.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
             let mut addr = addr;
@@ -234,8 +276,34 @@ fn connections_base(config: &GatewayConfig, addr: SocketAddr) -> String {
             }
             format!("http://{addr}")
         }
-    };
-    format!("{base}/{}", config.stage)
+    }
+}
+
+/// This process's `@connections` base as other processes reach it.
+fn connections_base(config: &GatewayConfig, addr: SocketAddr) -> String {
+    format!("{}/{}", public_base(config, addr), config.stage)
+}
+
+/// The host's file storage: the bucket when one is named, else the
+/// directory, whose URLs this process signs and serves.
+async fn file_storage(
+    config: &GatewayConfig,
+    addr: SocketAddr,
+    tokens: &TokenKey,
+) -> std::io::Result<(crate::files::FileLinks, Option<Arc<crate::files::LocalFiles>>)> {
+    let ttl = config.files.url_ttl;
+    if let Some(bucket) = &config.files.bucket {
+        let sdk = crate::aws::sdk_config().await;
+        let s3 = Arc::new(crate::files::S3Files::new(&sdk, bucket));
+        return Ok((crate::files::FileLinks::new(s3, ttl), None));
+    }
+    let local = Arc::new(crate::files::LocalFiles::new(
+        config.files.directory(),
+        &public_base(config, addr),
+        &tokens.derive(b"files"),
+    )?);
+    let links = crate::files::FileLinks::new(Arc::clone(&local) as Arc<dyn crate::files::Files>, ttl);
+    Ok((links, Some(local)))
 }
 
 /// How often the liveness sweep runs: a tenth of the timeout, between 1 and
@@ -262,6 +330,9 @@ impl Gateway {
                 Delivery::Background,
             )
             .map_err(std::io::Error::other)?;
+        let (files, local_files) =
+            file_storage(&config, listener.local_addr()?, &tokens).await?;
+        parts.files = Some(files);
         parts.tokens = tokens;
         parts.publish = config.publish.clone();
         parts.flusher = Some(Arc::new(crate::publish::InProcess));
@@ -350,6 +421,7 @@ impl Gateway {
                 deps,
                 registry,
                 lifecycle,
+                local_files,
             }),
             workers,
         })

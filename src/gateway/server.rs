@@ -131,7 +131,7 @@ async fn serve_connection(
     }
 }
 
-fn problem(p: Problem) -> HttpResponse {
+pub(super) fn problem(p: Problem) -> HttpResponse {
     let mut r = response(
         StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST),
         "application/problem+json",
@@ -206,6 +206,10 @@ async fn route(
                 "@connections call for an unknown stage"
             );
             aws_error(403, "ForbiddenException", "Forbidden")
+        }
+        ["files", job_id, name] if jobs_too => {
+            let (job_id, name) = (job_id.to_string(), name.to_string());
+            super::files::route(&shared, req, &job_id, &name).await
         }
         [s] if *s == stage => upgrade(shared, req, peer, sockets, log).await,
         _ => problem(Problem::new(

@@ -193,7 +193,8 @@ pub(super) async fn follow(
         // Read again after subscribing: an update in between is then
         // either in this snapshot or delivered to the subscription.
         if let Ok(Some(now)) = deps.store().get_job(&job.snapshot.job_id).await {
-            post(deps, conn, snapshot_payload(&now.snapshot)).await;
+            let shown = deps.publisher.shown(&now).await;
+            post(deps, conn, snapshot_payload(&shown.snapshot)).await;
         }
     }
 }
@@ -241,7 +242,7 @@ pub async fn announce(deps: &Deps, job: &JobRecord) {
             return;
         }
     };
-    let payload = snapshot_payload(&job.snapshot);
+    let payload = snapshot_payload(&deps.publisher.shown(job).await.snapshot);
     for follower in followers.iter().filter(|f| f.wants(job)) {
         announce_to(deps, owner, follower, job, payload.clone()).await;
     }

@@ -232,7 +232,8 @@ async fn subscribe(
     }
     match deps.store().get_job(job_id).await {
         Ok(Some(job)) => {
-            post(deps, conn, snapshot_payload(&job.snapshot)).await;
+            let shown = deps.publisher.shown(&job).await;
+            post(deps, conn, snapshot_payload(&shown.snapshot)).await;
             for (stream, from) in streams {
                 let end = job.snapshot.streams.get(stream).copied().unwrap_or(0);
                 send_chunks(deps, conn, job_id, stream, *from, end, false).await;
@@ -380,7 +381,10 @@ async fn sync(deps: &Deps, conn: &str) {
     };
     for job_id in jobs {
         match deps.store().get_job(&job_id).await {
-            Ok(Some(job)) => post(deps, conn, snapshot_payload(&job.snapshot)).await,
+            Ok(Some(job)) => {
+                let shown = deps.publisher.shown(&job).await;
+                post(deps, conn, snapshot_payload(&shown.snapshot)).await
+            }
             Ok(None) => {
                 let _ = deps.store().unsubscribe(&job_id, conn).await;
             }

@@ -6,6 +6,7 @@
 
 use crate::metrics::Metrics;
 use crate::protocol::{ServerMessage, Snapshot};
+use crate::files::FileLinks;
 use crate::push::{PaceOptions, Parcel, Payload, PushError, Pusher};
 use crate::store::streams::{AppendOptions, AppendOutcome, Appended, StreamAppend};
 use crate::store::{JobRecord, JobUpdate, Store, StoreError};
@@ -59,6 +60,8 @@ pub struct Publisher {
     webhooks: Option<Arc<Webhooks>>,
     /// Set when updates are coalesced.
     flusher: Option<Arc<dyn Flusher>>,
+    /// Where job files are, to show their download URLs.
+    files: Option<FileLinks>,
 }
 
 /// Serializes a snapshot once into a payload shared by all its recipients.
@@ -75,7 +78,25 @@ impl Publisher {
             coalesce: Duration::ZERO,
             webhooks: None,
             flusher: None,
+            files: None,
         }
+    }
+
+    /// The same publisher, showing attached files with download URLs from
+    /// `files`.
+    pub fn with_files(mut self, files: FileLinks) -> Publisher {
+        self.files = Some(files);
+        self
+    }
+
+    /// Where job files are, when this host has file storage.
+    pub fn files(&self) -> Option<&FileLinks> {
+        self.files.as_ref()
+    }
+
+    /// `job` as shown now: its snapshot with download URLs for its files.
+    pub async fn shown<'a>(&self, job: &'a JobRecord) -> std::borrow::Cow<'a, JobRecord> {
+        FileLinks::shown(self.files.as_ref(), job).await
     }
 
     /// Hands each terminal snapshot of a job with a `callbackUrl` to
@@ -165,7 +186,7 @@ impl Publisher {
         };
         let report = self.push(&job, own, true).await?;
         if let Some(w) = webhook {
-            w.settle(&job).await;
+            w.settle(&*self.shown(&job).await).await;
         }
         Ok((job, report, appended))
     }
@@ -210,7 +231,7 @@ impl Publisher {
         if snapshot {
             parcels.push(Parcel {
                 connections: self.store.subscribers(job_id).await?,
-                payloads: vec![snapshot_payload(&job.snapshot)],
+                payloads: vec![snapshot_payload(&self.shown(job).await.snapshot)],
             });
         }
         let report = self.deliver(job_id, &parcels).await;

@@ -47,6 +47,17 @@ pub enum StoreError {
     /// was appended.
     #[error("job {job_id} may have at most {limit} streams")]
     TooManyStreams { job_id: String, limit: usize },
+    /// An upload of a new name was asked for a job that has its
+    /// [`crate::files::MAX_FILES`] names.
+    #[error("job {job_id} may upload at most {limit} distinct files")]
+    TooManyFiles { job_id: String, limit: usize },
+    /// An update attaches a file that was not uploaded.
+    #[error("job {job_id}: file '{name}' cannot be attached: {why}")]
+    FileMissing {
+        job_id: String,
+        name: String,
+        why: String,
+    },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A request the store could not even build (a bug, not bad input):

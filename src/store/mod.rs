@@ -57,6 +57,10 @@ pub struct JobRecord {
     /// Chunks coalescing holds: per stream, the first index not pushed
     /// yet (see [`crate::publish::coalesce`]); empty when none is held.
     pub held: std::collections::BTreeMap<String, u64>,
+    /// The files updates attached, by name (CONTRACT section 11).
+    pub files: Vec<crate::files::JobFile>,
+    /// The distinct names the job's worker asked to upload.
+    pub uploads: std::collections::BTreeSet<String>,
 }
 
 /// When a job's latest report (an update or an append) and the two before
@@ -136,6 +140,7 @@ impl JobRecord {
                 error: None,
                 updated_at: now,
                 streams: Default::default(),
+                files: Vec::new(),
             },
             kind: kind.into(),
             input,
@@ -153,6 +158,8 @@ impl JobRecord {
             owner_limit: None,
             recent: Recent::default(),
             held: Default::default(),
+            files: Vec::new(),
+            uploads: Default::default(),
         }
     }
 
@@ -250,6 +257,9 @@ pub struct JobUpdate {
     /// Keep when this update and the one before it came ([`Recent`]); a
     /// publisher that coalesces asks for it on every update.
     pub track_recent: bool,
+    /// Files this update attaches (each replacing an attached one of the
+    /// same name), as storage holds them.
+    pub files: Vec<crate::files::JobFile>,
 }
 
 /// How an update treats the liveness deadline. A terminal update always
@@ -280,6 +290,7 @@ impl JobUpdate {
             error: None,
             liveness: Liveness::Keep,
             track_recent: false,
+            files: Vec::new(),
         }
     }
 }
@@ -384,6 +395,10 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         options: streams::AppendOptions,
     ) -> Result<streams::AppendOutcome, StoreError>;
+    /// Records that the job's worker asked to upload `name`: at most
+    /// [`crate::files::MAX_FILES`] distinct names a job (`TooManyFiles`;
+    /// a name asked for again is no new one); `NotFound`, `Terminal`.
+    async fn record_upload(&self, job_id: &str, name: &str) -> Result<(), StoreError>;
     /// Records that each stream's chunks below `pushed[stream]` were pushed:
     /// held marks at or past them are left for a later push, and a mark
     /// that has nothing left to hold is dropped ([`streams::released`]).
@@ -475,6 +490,12 @@ pub fn validate_update(update: &JobUpdate) -> Result<(), StoreError> {
             "percent must be between 0 and 100, got {p}"
         )));
     }
+    if update.files.len() > crate::files::MAX_FILES {
+        return Err(StoreError::InvalidUpdate(format!(
+            "an update attaches at most {} files",
+            crate::files::MAX_FILES
+        )));
+    }
     Ok(())
 }
 
@@ -528,6 +549,7 @@ pub fn apply_update(
     if update.error.is_some() {
         snap.error = update.error;
     }
+    attach(&mut job.files, update.files);
     if update.track_recent {
         job.recent.shift(snap.updated_at, now);
     }
@@ -544,6 +566,17 @@ pub fn apply_update(
         job.worker_seen = true;
     }
     Ok(())
+}
+
+/// Adds `new` files to `attached`: one of a name already there replaces
+/// it; the list stays in name order.
+pub fn attach(attached: &mut Vec<crate::files::JobFile>, new: Vec<crate::files::JobFile>) {
+    for f in new {
+        match attached.binary_search_by(|a| a.name.cmp(&f.name)) {
+            Ok(i) => attached[i] = f,
+            Err(i) => attached.insert(i, f),
+        }
+    }
 }
 
 /// Most bytes a job's `input` may take as JSON, on every store: with the

@@ -84,7 +84,10 @@ pub(super) async fn list(
         .owner_jobs(&owner, &query)
         .await
         .map_err(store_problem)?;
-    let jobs: Vec<Value> = page.jobs.iter().map(|j| j.public_view()).collect();
+    let mut jobs: Vec<Value> = Vec::with_capacity(page.jobs.len());
+    for j in &page.jobs {
+        jobs.push(deps.publisher.shown(j).await.public_view());
+    }
     let next = page.next.as_deref().map(encode_cursor);
     // Where to follow them live (subscribe with owner: true), for a page
     // that has not created a job yet.

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 mod access;
 mod create;
+mod files;
 mod list;
 mod problem;
 mod streams;
@@ -28,6 +29,8 @@ enum Route<'a> {
     Collection,
     Item(&'a str),
     Updates(&'a str),
+    /// `/jobs/{jobId}/files`: a worker asks where to upload.
+    Files(&'a str),
     /// `/jobs/{jobId}/streams/{name}`.
     Stream(&'a str, &'a str),
 }
@@ -38,7 +41,9 @@ fn route(req: &ApiGatewayV2httpRequest) -> Option<Route<'_>> {
         .as_deref()
         .or(req.request_context.http.path.as_deref())
         .unwrap_or("/");
-    let updates = path.trim_end_matches('/').ends_with("/updates");
+    let trimmed = path.trim_end_matches('/');
+    let updates = trimmed.ends_with("/updates");
+    let files = trimmed.ends_with("/files");
     if let (Some(id), Some(name)) = (
         req.path_parameters.get("jobId"),
         req.path_parameters.get("name"),
@@ -57,6 +62,8 @@ fn route(req: &ApiGatewayV2httpRequest) -> Option<Route<'_>> {
     if let Some(id) = req.path_parameters.get("jobId") {
         return Some(if updates {
             Route::Updates(id.as_str())
+        } else if files {
+            Route::Files(id.as_str())
         } else {
             Route::Item(id.as_str())
         });
@@ -66,6 +73,7 @@ fn route(req: &ApiGatewayV2httpRequest) -> Option<Route<'_>> {
         [.., "jobs"] => Some(Route::Collection),
         [.., "jobs", id] => Some(Route::Item(id)),
         [.., "jobs", id, "updates"] => Some(Route::Updates(id)),
+        [.., "jobs", id, "files"] => Some(Route::Files(id)),
         [.., "jobs", id, "streams", name] => Some(Route::Stream(id, name)),
         _ => None,
     }
@@ -90,6 +98,8 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
         Some(Route::Item(id)) if method == Method::GET => get(deps, &req, id).await,
         Some(Route::Item(id)) if method == Method::DELETE => cancel(deps, &req, id).await,
         Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
+        Some(Route::Files(id)) if method == Method::POST => files::presign(deps, &req, id).await,
+        Some(Route::Files(_)) => Err(not_allowed(&method, "POST")),
         Some(Route::Stream(id, name)) if method == Method::GET => {
             streams::page(deps, &req, id, name).await
         }
@@ -103,17 +113,19 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
 
 /// Handles a request to the workers' own door (a Lambda function URL in
 /// AWS, which costs no API Gateway request): `POST /jobs/{jobId}/updates`
-/// and nothing else. The rest of the jobs API is refused here, so this door
+/// and `POST /jobs/{jobId}/files`, nothing else. The rest of the jobs API is refused here, so this door
 /// never bypasses what the HTTP API checks first (its JWT authorizer).
 pub async fn handle_updates(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     let method = req.request_context.http.method.clone();
     let result = match route(&req) {
         Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
         Some(Route::Updates(_)) => Err(not_allowed(&method, "POST")),
+        Some(Route::Files(id)) if method == Method::POST => files::presign(deps, &req, id).await,
+        Some(Route::Files(_)) => Err(not_allowed(&method, "POST")),
         _ => Err(Problem::new(
             404,
             "not_found",
-            "only POST /jobs/{jobId}/updates is served here; the rest of the jobs API is at its own URL",
+            "only POST /jobs/{jobId}/updates and /jobs/{jobId}/files are served here; the rest of the jobs API is at its own URL",
         )),
     };
     result.unwrap_or_else(Problem::into_response)
@@ -185,7 +197,7 @@ async fn get(
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
     let job = access::load(deps, req, id, access::Need::Read).await?;
-    let mut view = job.public_view();
+    let mut view = deps.publisher.shown(&job).await.public_view();
     if let Value::Object(o) = &mut view {
         match (&job.webhook, &job.callback_url) {
             (Some(w), _) => {

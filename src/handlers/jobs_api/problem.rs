@@ -93,6 +93,22 @@ pub(super) fn store_problem(e: StoreError) -> Problem {
             "bad_stream",
             format!("a job has at most {limit} streams; nothing was appended"),
         ),
+        StoreError::TooManyFiles { limit, .. } => Problem::new(
+            422,
+            "too_many_files",
+            format!("a job uploads at most {limit} distinct file names"),
+        ),
+        StoreError::FileMissing { name, why, .. } => {
+            let mut p = Problem::new(
+                422,
+                "file_missing",
+                format!(
+                    "file '{name}' cannot be attached: {why}; upload it first (POST /jobs/{{id}}/files, then PUT its bytes); nothing of the update was applied"
+                ),
+            );
+            p.extra.push(("file", Value::from(name)));
+            p
+        }
         StoreError::OwnerLimit { limit, .. } => {
             let mut p = Problem::new(
                 429,

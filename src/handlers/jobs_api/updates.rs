@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// Fields a worker update may carry.
-const UPDATE_FIELDS: [&str; 6] = ["status", "percent", "message", "result", "error", "append"];
+const UPDATE_FIELDS: [&str; 7] = [
+    "status", "percent", "message", "result", "error", "append", "files",
+];
 
 /// What one request to the update endpoint asks for: a snapshot update
 /// (none for a heartbeat, or an append alone) and chunks for the job's
@@ -20,6 +22,37 @@ const UPDATE_FIELDS: [&str; 6] = ["status", "percent", "message", "result", "err
 struct Parsed {
     update: Option<JobUpdate>,
     append: Vec<StreamAppend>,
+    /// Names of uploaded files the update attaches.
+    files: Vec<String>,
+}
+
+/// `files`: an array of distinct uploaded file names.
+fn parse_files(v: Value) -> Result<Vec<String>, Problem> {
+    let Value::Array(items) = v else {
+        return Err(invalid("files must be an array of uploaded file names".into()));
+    };
+    let mut names: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(n) if crate::files::valid_name(&n) => {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "files holds file names ([A-Za-z0-9][A-Za-z0-9._-]{{0,127}}), got {other}"
+                )));
+            }
+        }
+    }
+    if names.len() > crate::files::MAX_FILES {
+        return Err(invalid(format!(
+            "an update attaches at most {} files",
+            crate::files::MAX_FILES
+        )));
+    }
+    Ok(names)
 }
 
 fn bad_stream(m: String) -> Problem {
@@ -91,10 +124,16 @@ fn parse_update(body: &[u8]) -> Result<Parsed, Problem> {
         None => Vec::new(),
         Some(v) => parse_append(v)?,
     };
+    // Attaching files is an update (seq + 1), even alone.
+    let files = match obj.get("files") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse_files(v.clone())?,
+    };
     if obj.is_empty() {
         return Ok(Parsed {
             update: None,
             append,
+            files,
         });
     }
     let status = update_status(obj.get("status"))?;
@@ -128,8 +167,10 @@ fn parse_update(body: &[u8]) -> Result<Parsed, Problem> {
             error,
             liveness: Liveness::Keep,
             track_recent: false,
+            files: Vec::new(),
         }),
         append,
+        files,
     })
 }
 
@@ -194,21 +235,31 @@ pub fn liveness_deadline(now: i64, timeout: i64) -> i64 {
     at + (step - at.rem_euclid(step)) % step
 }
 
+/// Checks the job message's worker token the request presents.
+pub(super) fn verify_worker(
+    deps: &Deps,
+    req: &ApiGatewayV2httpRequest,
+    id: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), Problem> {
+    let Some(token) = presented_token(req, false) else {
+        return Err(unauthorized(
+            "workers present the job message's workerToken: Authorization: Bearer <workerToken>",
+        ));
+    };
+    deps.tokens
+        .verify_worker(id, &token, now.timestamp())
+        .map_err(|e| token_problem(e, "worker"))
+}
+
 /// `POST /jobs/{id}/updates`: a worker reports progress (or a heartbeat).
 pub(super) async fn update(
     deps: &Deps,
     req: &ApiGatewayV2httpRequest,
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let Some(token) = presented_token(req, false) else {
-        return Err(unauthorized(
-            "updates need the job message's workerToken: Authorization: Bearer <workerToken>",
-        ));
-    };
     let now = Utc::now();
-    deps.tokens
-        .verify_worker(id, &token, now.timestamp())
-        .map_err(|e| token_problem(e, "worker"))?;
+    verify_worker(deps, req, id, now)?;
     let body = body_bytes(req)?;
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Problem::new(
@@ -246,7 +297,7 @@ pub(super) async fn update(
                 ),
             );
             if let Ok(Some(j)) = deps.store().get_job(id).await {
-                p.extra.push(("snapshot", j.public_view()));
+                p.extra.push(("snapshot", deps.publisher.shown(&j).await.public_view()));
             }
             Err(p)
         }
@@ -286,6 +337,7 @@ async fn report(
             if !parsed.append.is_empty() {
                 check_percent(deps, id, &u).await?;
             }
+            u.files = resolve_files(deps, id, &parsed.files).await?;
             u.liveness = match deadline {
                 Some(d) => Liveness::Refresh(d),
                 None => Liveness::Reported,
@@ -297,6 +349,46 @@ async fn report(
             Ok((job, appended.map(|out| asked(out.lengths))))
         }
     }
+}
+
+/// What storage holds under each name the update attaches; a name with
+/// nothing uploaded refuses the whole update (`file_missing`).
+async fn resolve_files(
+    deps: &Deps,
+    id: &str,
+    names: &[String],
+) -> Result<Vec<crate::files::JobFile>, StoreError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(links) = deps.publisher.files() else {
+        return Err(StoreError::FileMissing {
+            job_id: id.to_string(),
+            name: names[0].clone(),
+            why: "this deployment has no file storage".into(),
+        });
+    };
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let stored = links
+            .files
+            .stat(id, name)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let Some(stored) = stored else {
+            return Err(StoreError::FileMissing {
+                job_id: id.to_string(),
+                name: name.clone(),
+                why: "nothing was uploaded under this name".into(),
+            });
+        };
+        files.push(crate::files::JobFile {
+            name: name.clone(),
+            size: stored.size,
+            content_type: stored.content_type,
+        });
+    }
+    Ok(files)
 }
 
 /// Refuses, before anything is written, an update whose percent would go

@@ -204,6 +204,7 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             error,
             updated_at: get_time(item, "updatedAt").unwrap_or(created_at),
             streams: number_map(item, "streams"),
+            files: Vec::new(),
         },
         kind: get_s(item, "kind").unwrap_or_default().to_string(),
         input: get_json(item, "input").unwrap_or(Value::Null),
@@ -248,7 +249,24 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
             before_previous: get_time(item, "prevAt2"),
         },
         held: number_map(item, "heldFrom"),
+        files: attached_files(item),
+        uploads: item
+            .get("uploads")
+            .and_then(|v| v.as_ss().ok())
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default(),
     })
+}
+
+/// The files attached to a job: its `file#<name>` attributes, in name order.
+fn attached_files(item: &Item) -> Vec<crate::files::JobFile> {
+    let mut files: Vec<crate::files::JobFile> = item
+        .iter()
+        .filter(|(k, _)| k.starts_with(super::update::FILE_PREFIX))
+        .filter_map(|(_, v)| serde_json::from_str(v.as_s().ok()?).ok())
+        .collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files
 }
 
 /// A new job's state item, expiring at `ttl`.

@@ -417,6 +417,29 @@ impl Store for DynamoStore {
         self.append(job_id, appends, now, options).await
     }
 
+    async fn record_upload(&self, job_id: &str, name: &str) -> Result<(), StoreError> {
+        let max = crate::files::MAX_FILES;
+        let req = self
+            .client
+            .update_item()
+            .update_expression("ADD uploads :names")
+            .expression_attribute_values(":names", AttributeValue::Ss(vec![name.to_string()]))
+            .expression_attribute_values(":name", s(name))
+            .expression_attribute_values(":max", n(max));
+        let extra = " AND (attribute_not_exists(uploads) OR size(uploads) < :max OR contains(uploads, :name))";
+        match self
+            .update_live_if(job_id, req, extra, Asked::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(StoreError::TooManyFiles {
+                job_id: job_id.to_string(),
+                limit: max,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn release_held(
         &self,
         job_id: &str,

@@ -10,6 +10,16 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
+/// The attribute an attached file is kept in: `file#<name>`, its JSON.
+pub(super) const FILE_PREFIX: &str = "file#";
+
+/// `#file{i} = :file{i}` for each file one update may attach.
+static FILE_CLAUSES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    (0..crate::files::MAX_FILES)
+        .map(|i| format!("#file{i} = :file{i}"))
+        .collect()
+});
+
 /// `prevAt2` of a job whose update before the latest came first.
 pub(super) const NO_TIME: &str = "none";
 
@@ -114,6 +124,20 @@ impl UpdateExpression {
                 "error",
                 ":error",
                 error_attr(e),
+            );
+        }
+        // Each attached file is an attribute of its own, `file#<name>`, so
+        // attaching one replaces that one and leaves the others.
+        for (i, f) in update.files.iter().enumerate() {
+            let (name, value) = (format!("#file{i}"), format!(":file{i}"));
+            let Some(clause) = FILE_CLAUSES.get(i) else {
+                break;
+            };
+            self.set.push(clause);
+            self.names.insert(name, format!("{FILE_PREFIX}{}", f.name));
+            self.values.insert(
+                value,
+                s(serde_json::to_string(f).unwrap_or_default()),
             );
         }
     }
