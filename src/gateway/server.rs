@@ -170,7 +170,7 @@ async fn route(
             "text/plain; version=0.0.4; charset=utf-8",
             shared.deps.metrics.render() + &shared.app.render_metrics(),
         ),
-        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"] | ["jobs", _, "streams", _]
+        ["jobs"] | ["jobs", _] | ["jobs", _, "updates" | "files"] | ["jobs", _, "streams", _]
             if jobs_too && method == Method::OPTIONS =>
         {
             shared
@@ -187,7 +187,7 @@ async fn route(
                     r
                 })
         }
-        ["jobs"] | ["jobs", _] | ["jobs", _, "updates"] | ["jobs", _, "streams", _] if jobs_too => {
+        ["jobs"] | ["jobs", _] | ["jobs", _, "updates" | "files"] | ["jobs", _, "streams", _] if jobs_too => {
             let id = segments.get(1).map(|s| s.to_string());
             let origin = req.headers().get(header::ORIGIN).cloned();
             let mut r = jobs(&shared, req, peer, id.as_deref()).await;
