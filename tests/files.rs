@@ -337,3 +337,91 @@ fn msg_job(msg: &Value) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The rules both file stores keep, through their real URLs: what a PUT
+/// to an upload URL stores is what `stat` reports and a GET of a download
+/// URL returns; a name never uploaded is `None`; uploading a name again
+/// replaces it; a download URL made an hour ago for a minute is refused
+/// (`checks_urls`: moto, unlike S3, checks neither signatures nor expiry,
+/// so there the URL's signed lifetime is what is checked).
+async fn files_suite(files: std::sync::Arc<dyn jobcast::files::Files>, checks_urls: bool) {
+    let job = format!("job_{:016x}", rand::random::<u64>());
+    let now = chrono::Utc::now();
+    let client = reqwest::Client::new();
+    assert_eq!(files.stat(&job, "report.csv").await.unwrap(), None);
+    let bytes = csv(500);
+    let upload = files
+        .upload_url(&job, "report.csv", Some("text/csv"), now)
+        .await
+        .unwrap();
+    let upload = serde_json::to_value(&upload).unwrap();
+    let r = put(&upload, bytes.clone()).await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let stored = files.stat(&job, "report.csv").await.unwrap().unwrap();
+    assert_eq!(stored.size, bytes.len() as u64);
+    assert_eq!(stored.content_type.as_deref(), Some("text/csv"));
+    let url = files
+        .download_url(&job, "report.csv", std::time::Duration::from_secs(60), now)
+        .await
+        .unwrap();
+    let got = client.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), bytes);
+    // Replaced by a second upload of the same name (no content type now).
+    let again = files.upload_url(&job, "report.csv", None, now).await.unwrap();
+    put(&serde_json::to_value(&again).unwrap(), b"x".to_vec()).await;
+    assert_eq!(files.stat(&job, "report.csv").await.unwrap().unwrap().size, 1);
+    // Another job's name of the same name is another file.
+    assert_eq!(files.stat("job_other", "report.csv").await.unwrap(), None);
+    let hour_ago = now - chrono::Duration::hours(1);
+    let stale = files
+        .download_url(&job, "report.csv", std::time::Duration::from_secs(60), hour_ago)
+        .await
+        .unwrap();
+    if checks_urls {
+        assert_eq!(client.get(&stale).send().await.unwrap().status(), 403);
+    } else {
+        assert!(stale.contains("X-Amz-Expires=60"), "{stale}");
+    }
+}
+
+#[tokio::test]
+async fn the_directory_store_keeps_the_rules() {
+    let (srv, dir) = server().await;
+    let key = srv.deps.tokens.derive(b"files");
+    let local = jobcast::files::LocalFiles::new(&dir, &srv.url(""), &key).unwrap();
+    files_suite(std::sync::Arc::new(local), true).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_s3_bucket_keeps_the_rules() {
+    let endpoint = emulators::s3();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .load()
+        .await;
+    let bucket = format!("jobcast-test-{:08x}", rand::random::<u32>());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    files_suite(
+        std::sync::Arc::new(jobcast::files::S3Files::new(&config, &bucket)),
+        false,
+    )
+    .await;
+}

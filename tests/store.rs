@@ -1353,3 +1353,59 @@ async fn memory_store_keeps_held_marks() {
 async fn dynamo_store_keeps_held_marks() {
     held_suite(Arc::new(common::dynamo_store().await)).await;
 }
+
+/// Files (CONTRACT section 11): at most 20 distinct upload names a job, a
+/// name asked for again is no new one; updates attach files, one of a name
+/// already attached replaces it; the job carries them in name order.
+async fn files_store_suite(store: Arc<dyn Store>) {
+    use jobcast::files::JobFile;
+    let id = format!("files-{:08x}", rand::random::<u32>());
+    assert!(matches!(
+        store.record_upload(&id, "a.csv").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.create_job(new_job(&id)).await.unwrap();
+    for i in 0..20 {
+        store.record_upload(&id, &format!("f{i:02}")).await.unwrap();
+    }
+    store.record_upload(&id, "f07").await.unwrap();
+    assert!(matches!(
+        store.record_upload(&id, "f20").await,
+        Err(StoreError::TooManyFiles { limit: 20, .. })
+    ));
+    assert_eq!(store.get_job(&id).await.unwrap().unwrap().uploads.len(), 20);
+    let file = |name: &str, size: u64| JobFile {
+        name: name.into(),
+        size,
+        content_type: Some("text/csv".into()),
+    };
+    let mut u = running(10.0);
+    u.files = vec![file("f02", 5), file("f01", 7)];
+    let job = store.update_job(&id, u, Utc::now()).await.unwrap();
+    assert_eq!(job.files, vec![file("f01", 7), file("f02", 5)]);
+    let mut u = running(20.0);
+    u.files = vec![file("f02", 9)];
+    store.update_job(&id, u, Utc::now()).await.unwrap();
+    let read = store.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(read.files, vec![file("f01", 7), file("f02", 9)]);
+    // An update without files keeps them.
+    store.update_job(&id, running(30.0), Utc::now()).await.unwrap();
+    assert_eq!(store.get_job(&id).await.unwrap().unwrap().files.len(), 2);
+    let mut done = JobUpdate::status(Status::Succeeded);
+    done.percent = Some(100.0);
+    store.update_job(&id, done, Utc::now()).await.unwrap();
+    assert!(matches!(
+        store.record_upload(&id, "f01").await,
+        Err(StoreError::Terminal { .. })
+    ));
+}
+
+#[tokio::test]
+async fn memory_store_keeps_files() {
+    files_store_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn dynamo_store_keeps_files() {
+    files_store_suite(Arc::new(common::dynamo_store().await)).await;
+}

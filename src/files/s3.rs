@@ -57,13 +57,14 @@ fn presigning(now: DateTime<Utc>, ttl: Duration) -> Result<PresigningConfig, Fil
 }
 
 impl S3Files {
-    /// Files in `bucket`. With an endpoint override (`AWS_ENDPOINT_URL_S3`
-    /// or `AWS_ENDPOINT_URL`: an S3-compatible server), keys go in the
-    /// path, as such servers expect.
+    /// Files in `bucket`. With an endpoint override (in `config`, or
+    /// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`: an S3-compatible
+    /// server), keys go in the path, as such servers expect.
     pub fn new(config: &aws_config::SdkConfig, bucket: &str) -> S3Files {
-        let overridden = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-            .iter()
-            .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
+        let overridden = config.endpoint_url().is_some()
+            || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+                .iter()
+                .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
         let conf = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(overridden)
             .build();

@@ -179,3 +179,8 @@ pub fn sqs() -> String {
         })
         .clone()
 }
+
+/// An S3 endpoint: moto serves S3 on the same port as SQS.
+pub fn s3() -> String {
+    sqs()
+}
