@@ -300,6 +300,22 @@ impl Wiring {
             wiring.parts.kinds =
                 Kinds::parse_list(&list).map_err(|e| format!("JOBCAST_KINDS: {e}"))?;
         }
+        if let Some(bucket) = var("JOBCAST_FILES_BUCKET") {
+            let ttl = seconds_var(
+                "JOBCAST_FILE_URL_TTL_SECONDS",
+                jobcast::files::DEFAULT_DOWNLOAD_TTL,
+            )?;
+            if ttl.is_zero() || ttl > jobcast::files::MAX_DOWNLOAD_TTL {
+                return Err(format!(
+                    "JOBCAST_FILE_URL_TTL_SECONDS must be 1 to {} (7 days), got {}",
+                    jobcast::files::MAX_DOWNLOAD_TTL.as_secs(),
+                    ttl.as_secs()
+                )
+                .into());
+            }
+            let s3 = Arc::new(jobcast::files::S3Files::new(&wiring.sdk, &bucket));
+            wiring.parts.files = Some(jobcast::files::FileLinks::new(s3, ttl));
+        }
         let secret = var("JOBCAST_WEBHOOK_SECRET");
         wiring.parts.targets = deliverers(&wiring.parts.kinds, secret.as_deref(), None).await?;
         let parts = &mut wiring.parts;
