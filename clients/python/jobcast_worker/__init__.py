@@ -13,6 +13,11 @@ With ``min_interval`` (seconds), progress reported faster than that is
 merged and sent at most once per interval, the newest state last: fewer
 updates, so fewer pushes, invocations and table writes.
 
+Files larger than a message go straight to storage: ``job.upload("report.csv",
+"/tmp/report.csv")`` asks jobcast where, then sends the bytes there (streamed
+from the path); ``job.succeed({...}, files=["report.csv"])`` attaches it, and
+browsers get a download link.
+
 What the job produces goes to its streams: ``job.append("tokens", "Hel")``
 or ``job.log("resized 40/100")``. Chunks are gathered for ``chunk_interval``
 seconds (0.1 by default) and sent together, with the next update when one
@@ -27,6 +32,7 @@ call raises :class:`JobEnded` carrying the final snapshot: the signal to stop.
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 import re
 import random
@@ -252,13 +258,51 @@ class Job:
                 return self.flush() or {}
             return self._send({})
 
-    def succeed(self, result: Any = None, message: Optional[str] = None) -> Dict[str, Any]:
-        """Ends the job ``succeeded`` (percent 100), with an optional result."""
+    @property
+    def files_url(self) -> str:
+        """Where this job's uploads are asked for: beside its update URL."""
+        base = self.update_url.rstrip("/")
+        if base.endswith("/updates"):
+            base = base[: -len("/updates")]
+        return base + "/files"
+
+    def upload(self, name: str, data: Union[bytes, bytearray, str, "os.PathLike[str]"],
+               content_type: Optional[str] = None) -> Dict[str, Any]:
+        """Uploads a file of the job: ``data`` is the bytes, or a path whose
+        file is streamed (never read whole). Asks jobcast where to send it,
+        then sends it there, both retried like any update. Attach it with
+        ``succeed(..., files=[name])`` (or any update's ``files``)."""
+        if isinstance(data, (bytes, bytearray)):
+            size, path = len(data), None
+        else:
+            path = os.fspath(data)
+            size = os.path.getsize(path)
+        if content_type is None:
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        ask = json.dumps({"name": name, "contentType": content_type, "size": size}).encode("utf-8")
+        answer = self._call(self.files_url, ask, "POST", {"Content-Type": "application/json"},
+                            f"upload of {name} for job {self.id}")
+        headers = dict(answer.get("headers") or {})
+        headers["Content-Length"] = str(size)
+
+        def body():
+            return bytes(data) if path is None else open(path, "rb")
+
+        self._call(answer["uploadUrl"], body, answer.get("method", "PUT"), headers,
+                   f"upload of {name} for job {self.id}", auth=False)
+        return {"name": name, "size": size, "contentType": content_type}
+
+    def succeed(self, result: Any = None, message: Optional[str] = None,
+                files: Optional[list] = None) -> Dict[str, Any]:
+        """Ends the job ``succeeded`` (percent 100), with an optional result
+        and the names of uploaded files it attaches."""
         body: Dict[str, Any] = {"status": "succeeded"}
         if result is not None:
             body["result"] = result
         if message is not None:
             body["message"] = message
+        if files:
+            body["files"] = [f["name"] if isinstance(f, Mapping) else str(f) for f in files]
         with self._lock:
             self._drop_held()
             return self._send(body)
@@ -399,6 +443,34 @@ class Job:
             time.sleep(self._delay(attempt, headers))
             attempt += 1
 
+    def _call(self, url: str, data: Any, method: str, headers: Dict[str, str], what: str,
+              auth: bool = True) -> Dict[str, Any]:
+        """One request retried like an update; ``data`` is bytes or a
+        function giving a fresh body (a file) for each attempt."""
+        attempt = 0
+        while True:
+            body = data() if callable(data) else data
+            try:
+                status, answer_headers, answer, reason = self._request(
+                    url, body, method, headers, auth)
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+            if status is not None and 200 <= status < 300:
+                return answer if isinstance(answer, dict) else {}
+            if status == 409 and isinstance(answer, dict) and answer.get("code") == "terminal":
+                snapshot = answer.get("snapshot") or {}
+                self._ended = JobEnded(f"job {self.id} already ended", snapshot, answer)
+                raise self._ended
+            retryable = status is None or status in RETRYABLE
+            if not retryable or attempt >= self.retries:
+                problem = answer if isinstance(answer, dict) else {}
+                detail = problem.get("detail") or reason
+                where = f"{status}" if status is not None else "unreachable"
+                raise JobcastError(f"{what} refused ({where}): {detail}", status, problem)
+            time.sleep(self._delay(attempt, answer_headers))
+            attempt += 1
+
     def _delay(self, attempt: int, headers: Mapping[str, str]) -> float:
         retry_after = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
         if retry_after:
@@ -410,11 +482,16 @@ class Job:
         return random.uniform(ceiling / 2, ceiling)
 
     def _post(self, data: bytes):
-        req = urllib.request.Request(self.update_url, data=data, method="POST", headers={
-            "Authorization": f"Bearer {self._token}",
-            "Content-Type": "application/json",
-            "User-Agent": f"jobcast-worker-python/{__version__}",
-        })
+        return self._request(self.update_url, data, "POST",
+                             {"Content-Type": "application/json"}, True)
+
+    def _request(self, url: str, data: Any, method: str, headers: Mapping[str, str],
+                 auth: bool):
+        headers = dict(headers)
+        headers["User-Agent"] = f"jobcast-worker-python/{__version__}"
+        if auth:
+            headers["Authorization"] = f"Bearer {self._token}"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as res:
                 return res.status, dict(res.headers), _json(res.read()), res.reason
