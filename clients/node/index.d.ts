@@ -100,7 +100,18 @@ export class Job {
   /** Adds one line to the `log` stream. */
   log(line: string): Promise<void>;
   heartbeat(): Promise<Accepted>;
-  succeed(result?: unknown, message?: string): Promise<Accepted>;
+  /** Where this job's uploads are asked for (beside its update URL). */
+  readonly filesUrl: string;
+  /** Uploads a file: bytes, or `{ path }` streamed from disk; attach it with succeed(…, { files }). */
+  upload(
+    name: string,
+    data: Uint8Array | string | { path: string },
+    options?: { contentType?: string },
+  ): Promise<{ name: string; size: number; contentType: string }>;
+  succeed(
+    result?: unknown,
+    options?: string | { message?: string; files?: Array<string | { name: string }> },
+  ): Promise<Accepted>;
   fail(code: string, message: string): Promise<Accepted>;
   /** Heartbeats in the background until the returned function is called. */
   keepAlive(everyMs?: number): () => void;

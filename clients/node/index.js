@@ -16,10 +16,20 @@
 // when one goes out first, and always before the job ends; flush() sends
 // at once.
 //
+// Files larger than a message go straight to storage: `await
+// job.upload('report.csv', '/tmp/report.csv', { contentType: 'text/csv' })`
+// asks jobcast where, then streams the file there; `await
+// job.succeed(result, { files: ['report.csv'] })` attaches it and
+// browsers get a download link.
+//
 // 429, 5xx and network errors are retried with exponential backoff,
 // honouring Retry-After; any other 4xx is not. Once the job has ended
 // (cancelled by its client, or expired) every call rejects with JobEnded,
 // which carries the final snapshot: the signal to stop.
+
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 
 export const VERSION = '0.1.0';
 const RETRYABLE = new Set([429, 500, 502, 503, 504]);
@@ -226,11 +236,42 @@ export class Job {
     return this.#serial(() => this.#send({}));
   }
 
-  /** Ends the job succeeded (percent 100), with an optional result. */
-  async succeed(result, message) {
+  /** Where this job's uploads are asked for: beside its update URL. */
+  get filesUrl() {
+    return this.updateUrl.replace(/\/+$/, '').replace(/\/updates$/, '') + '/files';
+  }
+
+  /**
+   * Uploads a file of the job: `data` is a Buffer / Uint8Array / string of
+   * bytes, or `{ path }` for a file streamed from disk (never read whole).
+   * Asks jobcast where, then sends it there, both retried like an update.
+   * Attach it with `succeed(result, { files: [name] })`.
+   */
+  async upload(name, data, { contentType } = {}) {
+    const path = data && typeof data === 'object' && typeof data.path === 'string' ? data.path : null;
+    const bytes = path === null ? (typeof data === 'string' ? Buffer.from(data) : data) : null;
+    const size = path === null ? bytes.byteLength : (await stat(path)).size;
+    const type = contentType ?? 'application/octet-stream';
+    const what = `upload of ${name} for job ${this.id}`;
+    const ask = JSON.stringify({ name, contentType: type, size });
+    const answer = await this.#call(this.filesUrl, 'POST', { 'content-type': 'application/json' }, () => ask, what, true);
+    const headers = { ...(answer.headers ?? {}), 'content-length': String(size) };
+    const body = () => (path === null ? bytes : Readable.toWeb(createReadStream(path)));
+    await this.#call(answer.uploadUrl, answer.method ?? 'PUT', headers, body, what, false);
+    return { name, size, contentType: type };
+  }
+
+  /**
+   * Ends the job succeeded (percent 100), with an optional result; the
+   * second argument is a message, or `{ message, files }` where files are
+   * names of uploaded files it attaches.
+   */
+  async succeed(result, options) {
+    const { message, files } = typeof options === 'string' ? { message: options } : (options ?? {});
     const body = { status: 'succeeded' };
     if (result !== undefined && result !== null) body.result = result;
     if (message !== undefined && message !== null) body.message = message;
+    if (files?.length) body.files = files.map((f) => (typeof f === 'string' ? f : f.name));
     this.#dropHeld();
     return this.#serial(() => this.#send(body));
   }
@@ -336,6 +377,53 @@ export class Job {
         });
       }
       await sleep(this.#delay(attempt, headers));
+    }
+  }
+
+  /** One request retried like an update; `body()` gives a fresh body per attempt. */
+  async #call(url, method, headers, body, what, auth) {
+    for (let attempt = 0; ; attempt += 1) {
+      let status = null;
+      let answerHeaders = null;
+      let answer = null;
+      let reason = '';
+      try {
+        const payload = body();
+        const res = await fetch(url, {
+          method,
+          headers: {
+            ...headers,
+            ...(auth ? { authorization: `Bearer ${this.token}` } : {}),
+            'user-agent': `jobcast-worker-node/${VERSION}`,
+          },
+          body: payload,
+          ...(payload instanceof ReadableStream ? { duplex: 'half' } : {}),
+        });
+        status = res.status;
+        answerHeaders = res.headers;
+        reason = res.statusText;
+        const text = await res.text();
+        try {
+          answer = text ? JSON.parse(text) : null;
+        } catch {
+          answer = null;
+        }
+      } catch (e) {
+        reason = e.cause?.message ?? e.message;
+      }
+      if (status !== null && status >= 200 && status < 300) return answer ?? {};
+      if (status === 409 && answer?.code === 'terminal') {
+        this.ended = true;
+        this.#endedError = new JobEnded(`job ${this.id} already ended`, answer.snapshot ?? {}, answer);
+        throw this.#endedError;
+      }
+      const retryable = status === null || RETRYABLE.has(status);
+      if (!retryable || attempt >= this.retries) {
+        const problem = answer && typeof answer === 'object' ? answer : {};
+        const where = status === null ? 'unreachable' : String(status);
+        throw new JobcastError(`${what} refused (${where}): ${problem.detail ?? reason}`, { status, problem });
+      }
+      await sleep(this.#delay(attempt, answerHeaders));
     }
   }
 

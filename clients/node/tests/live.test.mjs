@@ -152,3 +152,34 @@ test('chunks are gathered, sent before the end, and read back in order', async (
   const updates = Number(metrics.match(/^jobcast_worker_updates_total (\S+)$/m)[1]);
   assert.ok(updates <= 3, `gathered into a few requests, not ${updates}`);
 });
+
+test('files upload from bytes and a streamed path, attach, and download intact', async (t) => {
+  const inbox = await recorder();
+  t.after(inbox.close);
+  const dir = mkdtempSync(path.join(tmpdir(), 'jobcast-node-files-'));
+  const s = await serve('--files-dir', path.join(dir, 'store'), '--kind', `work=${inbox.url}/work`);
+  t.after(s.stop);
+  const created = await s.create('work', {});
+  const [msg] = await inbox.waitFor(1);
+  const job = Job.fromMessage(msg.body);
+  assert.equal(job.filesUrl, `${s.url}/jobs/${created.jobId}/files`);
+  const data = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < data.length; i += 1) data[i] = i % 251;
+  const src = path.join(dir, 'blob.bin');
+  writeFileSync(src, data);
+  assert.deepEqual(await job.upload('blob.bin', { path: src }), {
+    name: 'blob.bin',
+    size: data.length,
+    contentType: 'application/octet-stream',
+  });
+  await job.upload('notes.txt', 'hello', { contentType: 'text/plain' });
+  await assert.rejects(job.succeed({ ok: true }, { files: ['missing.csv'] }), (e) => e.status === 422 && e.code === 'file_missing');
+  await job.succeed({ ok: true }, { files: ['blob.bin', 'notes.txt'] });
+  const view = (await s.request('GET', `/jobs/${created.jobId}`)).body;
+  assert.equal(view.status, 'succeeded');
+  const urls = Object.fromEntries(view.files.map((f) => [f.name, f]));
+  assert.equal(urls['notes.txt'].contentType, 'text/plain');
+  const blob = Buffer.from(await (await fetch(urls['blob.bin'].url)).arrayBuffer());
+  assert.ok(blob.equals(data), 'the same bytes');
+  assert.equal(await (await fetch(urls['notes.txt'].url)).text(), 'hello');
+});
