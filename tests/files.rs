@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 /// A server keeping files in a directory of its own, whose `export` jobs
 /// the test reports for.
 async fn server() -> (TestServer, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("jobcast-files-test-{:016x}", rand::random::<u64>()));
+    let dir =
+        std::env::temp_dir().join(format!("jobcast-files-test-{:016x}", rand::random::<u64>()));
     let d = dir.clone();
     let srv = start_with(move |c| {
         c.kinds = Kinds::parse_list("export=command:true").unwrap();
@@ -97,7 +98,11 @@ async fn an_uploaded_file_reaches_subscribers_readers_and_lists_with_a_working_u
     assert_eq!(upload["headers"], json!({"Content-Type": "text/csv"}));
     assert!(upload["expiresAt"].as_str().is_some());
     // Not there until uploaded: attaching it is refused, nothing applied.
-    let missing = post_update(&msg, json!({"status": "succeeded", "files": ["report.csv"]})).await;
+    let missing = post_update(
+        &msg,
+        json!({"status": "succeeded", "files": ["report.csv"]}),
+    )
+    .await;
     let p = problem(missing, 422, "file_missing").await;
     assert_eq!(p["file"], "report.csv");
     assert_eq!(srv.job_view(id).await["seq"], 1);
@@ -115,8 +120,16 @@ async fn an_uploaded_file_reaches_subscribers_readers_and_lists_with_a_working_u
     assert_eq!(pushed["status"], "succeeded");
     let file = &pushed["files"][0];
     assert_eq!(
-        (file["name"].as_str(), file["size"].as_u64(), file["contentType"].as_str()),
-        (Some("report.csv"), Some(bytes.len() as u64), Some("text/csv"))
+        (
+            file["name"].as_str(),
+            file["size"].as_u64(),
+            file["contentType"].as_str()
+        ),
+        (
+            Some("report.csv"),
+            Some(bytes.len() as u64),
+            Some("text/csv")
+        )
     );
     assert!(file["expiresAt"].as_str().is_some());
     let got = reqwest::get(file["url"].as_str().unwrap()).await.unwrap();
@@ -131,7 +144,9 @@ async fn an_uploaded_file_reaches_subscribers_readers_and_lists_with_a_working_u
     // Read: GET /jobs/{id} presigns afresh; the list shows it too.
     let view = srv.job_view(id).await;
     assert_eq!(view["files"][0]["name"], "report.csv");
-    let again = reqwest::get(view["files"][0]["url"].as_str().unwrap()).await.unwrap();
+    let again = reqwest::get(view["files"][0]["url"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(again.bytes().await.unwrap().to_vec(), bytes);
     // After the end, no more uploads.
     let late = ask_upload(&files_url, &msg, json!({"name": "more.csv", "size": 1})).await;
@@ -152,7 +167,10 @@ async fn files_attach_while_running_and_replace_by_name() {
     }
     // `files` alone is an update: seq + 1, the job stays running.
     let a = accepted_update(&msg, json!({"files": ["part-1.txt"]})).await;
-    assert_eq!((a["seq"].as_u64(), a["status"].as_str()), (Some(2), Some("running")));
+    assert_eq!(
+        (a["seq"].as_u64(), a["status"].as_str()),
+        (Some(2), Some("running"))
+    );
     accepted_update(&msg, json!({"percent": 50, "files": ["part-2.txt"]})).await;
     let view = srv.job_view(id).await;
     let names: Vec<&str> = view["files"]
@@ -182,10 +200,19 @@ async fn bad_upload_requests_are_refused_with_the_fix() {
         (json!({"name": ".hidden", "size": 1}), "invalid_file"),
         (json!({"name": "a.csv"}), "invalid_file"),
         (json!({"name": "a.csv", "size": -1}), "invalid_file"),
-        (json!({"name": "a.csv", "size": 5_368_709_121u64}), "invalid_file"),
+        (
+            json!({"name": "a.csv", "size": 5_368_709_121u64}),
+            "invalid_file",
+        ),
         (json!({"name": "a.csv", "size": 1.5}), "invalid_file"),
-        (json!({"name": "a.csv", "size": 1, "contentType": 7}), "invalid_file"),
-        (json!({"name": "a.csv", "size": 1, "bucket": "x"}), "invalid_file"),
+        (
+            json!({"name": "a.csv", "size": 1, "contentType": 7}),
+            "invalid_file",
+        ),
+        (
+            json!({"name": "a.csv", "size": 1, "bucket": "x"}),
+            "invalid_file",
+        ),
     ] {
         problem(ask_upload(&files_url, &msg, body).await, 422, code).await;
     }
@@ -198,7 +225,12 @@ async fn bad_upload_requests_are_refused_with_the_fix() {
     assert_eq!(anonymous.status(), 401);
     // 20 distinct names a job; an existing one may be asked for again.
     for i in 0..20 {
-        let r = ask_upload(&files_url, &msg, json!({"name": format!("f{i}.bin"), "size": 1})).await;
+        let r = ask_upload(
+            &files_url,
+            &msg,
+            json!({"name": format!("f{i}.bin"), "size": 1}),
+        )
+        .await;
         assert_eq!(r.status(), 201);
     }
     problem(
@@ -210,8 +242,18 @@ async fn bad_upload_requests_are_refused_with_the_fix() {
     let again = ask_upload(&files_url, &msg, json!({"name": "f3.bin", "size": 1})).await;
     assert_eq!(again.status(), 201);
     // A bad `files` in an update.
-    problem(post_update(&msg, json!({"files": "a.csv"})).await, 422, "invalid_update").await;
-    problem(post_update(&msg, json!({"files": ["../x"]})).await, 422, "invalid_update").await;
+    problem(
+        post_update(&msg, json!({"files": "a.csv"})).await,
+        422,
+        "invalid_update",
+    )
+    .await;
+    problem(
+        post_update(&msg, json!({"files": ["../x"]})).await,
+        422,
+        "invalid_update",
+    )
+    .await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -220,7 +262,12 @@ async fn expired_altered_and_foreign_urls_get_one_403_whether_or_not_the_file_ex
     let (srv, dir) = server().await;
     let (job, msg, files_url) = job(&srv).await;
     let id = job["jobId"].as_str().unwrap();
-    let r = ask_upload(&files_url, &msg, json!({"name": "a.csv", "size": 3, "contentType": "text/csv"})).await;
+    let r = ask_upload(
+        &files_url,
+        &msg,
+        json!({"name": "a.csv", "size": 3, "contentType": "text/csv"}),
+    )
+    .await;
     let upload: Value = r.json().await.unwrap();
     let upload_url = upload["uploadUrl"].as_str().unwrap().to_string();
     // The upload must carry the content type it was signed for.
@@ -252,23 +299,44 @@ async fn expired_altered_and_foreign_urls_get_one_403_whether_or_not_the_file_ex
         .await
         .unwrap();
     let fresh_missing = signer
-        .download_url(id, "b.csv", std::time::Duration::from_secs(60), chrono::Utc::now())
+        .download_url(
+            id,
+            "b.csv",
+            std::time::Duration::from_secs(60),
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
     let other_job = url.replace(&format!("/files/{id}/"), "/files/job_0000/");
     let other_name = url.replace("/a.csv?", "/b.csv?");
     let altered = url.replace("sig=", "sig=A");
     let client = reqwest::Client::new();
-    for bad in [&expired, &expired_missing, &other_job, &other_name, &altered, &upload_url] {
+    for bad in [
+        &expired,
+        &expired_missing,
+        &other_job,
+        &other_name,
+        &altered,
+        &upload_url,
+    ] {
         let r = client.get(bad.as_str()).send().await.unwrap();
         let p = problem(r, 403, "forbidden").await;
-        assert_eq!(p["detail"], refusal["detail"], "one answer for every refusal");
+        assert_eq!(
+            p["detail"], refusal["detail"],
+            "one answer for every refusal"
+        );
     }
     // A download URL never uploads.
     let r = client.put(&url).body("x").send().await.unwrap();
     problem(r, 403, "forbidden").await;
     assert_eq!(
-        reqwest::get(&url).await.unwrap().bytes().await.unwrap().as_ref(),
+        reqwest::get(&url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
         b"a,b"
     );
     // A valid URL for a name never uploaded: not found (nothing is hidden
@@ -281,7 +349,12 @@ async fn expired_altered_and_foreign_urls_get_one_403_whether_or_not_the_file_ex
 async fn a_partial_upload_never_shows_as_a_file() {
     let (srv, dir) = server().await;
     let (_, msg, files_url) = job(&srv).await;
-    let r = ask_upload(&files_url, &msg, json!({"name": "big.bin", "size": 1_000_000})).await;
+    let r = ask_upload(
+        &files_url,
+        &msg,
+        json!({"name": "big.bin", "size": 1_000_000}),
+    )
+    .await;
     let upload: Value = r.json().await.unwrap();
     let url = reqwest::Url::parse(upload["uploadUrl"].as_str().unwrap()).unwrap();
     // A client that announces a megabyte, sends some of it and hangs up.
@@ -368,14 +441,25 @@ async fn files_suite(files: std::sync::Arc<dyn jobcast::files::Files>, checks_ur
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().to_vec(), bytes);
     // Replaced by a second upload of the same name (no content type now).
-    let again = files.upload_url(&job, "report.csv", None, now).await.unwrap();
+    let again = files
+        .upload_url(&job, "report.csv", None, now)
+        .await
+        .unwrap();
     put(&serde_json::to_value(&again).unwrap(), b"x".to_vec()).await;
-    assert_eq!(files.stat(&job, "report.csv").await.unwrap().unwrap().size, 1);
+    assert_eq!(
+        files.stat(&job, "report.csv").await.unwrap().unwrap().size,
+        1
+    );
     // Another job's name of the same name is another file.
     assert_eq!(files.stat("job_other", "report.csv").await.unwrap(), None);
     let hour_ago = now - chrono::Duration::hours(1);
     let stale = files
-        .download_url(&job, "report.csv", std::time::Duration::from_secs(60), hour_ago)
+        .download_url(
+            &job,
+            "report.csv",
+            std::time::Duration::from_secs(60),
+            hour_ago,
+        )
         .await
         .unwrap();
     if checks_urls {
@@ -424,4 +508,40 @@ async fn an_s3_bucket_keeps_the_rules() {
         false,
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_rust_worker_client_uploads_bytes_and_a_streamed_path() {
+    let (srv, dir) = server().await;
+    let (job, msg, files_url) = job(&srv).await;
+    let id = job["jobId"].as_str().unwrap();
+    let mut message = msg.clone();
+    message["jobId"] = json!(id);
+    let worker = jobcast::worker_client::Job::from_value(message).unwrap();
+    assert_eq!(worker.files_url(), files_url);
+    let data: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let src = dir.join("source.bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&src, &data).unwrap();
+    let up = worker.upload("big.bin", src.as_path(), None).await.unwrap();
+    assert_eq!(up.size, data.len() as u64);
+    worker
+        .upload("notes.txt", b"hello".as_slice(), Some("text/plain"))
+        .await
+        .unwrap();
+    let done = worker
+        .succeed_with_files(Some(json!({"ok": true})), None, &["big.bin", "notes.txt"])
+        .await
+        .unwrap();
+    assert_eq!(done.status, "succeeded");
+    let view = srv.job_view(id).await;
+    let got = reqwest::get(view["files"][0]["url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), data.as_slice());
+    assert_eq!(view["files"][1]["contentType"], "text/plain");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1389,7 +1389,10 @@ async fn files_store_suite(store: Arc<dyn Store>) {
     let read = store.get_job(&id).await.unwrap().unwrap();
     assert_eq!(read.files, vec![file("f01", 7), file("f02", 9)]);
     // An update without files keeps them.
-    store.update_job(&id, running(30.0), Utc::now()).await.unwrap();
+    store
+        .update_job(&id, running(30.0), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(store.get_job(&id).await.unwrap().unwrap().files.len(), 2);
     let mut done = JobUpdate::status(Status::Succeeded);
     done.percent = Some(100.0);

@@ -194,7 +194,12 @@ pub struct ServeArgs {
     /// Keep job files (uploaded by workers, downloaded by browsers) in this
     /// directory, served by serve itself through URLs it signs. Default: a
     /// `jobcast-files` folder under the system temp directory.
-    #[arg(long, env = "JOBCAST_FILES_DIR", value_name = "DIR", conflicts_with = "files_bucket")]
+    #[arg(
+        long,
+        env = "JOBCAST_FILES_DIR",
+        value_name = "DIR",
+        conflicts_with = "files_bucket"
+    )]
     pub files_dir: Option<std::path::PathBuf>,
 
     /// Keep job files in this S3 bucket instead (AWS_ENDPOINT_URL_S3 for

@@ -80,7 +80,10 @@ pub(super) async fn route(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("Content-Type"),
             );
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
             r
         }
         Method::GET | Method::HEAD => match local.check("get", job_id, name, &query, Utc::now()) {
@@ -136,7 +139,9 @@ async fn download(local: &LocalFiles, job_id: &str, name: &str, head: bool) -> H
     let body = if head {
         full(Bytes::new())
     } else {
-        let frames = ReaderFrames(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK));
+        let frames = ReaderFrames(tokio_util::io::ReaderStream::with_capacity(
+            file, READ_CHUNK,
+        ));
         StreamBody::new(frames).boxed()
     };
     let mut r = Response::new(body);
@@ -148,7 +153,10 @@ async fn download(local: &LocalFiles, job_id: &str, name: &str, head: bool) -> H
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     r
 }
 
@@ -213,4 +221,3 @@ async fn upload(
         }
     }
 }
-

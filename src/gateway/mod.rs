@@ -46,9 +46,7 @@ pub(crate) type HttpResponse = http::Response<Body>;
 
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
     use http_body_util::BodyExt;
-    Full::new(b.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
 /// Client messages per second allowed by default: far above what a
@@ -290,7 +288,10 @@ async fn file_storage(
     config: &GatewayConfig,
     addr: SocketAddr,
     tokens: &TokenKey,
-) -> std::io::Result<(crate::files::FileLinks, Option<Arc<crate::files::LocalFiles>>)> {
+) -> std::io::Result<(
+    crate::files::FileLinks,
+    Option<Arc<crate::files::LocalFiles>>,
+)> {
     let ttl = config.files.url_ttl;
     if let Some(bucket) = &config.files.bucket {
         let sdk = crate::aws::sdk_config().await;
@@ -302,7 +303,8 @@ async fn file_storage(
         &public_base(config, addr),
         &tokens.derive(b"files"),
     )?);
-    let links = crate::files::FileLinks::new(Arc::clone(&local) as Arc<dyn crate::files::Files>, ttl);
+    let links =
+        crate::files::FileLinks::new(Arc::clone(&local) as Arc<dyn crate::files::Files>, ttl);
     Ok((links, Some(local)))
 }
 
@@ -330,8 +332,7 @@ impl Gateway {
                 Delivery::Background,
             )
             .map_err(std::io::Error::other)?;
-        let (files, local_files) =
-            file_storage(&config, listener.local_addr()?, &tokens).await?;
+        let (files, local_files) = file_storage(&config, listener.local_addr()?, &tokens).await?;
         parts.files = Some(files);
         parts.tokens = tokens;
         parts.publish = config.publish.clone();

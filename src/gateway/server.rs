@@ -187,7 +187,9 @@ async fn route(
                     r
                 })
         }
-        ["jobs"] | ["jobs", _] | ["jobs", _, "updates" | "files"] | ["jobs", _, "streams", _] if jobs_too => {
+        ["jobs"] | ["jobs", _] | ["jobs", _, "updates" | "files"] | ["jobs", _, "streams", _]
+            if jobs_too =>
+        {
             let id = segments.get(1).map(|s| s.to_string());
             let origin = req.headers().get(header::ORIGIN).cloned();
             let mut r = jobs(&shared, req, peer, id.as_deref()).await;

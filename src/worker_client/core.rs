@@ -170,11 +170,7 @@ impl Core {
         if let (Some(chunks), Value::Object(map)) = (self.pending().take(), &mut body) {
             map.insert("append".into(), Value::Object(chunks));
         }
-        let retry = self
-            .retry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let retry = self.retry_options();
         let body = body.to_string();
         let mut attempt = 0;
         loop {
@@ -204,17 +200,52 @@ impl Core {
                 }
                 _ => {}
             }
-            let retryable = answer.status.is_none_or(|s| RETRYABLE.contains(&s));
-            if !retryable || attempt >= retry.retries {
-                return Err(self.failure(answer));
+            match retry_wait(&answer, attempt, &retry) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(self.failure(answer)),
             }
-            let wait = match answer.retry_after {
-                Some(secs) if secs.is_finite() && secs >= 0.0 => {
-                    std::time::Duration::from_secs_f64(secs).min(retry.max_backoff)
+            attempt += 1;
+        }
+    }
+
+    fn retry_options(&self) -> RetryOptions {
+        self.retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// One request retried as updates are (429, 5xx, no answer), built
+    /// afresh by `make` for each attempt; the body of a 2xx answer.
+    pub(super) async fn call<F, Fut>(&self, make: F) -> Result<Value, ReportError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::RequestBuilder, ReportError>>,
+    {
+        let retry = self.retry_options();
+        let mut attempt = 0;
+        loop {
+            let sent = make()
+                .await?
+                .header(
+                    reqwest::header::USER_AGENT,
+                    concat!("jobcast-worker-rust/", env!("CARGO_PKG_VERSION")),
+                )
+                .timeout(retry.timeout)
+                .send()
+                .await;
+            let answer = Answer::of(sent).await;
+            match answer.status {
+                Some(s) if (200..300).contains(&s) => return Ok(answer.body),
+                Some(409) if answer.body["code"] == "terminal" => {
+                    return Err(self.ended_with(answer.body["snapshot"].clone()));
                 }
-                _ => crate::retry::backoff(attempt, retry.base_backoff, retry.max_backoff),
-            };
-            tokio::time::sleep(wait).await;
+                _ => {}
+            }
+            match retry_wait(&answer, attempt, &retry) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(self.failure(answer)),
+            }
             attempt += 1;
         }
     }
@@ -233,24 +264,7 @@ impl Core {
             .body(body.to_string())
             .send()
             .await;
-        match sent {
-            Ok(res) => Answer {
-                status: Some(res.status().as_u16()),
-                retry_after: res
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok()),
-                reason: res.status().to_string(),
-                body: res.json().await.unwrap_or(Value::Null),
-            },
-            Err(e) => Answer {
-                status: None,
-                retry_after: None,
-                reason: crate::aws::causes(&e),
-                body: Value::Null,
-            },
-        }
+        Answer::of(sent).await
     }
 
     /// The job has ended (409 `terminal`): remembered, so later reports
@@ -288,7 +302,45 @@ impl Core {
     }
 }
 
-/// What one POST to the update endpoint came back with.
+/// How long to wait before trying `answer`'s request again (`Retry-After`
+/// when given, else backoff); `None` when it is not worth another try.
+fn retry_wait(answer: &Answer, attempt: u32, retry: &RetryOptions) -> Option<std::time::Duration> {
+    let retryable = answer.status.is_none_or(|s| RETRYABLE.contains(&s));
+    if !retryable || attempt >= retry.retries {
+        return None;
+    }
+    Some(match answer.retry_after {
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            std::time::Duration::from_secs_f64(secs).min(retry.max_backoff)
+        }
+        _ => crate::retry::backoff(attempt, retry.base_backoff, retry.max_backoff),
+    })
+}
+
+impl Answer {
+    async fn of(sent: Result<reqwest::Response, reqwest::Error>) -> Answer {
+        match sent {
+            Ok(res) => Answer {
+                status: Some(res.status().as_u16()),
+                retry_after: res
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok()),
+                reason: res.status().to_string(),
+                body: res.json().await.unwrap_or(Value::Null),
+            },
+            Err(e) => Answer {
+                status: None,
+                retry_after: None,
+                reason: crate::aws::causes(&e),
+                body: Value::Null,
+            },
+        }
+    }
+}
+
+/// What one request came back with.
 struct Answer {
     /// None when no answer came (connection refused, timeout).
     status: Option<u16>,

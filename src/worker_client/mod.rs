@@ -26,6 +26,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 mod core;
+mod files;
+
+pub use files::{Upload, Uploaded};
 
 use self::core::Core;
 
@@ -381,16 +384,7 @@ impl Job {
         result: Option<Value>,
         message: Option<&str>,
     ) -> Result<Accepted, ReportError> {
-        let mut body = Map::new();
-        body.insert("status".into(), json!("succeeded"));
-        if let Some(r) = result {
-            body.insert("result".into(), r);
-        }
-        if let Some(m) = message {
-            body.insert("message".into(), json!(m));
-        }
-        self.core.held().take();
-        self.core.send(Value::Object(body)).await
+        self.succeed_with_files(result, message, &[]).await
     }
 
     /// Ends the job `failed` with `error {code, message}` (at the percent of

@@ -25,7 +25,11 @@ fn parse(body: &[u8]) -> Result<(String, Option<String>, u64), Problem> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
-        return Err(Problem::new(400, "bad_request", "body must be a JSON object"));
+        return Err(Problem::new(
+            400,
+            "bad_request",
+            "body must be a JSON object",
+        ));
     };
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(invalid(format!(

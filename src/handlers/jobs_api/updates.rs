@@ -29,7 +29,9 @@ struct Parsed {
 /// `files`: an array of distinct uploaded file names.
 fn parse_files(v: Value) -> Result<Vec<String>, Problem> {
     let Value::Array(items) = v else {
-        return Err(invalid("files must be an array of uploaded file names".into()));
+        return Err(invalid(
+            "files must be an array of uploaded file names".into(),
+        ));
     };
     let mut names: Vec<String> = Vec::with_capacity(items.len());
     for item in items {
@@ -297,7 +299,8 @@ pub(super) async fn update(
                 ),
             );
             if let Ok(Some(j)) = deps.store().get_job(id).await {
-                p.extra.push(("snapshot", deps.publisher.shown(&j).await.public_view()));
+                p.extra
+                    .push(("snapshot", deps.publisher.shown(&j).await.public_view()));
             }
             Err(p)
         }

@@ -135,10 +135,8 @@ impl UpdateExpression {
             };
             self.set.push(clause);
             self.names.insert(name, format!("{FILE_PREFIX}{}", f.name));
-            self.values.insert(
-                value,
-                s(serde_json::to_string(f).unwrap_or_default()),
-            );
+            self.values
+                .insert(value, s(serde_json::to_string(f).unwrap_or_default()));
         }
     }
 
