@@ -424,6 +424,10 @@ async fn main() -> ExitCode {
             init_cli_tracing();
             jobcast::bench::commands::chunks(args).await
         }
+        Some(Command::Bench(BenchCommand::Files(args))) => {
+            init_cli_tracing();
+            jobcast::bench::commands::files(args).await
+        }
         Some(Command::Bench(BenchCommand::Cost(args))) => {
             init_cli_tracing();
             jobcast::bench::commands::cost(args).await

@@ -162,6 +162,51 @@ fn bench_chunks_streams_through_a_serve_and_loses_nothing() {
     assert!(r["chunkToClient"]["p50Ms"].as_f64().unwrap() > 0.0, "{r}");
 }
 
+/// A 50 MiB file up and down through `serve`'s directory store: the same
+/// bytes back, and the server never holds the file in memory (its
+/// resident memory stays within a few buffers of where it was; holding
+/// the file would add 50 MiB).
+#[test]
+fn a_50_mib_file_streams_through_serve_without_growing_it() {
+    let (port, receiver) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("jobcast-cli-files-{port}"));
+    let child = jobcast()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kind", &format!("bench=http://127.0.0.1:{receiver}/")])
+        .arg("--files-dir")
+        .arg(&dir)
+        .env("JOBCAST_WEBHOOK_SECRET", "bench-files-secret-0123456789")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = Process::new(child);
+    wait_listening(port);
+    let out = jobcast()
+        .args(["bench", "files", "--mib", "50"])
+        .args(["--server-pid", &pid.to_string()])
+        .args(["--jobs-url", &format!("http://127.0.0.1:{port}")])
+        .args(["--receiver", &format!("127.0.0.1:{receiver}")])
+        .output()
+        .unwrap();
+    child.terminate();
+    child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["sameBytes"], true, "{r}");
+    let growth = r["rssGrowthKib"].as_u64().unwrap();
+    assert!(
+        growth < 16 * 1024,
+        "serve grew by {growth} KiB for a 50 MiB file: {r}"
+    );
+}
+
 #[test]
 fn bench_fanout_runs_and_loses_nothing() {
     for push in ["in-process", "http"] {

@@ -19,6 +19,9 @@ pub enum BenchCommand {
     /// Load streams of a running serve: workers appending chunks through
     /// the Rust library, one client per job following the stream.
     Chunks(crate::bench::chunks::ChunksOptions),
+    /// One file through a running serve: upload and download MiB/s, the
+    /// server's memory during both, the same bytes back.
+    Files(crate::bench::files::FilesOptions),
     /// What a job costs in AWS: DynamoDB units (DynamoDB Local), Lambda
     /// invocations and time, API Gateway requests and messages, priced.
     Cost(CostOptions),

@@ -70,6 +70,17 @@ pub async fn chunks(mut opts: crate::bench::chunks::ChunksOptions) -> Result<(),
     Ok(())
 }
 
+pub async fn files(mut opts: crate::bench::files::FilesOptions) -> Result<(), String> {
+    opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();
+    let r = crate::bench::files::run(opts).await?;
+    write_json(&r, None)?;
+    eprintln!("{r}");
+    if !r.same_bytes {
+        return Err("the downloaded file differs from the uploaded one".into());
+    }
+    Ok(())
+}
+
 pub async fn soak(args: SoakArgs) -> Result<(), String> {
     let mut opts = args.soak;
     opts.jobs_url = opts.jobs_url.trim_end_matches('/').to_string();

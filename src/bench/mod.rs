@@ -17,6 +17,7 @@ pub mod chunks;
 pub mod commands;
 pub mod cost;
 pub mod fanout;
+pub mod files;
 pub mod load;
 pub mod soak;
 pub mod tokens;

@@ -167,7 +167,7 @@ async fn disconnects(opts: &LoadOptions) -> Option<u64> {
 }
 
 /// Samples a process's RSS until stopped; returns the highest value seen.
-fn rss_sampler(pid: Option<u32>) -> (CancellationToken, JoinHandle<u64>) {
+pub(crate) fn rss_sampler(pid: Option<u32>) -> (CancellationToken, JoinHandle<u64>) {
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move {
