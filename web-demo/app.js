@@ -72,6 +72,7 @@ function render(view, snap) {
   view.badge.textContent = snap.status;
   view.badge.dataset.status = snap.status;
   view.message.textContent = snap.message ?? '';
+  if (snap.files?.length) showFiles(view, snap.files);
   if (isTerminal(snap.status)) {
     view.done = true;
     view.cancel.disabled = true;
@@ -82,6 +83,46 @@ function render(view, snap) {
       view.outcome.textContent = JSON.stringify(outcome, null, 2);
     }
   }
+}
+
+/** A byte count as people read it. */
+function humanSize(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/**
+ * The job's files as download links. Each snapshot brings fresh URLs; a
+ * link clicked after its URL expired asks the job again for a new one.
+ */
+function showFiles(view, files) {
+  view.files.hidden = false;
+  view.files.replaceChildren(
+    ...files.map((f) => {
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      a.href = f.url;
+      a.textContent = f.name;
+      a.setAttribute('download', f.name);
+      a.addEventListener('click', async (ev) => {
+        if (Date.parse(f.expiresAt) > Date.now() + 5000) return;
+        ev.preventDefault();
+        const res = await fetch(view.statusUrl, { headers: authHeaders(view.token ? { Authorization: `Bearer ${view.token}` } : {}) });
+        const fresh = res.ok ? (await res.json()).files?.find((x) => x.name === f.name) : null;
+        if (fresh) location.assign(fresh.url);
+      });
+      const size = document.createElement('span');
+      size.className = 'size';
+      size.textContent = humanSize(f.size);
+      li.append(a, size);
+      return li;
+    }),
+  );
 }
 
 function showError(text) {
@@ -253,7 +294,10 @@ function addRow(jobId, body) {
     pct: node.querySelector('.percent'), badge: node.querySelector('.badge'),
     message: node.querySelector('.message'), outcome: node.querySelector('.outcome'),
     log: node.querySelector('.log'),
+    files: node.querySelector('.files'),
     cancel: node.querySelector('.cancel'),
+    statusUrl: body.statusUrl,
+    token: body.token,
   };
   node.dataset.jobId = jobId;
   node.querySelector('.job-id').textContent = jobId;

@@ -22,7 +22,11 @@ for (let n = 1; n <= rows; n += 1) {
 }
 await job.succeed({ rows });
 `);
-  ({ base, server } = await startServe(['--kind', `export=command:${process.execPath} ${worker}`]));
+  const exporter = path.join(root, 'clients/python/examples/export_csv.py');
+  ({ base, server } = await startServe([
+    '--kind', `export=command:${process.execPath} ${worker}`,
+    '--kind', `report=command:python3 ${exporter}`,
+  ]));
   browser = await launchChromium();
 });
 
@@ -117,6 +121,31 @@ test('a job of your own kind, run by a worker made with clients/node, is watched
   await page.waitForSelector('#form-error:not([hidden])');
   assert.match(await page.textContent('#form-error'), /export/);
   assert.deepEqual(errors.filter((e) => !/400/.test(e)), []);
+  await page.close();
+});
+
+test('a job\'s file shows as a link when it succeeds, and the browser downloads its exact bytes', async () => {
+  const { page, errors } = await openPage();
+  await page.fill('#start-own input[name=kind]', 'report');
+  await page.fill('#start-own input[name=input]', '{"rows": 3000}');
+  await page.click('#start-own button[type=submit]');
+  await page.waitForSelector('li.job');
+  const id = await page.locator('li.job').first().getAttribute('data-job-id');
+  assert.equal(await finalStatus(page, id), 'succeeded');
+  const link = job(page, id).locator('.files a');
+  await link.waitFor();
+  assert.equal(await link.textContent(), 'export.csv');
+  const href = await link.getAttribute('href');
+  const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+  assert.equal(download.suggestedFilename(), 'export.csv');
+  const { readFileSync } = await import('node:fs');
+  const got = readFileSync(await download.path());
+  const expected = Buffer.from(await (await fetch(href)).arrayBuffer());
+  assert.ok(got.equals(expected), 'the downloaded bytes are the stored ones');
+  const lines = got.toString('utf8').trim().split(/\r?\n/);
+  assert.equal(lines[0], 'id,name,amount');
+  assert.equal(lines.length, 3001);
+  assert.deepEqual(errors, []);
   await page.close();
 });
 
