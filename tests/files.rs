@@ -545,3 +545,52 @@ async fn the_rust_worker_client_uploads_bytes_and_a_streamed_path() {
     assert_eq!(view["files"][1]["contentType"], "text/plain");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn the_webhook_carries_the_files_with_working_urls() {
+    let dir =
+        std::env::temp_dir().join(format!("jobcast-files-test-{:016x}", rand::random::<u64>()));
+    let d = dir.clone();
+    let srv = start_with(move |c| {
+        c.kinds = Kinds::parse_list("export=command:true").unwrap();
+        c.files.dir = Some(d);
+        c.webhook_secret = Some(SECRET.into());
+    })
+    .await;
+    let receiver = webhook_receiver(vec![200]).await;
+    let created: Value = srv
+        .http
+        .post(srv.url("/jobs"))
+        .json(&json!({"kind": "export", "input": {}, "callbackUrl": format!("http://{}/hook", receiver.addr)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["jobId"].as_str().unwrap();
+    let token = srv
+        .deps
+        .tokens
+        .issue_worker(id, chrono::Utc::now().timestamp());
+    let msg = json!({"updateUrl": srv.url(&format!("/jobs/{id}/updates")), "workerToken": token});
+    let files_url = srv.url(&format!("/jobs/{id}/files"));
+    let r = ask_upload(&files_url, &msg, json!({"name": "out.txt", "size": 2})).await;
+    let upload: Value = r.json().await.unwrap();
+    put(&upload, b"ok".to_vec()).await;
+    accepted_update(&msg, json!({"status": "succeeded", "files": ["out.txt"]})).await;
+    let body: Value = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(r) = receiver.got.lock().unwrap().first().cloned() {
+                return serde_json::from_slice(&r.body).unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the webhook in time");
+    assert_eq!(body["status"], "succeeded");
+    let url = body["files"][0]["url"].as_str().unwrap();
+    assert_eq!(reqwest::get(url).await.unwrap().text().await.unwrap(), "ok");
+    let _ = std::fs::remove_dir_all(dir);
+}

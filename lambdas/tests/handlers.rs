@@ -795,3 +795,84 @@ async fn a_workers_chunks_reach_the_stream_subscriber_and_the_polling_endpoint()
         (Some(2), Some(false))
     );
 }
+
+#[tokio::test]
+async fn a_worker_uploads_to_the_bucket_and_the_snapshot_links_the_file() {
+    let mut rig = rig().await;
+    // The bucket, on moto: what the template's FilesBucket is in AWS.
+    let s3_sdk = sdk_config()
+        .into_builder()
+        .endpoint_url(emulators::s3())
+        .build();
+    let bucket = format!("jobcast-files-{:08x}", rand::random::<u32>());
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&s3_sdk)
+            .force_path_style(true)
+            .build(),
+    )
+    .create_bucket()
+    .bucket(&bucket)
+    .send()
+    .await
+    .unwrap();
+    rig.wiring.parts.files = Some(jobcast::files::FileLinks::new(
+        Arc::new(jobcast::files::S3Files::new(&s3_sdk, &bucket)),
+        Duration::from_secs(900),
+    ));
+    let WorkerJob {
+        job_id,
+        mut client,
+        deps,
+        worker_token,
+        ..
+    } = rig.worker_job("files-1").await;
+    let files = format!("/jobs/{job_id}/files");
+    let ask = r#"{"name":"report.csv","contentType":"text/csv","size":12}"#;
+    let res = jobs_api::handle_updates(
+        &deps,
+        function_url_event("POST", &files, &worker_token, ask),
+    )
+    .await;
+    assert_eq!(res.status_code, 201, "{res:?}");
+    let Some(Body::Text(answer)) = &res.body else {
+        panic!("no body: {res:?}");
+    };
+    let upload: Value = serde_json::from_str(answer).unwrap();
+    let http = reqwest::Client::new();
+    let put = http
+        .put(upload["uploadUrl"].as_str().unwrap())
+        .header("Content-Type", "text/csv")
+        .body("id,total\n1,3\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+    // Attaching through the function URL reads the object's size.
+    let done = r#"{"status":"succeeded","files":["report.csv"]}"#;
+    let updates = format!("/jobs/{job_id}/updates");
+    let res = jobs_api::handle_updates(
+        &deps,
+        function_url_event("POST", &updates, &worker_token, done),
+    )
+    .await;
+    assert_eq!(res.status_code, 200, "{res:?}");
+    let pushed = next_json(&mut client).await;
+    assert_eq!(pushed["status"], "succeeded");
+    let file = &pushed["files"][0];
+    assert_eq!(
+        (file["name"].as_str(), file["size"].as_u64()),
+        (Some("report.csv"), Some(13))
+    );
+    let url = file["url"].as_str().unwrap();
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    let body = http.get(url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "id,total\n1,3\n");
+    // A file never uploaded is refused whole.
+    let missing = r#"{"files":["nope.csv"]}"#;
+    let res = jobs_api::handle_updates(
+        &deps,
+        function_url_event("POST", &updates, &worker_token, missing),
+    )
+    .await;
+    assert_eq!(res.status_code, 409, "the job has ended: {res:?}");
+}

@@ -336,8 +336,10 @@ async fn report(
         }
         None => Ok((deps.store().heartbeat(id, deadline).await?, None)),
         Some(mut u) => {
-            // An update that would be refused must not leave its chunks behind.
-            if !parsed.append.is_empty() {
+            // An update that would be refused must not leave its chunks
+            // behind, and one after the end is told so before its files
+            // are looked up.
+            if !parsed.append.is_empty() || !parsed.files.is_empty() {
                 check_percent(deps, id, &u).await?;
             }
             u.files = resolve_files(deps, id, &parsed.files).await?;
