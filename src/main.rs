@@ -103,6 +103,13 @@ fn log_relaxations(config: &GatewayConfig) {
     for (kind, target) in &config.kinds.0 {
         tracing::info!("job kind {kind} -> {}", target.describe());
     }
+    match &config.files.bucket {
+        Some(bucket) => tracing::info!("job files in the S3 bucket {bucket}"),
+        None => tracing::info!(
+            "job files in {} (served at /files/; --files-dir to choose)",
+            config.files.directory().display()
+        ),
+    }
     let defaults = GatewayConfig::default();
     if config.idle_timeout != defaults.idle_timeout {
         tracing::warn!(idle_timeout = ?config.idle_timeout, "idle timeout differs from API Gateway's 10 minutes");

@@ -25,6 +25,16 @@
  * @property {unknown} result
  * @property {{code: string, message: string}|null} error
  * @property {string} updatedAt
+ * @property {Record<string, number>} [streams] each stream's length when the snapshot was read
+ * @property {JobFile[]} [files] attached files, with download URLs presigned when sent or read
+ */
+/**
+ * @typedef {object} JobFile
+ * @property {string} name
+ * @property {number} size
+ * @property {string} [contentType]
+ * @property {string} url a GET URL valid until `expiresAt`; ask for the job again for a fresh one
+ * @property {string} expiresAt
  */
 /** @typedef {'connecting'|'live'|'reconnecting'|'polling'|'closed'} ConnectionState */
 
