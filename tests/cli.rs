@@ -45,6 +45,13 @@ fn bad_flag_values_name_the_fix() {
 
     let out = jobcast().args(["--max-connections", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+
+    // A presigned URL cannot outlive 7 days.
+    let out = jobcast().args(["--file-url-ttl", "8d"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("7d"));
+    let out = jobcast().env("JOBCAST_STAGE", "files").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -26,6 +26,9 @@ use tokio::io::AsyncWriteExt;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Bytes of an upload gathered before they are written.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
 /// Why a signed URL was refused: one answer for every reason, so a caller
 /// learns nothing of whether the file exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -193,7 +196,12 @@ impl LocalFiles {
         let folder = self.dir.join(job_id);
         tokio::fs::create_dir_all(&folder).await?;
         let temp = folder.join(format!(".upload-{:016x}", rand::random::<u64>()));
-        let mut file = tokio::fs::File::create(&temp).await?;
+        // Writes gathered to a megabyte: one trip to the blocking pool per
+        // megabyte, not per network read.
+        let mut file = tokio::io::BufWriter::with_capacity(
+            WRITE_BUFFER,
+            tokio::fs::File::create(&temp).await?,
+        );
         let written = async {
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
@@ -205,7 +213,7 @@ impl LocalFiles {
                 file.write_all(&chunk).await?;
             }
             file.flush().await?;
-            file.sync_data().await?;
+            file.get_ref().sync_data().await?;
             Ok(size)
         }
         .await;
