@@ -102,7 +102,11 @@ impl Job {
                     let file = tokio::fs::File::open(p).await.map_err(|e| {
                         ReportError::BadChunk(format!("cannot upload {}: {e}", p.display()))
                     })?;
-                    reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file))
+                    // Large reads: each is a trip to the blocking pool.
+                    reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                        file,
+                        256 * 1024,
+                    ))
                 }
             };
             let mut req = core
