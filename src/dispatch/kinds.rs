@@ -15,6 +15,13 @@ pub enum Target {
     Http(String),
     /// `command:<shell command>`: run once per job (`serve` only).
     Command(String),
+    /// `states:<state machine ARN>`: `StartExecution`, named by the job id.
+    States(String),
+    /// `events:<bus name or ARN>`: `PutEvents`, the job message as `Detail`.
+    Events(String),
+    /// `ecs:<cluster>/<task definition>[?…]`: `RunTask`, the job message in
+    /// the container's environment.
+    Ecs(super::ecs::EcsSpec),
 }
 
 /// Why a kind or its target was refused (`--kind`, `JOBCAST_KINDS`).
@@ -27,9 +34,15 @@ pub enum KindError {
     #[error("'{spec}' is not a valid URL: {reason}")]
     BadUrl { spec: String, reason: String },
     #[error(
-        "unknown target '{0}': use sqs:<queue URL>, lambda:<function>, http(s)://<url> or command:<shell command>"
+        "unknown target '{0}': use sqs:<queue URL>, lambda:<function>, states:<state machine ARN>, events:<bus>, ecs:<cluster>/<task definition>, http(s)://<url> or command:<shell command>"
     )]
     UnknownTarget(String),
+    #[error(
+        "states: takes the state machine's ARN (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME), got '{0}'"
+    )]
+    NotAStateMachine(String),
+    #[error("{0}")]
+    BadEcs(String),
     #[error("expected KIND=TARGET (like export=sqs:https://…), got '{0}'")]
     NotASpec(String),
     /// The kind's name itself (see `protocol::parse_kind`).
@@ -74,6 +87,19 @@ impl Target {
             Ok(Target::Sqs(url))
         } else if let Some(rest) = s.strip_prefix("lambda:") {
             Ok(Target::Lambda(nonempty(rest, "function")?))
+        } else if let Some(rest) = s.strip_prefix("states:") {
+            let arn = nonempty(rest, "state machine ARN")?;
+            if !(arn.starts_with("arn:") && arn.contains(":stateMachine:")) {
+                return Err(KindError::NotAStateMachine(arn));
+            }
+            Ok(Target::States(arn))
+        } else if let Some(rest) = s.strip_prefix("events:") {
+            Ok(Target::Events(nonempty(rest, "event bus")?))
+        } else if let Some(rest) = s.strip_prefix("ecs:") {
+            let spec = nonempty(rest, "cluster and task definition")?;
+            Ok(Target::Ecs(
+                super::ecs::EcsSpec::parse(&spec).map_err(KindError::BadEcs)?,
+            ))
         } else if let Some(rest) = s.strip_prefix("command:") {
             Ok(Target::Command(nonempty(rest, "command")?))
         } else if s.starts_with("http://") || s.starts_with("https://") {
@@ -94,6 +120,9 @@ impl Target {
             Target::Sqs(u) => format!("sqs:{u}"),
             Target::Lambda(f) => format!("lambda:{f}"),
             Target::Command(c) => format!("command:{c}"),
+            Target::States(a) => format!("states:{a}"),
+            Target::Events(b) => format!("events:{b}"),
+            Target::Ecs(e) => format!("ecs:{}/{}", e.cluster, e.task_definition),
             Target::Http(u) => match reqwest::Url::parse(u) {
                 Ok(mut url) => {
                     let _ = url.set_username("");
@@ -113,6 +142,9 @@ impl Target {
             Target::Lambda(_) => "lambda",
             Target::Http(_) => "http",
             Target::Command(_) => "command",
+            Target::States(_) => "states",
+            Target::Events(_) => "events",
+            Target::Ecs(_) => "ecs",
         }
     }
 }

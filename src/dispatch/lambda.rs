@@ -1,7 +1,7 @@
 //! `lambda:<function>`: an asynchronous invoke (`InvocationType=Event`)
 //! with the job message as payload.
 
-use super::{Deliver, DispatchError, JobMessage};
+use super::{Deliver, DispatchError, JobMessage, aws_failure};
 use async_trait::async_trait;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
@@ -28,13 +28,7 @@ impl Deliver for LambdaTarget {
             .payload(Blob::new(body.as_bytes().to_vec()))
             .send()
             .await
-            .map_err(|e| {
-                let line = crate::aws::error_line(&e);
-                match e.raw_response().map(|r| r.status().as_u16()) {
-                    Some(s) if (400..500).contains(&s) && s != 429 => DispatchError::Fatal(line),
-                    _ => DispatchError::Retryable(line),
-                }
-            })?;
+            .map_err(|e| aws_failure(&e))?;
         match out.function_error() {
             Some(err) => Err(DispatchError::Retryable(format!(
                 "function {} failed: {err}",

@@ -8,10 +8,13 @@
 //! worker (the in-process pool in `serve`, the demo queue in AWS).
 
 mod command;
+pub mod ecs;
+pub mod events;
 mod http;
 mod kinds;
 mod lambda;
 mod sqs;
+pub mod states;
 
 pub use kinds::{KindError, Kinds, Target, parse_kind_spec};
 
@@ -67,6 +70,50 @@ pub enum DispatchError {
 pub trait Deliver: Send + Sync + 'static {
     /// One attempt to hand `message` (serialized as `body`) to the worker.
     async fn deliver(&self, message: &JobMessage, body: &str) -> Result<(), DispatchError>;
+    /// The largest job message (serialized) the target takes, when it has
+    /// a limit: a job whose message would not fit is refused at `POST
+    /// /jobs` (413), never handed over to fail.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
+    /// What a message counts against that limit (its bytes, unless the
+    /// target carries it escaped inside JSON of its own).
+    fn message_size(&self, body: &str) -> usize {
+        body.len()
+    }
+}
+
+/// A failed AWS call as a hand-over failure: a 4xx other than 429 will
+/// fail again (a missing resource, no permission); the rest may not.
+pub(crate) fn aws_failure<E, R>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> DispatchError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+    aws_smithy_runtime_api::client::result::SdkError<E, R>: RawStatus,
+{
+    let line = crate::aws::error_line(e);
+    match e.raw_status() {
+        Some(s) if (400..500).contains(&s) && s != 429 => DispatchError::Fatal(line),
+        _ => DispatchError::Retryable(line),
+    }
+}
+
+/// The HTTP status of a failed call's answer, if one came.
+pub(crate) trait RawStatus {
+    fn raw_status(&self) -> Option<u16>;
+}
+
+impl<E> RawStatus
+    for aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >
+{
+    fn raw_status(&self) -> Option<u16> {
+        self.raw_response().map(|r| r.status().as_u16())
+    }
 }
 
 /// How the dispatcher retries targets that can be retried (`http`).
@@ -152,6 +199,18 @@ pub async fn deliverers(
             Target::Lambda(function) => Arc::new(lambda::LambdaTarget::new(
                 aws_sdk_lambda::Client::new(aws_settings(&mut sdk).await),
                 function.clone(),
+            )),
+            Target::States(arn) => Arc::new(states::StatesTarget::new(
+                aws_sdk_sfn::Client::new(aws_settings(&mut sdk).await),
+                arn.clone(),
+            )),
+            Target::Events(bus) => Arc::new(events::EventsTarget::new(
+                aws_sdk_eventbridge::Client::new(aws_settings(&mut sdk).await),
+                bus.clone(),
+            )),
+            Target::Ecs(spec) => Arc::new(ecs::EcsTarget::new(
+                aws_sdk_ecs::Client::new(aws_settings(&mut sdk).await),
+                spec.clone(),
             )),
             Target::Http(url) => {
                 let secret = webhook_secret.ok_or_else(|| KindError::UnsignedHttp {
@@ -415,6 +474,19 @@ impl JobQueue for Dispatcher {
     fn kinds(&self) -> Vec<String> {
         self.kinds.names()
     }
+
+    fn too_large(&self, job: &JobRecord, base_url: &str) -> Option<String> {
+        let target = self.targets.get(&job.kind)?;
+        let limit = target.max_message_bytes()?;
+        let body = serde_json::to_string(&self.message(job, base_url)).ok()?;
+        let size = target.message_size(&body);
+        (size > limit).then(|| {
+            format!(
+                "kind {}'s target takes job messages of at most {limit} bytes; this job's would be {size}: make the input smaller, or pass a reference to it (a key in your storage)",
+                job.kind
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -441,7 +513,25 @@ mod tests {
             Target::parse("http://127.0.0.1:9000/jobs"),
             Ok(Target::Http("http://127.0.0.1:9000/jobs".into()))
         );
+        let machine = "arn:aws:states:us-east-1:123456789012:stateMachine:render";
+        assert_eq!(
+            Target::parse(&format!("states:{machine}")),
+            Ok(Target::States(machine.into()))
+        );
+        assert_eq!(
+            Target::parse("events:default"),
+            Ok(Target::Events("default".into()))
+        );
+        assert!(matches!(
+            Target::parse("ecs:jobs/encode:3?container=worker"),
+            Ok(Target::Ecs(spec)) if spec.cluster == "jobs" && spec.container.as_deref() == Some("worker")
+        ));
         for bad in [
+            "states:render",
+            "states:arn:aws:lambda:us-east-1:1:function:f",
+            "events:",
+            "ecs:jobs",
+            "ecs:jobs/encode?launchType=FARGATE",
             "",
             "sqs:",
             "sqs:queue-name",

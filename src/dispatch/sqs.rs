@@ -1,6 +1,6 @@
 //! `sqs:<queue URL>`: the job message as the body of one SQS message.
 
-use super::{Deliver, DispatchError, JobMessage};
+use super::{Deliver, DispatchError, JobMessage, aws_failure};
 use async_trait::async_trait;
 
 pub struct SqsTarget {
@@ -29,12 +29,6 @@ impl Deliver for SqsTarget {
                 .message_group_id(&message.job_id)
                 .message_deduplication_id(format!("{}-{}", message.job_id, message.attempt));
         }
-        req.send().await.map(|_| ()).map_err(|e| {
-            let line = crate::aws::error_line(&e);
-            match e.raw_response().map(|r| r.status().as_u16()) {
-                Some(s) if (400..500).contains(&s) && s != 429 => DispatchError::Fatal(line),
-                _ => DispatchError::Retryable(line),
-            }
-        })
+        req.send().await.map(|_| ()).map_err(|e| aws_failure(&e))
     }
 }

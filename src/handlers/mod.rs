@@ -44,6 +44,11 @@ pub trait JobQueue: Send + Sync + 'static {
     fn kinds(&self) -> Vec<String> {
         vec![crate::protocol::DEMO_KIND.to_string()]
     }
+    /// Why `job`'s message is too large for its kind's target, if it is
+    /// (checked before the job is stored: a 413, not a failed hand-over).
+    fn too_large(&self, _job: &JobRecord, _base_url: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Where clients reach the APIs, used to build `statusUrl` and `websocketUrl`.

@@ -237,6 +237,10 @@ async fn accept(
             now.timestamp() + HANDOVER_LEASE.as_secs() as i64,
         );
     }
+    if let Some(why) = deps.queue.too_large(&record, &updates_base(deps, req)) {
+        release_idempotency_key(deps, key, &job_id).await;
+        return Err(Problem::new(413, "payload_too_large", why));
+    }
     if let Err(e) = deps.store().create_job(record.clone()).await {
         release_idempotency_key(deps, key, &job_id).await;
         return Err(store_problem(e));
