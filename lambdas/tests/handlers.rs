@@ -876,3 +876,170 @@ async fn a_worker_uploads_to_the_bucket_and_the_snapshot_links_the_file() {
     .await;
     assert_eq!(res.status_code, 409, "the job has ended: {res:?}");
 }
+
+/// A client of a service on moto.
+fn moto_sdk() -> aws_config::SdkConfig {
+    sdk_config()
+        .into_builder()
+        .endpoint_url(emulators::sqs())
+        .build()
+}
+
+#[tokio::test]
+async fn the_jobs_function_hands_kinds_to_step_functions_eventbridge_and_ecs() {
+    use jobcast::dispatch::{Kinds, ecs, events, states};
+    let mut rig = rig().await;
+    let moto = moto_sdk();
+    let n = rand::random::<u32>();
+    // A state machine, a bus whose rule feeds a queue, a cluster and task.
+    let sfn = aws_sdk_sfn::Client::new(&moto);
+    let machine = sfn
+        .create_state_machine()
+        .name(format!("render-{n:08x}"))
+        .definition(r#"{"StartAt":"W","States":{"W":{"Type":"Pass","End":true}}}"#)
+        .role_arn("arn:aws:iam::123456789012:role/jobs")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn
+        .clone();
+    let bus = format!("jobs-{n:08x}");
+    let eb = aws_sdk_eventbridge::Client::new(&moto);
+    eb.create_event_bus().name(&bus).send().await.unwrap();
+    let queue = rig
+        .sqs
+        .create_queue()
+        .queue_name(format!("{bus}-events"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:{bus}-events");
+    eb.put_rule()
+        .name("encode")
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source":["jobcast"],"detail":{"kind":["encode"]}}"#)
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule("encode")
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(queue_arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let ecs_client = aws_sdk_ecs::Client::new(&moto);
+    let cluster = format!("jobs-{n:08x}");
+    ecs_client
+        .create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .unwrap();
+    ecs_client
+        .register_task_definition()
+        .family("train")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("trainer")
+                .image("example/trainer:1")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let spec = format!("ecs:{cluster}/train?container=trainer&launchType=FARGATE&subnets=subnet-1");
+    let parts = &mut rig.wiring.parts;
+    parts.kinds = Kinds::parse_list(&format!(
+        "render=states:{machine},encode=events:{bus},train={spec}"
+    ))
+    .unwrap();
+    parts.targets.insert(
+        "render".into(),
+        Arc::new(states::StatesTarget::new(sfn.clone(), machine.clone())),
+    );
+    parts.targets.insert(
+        "encode".into(),
+        Arc::new(events::EventsTarget::new(eb.clone(), bus.clone())),
+    );
+    parts.targets.insert(
+        "train".into(),
+        Arc::new(ecs::EcsTarget::new(
+            ecs_client.clone(),
+            ecs::EcsSpec::parse(spec.trim_start_matches("ecs:")).unwrap(),
+        )),
+    );
+    let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
+    let create = |kind: &str| {
+        let mut event: ApiGatewayV2httpRequest =
+            serde_json::from_str(&fixture("jobs-post.json", &[("idempotencyKey", kind)])).unwrap();
+        event.headers.remove("content-length");
+        event.body = Some(json!({"kind": kind, "input": {"n": 1}}).to_string());
+        event
+    };
+    let mut ids = std::collections::BTreeMap::new();
+    for kind in ["render", "encode", "train"] {
+        let res = jobs_api::handle(&deps, create(kind)).await;
+        assert_eq!(res.status_code, 202, "{kind}: {res:?}");
+        let Some(Body::Text(t)) = &res.body else {
+            panic!("no body")
+        };
+        let accepted: Value = serde_json::from_str(t).unwrap();
+        ids.insert(kind, accepted["jobId"].as_str().unwrap().to_string());
+    }
+    // Step Functions: an execution named by the job id, the message as input.
+    let execution = sfn
+        .describe_execution()
+        .execution_arn(format!(
+            "{}:{}",
+            machine.replace(":stateMachine:", ":execution:"),
+            ids["render"]
+        ))
+        .send()
+        .await
+        .unwrap();
+    let msg: Value = serde_json::from_str(execution.input().unwrap()).unwrap();
+    assert_eq!(msg["jobId"], ids["render"].as_str());
+    // EventBridge: the rule put the event on the queue.
+    let got = rig
+        .sqs
+        .receive_message()
+        .queue_url(&queue)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let event: Value = serde_json::from_str(got.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(event["detail"]["jobId"], ids["encode"].as_str());
+    assert_eq!(event["detail-type"], "Job Submitted");
+    // ECS: the task has the message in its container's environment.
+    let tasks = ecs_client
+        .list_tasks()
+        .cluster(&cluster)
+        .send()
+        .await
+        .unwrap();
+    let described = ecs_client
+        .describe_tasks()
+        .cluster(&cluster)
+        .set_tasks(Some(tasks.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let env = &described.tasks()[0]
+        .overrides()
+        .unwrap()
+        .container_overrides()[0];
+    assert_eq!(env.name(), Some("trainer"));
+    let msg: Value = serde_json::from_str(env.environment()[0].value().unwrap()).unwrap();
+    assert_eq!(msg["jobId"], ids["train"].as_str());
+}
