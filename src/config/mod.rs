@@ -151,7 +151,9 @@ pub struct ServeArgs {
     pub table: String,
 
     /// One of your own job kinds and where its jobs go (repeatable):
-    /// KIND=sqs:<queue URL>, KIND=lambda:<function>, KIND=http(s)://<url>
+    /// KIND=sqs:<queue URL>, KIND=lambda:<function>, KIND=states:<state
+    /// machine ARN>, KIND=events:<bus>, KIND=ecs:<cluster>/<task
+    /// definition>[?subnets=…&launchType=FARGATE…], KIND=http(s)://<url>
     /// (signed; needs JOBCAST_WEBHOOK_SECRET) or KIND=command:<shell command>.
     /// JOBCAST_KINDS takes a comma-separated list of the same.
     #[arg(long = "kind", value_parser = crate::dispatch::parse_kind_spec, value_name = "KIND=TARGET")]

@@ -149,6 +149,35 @@ impl Target {
     }
 }
 
+/// The `KIND=TARGET` items of a comma-separated list. A comma starts a new
+/// item only when `NAME=` follows it, so a target's own commas stay in it
+/// (an `ecs:` target's `subnets=a,b`).
+fn split_specs(list: &str) -> Vec<&str> {
+    let starts_item = |rest: &str| {
+        let rest = rest.trim_start();
+        rest.find('=').is_some_and(|eq| {
+            eq > 0
+                && rest[..eq]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+    };
+    let mut items = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        if starts_item(&list[i + 1..]) {
+            items.push(&list[start..i]);
+            start = i + 1;
+        }
+    }
+    items.push(&list[start..]);
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// Parses one `KIND=TARGET`.
 pub fn parse_kind_spec(s: &str) -> Result<(String, Target), KindError> {
     let (kind, target) = s
@@ -170,7 +199,7 @@ impl Kinds {
     /// the repeatable flag instead.
     pub fn parse_list(list: &str) -> Result<Kinds, KindError> {
         let mut kinds = Kinds::default();
-        for spec in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for spec in split_specs(list) {
             kinds.add(parse_kind_spec(spec)?)?;
         }
         Ok(kinds)

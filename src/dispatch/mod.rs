@@ -494,6 +494,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kinds_list_keeps_a_targets_own_commas() {
+        let kinds = Kinds::parse_list(
+            "train=ecs:jobs/train?launchType=FARGATE&subnets=subnet-1,subnet-2&securityGroups=sg-1,sg-2, export=lambda:exporter",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        match kinds.0.get("train") {
+            Some(Target::Ecs(spec)) => {
+                assert_eq!(spec.subnets, ["subnet-1", "subnet-2"]);
+                assert_eq!(spec.security_groups, ["sg-1", "sg-2"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            kinds.0.get("export"),
+            Some(&Target::Lambda("exporter".into()))
+        );
+    }
+
+    #[test]
     fn targets_parse() {
         assert_eq!(
             Target::parse("sqs:https://sqs.eu-west-1.amazonaws.com/1/q"),
