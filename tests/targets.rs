@@ -335,20 +335,27 @@ async fn a_task_runs_with_the_job_message_in_its_environment() {
 }
 
 #[tokio::test]
-async fn a_target_that_refuses_is_answered_502_with_the_services_reason() {
-    // A state machine that does not exist: the service's 4xx will not
-    // change on a retry, so POST /jobs says so at once and the job ends.
+async fn a_target_that_refuses_ends_the_job_dispatch_failed_with_the_services_reason() {
+    // A state machine that does not exist: the job is accepted, the
+    // hand-over refused, and the job ends with the service's error (a
+    // refusal that will not change is not retried).
     let missing = "arn:aws:states:us-east-1:123456789012:stateMachine:nowhere";
     let (_serve, base) = serve_with(&format!("render=states:{missing}"));
     let r = post_job(&base, json!({"kind": "render", "input": {}})).await;
-    assert_eq!(r.status(), 502);
-    let p: Value = r.json().await.unwrap();
-    assert_eq!(p["code"], "worker_refused");
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    let id = job["jobId"].as_str().unwrap().to_string();
+    let ended = eventually("the job's end", || async {
+        let v = view(&base, &id).await;
+        (v["status"] == "failed").then_some(v)
+    })
+    .await;
+    assert_eq!(ended["error"]["code"], "dispatch_failed");
     assert!(
-        p["detail"]
+        ended["error"]["message"]
             .as_str()
             .unwrap()
             .contains("StateMachineDoesNotExist"),
-        "{p}"
+        "{ended}"
     );
 }

@@ -1043,3 +1043,60 @@ async fn the_jobs_function_hands_kinds_to_step_functions_eventbridge_and_ecs() {
     let msg: Value = serde_json::from_str(env.environment()[0].value().unwrap()).unwrap();
     assert_eq!(msg["jobId"], ids["train"].as_str());
 }
+
+#[tokio::test]
+async fn an_unreachable_state_machine_is_retried_then_the_job_ends_dispatch_failed() {
+    use jobcast::dispatch::{Kinds, RetryPolicy, states};
+    let mut rig = rig().await;
+    // Nothing listens there: every attempt fails before Step Functions.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = sdk_config()
+        .into_builder()
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .build();
+    let machine = "arn:aws:states:us-east-1:123456789012:stateMachine:render";
+    let parts = &mut rig.wiring.parts;
+    parts.kinds = Kinds::parse_list(&format!("render=states:{machine}")).unwrap();
+    parts.targets.insert(
+        "render".into(),
+        Arc::new(states::StatesTarget::new(
+            aws_sdk_sfn::Client::new(&nowhere),
+            machine.into(),
+        )),
+    );
+    parts.dispatch_retry = RetryPolicy {
+        max_attempts: 3,
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        background: false,
+    };
+    let deps = rig.wiring.deps(&rig.wiring.fixed_endpoint().unwrap());
+    let mut event: ApiGatewayV2httpRequest =
+        serde_json::from_str(&fixture("jobs-post.json", &[("idempotencyKey", "retried")])).unwrap();
+    event.headers.remove("content-length");
+    event.body = Some(json!({"kind": "render", "input": {}}).to_string());
+    let res = jobs_api::handle(&deps, event).await;
+    assert_eq!(res.status_code, 202, "{res:?}");
+    let Some(Body::Text(t)) = &res.body else {
+        panic!("no body")
+    };
+    let id = serde_json::from_str::<Value>(t).unwrap()["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Inline in a function: every attempt ran before the answer.
+    let job = rig.store.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(job.snapshot.status.as_str(), "failed");
+    assert_eq!(job.attempt, 3);
+    let error = job.snapshot.error.unwrap();
+    assert_eq!(error.code, "dispatch_failed");
+    assert!(
+        error.message.starts_with("the worker did not take the job"),
+        "{}",
+        error.message
+    );
+}

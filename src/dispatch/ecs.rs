@@ -1,8 +1,8 @@
 //! `ecs:<cluster>/<task definition>[?container=…&subnets=…&securityGroups=…&launchType=…&assignPublicIp=…]`:
 //! `RunTask` with the job message in the container's environment as
 //! `JOBCAST_JOB` (what the worker libraries' `from_env` read). The
-//! hand-over's `clientToken` is the job id and attempt, so a retry after a
-//! lost answer does not run a second task. ECS takes at most 8 KiB of
+//! hand-over's `clientToken` is the job id, so a retry after a lost answer
+//! does not run a second task. ECS takes at most 8 KiB of
 //! overrides: a job whose message would not fit is refused at `POST
 //! /jobs` (413), never handed over to fail.
 
@@ -204,7 +204,7 @@ impl Deliver for EcsTarget {
             .task_definition(&self.spec.task_definition)
             .count(1)
             .started_by("jobcast")
-            .client_token(format!("{}-{}", message.job_id, message.attempt))
+            .client_token(&message.job_id)
             .set_launch_type(self.spec.launch_type.as_deref().map(LaunchType::from))
             .set_network_configuration(self.network()?)
             .overrides(overrides)

@@ -116,7 +116,7 @@ impl<E> RawStatus
     }
 }
 
-/// How the dispatcher retries targets that can be retried (`http`).
+/// How the dispatcher retries targets that can be retried (`http`, `states`, `events`, `ecs`).
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -321,7 +321,7 @@ impl Dispatcher {
         let message = self.message(job, base_url);
         let body =
             serde_json::to_string(&message).map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        if scheme != "http" {
+        if !RETRIED.contains(&scheme) {
             target.deliver(&message, &body).await.map_err(|e| match e {
                 DispatchError::Fatal(m) => QueueError::Refused(m),
                 DispatchError::Retryable(m) => QueueError::Unavailable(m),
@@ -329,12 +329,13 @@ impl Dispatcher {
             self.confirm(&message.job_id, scheme).await;
             return Ok(());
         }
-        // Signed POSTs are retried on the webhook schedule, then the job fails.
-        let run = retry_http(
+        // Retried on the webhook schedule, then the job fails.
+        let run = retry_hand_over(
             target,
             message,
             self.settings.clone(),
             self.publisher.clone(),
+            scheme,
         );
         if self.settings.retry.background {
             let stop = self.stop.clone();
@@ -357,14 +358,24 @@ impl Dispatcher {
     }
 }
 
-/// Posts the job message until the worker takes it (2xx) or the attempts
-/// run out; then the job ends `failed` `dispatch_failed`. Every retry is a
-/// new hand-over (`attempt` + 1).
-async fn retry_http(
+/// Targets whose hand-overs are retried with backoff (the job accepted at
+/// once), then end `dispatch_failed`: a signed POST, and the services whose
+/// calls are safe to repeat for one job (an execution named by the job, a
+/// task started with the job's client token) or whose consumers tell
+/// repeats apart (events). The others are tried once while `POST /jobs`
+/// waits, a failure answered to the caller.
+const RETRIED: [&str; 4] = ["http", "states", "events", "ecs"];
+
+/// Hands the job message over until the target takes it or the attempts
+/// run out; then the job ends `failed` `dispatch_failed` (at once for a
+/// refusal that will not change). Every retry is a new hand-over
+/// (`attempt` + 1).
+async fn retry_hand_over(
     target: Arc<dyn Deliver>,
     mut message: JobMessage,
     settings: DispatchSettings,
     publisher: Publisher,
+    scheme: &'static str,
 ) {
     let DispatchSettings {
         retry: policy,
@@ -409,7 +420,8 @@ async fn retry_http(
                 tracing::info!(
                     job_id,
                     attempt = message.attempt,
-                    "job handed to its worker over http"
+                    target = scheme,
+                    "job handed to its worker"
                 );
                 record_hand_over(&publisher, &job_id, start_timeout).await;
                 return;
