@@ -104,7 +104,12 @@ fi
 
 step "DynamoDB Local and an SQS emulator"
 eval "$(scripts/dynamodb-local.sh start)"
-pip_install moto_server "moto[server]==5.2.5"
+# The pinned moto: older ones answer ECS RunTask in a shape the SDK cannot read.
+if ! python3 -c 'import moto, sys; sys.exit(moto.__version__ != "5.2.5")' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]==5.2.5"
+  hash -r
+fi
+command -v moto_server >/dev/null || { echo "installing moto[server]==5.2.5 did not provide moto_server" >&2; exit 1; }
 sqs_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 moto_server -H 127.0.0.1 -p "$sqs_port" >target/moto.log 2>&1 &
 moto_pid=$!
