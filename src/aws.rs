@@ -89,20 +89,29 @@ pub fn is_loopback_url(url: &str) -> bool {
 /// One line describing an SDK failure for logs and CLI messages: the
 /// service's error code and message, or why the endpoint could not be
 /// reached, with the chain of causes (never a debug dump).
-pub fn error_line<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+pub fn error_line<E>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> String
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("ServiceError"),
-                err.message().unwrap_or("no message")
-            )
+            match err.code() {
+                Some(code) => format!("{code}: {}", err.message().unwrap_or("no message")),
+                // An answer without an error code (a proxy, an emulator's
+                // crash page): its status is what there is to say.
+                None => format!(
+                    "HTTP {} without an error code{}",
+                    se.raw().status().as_u16(),
+                    err.message().map(|m| format!(": {m}")).unwrap_or_default()
+                ),
+            }
         }
         SdkError::DispatchFailure(_) => format!("cannot reach the endpoint: {}", causes(e)),
         SdkError::TimeoutError(_) => "the endpoint did not answer in time".into(),

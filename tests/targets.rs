@@ -34,6 +34,12 @@ fn sdk() -> aws_config::SdkConfig {
 /// `jobcast serve` handing `kind` to `target`, with every AWS call going
 /// to moto.
 fn serve_with(kind: &str) -> (Process, String) {
+    serve_against(kind, &emulators::sqs())
+}
+
+/// `jobcast serve` handing `kind` to `target`, every AWS call going to
+/// `endpoint`.
+fn serve_against(kind: &str, endpoint: &str) -> (Process, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -47,7 +53,7 @@ fn serve_with(kind: &str) -> (Process, String) {
             "--kind",
             kind,
         ])
-        .env("AWS_ENDPOINT_URL", emulators::sqs())
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", REGION)
@@ -357,5 +363,40 @@ async fn a_target_that_refuses_ends_the_job_dispatch_failed_with_the_services_re
             .unwrap()
             .contains("StateMachineDoesNotExist"),
         "{ended}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_without_an_error_code_is_reported_with_its_status() {
+    // An endpoint that answers every call 500 with an empty body, as a
+    // proxy or a crashing emulator would: the SQS kind's single attempt is
+    // refused to the caller with the status, not "no message".
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let (_serve, base) = serve_against(
+        "export=sqs:http://127.0.0.1:1/123456789012/exports",
+        &format!("http://{addr}"),
+    );
+    let r = post_job(&base, json!({"kind": "export", "input": {}})).await;
+    assert_eq!(r.status(), 503);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 500 without an error code"),
+        "{p}"
     );
 }

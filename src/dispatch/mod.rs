@@ -85,34 +85,19 @@ pub trait Deliver: Send + Sync + 'static {
 
 /// A failed AWS call as a hand-over failure: a 4xx other than 429 will
 /// fail again (a missing resource, no permission); the rest may not.
-pub(crate) fn aws_failure<E, R>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+pub(crate) fn aws_failure<E>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
 ) -> DispatchError
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-    aws_smithy_runtime_api::client::result::SdkError<E, R>: RawStatus,
 {
     let line = crate::aws::error_line(e);
-    match e.raw_status() {
+    match e.raw_response().map(|r| r.status().as_u16()) {
         Some(s) if (400..500).contains(&s) && s != 429 => DispatchError::Fatal(line),
         _ => DispatchError::Retryable(line),
-    }
-}
-
-/// The HTTP status of a failed call's answer, if one came.
-pub(crate) trait RawStatus {
-    fn raw_status(&self) -> Option<u16>;
-}
-
-impl<E> RawStatus
-    for aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >
-{
-    fn raw_status(&self) -> Option<u16> {
-        self.raw_response().map(|r| r.status().as_u16())
     }
 }
 

@@ -131,15 +131,17 @@ impl Invoker {
 /// Why the runner refused an invocation, in its own words when the SDK has
 /// none (local runners answer plain text without AWS's error headers), and
 /// the fix when it does not know the function.
-fn refusal<E, R>(
+fn refusal<E>(
     function: &str,
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
     status: Option<u16>,
     body: &str,
 ) -> String
 where
     E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
 {
     let service = e.as_service_error();
     let code = service.and_then(|s| s.code());
