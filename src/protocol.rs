@@ -125,9 +125,35 @@ pub struct Snapshot {
     pub streams: std::collections::BTreeMap<String, u64>,
     /// The attached files with download URLs presigned when the snapshot
     /// is sent or read (CONTRACT section 11); absent while the job has
-    /// none. Filled by [`crate::files::FileLinks::show`], never stored.
+    /// none. Filled when a snapshot is shown (`files::FileLinks::show`),
+    /// never stored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<crate::files::ShownFile>,
+    pub files: Vec<ShownFile>,
+}
+
+/// A file as a snapshot shows it (CONTRACT section 11): with a download
+/// URL presigned when the snapshot is sent or read.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShownFile {
+    pub name: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    pub url: String,
+    #[serde(serialize_with = "ser_rfc3339")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Most streams one job may have (CONTRACT section 10).
+pub const MAX_STREAMS: usize = 8;
+
+/// True for a stream name of the contract's form: `[a-z][a-z0-9_-]{0,31}`.
+pub fn valid_stream_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 /// Most tags one job carries.
@@ -242,10 +268,10 @@ fn wanted_streams(
     };
     match v {
         None | Some(Value::Null) => Ok(Default::default()),
-        Some(Value::Object(m)) if m.len() <= crate::store::streams::MAX_STREAMS => m
+        Some(Value::Object(m)) if m.len() <= MAX_STREAMS => m
             .iter()
             .map(|(name, from)| match from.as_u64() {
-                Some(from) if crate::store::streams::valid_name(name) => Ok((name.clone(), from)),
+                Some(from) if valid_stream_name(name) => Ok((name.clone(), from)),
                 _ => Err(bad()),
             })
             .collect(),
@@ -343,7 +369,7 @@ impl ClientAction {
             "replay" => Ok(ClientAction::Replay {
                 job_id: field("jobId")?,
                 stream: match obj.get("stream") {
-                    Some(Value::String(s)) if crate::store::streams::valid_name(s) => s.clone(),
+                    Some(Value::String(s)) if valid_stream_name(s) => s.clone(),
                     _ => {
                         return Err(ActionError::BadRequest(
                             "replay needs \"stream\", a stream name ([a-z][a-z0-9_-]{0,31})".into(),

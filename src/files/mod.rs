@@ -15,6 +15,7 @@ use std::time::Duration;
 mod local;
 mod s3;
 
+pub use crate::protocol::ShownFile;
 pub use local::{LocalFiles, ReceiveError, Signed, UrlRefused};
 pub use s3::S3Files;
 
@@ -46,20 +47,6 @@ pub struct JobFile {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-}
-
-/// A file as a snapshot shows it: with a download URL presigned when the
-/// snapshot is sent or read.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ShownFile {
-    pub name: String,
-    pub size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-    pub url: String,
-    #[serde(serialize_with = "crate::protocol::ser_rfc3339")]
-    pub expires_at: DateTime<Utc>,
 }
 
 /// Where and how a worker sends a file's bytes.

@@ -7,22 +7,13 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Most streams one job may have.
-pub const MAX_STREAMS: usize = 8;
+pub use crate::protocol::{MAX_STREAMS, valid_stream_name as valid_name};
 /// Most chunks one stream may hold.
 pub const MAX_STREAM_CHUNKS: u64 = 100_000;
 /// Most bytes (compact JSON, UTF-8) one stream may hold.
 pub const MAX_STREAM_BYTES: u64 = 8 * 1024 * 1024;
 /// Most bytes of chunks one request may append, over all its streams.
 pub const MAX_APPEND_BYTES: usize = 64 * 1024;
-
-/// True for a stream name of the contract's form: `[a-z][a-z0-9_-]{0,31}`.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.len() <= 32
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
 
 /// The size a chunk counts for: its compact JSON in UTF-8 bytes.
 pub fn chunk_bytes(chunk: &Value) -> u64 {
