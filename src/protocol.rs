@@ -131,6 +131,20 @@ pub struct Snapshot {
     pub files: Vec<ShownFile>,
 }
 
+/// Most distinct file names one job may upload (CONTRACT section 11).
+pub const MAX_FILES: usize = 20;
+
+/// A file attached to a job, as the store keeps it (CONTRACT section 11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFile {
+    pub name: String,
+    /// Its size as stored (not as announced).
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
 /// A file as a snapshot shows it (CONTRACT section 11): with a download
 /// URL presigned when the snapshot is sent or read.
 #[derive(Clone, Debug, PartialEq, Serialize)]

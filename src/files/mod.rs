@@ -8,19 +8,18 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod local;
 mod s3;
 
-pub use crate::protocol::ShownFile;
+pub use crate::protocol::{JobFile, ShownFile};
 pub use local::{LocalFiles, ReceiveError, Signed, UrlRefused};
 pub use s3::S3Files;
 
-/// Most distinct names one job may upload.
-pub const MAX_FILES: usize = 20;
+pub use crate::protocol::MAX_FILES;
 /// Largest file one upload may announce: 5 GiB, S3's limit for one PUT.
 pub const MAX_FILE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 /// How long an upload URL lives, whatever the download TTL.
@@ -36,17 +35,6 @@ pub fn valid_name(name: &str) -> bool {
     bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
         && name.len() <= 128
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-/// A file attached to a job, as the store keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobFile {
-    pub name: String,
-    /// Its size as stored (not as announced).
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
 }
 
 /// Where and how a worker sends a file's bytes.

@@ -5,7 +5,7 @@
 //! other method is refused with one 403, checked before the file is
 //! looked at, so the answer says nothing of whether the file exists.
 
-use super::server::problem;
+use super::http_io::problem;
 use super::{HttpResponse, Shared, full};
 use crate::files::{LocalFiles, MAX_FILE_BYTES, ReceiveError};
 use crate::handlers::jobs_api::Problem;

@@ -54,3 +54,18 @@ pub(crate) fn response(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
+
+/// A problem document (RFC 9457) as an HTTP response, with its headers.
+pub(crate) fn problem(p: crate::handlers::jobs_api::Problem) -> HttpResponse {
+    let mut r = response(
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST),
+        "application/problem+json",
+        p.body(),
+    );
+    for (name, value) in p.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
+    }
+    r
+}

@@ -2,7 +2,7 @@
 
 use super::events::{ConnectionMeta, http_event, new_connection_id, parse_query};
 use super::header_case::{HeadLog, HeadTap};
-use super::http_io::{BodyError, read_limited, response};
+use super::http_io::{BodyError, problem, read_limited, response};
 use super::inbound::Watched;
 use super::management::{self, aws_error};
 use super::registry::ConnHandle;
@@ -129,20 +129,6 @@ async fn serve_connection(
             let _ = conn.await;
         }
     }
-}
-
-pub(super) fn problem(p: Problem) -> HttpResponse {
-    let mut r = response(
-        StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST),
-        "application/problem+json",
-        p.body(),
-    );
-    for (name, value) in p.headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            r.headers_mut().insert(name, v);
-        }
-    }
-    r
 }
 
 async fn route(

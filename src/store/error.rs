@@ -48,7 +48,7 @@ pub enum StoreError {
     #[error("job {job_id} may have at most {limit} streams")]
     TooManyStreams { job_id: String, limit: usize },
     /// An upload of a new name was asked for a job that has its
-    /// [`crate::files::MAX_FILES`] names.
+    /// [`crate::protocol::MAX_FILES`] names.
     #[error("job {job_id} may upload at most {limit} distinct files")]
     TooManyFiles { job_id: String, limit: usize },
     /// An update attaches a file that was not uploaded.

@@ -377,10 +377,10 @@ impl Store for MemoryStore {
     async fn record_upload(&self, job_id: &str, name: &str) -> Result<(), StoreError> {
         let mut job = self.live_job(job_id)?;
         if !job.uploads.contains(name) {
-            if job.uploads.len() >= crate::files::MAX_FILES {
+            if job.uploads.len() >= crate::protocol::MAX_FILES {
                 return Err(StoreError::TooManyFiles {
                     job_id: job_id.to_string(),
-                    limit: crate::files::MAX_FILES,
+                    limit: crate::protocol::MAX_FILES,
                 });
             }
             job.uploads.insert(name.to_string());

@@ -58,7 +58,7 @@ pub struct JobRecord {
     /// yet (see [`crate::publish::coalesce`]); empty when none is held.
     pub held: std::collections::BTreeMap<String, u64>,
     /// The files updates attached, by name (CONTRACT section 11).
-    pub files: Vec<crate::files::JobFile>,
+    pub files: Vec<crate::protocol::JobFile>,
     /// The distinct names the job's worker asked to upload.
     pub uploads: std::collections::BTreeSet<String>,
 }
@@ -259,7 +259,7 @@ pub struct JobUpdate {
     pub track_recent: bool,
     /// Files this update attaches (each replacing an attached one of the
     /// same name), as storage holds them.
-    pub files: Vec<crate::files::JobFile>,
+    pub files: Vec<crate::protocol::JobFile>,
 }
 
 /// How an update treats the liveness deadline. A terminal update always
@@ -396,7 +396,7 @@ pub trait Store: Send + Sync + 'static {
         options: streams::AppendOptions,
     ) -> Result<streams::AppendOutcome, StoreError>;
     /// Records that the job's worker asked to upload `name`: at most
-    /// [`crate::files::MAX_FILES`] distinct names a job (`TooManyFiles`;
+    /// [`crate::protocol::MAX_FILES`] distinct names a job (`TooManyFiles`;
     /// a name asked for again is no new one); `NotFound`, `Terminal`.
     async fn record_upload(&self, job_id: &str, name: &str) -> Result<(), StoreError>;
     /// Records that each stream's chunks below `pushed[stream]` were pushed:
@@ -490,10 +490,10 @@ pub fn validate_update(update: &JobUpdate) -> Result<(), StoreError> {
             "percent must be between 0 and 100, got {p}"
         )));
     }
-    if update.files.len() > crate::files::MAX_FILES {
+    if update.files.len() > crate::protocol::MAX_FILES {
         return Err(StoreError::InvalidUpdate(format!(
             "an update attaches at most {} files",
-            crate::files::MAX_FILES
+            crate::protocol::MAX_FILES
         )));
     }
     Ok(())
@@ -570,7 +570,7 @@ pub fn apply_update(
 
 /// Adds `new` files to `attached`: one of a name already there replaces
 /// it; the list stays in name order.
-pub fn attach(attached: &mut Vec<crate::files::JobFile>, new: Vec<crate::files::JobFile>) {
+pub fn attach(attached: &mut Vec<crate::protocol::JobFile>, new: Vec<crate::protocol::JobFile>) {
     for f in new {
         match attached.binary_search_by(|a| a.name.cmp(&f.name)) {
             Ok(i) => attached[i] = f,

@@ -258,11 +258,14 @@ pub(super) fn job_from_item(item: &Item) -> Result<JobRecord, StoreError> {
     })
 }
 
+/// The attribute an attached file is kept in: `file#<name>`, its JSON.
+pub(super) const FILE_PREFIX: &str = "file#";
+
 /// The files attached to a job: its `file#<name>` attributes, in name order.
-fn attached_files(item: &Item) -> Vec<crate::files::JobFile> {
-    let mut files: Vec<crate::files::JobFile> = item
+fn attached_files(item: &Item) -> Vec<crate::protocol::JobFile> {
+    let mut files: Vec<crate::protocol::JobFile> = item
         .iter()
-        .filter(|(k, _)| k.starts_with(super::update::FILE_PREFIX))
+        .filter(|(k, _)| k.starts_with(FILE_PREFIX))
         .filter_map(|(_, v)| serde_json::from_str(v.as_s().ok()?).ok())
         .collect();
     files.sort_by(|a, b| a.name.cmp(&b.name));

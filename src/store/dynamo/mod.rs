@@ -418,7 +418,7 @@ impl Store for DynamoStore {
     }
 
     async fn record_upload(&self, job_id: &str, name: &str) -> Result<(), StoreError> {
-        let max = crate::files::MAX_FILES;
+        let max = crate::protocol::MAX_FILES;
         let req = self
             .client
             .update_item()

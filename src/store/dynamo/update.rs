@@ -3,19 +3,16 @@
 //! never goes back; a liveness expiry loses to a heartbeat that came first).
 
 use super::Item;
-use super::item::{Asked, deadline_key, error_attr, live_shard, n, s};
+use super::item::{Asked, FILE_PREFIX, deadline_key, error_attr, live_shard, n, s};
 use crate::protocol::rfc3339;
 use crate::store::{JobUpdate, Liveness, effective_percent};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
-/// The attribute an attached file is kept in: `file#<name>`, its JSON.
-pub(super) const FILE_PREFIX: &str = "file#";
-
 /// `#file{i} = :file{i}` for each file one update may attach.
 static FILE_CLAUSES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    (0..crate::files::MAX_FILES)
+    (0..crate::protocol::MAX_FILES)
         .map(|i| format!("#file{i} = :file{i}"))
         .collect()
 });
