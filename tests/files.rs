@@ -481,21 +481,7 @@ async fn the_directory_store_keeps_the_rules() {
 #[tokio::test]
 async fn an_s3_bucket_keeps_the_rules() {
     let endpoint = emulators::s3();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .load()
-        .await;
+    let config = local_sdk(Some(&endpoint));
     let bucket = format!("jobcast-test-{:08x}", rand::random::<u32>());
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config)

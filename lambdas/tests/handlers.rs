@@ -800,10 +800,7 @@ async fn a_workers_chunks_reach_the_stream_subscriber_and_the_polling_endpoint()
 async fn a_worker_uploads_to_the_bucket_and_the_snapshot_links_the_file() {
     let mut rig = rig().await;
     // The bucket, on moto: what the template's FilesBucket is in AWS.
-    let s3_sdk = sdk_config()
-        .into_builder()
-        .endpoint_url(emulators::s3())
-        .build();
+    let s3_sdk = moto_sdk();
     let bucket = format!("jobcast-files-{:08x}", rand::random::<u32>());
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&s3_sdk)

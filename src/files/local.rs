@@ -88,18 +88,21 @@ impl LocalFiles {
         &self.dir
     }
 
-    fn tag(&self, op: &str, job_id: &str, name: &str, expires: i64, ctype: &str) -> Vec<u8> {
+    /// The MAC of one URL: its operation, job, name, expiry and (uploads)
+    /// content type.
+    fn mac(&self, op: &str, job_id: &str, name: &str, expires: i64, ctype: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         for part in [op, job_id, name, &expires.to_string(), ctype] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
-        mac.finalize().into_bytes().to_vec()
+        mac
     }
 
     fn url(&self, op: &str, job_id: &str, name: &str, expires: i64, ctype: Option<&str>) -> String {
-        let sig = URL_SAFE_NO_PAD.encode(self.tag(op, job_id, name, expires, ctype.unwrap_or("")));
+        let tag = self.mac(op, job_id, name, expires, ctype.unwrap_or(""));
+        let sig = URL_SAFE_NO_PAD.encode(tag.finalize().into_bytes());
         let typed = ctype.map_or(String::new(), |t| format!("&type={}", encode(t)));
         format!(
             "{}/files/{job_id}/{name}?op={op}&expires={expires}{typed}&sig={sig}",
@@ -142,18 +145,9 @@ impl LocalFiles {
             .get("sig")
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .ok_or(UrlRefused)?;
-        let mut mac = HmacSha256::new_from_slice(&self.key).map_err(|_| UrlRefused)?;
-        for part in [
-            op,
-            job_id,
-            name,
-            &expires.to_string(),
-            ctype.as_deref().unwrap_or(""),
-        ] {
-            mac.update(part.as_bytes());
-            mac.update(b"\n");
-        }
-        mac.verify_slice(&sig).map_err(|_| UrlRefused)?;
+        self.mac(op, job_id, name, expires, ctype.as_deref().unwrap_or(""))
+            .verify_slice(&sig)
+            .map_err(|_| UrlRefused)?;
         Ok(Signed {
             content_type: ctype,
         })

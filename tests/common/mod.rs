@@ -485,27 +485,38 @@ pub fn sdk_as(
     aws_sdk_apigatewaymanagement::Client::from_conf(config)
 }
 
-/// A publisher that reaches the server only through `@connections` over HTTP.
-pub async fn http_publisher(
-    srv: &TestServer,
-    store: Arc<dyn Store>,
-    paced: jobcast::push::Paced,
-) -> jobcast::publish::Publisher {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// AWS SDK settings for local endpoints: us-east-1, dummy credentials, the
+/// rustls client, and `endpoint` for every service when given.
+pub fn local_sdk(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let config = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "local", "local", None, None, "test",
-        ))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("local", "local", None, None, "test"),
+            ),
+        )
         .http_client(
             aws_smithy_http_client::Builder::new()
                 .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                     aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
                 ))
                 .build_https(),
-        )
-        .load()
-        .await;
-    let pusher = jobcast::push::ManagementApiPusher::new(&config, &srv.url("/dev")).paced(paced);
+        );
+    match endpoint {
+        Some(e) => config.endpoint_url(e).build(),
+        None => config.build(),
+    }
+}
+
+/// A publisher that reaches the server only through `@connections` over HTTP.
+pub async fn http_publisher(
+    srv: &TestServer,
+    store: Arc<dyn Store>,
+    paced: jobcast::push::Paced,
+) -> jobcast::publish::Publisher {
+    let pusher =
+        jobcast::push::ManagementApiPusher::new(&local_sdk(None), &srv.url("/dev")).paced(paced);
     jobcast::publish::Publisher::new(
         store,
         Arc::new(pusher),

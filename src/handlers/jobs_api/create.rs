@@ -2,7 +2,7 @@
 //! a problem, nothing stored), then accepted: ids and token issued, the
 //! Idempotency-Key bound, the job stored and handed to its worker.
 
-use super::problem::{Problem, json_response, store_problem};
+use super::problem::{Problem, json_object, json_response, store_problem};
 use super::{Deps, base_url, body_bytes, header_str, updates_base, websocket_base};
 use crate::handlers::QueueError;
 use crate::handlers::worker;
@@ -67,17 +67,7 @@ impl JobRequest {
                 format!("request body is over {MAX_JOB_BODY_BYTES} bytes"),
             ));
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| bad_request(format!("body is not valid JSON: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(bad_request("body must be a JSON object"));
-        };
-        if let Some(k) = obj.keys().find(|k| !JOB_FIELDS.contains(&k.as_str())) {
-            return Err(bad_request(format!(
-                "unknown field '{k}'; a job has {}",
-                JOB_FIELDS.join(", ")
-            )));
-        }
+        let obj = json_object(body, &JOB_FIELDS, "a job", bad_request)?;
         let kind = match obj.get("kind") {
             Some(Value::String(k)) if !k.is_empty() => k.clone(),
             _ => return Err(bad_request("\"kind\" must be a non-empty string")),

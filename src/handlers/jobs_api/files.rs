@@ -2,7 +2,7 @@
 //! files (CONTRACT section 11). The answer is a presigned URL; the bytes
 //! never pass through here.
 
-use super::problem::{Problem, json_response, store_problem};
+use super::problem::{Problem, json_object, json_response, store_problem};
 use super::updates::verify_worker;
 use super::{Deps, body_bytes};
 use crate::files::{FilesError, MAX_FILE_BYTES, valid_name};
@@ -22,21 +22,7 @@ fn invalid(m: String) -> Problem {
 
 /// An upload request: the name, its content type and announced size.
 fn parse(body: &[u8]) -> Result<(String, Option<String>, u64), Problem> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = value else {
-        return Err(Problem::new(
-            400,
-            "bad_request",
-            "body must be a JSON object",
-        ));
-    };
-    if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(invalid(format!(
-            "unknown field '{k}'; an upload request has {}",
-            FIELDS.join(", ")
-        )));
-    }
+    let obj = json_object(body, &FIELDS, "an upload request", invalid)?;
     let name = match obj.get("name") {
         Some(Value::String(n)) if valid_name(n) => n.clone(),
         Some(Value::String(n)) => {

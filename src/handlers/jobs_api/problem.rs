@@ -155,3 +155,30 @@ pub(super) fn response(
 pub(super) fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     response(status, "application/json", body.to_string())
 }
+
+/// A request body that must be a JSON object holding only `fields`: 400
+/// when it is not JSON or not an object; a field not in `fields` is
+/// answered with `unknown` of a text naming the ones `what` has.
+pub(super) fn json_object(
+    body: &[u8],
+    fields: &[&str],
+    what: &str,
+    unknown: fn(String) -> Problem,
+) -> Result<serde_json::Map<String, Value>, Problem> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(Problem::new(
+            400,
+            "bad_request",
+            "body must be a JSON object",
+        ));
+    };
+    if let Some(k) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(unknown(format!(
+            "unknown field '{k}'; {what} has {}",
+            fields.join(", ")
+        )));
+    }
+    Ok(obj)
+}

@@ -1,7 +1,7 @@
 //! `POST /jobs/{jobId}/updates`: what a worker reports, checked and handed
 //! to the one publisher.
 
-use super::problem::{Problem, json_response, store_problem};
+use super::problem::{Problem, json_object, json_response, store_problem};
 use super::{Deps, body_bytes, presented_token, token_problem, unauthorized};
 use crate::protocol::{JobError, MAX_MESSAGE_BYTES, Status};
 use crate::store::streams::{self, MAX_APPEND_BYTES, StreamAppend};
@@ -107,21 +107,7 @@ fn invalid(m: String) -> Problem {
 }
 
 fn parse_update(body: &[u8]) -> Result<Parsed, Problem> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Problem::new(400, "bad_request", format!("body is not valid JSON: {e}")))?;
-    let Value::Object(mut obj) = value else {
-        return Err(Problem::new(
-            400,
-            "bad_request",
-            "body must be a JSON object",
-        ));
-    };
-    if let Some(k) = obj.keys().find(|k| !UPDATE_FIELDS.contains(&k.as_str())) {
-        return Err(invalid(format!(
-            "unknown field '{k}'; an update has {}",
-            UPDATE_FIELDS.join(", ")
-        )));
-    }
+    let mut obj = json_object(body, &UPDATE_FIELDS, "an update", invalid)?;
     let append = match obj.remove("append") {
         None => Vec::new(),
         Some(v) => parse_append(v)?,
