@@ -4,30 +4,34 @@
 //!
 //! The same handler code runs in AWS Lambda and inside `jobcast serve`, a
 //! local API Gateway faithful enough that AWS SDK code works against it
-//! unchanged.
+//! unchanged. The work is split along its floors:
+//!
+//! | crate | what |
+//! |---|---|
+//! | `jobcast-protocol` | the wire contract: messages, limits, names, problems |
+//! | `jobcast-worker` | the Rust worker library (no AWS SDK) |
+//! | `jobcast-core` | handlers and seams: store, push, publish, dispatch, files, auth |
+//! | `jobcast-gateway` | the local API Gateway transport |
+//! | `jobcast` (this one) | the command line: `serve`, `emulate`, `bench`, … |
+//!
+//! This crate re-exports the others under their module names, so
+//! `jobcast::store` is `jobcast_core::store`.
 
-pub mod auth;
-pub mod aws;
+pub use jobcast_core::{
+    auth, aws, clock, dispatch, files, handlers, metrics, publish, push, store, token, webhook,
+    wiring,
+};
+pub use jobcast_gateway as gateway;
+pub use jobcast_protocol as protocol;
+pub use jobcast_protocol::retry;
+pub use jobcast_worker as worker_client;
+
 #[cfg(feature = "cli")]
 pub mod bench;
-pub mod clock;
 #[cfg(feature = "cli")]
 pub mod config;
-pub mod dispatch;
 #[cfg(feature = "cli")]
 pub mod emulate;
-pub mod files;
-pub mod gateway;
-pub mod handlers;
-pub mod metrics;
-pub mod protocol;
-pub mod publish;
-pub mod push;
-pub mod retry;
-pub mod store;
-pub mod token;
+pub mod serve;
 #[cfg(feature = "cli")]
 pub mod values;
-pub mod webhook;
-pub mod wiring;
-pub mod worker_client;

@@ -4,9 +4,10 @@ use jobcast::config::{
     BenchCommand, Cli, Command, LogFormat, PublishArgs, ServeArgs, StoreKind, TableArgs,
     TableCommand, TokenCommand, TokenIssueArgs,
 };
-use jobcast::gateway::{Gateway, GatewayConfig};
+use jobcast::gateway::GatewayConfig;
 use jobcast::protocol::ServerMessage;
 use jobcast::publish::PublishReport;
+use jobcast::serve::{Serve, ServeConfig};
 use jobcast::store::{
     DynamoStore, JobRecord, JobUpdate, MemoryStore, Store, StoreError, TableStatus,
 };
@@ -98,7 +99,7 @@ fn token_key(args: &ServeArgs) -> Result<TokenKey, String> {
     }
 }
 
-fn log_relaxations(config: &GatewayConfig) {
+fn log_relaxations(config: &ServeConfig) {
     tracing::info!("job kind demo -> the built-in demo worker");
     for (kind, target) in &config.kinds.0 {
         tracing::info!("job kind {kind} -> {}", target.describe());
@@ -111,17 +112,18 @@ fn log_relaxations(config: &GatewayConfig) {
         ),
     }
     let defaults = GatewayConfig::default();
-    if config.idle_timeout != defaults.idle_timeout {
-        tracing::warn!(idle_timeout = ?config.idle_timeout, "idle timeout differs from API Gateway's 10 minutes");
+    let transport = &config.gateway;
+    if transport.idle_timeout != defaults.idle_timeout {
+        tracing::warn!(idle_timeout = ?transport.idle_timeout, "idle timeout differs from API Gateway's 10 minutes");
     }
-    if config.max_lifetime != defaults.max_lifetime {
-        tracing::warn!(max_lifetime = ?config.max_lifetime, "connection lifetime differs from API Gateway's 2 hours");
+    if transport.max_lifetime != defaults.max_lifetime {
+        tracing::warn!(max_lifetime = ?transport.max_lifetime, "connection lifetime differs from API Gateway's 2 hours");
     }
     if !config.publish.coalesce.is_zero() {
         tracing::info!(coalesce = ?config.publish.coalesce, "updates are coalesced: while a job's updates keep coming, only each window's newest is pushed, when it ends");
     }
-    if !config.management_latency.is_zero() {
-        tracing::info!(management_latency = ?config.management_latency, "every @connections call answers this much later, as AWS's round trip would");
+    if !transport.management_latency.is_zero() {
+        tracing::info!(management_latency = ?transport.management_latency, "every @connections call answers this much later, as AWS's round trip would");
     }
 }
 
@@ -162,30 +164,30 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     init_tracing(args.log_format);
     let shutdown = shutdown_signal();
     let tokens = token_key(&args)?;
-    let mut config = args.gateway_config().map_err(|e| e.to_string())?;
+    let mut config = args.serve_config().map_err(|e| e.to_string())?;
     config.identity = identity(&args).await?;
     if config.owner_limit.is_some() && config.identity.is_none() {
         return Err("--max-active-jobs-per-owner counts each owner's jobs, and owners are off: add --jwt-issuer and --jwt-audience (or --dev-tokens)".into());
     }
-    if let Some(v) = &config.require_sigv4 {
+    if let Some(v) = &config.gateway.require_sigv4 {
         tracing::info!(
             access_key_id = v.access_key_id(),
             "@connections calls must be SigV4-signed with this key"
         );
     }
     log_relaxations(&config);
-    let listen = config.listen;
-    let stage = config.stage.clone();
+    let listen = config.gateway.listen;
+    let stage = config.gateway.stage.clone();
     let store = open_store(&args).await?;
-    let gateway = Gateway::bind(config, store, tokens)
+    let serve = Serve::bind(config, store, tokens)
         .await
         .map_err(|e| bind_error(e, listen))?;
-    let addr = gateway.local_addr().map_err(|e| e.to_string())?;
+    let addr = serve.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("demo page:      http://{addr}/");
     tracing::info!("WebSocket API:  ws://{addr}/{stage}");
     tracing::info!("@connections:   http://{addr}/{stage}/@connections/{{connectionId}}");
     tracing::info!("jobs API:       http://{addr}/jobs");
-    gateway
+    serve
         .run(shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))

@@ -3,7 +3,7 @@
 //! asynchronously by them, pushes each window's newest update when it ends.
 
 use crate::{Error, var};
-use jobcast::publish::{Flusher, InvokeFlush, Publisher, coalesce::MAX_WINDOW, invoke};
+use jobcast_core::publish::{Flusher, InvokeFlush, Publisher, coalesce::MAX_WINDOW, invoke};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;

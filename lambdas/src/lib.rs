@@ -27,14 +27,14 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use dashmap::DashMap;
-use jobcast::dispatch::{Kinds, RetryPolicy, deliverers};
-use jobcast::handlers::worker::{self, QueuedJob};
-use jobcast::handlers::{Deps, JobQueue, QueueError};
-use jobcast::push::Pusher;
-use jobcast::store::{DynamoStore, JobRecord, Store};
-use jobcast::token::TokenKey;
-use jobcast::webhook::{Delivery, WebhookOptions};
-use jobcast::wiring::DepsBuilder;
+use jobcast_core::dispatch::{Kinds, RetryPolicy, deliverers};
+use jobcast_core::handlers::worker::{self, QueuedJob};
+use jobcast_core::handlers::{Deps, JobQueue, QueueError};
+use jobcast_core::push::Pusher;
+use jobcast_core::store::{DynamoStore, JobRecord, Store};
+use jobcast_core::token::TokenKey;
+use jobcast_core::webhook::{Delivery, WebhookOptions};
+use jobcast_core::wiring::DepsBuilder;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ pub enum WebSocketRoute {
 /// handed to its library handler with a pusher for the event's endpoint.
 pub async fn run_websocket(route: WebSocketRoute) -> Result<(), Error> {
     use aws_lambda_events::apigw::ApiGatewayProxyResponse;
-    use jobcast::handlers::websocket;
+    use jobcast_core::handlers::websocket;
     init_tracing();
     let wiring = Wiring::from_env().await?;
     // Borrowed by every invocation: `run` only returns when the function stops.
@@ -93,7 +93,7 @@ pub enum JobsDoor {
 /// (payload format 2.0) handed to the library handler of its door.
 pub async fn run_jobs_api(door: JobsDoor) -> Result<(), Error> {
     use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-    use jobcast::handlers::jobs_api;
+    use jobcast_core::handlers::jobs_api;
     init_tracing();
     let deps = Wiring::fixed_deps_from_env().await?;
     let deps = &deps;
@@ -137,7 +137,7 @@ pub async fn within_invocation<F: std::future::Future>(
         .deadline()
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
-    jobcast::push::pace::within(std::time::Instant::now() + left, fut).await
+    jobcast_core::push::pace::within(std::time::Instant::now() + left, fut).await
 }
 
 /// A positive whole number from the environment, or `default` when unset.
@@ -168,8 +168,8 @@ pub(crate) fn var(name: &str) -> Option<String> {
 
 /// Owners, as the template's JwtIssuer, JwtAudience and JwksUrl set them
 /// (the keys read once, at cold start); off when no issuer is set.
-pub async fn owners_from_env() -> Result<Option<Arc<jobcast::auth::JwtVerifier>>, Error> {
-    let setup = jobcast::auth::OwnersSetup {
+pub async fn owners_from_env() -> Result<Option<Arc<jobcast_core::auth::JwtVerifier>>, Error> {
+    let setup = jobcast_core::auth::OwnersSetup {
         dev_tokens: false,
         issuer: var("JOBCAST_JWT_ISSUER"),
         audience: var("JOBCAST_JWT_AUDIENCE"),
@@ -227,7 +227,7 @@ impl JobQueue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| QueueError::Unavailable(jobcast::aws::error_line(&e)))
+            .map_err(|e| QueueError::Unavailable(jobcast_core::aws::error_line(&e)))
     }
 
     fn cancel_hint(&self, _job_id: &str) {
@@ -265,14 +265,14 @@ pub struct Wiring {
 impl Wiring {
     /// Reads the environment and builds the clients.
     pub async fn from_env() -> Result<Wiring, Error> {
-        let sdk = jobcast::aws::sdk_config().await;
+        let sdk = jobcast_core::aws::sdk_config().await;
         let retention = Duration::from_secs(
             var("JOBCAST_RETENTION_SECONDS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(86_400),
         );
         let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
-            jobcast::aws::dynamodb(&sdk),
+            jobcast_core::aws::dynamodb(&sdk),
             required("JOBCAST_TABLE")?,
             retention,
         ));
@@ -303,18 +303,18 @@ impl Wiring {
         if let Some(bucket) = var("JOBCAST_FILES_BUCKET") {
             let ttl = seconds_var(
                 "JOBCAST_FILE_URL_TTL_SECONDS",
-                jobcast::files::DEFAULT_DOWNLOAD_TTL,
+                jobcast_core::files::DEFAULT_DOWNLOAD_TTL,
             )?;
-            if ttl.is_zero() || ttl > jobcast::files::MAX_DOWNLOAD_TTL {
+            if ttl.is_zero() || ttl > jobcast_core::files::MAX_DOWNLOAD_TTL {
                 return Err(format!(
                     "JOBCAST_FILE_URL_TTL_SECONDS must be 1 to {} (7 days), got {}",
-                    jobcast::files::MAX_DOWNLOAD_TTL.as_secs(),
+                    jobcast_core::files::MAX_DOWNLOAD_TTL.as_secs(),
                     ttl.as_secs()
                 )
                 .into());
             }
-            let s3 = Arc::new(jobcast::files::S3Files::new(&wiring.sdk, &bucket));
-            wiring.parts.files = Some(jobcast::files::FileLinks::new(s3, ttl));
+            let s3 = Arc::new(jobcast_core::files::S3Files::new(&wiring.sdk, &bucket));
+            wiring.parts.files = Some(jobcast_core::files::FileLinks::new(s3, ttl));
         }
         let secret = var("JOBCAST_WEBHOOK_SECRET");
         wiring.parts.targets = deliverers(&wiring.parts.kinds, secret.as_deref(), None).await?;
@@ -380,7 +380,7 @@ impl Wiring {
         tokens: TokenKey,
         queue: Arc<dyn JobQueue>,
     ) -> Wiring {
-        let mut parts = DepsBuilder::new(store, Arc::new(jobcast::metrics::Metrics::new()));
+        let mut parts = DepsBuilder::new(store, Arc::new(jobcast_core::metrics::Metrics::new()));
         parts.tokens = tokens;
         parts.lease_owner = LEASE_OWNER.into();
         // Nothing may outlive the invocation: a few quick tries, then the
@@ -457,8 +457,9 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
-        assert!(jobcast::push::pace::deadline().is_none());
-        let seen = within_invocation(&context, async { jobcast::push::pace::deadline() }).await;
+        assert!(jobcast_core::push::pace::deadline().is_none());
+        let seen =
+            within_invocation(&context, async { jobcast_core::push::pace::deadline() }).await;
         let left = seen
             .expect("a deadline inside the invocation")
             .saturating_duration_since(Instant::now());
@@ -469,11 +470,11 @@ mod tests {
         // A retry that would end after it is not made; one well before it is.
         within_invocation(&context, async {
             let now = Instant::now();
-            assert!(jobcast::push::pace::past_deadline(
+            assert!(jobcast_core::push::pace::past_deadline(
                 Duration::from_secs(10),
                 now
             ));
-            assert!(!jobcast::push::pace::past_deadline(
+            assert!(!jobcast_core::push::pace::past_deadline(
                 Duration::from_secs(1),
                 now
             ));

@@ -7,8 +7,8 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayWebsocketProxy
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::sqs::SqsEvent;
 use futures_util::{SinkExt, StreamExt};
-use jobcast::gateway::{Gateway, GatewayConfig};
 use jobcast::handlers::{jobs_api, websocket};
+use jobcast::serve::{Serve, ServeConfig};
 use jobcast::store::{DynamoStore, MemoryStore, Store};
 use jobcast::token::TokenKey;
 use jobcast_lambdas::{SqsQueue, Wiring};
@@ -21,7 +21,7 @@ const SECRET: &str = "fixture-secret-0123456789abcdef";
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-#[path = "../../tests/common/emulators.rs"]
+#[path = "../../tests/suite/common/emulators.rs"]
 mod emulators;
 
 fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
@@ -90,12 +90,11 @@ async fn rig() -> Rig {
 
     // `jobcast serve` plays API Gateway: clients connect to it and the
     // functions post to its @connections over HTTP.
-    let gateway = Gateway::bind(
-        GatewayConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            stage: "prod".into(),
-            ..GatewayConfig::default()
-        },
+    let mut config = ServeConfig::default();
+    config.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    config.gateway.stage = "prod".into();
+    let gateway = Serve::bind(
+        config,
         Arc::new(MemoryStore::new()),
         TokenKey::random(Duration::from_secs(60)),
     )

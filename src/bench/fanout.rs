@@ -9,8 +9,9 @@ use super::args::FanoutArgs;
 use super::{
     RequestCounter, create_bench_job, local_sdk_config, percentile, require_loopback, timed_round,
 };
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::gateway::GatewayConfig;
 use crate::publish::Publisher;
+use crate::serve::{Serve, ServeConfig};
 use crate::store::{DynamoStore, MemoryStore, Store};
 use crate::token::TokenKey;
 use crate::wiring::DepsBuilder;
@@ -78,14 +79,17 @@ pub async fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
     let sdk = local_sdk_config().await;
     let store = bench_store(args.store, &sdk, &counter).await?;
     let tokens = TokenKey::random(Duration::from_secs(3600));
-    let mut config = GatewayConfig {
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|_| "bad address".to_string())?,
-        max_connections: Some(subscribers + 100),
-        outbound_queue: rounds.max(16) * 2,
-        management_latency: args.management_latency,
-        ..GatewayConfig::default()
+    let mut config = ServeConfig {
+        gateway: GatewayConfig {
+            listen: "127.0.0.1:0"
+                .parse()
+                .map_err(|_| "bad address".to_string())?,
+            max_connections: Some(subscribers + 100),
+            outbound_queue: rounds.max(16) * 2,
+            management_latency: args.management_latency,
+            ..GatewayConfig::default()
+        },
+        ..ServeConfig::default()
     };
     if let Some(n) = args.publish_concurrency {
         (
@@ -93,7 +97,7 @@ pub async fn fanout(args: &FanoutArgs) -> Result<FanoutReport, String> {
             config.publish.fan_out.max_concurrency,
         ) = (n, n);
     }
-    let gateway = Gateway::bind(config.clone(), Arc::clone(&store), tokens.clone())
+    let gateway = Serve::bind(config.clone(), Arc::clone(&store), tokens.clone())
         .await
         .map_err(|e| e.to_string())?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;

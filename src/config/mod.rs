@@ -14,6 +14,7 @@ use crate::gateway::GatewayConfig;
 pub use crate::protocol::parse_kind;
 use crate::publish::PublishOptions;
 use crate::push::PaceOptions;
+use crate::serve::ServeConfig;
 use crate::webhook::{AddressPolicy, WebhookOptions};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -133,7 +134,7 @@ pub struct ServeArgs {
 
     /// A browser origin allowed to call the jobs API (repeat, or comma-separate;
     /// `*` for any). None by default: only the demo page's own origin.
-    #[arg(long = "cors-origin", env = "JOBCAST_CORS_ORIGINS", value_delimiter = ',', value_parser = crate::gateway::cors::parse_origin, value_name = "ORIGIN")]
+    #[arg(long = "cors-origin", env = "JOBCAST_CORS_ORIGINS", value_delimiter = ',', value_parser = crate::serve::cors::parse_origin, value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
 
     /// Require SigV4-signed @connections calls (403 ForbiddenException
@@ -335,18 +336,29 @@ impl ServeArgs {
         Ok(kinds)
     }
 
-    /// The gateway settings these options describe.
-    pub fn gateway_config(&self) -> Result<GatewayConfig, ConfigError> {
-        Ok(GatewayConfig {
-            listen: self.listen,
-            stage: self.stage.clone(),
-            idle_timeout: self.idle_timeout,
-            max_lifetime: self.max_lifetime,
-            max_connections: self.max_connections,
-            outbound_queue: self.outbound_queue,
+    /// The settings of `serve` these options describe.
+    pub fn serve_config(&self) -> Result<ServeConfig, ConfigError> {
+        Ok(ServeConfig {
+            gateway: GatewayConfig {
+                listen: self.listen,
+                stage: self.stage.clone(),
+                idle_timeout: self.idle_timeout,
+                max_lifetime: self.max_lifetime,
+                max_connections: self.max_connections,
+                outbound_queue: self.outbound_queue,
+                handshake_timeout: self.handshake_timeout,
+                shutdown_grace: Duration::from_secs(10),
+                limit_posts_per_second: self.limit_posts_per_second,
+                client_messages_per_second: (self.client_messages_per_second > 0)
+                    .then_some(self.client_messages_per_second),
+                require_sigv4: if self.require_sigv4 {
+                    Some(sigv4_verifier()?)
+                } else {
+                    None
+                },
+                management_latency: self.management_latency,
+            },
             workers: self.workers,
-            handshake_timeout: self.handshake_timeout,
-            shutdown_grace: Duration::from_secs(10),
             public_url: self.public_url.clone(),
             websocket_url: self.websocket_url.clone(),
             update_url: self.update_url.clone(),
@@ -359,15 +371,7 @@ impl ServeArgs {
                 },
                 ..WebhookOptions::default()
             },
-            limit_posts_per_second: self.limit_posts_per_second,
-            client_messages_per_second: (self.client_messages_per_second > 0)
-                .then_some(self.client_messages_per_second),
             cors_origins: self.cors_origins.clone(),
-            require_sigv4: if self.require_sigv4 {
-                Some(sigv4_verifier()?)
-            } else {
-                None
-            },
             kinds: self.kinds()?,
             heartbeat_timeout: self.heartbeat_timeout,
             start_timeout: self.start_timeout,
@@ -384,12 +388,12 @@ impl ServeArgs {
             // Read by `serve` (it may need the network for the JWKS).
             identity: None,
             owner_limit: self.max_active_jobs_per_owner,
-            management_latency: self.management_latency,
-            files: crate::gateway::FilesConfig {
+            files: crate::serve::FilesConfig {
                 dir: self.files_dir.clone(),
                 bucket: self.files_bucket.clone(),
                 url_ttl: self.file_url_ttl,
             },
+            clock: crate::clock::system(),
         })
     }
 }

@@ -73,19 +73,10 @@ pub async fn serve(
     if config.stage.is_empty() {
         config.stage = api.stage.clone().unwrap_or_else(|| "dev".to_string());
     }
-    // API Gateway limits messages per account, not per connection; and
-    // nothing of jobcast's jobs runs here.
+    // API Gateway limits messages per account, not per connection.
     config.client_messages_per_second = None;
-    config.workers = 1;
-    config.resume = false;
-    config.heartbeat_timeout = std::time::Duration::ZERO;
-    config.start_timeout = std::time::Duration::ZERO;
     let stage = config.stage.clone();
-    let tokens = crate::token::TokenKey::random(std::time::Duration::from_secs(3600));
-    let store = std::sync::Arc::new(crate::store::MemoryStore::new());
-    let gateway = Gateway::bind(config, store, tokens)
-        .await
-        .map_err(StartError::Bind)?;
+    let gateway = Gateway::bind(config).await.map_err(StartError::Bind)?;
     log_routes(&api);
     let addr = gateway.local_addr().map_err(StartError::Bind)?;
     tracing::info!("WebSocket API:  ws://{addr}/{stage}");
@@ -98,11 +89,7 @@ pub async fn serve(
     if let Some(reload) = reload {
         tokio::spawn(watch(reload, Arc::clone(&app), stage.clone()));
     }
-    gateway
-        .with_app(app)
-        .run(shutdown)
-        .await
-        .map_err(StartError::Serve)
+    gateway.run(app, shutdown).await.map_err(StartError::Serve)
 }
 
 fn describe(route: &Route) -> String {

@@ -6,7 +6,7 @@
 //! tokens); a token that does not verify is denied (403).
 
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
-use jobcast::handlers::owners::{ConnectAuth, authorize, authorizer_response};
+use jobcast_core::handlers::owners::{ConnectAuth, authorize, authorizer_response};
 use jobcast_lambdas::{Error, LambdaEvent, init_tracing, owners_from_env, run, service_fn};
 
 #[tokio::main]

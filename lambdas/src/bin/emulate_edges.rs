@@ -42,14 +42,14 @@ fn authorize(event: &Value) -> Result<Value, Error> {
 
 /// Posts to the connection `event` is about; the HTTP status it got.
 async fn post_to_self(event: &Value) -> u16 {
-    use jobcast::push::{ManagementApiPusher, Payload, PushError, Pusher};
+    use jobcast_core::push::{ManagementApiPusher, Payload, PushError, Pusher};
     let c = &event["requestContext"];
     let endpoint = format!(
         "http://{}/{}",
         c["domainName"].as_str().unwrap_or_default(),
         c["stage"].as_str().unwrap_or_default()
     );
-    let config = jobcast::aws::sdk_config().await;
+    let config = jobcast_core::aws::sdk_config().await;
     let pusher = ManagementApiPusher::new(&config, &endpoint);
     let id = c["connectionId"].as_str().unwrap_or_default();
     match pusher.post(id, Payload::text("hello".into())).await {

@@ -1,6 +1,6 @@
 //! An example worker for a job kind of your own, as a Lambda function a
 //! `lambda:` target invokes with the job message as its event. Written with
-//! `jobcast::worker_client`, the Rust counterpart of the Python and Node
+//! `jobcast_worker`, the Rust counterpart of the Python and Node
 //! worker libraries. Built only with `--features example-worker`; the smoke
 //! test runs it under `cargo lambda watch`.
 //!
@@ -8,8 +8,8 @@
 //! `stopAfter` it reports n steps and then goes quiet, as a crashed worker
 //! would, for the liveness sweep to find.
 
-use jobcast::worker_client::{Job, ReportError};
 use jobcast_lambdas::{Error, LambdaEvent, init_tracing, run, service_fn};
+use jobcast_worker::{Job, ReportError};
 use serde_json::{Value, json};
 
 async fn work(job: &Job) -> Result<Value, ReportError> {

@@ -8,7 +8,7 @@
 //! With coalescing on, the functions that publish also invoke it with
 //! `{"jobcastFlush": …}` to push a window's newest update when it ends.
 
-use jobcast::handlers::worker;
+use jobcast_core::handlers::worker;
 use jobcast_lambdas::{
     Error, LambdaEvent, Wiring, coalescing, init_tracing, run, service_fn, within_invocation,
 };
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
         if let Some(done) = within_invocation(&event.context, flush).await {
             return done;
         }
-        let now = jobcast::handlers::now_unix();
+        let now = jobcast_core::handlers::now_unix();
         let sweep = worker::sweep_lost(&deps.publisher, now);
         let ended = within_invocation(&event.context, sweep).await?;
         if ended > 0 {

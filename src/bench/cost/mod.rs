@@ -20,10 +20,11 @@ pub use model::{Dollars, Step};
 pub use super::args::{CostOptions, UpdatesVia};
 use super::fanout::{Audience, local_table};
 use super::local_sdk_config;
+use crate::gateway::GatewayConfig;
 use crate::gateway::events::{ConnectionMeta, http_event, new_connection_id};
-use crate::gateway::{Gateway, GatewayConfig};
 use crate::handlers::{Deps, JobQueue, QueueError, jobs_api, websocket};
 use crate::publish::{Flusher, Held, Publisher};
+use crate::serve::{Serve, ServeConfig};
 use crate::store::{DynamoStore, JobRecord, Store};
 use crate::token::TokenKey;
 use crate::wiring::DepsBuilder;
@@ -243,15 +244,18 @@ async fn gateway(
     ),
     String,
 > {
-    let config = GatewayConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        max_connections: Some(s + opts.samples + 100),
-        outbound_queue: opts.updates.max(16) * 2,
-        management_latency: opts.management_latency,
+    let config = ServeConfig {
+        gateway: GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_connections: Some(s + opts.samples + 100),
+            outbound_queue: opts.updates.max(16) * 2,
+            management_latency: opts.management_latency,
+            ..GatewayConfig::default()
+        },
         resume: false,
-        ..GatewayConfig::default()
+        ..ServeConfig::default()
     };
-    let gateway = Gateway::bind(config, Arc::new(unmetered), tokens.clone())
+    let gateway = Serve::bind(config, Arc::new(unmetered), tokens.clone())
         .await
         .map_err(|e| e.to_string())?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
