@@ -157,7 +157,14 @@ impl WebSocketApp for JobcastApp {
             }
             ["files", job_id, name] => {
                 let (job_id, name) = (job_id.to_string(), name.to_string());
-                files::route(self.local_files.as_deref(), req, &job_id, &name).await
+                files::route(
+                    self.local_files.as_deref(),
+                    req,
+                    &job_id,
+                    &name,
+                    self.deps.clock.now(),
+                )
+                .await
             }
             _ => return None,
         })

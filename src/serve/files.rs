@@ -9,7 +9,7 @@ use crate::files::{LocalFiles, MAX_FILE_BYTES, ReceiveError};
 use crate::gateway::http_io::{HttpResponse, full, problem};
 use crate::handlers::jobs_api::Problem;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -56,6 +56,7 @@ pub(super) async fn route(
     req: Request<Incoming>,
     job_id: &str,
     name: &str,
+    now: DateTime<Utc>,
 ) -> HttpResponse {
     let Some(local) = local else {
         return problem(Problem::new(
@@ -85,11 +86,11 @@ pub(super) async fn route(
             );
             r
         }
-        Method::GET | Method::HEAD => match local.check("get", job_id, name, &query, Utc::now()) {
+        Method::GET | Method::HEAD => match local.check("get", job_id, name, &query, now) {
             Ok(_) => download(local, job_id, name, method == Method::HEAD).await,
             Err(_) => refused(),
         },
-        Method::PUT => match local.check("put", job_id, name, &query, Utc::now()) {
+        Method::PUT => match local.check("put", job_id, name, &query, now) {
             Ok(signed) => upload(local, req, job_id, name, signed.content_type).await,
             Err(_) => refused(),
         },

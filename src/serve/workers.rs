@@ -145,7 +145,7 @@ impl WorkerPool {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let now = chrono::Utc::now().timestamp();
+                let now = publisher.clock().now().timestamp();
                 if let Err(e) = worker::sweep_lost(&publisher, now).await {
                     tracing::warn!(error = %e, "liveness sweep failed; retrying at the next tick");
                 }
@@ -277,7 +277,7 @@ async fn resume_demo_job(
     let step = worker::DemoInput::parse(&job.input)
         .map(|i| Duration::from_millis(i.step_ms))
         .unwrap_or_default();
-    let quiet_since = (chrono::Utc::now() - job.snapshot.updated_at)
+    let quiet_since = (publisher.clock().now() - job.snapshot.updated_at)
         .to_std()
         .unwrap_or_default();
     tokio::time::sleep((step + ABANDONED_AFTER).saturating_sub(quiet_since)).await;
@@ -293,7 +293,7 @@ async fn resume_demo_job(
         tracing::debug!(job_id, "job moved on by itself; another worker runs it");
         return;
     }
-    let now = chrono::Utc::now().timestamp();
+    let now = publisher.clock().now().timestamp();
     let until = now + crate::store::HANDOVER_LEASE.as_secs() as i64;
     let current = match publisher
         .store()

@@ -1,7 +1,8 @@
 //! Coalescing (`serve --coalesce`): a burst of updates reaches subscribers
 //! as its first and its newest snapshot, every update still takes its seq,
 //! and a terminal update is never held. Real WebSocket clients, the real
-//! update endpoint and the built-in demo worker.
+//! update endpoint and the built-in demo worker, on paused tokio time: the
+//! windows are exact, and waiting for one costs nothing.
 
 use crate::common::*;
 use jobcast::dispatch::Kinds;
@@ -15,7 +16,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 /// messages to `worker`.
 async fn server(worker: &WebhookReceiver, window: Duration) -> TestServer {
     let kinds = format!("export=http://{}/work", worker.addr);
-    start_with(|c| {
+    start_paused_with(|c| {
         c.webhook_secret = Some(SECRET.into());
         c.kinds = Kinds::parse_list(&kinds).unwrap();
         c.publish.coalesce = window;
@@ -64,14 +65,14 @@ fn seqs(seen: &[Value]) -> Vec<u64> {
     seen.iter().map(|m| m["seq"].as_u64().unwrap()).collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_burst_reaches_subscribers_as_its_first_and_newest_update() {
     let worker = webhook_receiver(vec![200]).await;
     let window = MS(400);
     let mut srv = server(&worker, window).await;
     let (msg, mut c) = job_and_subscriber(&srv, &worker).await;
     // Start the burst just after a window begins, so it fits in one.
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = srv.deps.clock.now().timestamp_millis();
     tokio::time::sleep(MS((400 - now.rem_euclid(400) + 20) as u64)).await;
     for k in 1..=10 {
         let a = accepted_update(
@@ -87,9 +88,10 @@ async fn a_burst_reaches_subscribers_as_its_first_and_newest_update() {
     assert_eq!(got.last(), Some(&11), "{seen:?}");
     assert_eq!(seen.last().unwrap()["message"], "part 10");
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-    // A burst in one window is at most its first (when it follows a quiet
-    // window) and its newest; on a slow machine it may straddle two.
-    assert!(got.len() <= 4, "ten updates pushed as {got:?}");
+    // On paused time the burst fits one window exactly. It follows the
+    // job's first snapshot in the window before, so it is no news: only
+    // its newest goes out, at the window's end.
+    assert_eq!(got, [11], "ten updates pushed as {got:?}");
     assert_eq!(
         srv.job_view(msg["jobId"].as_str().unwrap()).await["seq"],
         11
@@ -100,7 +102,7 @@ async fn a_burst_reaches_subscribers_as_its_first_and_newest_update() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_terminal_update_is_pushed_at_once_even_inside_a_window() {
     let worker = webhook_receiver(vec![200]).await;
     // A window as long as the client's patience: a held terminal update
@@ -119,16 +121,16 @@ async fn a_terminal_update_is_pushed_at_once_even_inside_a_window() {
         (Some(7), Some("succeeded"))
     );
     assert_eq!(last["result"], json!({"rows": 5}));
-    // Five running updates, pushed as at most the first of each window
-    // they fell in (two when a window boundary fell among them).
-    assert!(seen.len() <= 3, "{:?}", seqs(&seen));
+    // Five running updates right after the job's first snapshot are all
+    // held; the terminal snapshot goes out at once, in place of them.
+    assert_eq!(seqs(&seen), [7]);
     drop(c);
     srv.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_demo_worker_is_coalesced_too_and_ends_on_its_final_snapshot() {
-    let srv = start_with(|c| c.publish.coalesce = MS(150)).await;
+    let srv = start_paused_with(|c| c.publish.coalesce = MS(150)).await;
     let job = srv.create_job(json!({"steps": 30, "stepMs": 20})).await;
     let seen = follow(&job).await;
     let got = seqs(&seen);
@@ -149,7 +151,7 @@ async fn the_demo_worker_is_coalesced_too_and_ends_on_its_final_snapshot() {
 /// for, a job, its job message, and a subscriber of its `tokens` stream
 /// that has read the first snapshot.
 async fn streaming(window: Duration) -> (TestServer, Value, Client) {
-    let srv = start_with(|c| {
+    let srv = start_paused_with(|c| {
         c.kinds = Kinds::parse_list("export=command:true").unwrap();
         c.publish.coalesce = window;
     })
@@ -159,7 +161,7 @@ async fn streaming(window: Duration) -> (TestServer, Value, Client) {
     let token = srv
         .deps
         .tokens
-        .issue_worker(id, chrono::Utc::now().timestamp());
+        .issue_worker(id, srv.deps.clock.now().timestamp());
     let msg = json!({"updateUrl": srv.url(&format!("/jobs/{id}/updates")), "workerToken": token});
     let mut c = srv.connect().await;
     send_json(
@@ -195,7 +197,7 @@ fn tokens(r: std::ops::Range<usize>) -> Vec<Value> {
     r.map(|i| json!(format!("t{i}"))).collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn chunks_are_held_for_the_window_and_none_is_dropped() {
     let (mut srv, msg, mut c) = streaming(MS(250)).await;
     for i in 0..24 {
@@ -211,16 +213,15 @@ async fn chunks_are_held_for_the_window_and_none_is_dropped() {
         }
     }
     assert_eq!(kept.tokens, tokens(0..24));
-    // Two dozen appends over several windows: the first pushed at once,
-    // then one message per window (or two where a push and a window's end
-    // crossed), never one per append.
-    assert!(kept.messages <= 12, "{} messages", kept.messages);
+    // Two dozen appends 10 ms apart, all inside the 250 ms window the job
+    // began in: held, and pushed together as one message at its end.
+    assert_eq!(kept.messages, 1);
     assert!(srv.metric("jobcast_publish_flushed_total").await >= 1.0);
     drop(c);
     srv.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_terminal_update_pushes_the_held_chunks_at_once_before_its_snapshot() {
     // A window longer than the test waits: only the terminal update can
     // push what it holds.
@@ -251,8 +252,8 @@ async fn a_terminal_update_pushes_the_held_chunks_at_once_before_its_snapshot() 
         "every chunk before the terminal snapshot"
     );
     assert_eq!(last["streams"]["tokens"], 6);
-    // The first append went at once; the rest were held and go together.
-    assert!(kept.messages <= 3, "{} messages", kept.messages);
+    // Every append was held; all six go together, in one message.
+    assert_eq!(kept.messages, 1);
     drop(c);
     srv.shutdown().await;
 }

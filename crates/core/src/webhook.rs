@@ -251,6 +251,9 @@ pub struct Webhooks {
     /// Where job files are: a terminal snapshot's files go out with
     /// download URLs presigned when it is sent.
     files: std::sync::OnceLock<crate::files::FileLinks>,
+    /// Where "now" comes from: signatures and delivery records (the wall
+    /// clock until a host says otherwise).
+    clock: std::sync::OnceLock<crate::clock::SharedClock>,
 }
 
 impl Webhooks {
@@ -258,6 +261,15 @@ impl Webhooks {
     /// call decides; later ones change nothing).
     pub fn show_files(&self, files: &crate::files::FileLinks) {
         let _ = self.files.set(files.clone());
+    }
+
+    /// Reads the time from `clock` (the first call decides).
+    pub fn use_clock(&self, clock: &crate::clock::SharedClock) {
+        let _ = self.clock.set(Arc::clone(clock));
+    }
+
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.clock.get().map_or_else(Utc::now, |c| c.now())
     }
 
     pub fn new(
@@ -283,6 +295,7 @@ impl Webhooks {
             options,
             delivery: Delivery::Background,
             files: std::sync::OnceLock::new(),
+            clock: std::sync::OnceLock::new(),
         })
     }
 
@@ -324,7 +337,7 @@ impl Webhooks {
         let Some(url) = job.callback_url.as_deref() else {
             return WebhookStatus::Delivered;
         };
-        let body = crate::files::FileLinks::shown(self.files.get(), job)
+        let body = crate::files::FileLinks::shown(self.files.get(), job, self.now())
             .await
             .public_view()
             .to_string();
@@ -333,7 +346,7 @@ impl Webhooks {
             attempts: 0,
             last_status: None,
             last_error: None,
-            updated_at: Utc::now(),
+            updated_at: self.now(),
         };
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
@@ -349,7 +362,7 @@ impl Webhooks {
                 .webhook_attempts_total
                 .fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(url, job_id, &body).await;
-            state.updated_at = Utc::now();
+            state.updated_at = self.now();
             match outcome {
                 Ok(status) if (200..300).contains(&status) => {
                     state.status = WebhookStatus::Delivered;
@@ -395,6 +408,7 @@ impl Webhooks {
         {
             return Err(format!("{ip}: {why}"));
         }
+        // The receiver checks this against its own wall clock.
         let t = Utc::now().timestamp();
         let res = self
             .client

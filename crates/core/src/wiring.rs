@@ -139,11 +139,15 @@ impl DepsBuilder {
 
     /// A publisher over the builder's store, delivering through `pusher`.
     pub fn publisher(&self, pusher: Arc<dyn Pusher>) -> Publisher {
-        let p = Publisher::new(Arc::clone(&self.store), pusher, Arc::clone(&self.metrics));
+        let p = Publisher::new(Arc::clone(&self.store), pusher, Arc::clone(&self.metrics))
+            .with_clock(Arc::clone(&self.clock));
         let p = match &self.flusher {
             Some(f) => p.with_coalescing(self.publish.coalesce, Arc::clone(f)),
             None => p,
         };
+        if let Some(w) = &self.webhooks {
+            w.use_clock(&self.clock);
+        }
         let p = match &self.files {
             Some(f) => {
                 if let Some(w) = &self.webhooks {

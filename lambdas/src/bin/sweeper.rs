@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
         if let Some(done) = within_invocation(&event.context, flush).await {
             return done;
         }
-        let now = jobcast_core::handlers::now_unix();
+        let now = deps.clock.now().timestamp();
         let sweep = worker::sweep_lost(&deps.publisher, now);
         let ended = within_invocation(&event.context, sweep).await?;
         if ended > 0 {

@@ -45,6 +45,22 @@ pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
     start_on(Arc::new(MemoryStore::new()), tweak).await
 }
 
+/// A server whose time is tokio's, from a fixed instant: in a
+/// `#[tokio::test(start_paused = true)]` test, its coalescing windows,
+/// sweeps, deadlines and timestamps move only as tokio's paused time
+/// does, so waiting a window or proving that nothing happens costs no
+/// real time and no test lines up with the wall clock.
+pub async fn start_paused_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
+    let start = "2030-01-01T00:00:00Z".parse().unwrap();
+    let clock: jobcast::clock::SharedClock = jobcast::clock::TokioClock::starting_at(start);
+    let store = MemoryStore::new().with_clock(Arc::clone(&clock));
+    start_on(Arc::new(store), |c| {
+        c.clock = clock;
+        tweak(c);
+    })
+    .await
+}
+
 /// A server over the given store.
 pub async fn start_on(store: Arc<dyn Store>, tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
     let mut config = ServeConfig::default();

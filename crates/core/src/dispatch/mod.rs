@@ -263,7 +263,7 @@ impl Dispatcher {
     /// The message for one hand-over of `job`.
     pub fn message(&self, job: &JobRecord, base_url: &str) -> JobMessage {
         let job_id = job.snapshot.job_id.clone();
-        let now = chrono::Utc::now().timestamp();
+        let now = self.publisher.clock().now().timestamp();
         JobMessage {
             message_type: "job",
             worker_token: self.settings.tokens.issue_worker(&job_id, now),
@@ -281,7 +281,7 @@ impl Dispatcher {
     /// previous process died first): takes the lease, counts the attempt,
     /// hands it over again. Returns false when another process holds it.
     pub async fn redeliver(&self, job: &JobRecord, base_url: &str) -> Result<bool, QueueError> {
-        let now = chrono::Utc::now().timestamp();
+        let now = self.publisher.clock().now().timestamp();
         let until = now + HANDOVER_LEASE.as_secs() as i64;
         match self
             .publisher
@@ -378,7 +378,7 @@ async fn retry_hand_over(
                 policy.max_backoff,
             ))
             .await;
-            let now = chrono::Utc::now().timestamp();
+            let now = publisher.clock().now().timestamp();
             let until = now + HANDOVER_LEASE.as_secs() as i64;
             match publisher
                 .store()
@@ -434,7 +434,7 @@ async fn retry_hand_over(
 /// Records that the worker has the job, with its start deadline.
 async fn record_hand_over(publisher: &Publisher, job_id: &str, start_timeout: Duration) {
     let start_by = (!start_timeout.is_zero())
-        .then(|| chrono::Utc::now().timestamp() + start_timeout.as_secs() as i64);
+        .then(|| publisher.clock().now().timestamp() + start_timeout.as_secs() as i64);
     if let Err(e) = publisher.store().mark_dispatched(job_id, start_by).await {
         tracing::warn!(job_id, error = %e, "could not record the hand-over");
     }

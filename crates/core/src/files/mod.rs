@@ -108,23 +108,24 @@ impl FileLinks {
 
     /// Fills `job`'s snapshot with its attached files and download URLs
     /// presigned now.
-    pub async fn show(&self, job: &mut crate::store::JobRecord) {
+    pub async fn show(&self, job: &mut crate::store::JobRecord, now: DateTime<Utc>) {
         if job.files.is_empty() {
             return;
         }
         let id = job.snapshot.job_id.clone();
-        job.snapshot.files = show(self.files.as_ref(), &id, &job.files, self.ttl, Utc::now()).await;
+        job.snapshot.files = show(self.files.as_ref(), &id, &job.files, self.ttl, now).await;
     }
 
     /// `job` as shown now: borrowed when it has no files to show.
     pub async fn shown<'a>(
         links: Option<&FileLinks>,
         job: &'a crate::store::JobRecord,
+        now: DateTime<Utc>,
     ) -> std::borrow::Cow<'a, crate::store::JobRecord> {
         match links {
             Some(l) if !job.files.is_empty() => {
                 let mut owned = job.clone();
-                l.show(&mut owned).await;
+                l.show(&mut owned, now).await;
                 std::borrow::Cow::Owned(owned)
             }
             _ => std::borrow::Cow::Borrowed(job),

@@ -99,8 +99,3 @@ impl Deps {
         self.publisher.store()
     }
 }
-
-/// Seconds since the Unix epoch, now.
-pub fn now_unix() -> i64 {
-    chrono::Utc::now().timestamp()
-}

@@ -257,7 +257,7 @@ async fn announce_to(
 ) {
     let conn = &follower.connection_id;
     let job_id = &job.snapshot.job_id;
-    if let Err(e) = deps.store().subscribe(job_id, conn, Utc::now()).await {
+    if let Err(e) = deps.store().subscribe(job_id, conn, deps.clock.now()).await {
         tracing::warn!(connection_id = %conn, job_id = %job_id, error = %e, "could not subscribe a follower");
         return;
     }

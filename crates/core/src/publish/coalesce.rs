@@ -153,7 +153,7 @@ impl Publisher {
         };
         // Written after its window ended: the flush may have read the job
         // before this write landed, so push it now.
-        if Utc::now().timestamp_millis() >= window.due_ms() {
+        if self.clock().now().timestamp_millis() >= window.due_ms() {
             return None;
         }
         if first && let Err(e) = flusher.schedule(self, window).await {
@@ -176,7 +176,7 @@ impl Publisher {
     /// later update pushed it or holds it). Nothing once the job ended (its
     /// terminal update pushed everything). `None`: nothing to push.
     pub async fn flush_held(&self, held: &Held) -> Result<Option<PublishReport>, StoreError> {
-        let wait = held.due_ms() + FLUSH_GRACE_MS - Utc::now().timestamp_millis();
+        let wait = held.due_ms() + FLUSH_GRACE_MS - self.clock().now().timestamp_millis();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }

@@ -7,6 +7,7 @@
 use crate::files::FileLinks;
 use crate::metrics::Metrics;
 use crate::protocol::{ServerMessage, Snapshot};
+use crate::clock::SharedClock;
 use crate::push::{PaceOptions, Parcel, Payload, PushError, Pusher};
 use crate::store::streams::{AppendOptions, AppendOutcome, Appended, StreamAppend};
 use crate::store::{JobRecord, JobUpdate, Store, StoreError};
@@ -62,6 +63,8 @@ pub struct Publisher {
     flusher: Option<Arc<dyn Flusher>>,
     /// Where job files are, to show their download URLs.
     files: Option<FileLinks>,
+    /// Where "now" comes from: update times, coalescing windows, URL expiry.
+    clock: SharedClock,
 }
 
 /// Serializes a snapshot once into a payload shared by all its recipients.
@@ -79,7 +82,19 @@ impl Publisher {
             webhooks: None,
             flusher: None,
             files: None,
+            clock: crate::clock::system(),
         }
+    }
+
+    /// The same publisher, reading the time from `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Publisher {
+        self.clock = clock;
+        self
+    }
+
+    /// Where this publisher reads the time.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// The same publisher, showing attached files with download URLs from
@@ -96,7 +111,7 @@ impl Publisher {
 
     /// `job` as shown now: its snapshot with download URLs for its files.
     pub async fn shown<'a>(&self, job: &'a JobRecord) -> std::borrow::Cow<'a, JobRecord> {
-        FileLinks::shown(self.files.as_ref(), job).await
+        FileLinks::shown(self.files.as_ref(), job, self.clock.now()).await
     }
 
     /// Hands each terminal snapshot of a job with a `callbackUrl` to
@@ -152,7 +167,7 @@ impl Publisher {
                 };
                 let out = self
                     .store
-                    .append_chunks(job_id, appends, chrono::Utc::now(), options)
+                    .append_chunks(job_id, appends, self.clock.now(), options)
                     .await?;
                 Some(out)
             }
@@ -161,7 +176,7 @@ impl Publisher {
         update.track_recent = self.coalescing();
         let job = match self
             .store
-            .update_job(job_id, update, chrono::Utc::now())
+            .update_job(job_id, update, self.clock.now())
             .await
         {
             Ok(job) => job,
@@ -207,7 +222,7 @@ impl Publisher {
         };
         let out = self
             .store
-            .append_chunks(job_id, appends, chrono::Utc::now(), options)
+            .append_chunks(job_id, appends, self.clock.now(), options)
             .await?;
         if self.hold(&out.job).await.is_none()
             && let Err(e) = self.push(&out.job, &out.appended, false).await

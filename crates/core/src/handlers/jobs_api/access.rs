@@ -95,7 +95,7 @@ fn check(
             ));
         };
         deps.tokens
-            .verify(id, &token, super::super::now_unix())
+            .verify(id, &token, deps.clock.now().timestamp())
             .map_err(|e| token_problem(e, "job"))?;
         return job.map(|_| ()).ok_or_else(|| not_found(id));
     };
@@ -111,7 +111,7 @@ fn check(
             _ => Err(not_found(id)),
         };
     }
-    match deps.tokens.verify(id, &token, super::super::now_unix()) {
+    match deps.tokens.verify(id, &token, deps.clock.now().timestamp()) {
         Ok(()) if job.is_some() => Ok(()),
         Err(TokenError::Expired) if job.is_some() => Err(token_problem(TokenError::Expired, "job")),
         _ => Err(not_found(id)),

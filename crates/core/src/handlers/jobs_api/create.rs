@@ -12,7 +12,6 @@ use crate::store::{
     MAX_TAG_CHARS, MAX_TAGS, StoreError,
 };
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use chrono::Utc;
 use http::{HeaderMap, HeaderValue, header};
 use rand::RngCore;
 use serde_json::{Map, Value, json};
@@ -182,7 +181,7 @@ async fn accept(
     job: JobRequest,
     owner: Option<String>,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let now = Utc::now();
+    let now = deps.clock.now();
     let job_id = new_job_id();
     let token = deps.tokens.issue(&job_id, now.timestamp());
     let status_url = format!("{}/jobs/{job_id}", base_url(deps, req));

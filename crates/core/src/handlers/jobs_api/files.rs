@@ -7,7 +7,6 @@ use super::updates::verify_worker;
 use super::{Deps, body_bytes};
 use crate::files::{FilesError, MAX_FILE_BYTES, valid_name};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use chrono::Utc;
 use serde_json::Value;
 
 /// Fields an upload request may carry.
@@ -69,7 +68,7 @@ pub(super) async fn presign(
     req: &ApiGatewayV2httpRequest,
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let now = Utc::now();
+    let now = deps.clock.now();
     verify_worker(deps, req, id, now)?;
     let (name, content_type, _size) = parse(&body_bytes(req)?)?;
     let Some(links) = deps.publisher.files() else {

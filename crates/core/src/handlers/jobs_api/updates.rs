@@ -246,7 +246,7 @@ pub(super) async fn update(
     req: &ApiGatewayV2httpRequest,
     id: &str,
 ) -> Result<ApiGatewayV2httpResponse, Problem> {
-    let now = Utc::now();
+    let now = deps.clock.now();
     verify_worker(deps, req, id, now)?;
     let body = body_bytes(req)?;
     if body.len() > MAX_MESSAGE_BYTES {
