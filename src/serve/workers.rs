@@ -181,6 +181,10 @@ impl WorkerPool {
             if !jobs.is_empty() {
                 tracing::info!(jobs = jobs.len(), "taking up jobs left unfinished by a previous run");
             }
+            publisher
+                .metrics()
+                .recovery_found_total
+                .fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for job in jobs {
                 let (publisher, queue, stop) = (publisher.clone(), Arc::clone(&queue), stop.clone());
                 let (dispatcher, base_url) = (Arc::clone(&dispatcher), base_url.clone());
@@ -239,6 +243,10 @@ async fn recover_one(
         // liveness ends it if it stops). Only an unfinished hand-over is ours.
         hand_over_again(dispatcher, base_url, &job).await;
     }
+    publisher
+        .metrics()
+        .recovered_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A queued job of a worker kind that was never handed over: hand it over.

@@ -494,6 +494,33 @@ fn serve_process(store: &DynamoStore) -> (Process, String) {
 }
 
 /// The same, with extra arguments and environment.
+/// Waits until the `serve` at `addr` has found at least `at_least` jobs
+/// left unfinished and settled each of them.
+async fn recovery_settled(addr: &str, at_least: u64) {
+    let read = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let text = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let found = read(&text, "jobcast_recovery_found_total ");
+            if found >= at_least && read(&text, "jobcast_recovered_total ") == found {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("recovery settled in time");
+}
+
 fn serve_process_with(
     store: &DynamoStore,
     args: &[&str],
@@ -675,14 +702,7 @@ async fn a_job_cut_off_by_a_crash_resumes_when_serve_starts_again() {
     assert_eq!(cut.snapshot.status, Status::Running);
     assert!(cut.snapshot.seq < 22, "{:?}", cut.snapshot);
 
-    // With --no-resume the job is left as it is, past the wait a resume makes.
-    let (idle, _) = serve_process_with(&store, &["--no-resume"], &[]);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(
-        store.get_job(&id).await.unwrap().unwrap().snapshot,
-        cut.snapshot
-    );
-    crash(idle).await;
+    // (That --no-resume leaves it as it is: tests/suite/shutdown.rs, on paused time.)
 
     // The next run takes it up where it stopped; a client following it sees
     // every remaining step once, in order, up to the terminal snapshot.
@@ -895,14 +915,18 @@ async fn two_serves_over_one_table_resume_hand_over_and_expire_each_job_once() {
     let kind = format!("export=http://{}/work", worker.addr);
     let env = [("JOBCAST_WEBHOOK_SECRET", SECRET)];
     let args = ["--kind", kind.as_str(), "--heartbeat-timeout", "1s"];
-    let (_a, _addr_a) = serve_process_with(&store, &args, &env);
-    let (_b, _addr_b) = serve_process_with(&store, &args, &env);
+    let (_a, addr_a) = serve_process_with(&store, &args, &env);
+    let (_b, addr_b) = serve_process_with(&store, &args, &env);
 
     // The demo job runs to its end once: one run publishes steps 2..10 and
     // the end (seq 12); two interleaved would go on to about 21. (Each serve
     // pushes to its own clients only, so the store is what both share.)
     wait_for_job(&store, &demo, 20, |j| j.snapshot.status.is_terminal()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both processes have settled every job they found (at least the demo
+    // job and the queued one), so no hand-over is still to come.
+    for addr in [&addr_a, &addr_b] {
+        recovery_settled(addr, 2).await;
+    }
     let d = store.get_job(&demo).await.unwrap().unwrap();
     assert_eq!(d.snapshot.status, Status::Succeeded);
     assert_eq!(d.snapshot.seq, 12, "one run, not two interleaved");

@@ -356,26 +356,35 @@ async fn max_connections_answers_429() {
     assert!(ok, "a slot should free after a disconnect");
 }
 
-#[tokio::test]
+/// On paused time, with API Gateway's ten minutes.
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_with_1001() {
-    let mut srv = start_with(|c| c.gateway.idle_timeout = Duration::from_millis(600)).await;
+    let mut srv = start_paused_with(|_| {}).await;
     let (mut c, id) = srv.connected().await;
+    // Still open at 9 minutes 55 seconds ...
+    let early = tokio::time::timeout(
+        Duration::from_secs(595),
+        futures_util::StreamExt::next(&mut c),
+    )
+    .await;
+    assert!(early.is_err(), "closed early: {early:?}");
+    // ... closed at 10 minutes.
+    let started = tokio::time::Instant::now();
     assert_eq!(close_code(&mut c).await, 1001);
+    assert!(started.elapsed() <= Duration::from_secs(5));
     srv.expect_disconnect(&id, 1001, "idle").await;
 }
 
-#[tokio::test]
+/// On paused time, with API Gateway's own limits: ten minutes idle, two
+/// hours in all.
+#[tokio::test(start_paused = true)]
 async fn activity_defers_idle_but_lifetime_still_ends_the_connection() {
-    let mut srv = start_with(|c| {
-        c.gateway.idle_timeout = Duration::from_millis(800);
-        c.gateway.max_lifetime = Duration::from_millis(2500);
-    })
-    .await;
+    let mut srv = start_paused_with(|_| {}).await;
     let (mut c, id) = srv.connected().await;
-    let started = std::time::Instant::now();
-    // Pinging every 300 ms keeps the connection past its idle timeout.
+    let started = tokio::time::Instant::now();
+    // Pinging every 5 minutes keeps the connection past its idle timeout.
     let code = loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_secs(300)).await;
         if c.send(Message::Text(r#"{"action":"ping"}"#.into()))
             .await
             .is_err()
@@ -392,7 +401,11 @@ async fn activity_defers_idle_but_lifetime_still_ends_the_connection() {
             _ => continue,
         }
     };
-    assert!(started.elapsed() >= Duration::from_millis(2000));
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_secs(7200) && lived <= Duration::from_secs(7200 + 300),
+        "{lived:?}"
+    );
     srv.expect_disconnect(&id, 1001, "lifetime").await;
     assert!(code == 1001 || code == 0);
 }

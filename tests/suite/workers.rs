@@ -11,18 +11,22 @@ use std::time::Duration;
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
+/// Settings whose kind `export` posts its job messages to `worker`.
+fn http_kind(c: &mut ServeConfig, worker: &WebhookReceiver) {
+    c.webhook_secret = Some(SECRET.into());
+    c.webhook.base_backoff = MS(20);
+    c.webhook.max_backoff = MS(100);
+    c.webhook.timeout = MS(2000);
+    c.kinds = Kinds::parse_list(&format!("export=http://{}/work", worker.addr)).unwrap();
+}
+
 /// A server whose kind `export` posts its job messages to `worker`.
 async fn http_kind_server(
     worker: &WebhookReceiver,
     tweak: impl FnOnce(&mut ServeConfig),
 ) -> TestServer {
-    let kinds = format!("export=http://{}/work", worker.addr);
     start_with(|c| {
-        c.webhook_secret = Some(SECRET.into());
-        c.webhook.base_backoff = MS(20);
-        c.webhook.max_backoff = MS(100);
-        c.webhook.timeout = MS(2000);
-        c.kinds = Kinds::parse_list(&kinds).unwrap();
+        http_kind(c, worker);
         tweak(c);
     })
     .await
@@ -75,11 +79,11 @@ async fn create(srv: &TestServer, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_http_worker_runs_a_job_watched_by_a_browser_and_a_webhook() {
     let worker = webhook_receiver(vec![200]).await;
     let hook = webhook_receiver(vec![200]).await;
-    let srv = http_kind_server(&worker, |_| {}).await;
+    let srv = start_paused_with(|c| http_kind(c, &worker)).await;
     let job = create(
         &srv,
         json!({"kind": "export", "input": {"file": "a.csv", "rows": 3},
@@ -140,7 +144,9 @@ async fn an_http_worker_runs_a_job_watched_by_a_browser_and_a_webhook() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(MS(200)).await;
+    // Paused time: everything due in the next minute (a retry, a second
+    // delivery) has run before the count is read.
+    tokio::time::sleep(Duration::from_secs(60)).await;
     let got = hook.got.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     let terminal: Value = serde_json::from_slice(&got[0].body).unwrap();
@@ -393,11 +399,17 @@ async fn cancel_ends_a_worker_job_at_once_and_the_worker_learns_it() {
     assert_eq!(p["snapshot"]["status"], "cancelled");
 }
 
-#[tokio::test]
+/// On paused time: the sweep, the deadlines and the heartbeats all run on
+/// the test's clock, so "well past the timeout" costs no real time.
+#[tokio::test(start_paused = true)]
 async fn a_silent_worker_ends_worker_lost_and_a_heartbeating_one_does_not() {
     let worker = webhook_receiver(vec![200]).await;
     let hook = webhook_receiver(vec![200]).await;
-    let srv = http_kind_server(&worker, |c| c.heartbeat_timeout = Duration::from_secs(2)).await;
+    let srv = start_paused_with(|c| {
+        http_kind(c, &worker);
+        c.heartbeat_timeout = Duration::from_secs(2);
+    })
+    .await;
     let silent = create(
         &srv,
         json!({"kind": "export", "input": {}, "callbackUrl": format!("http://{}/hook", hook.addr)}),

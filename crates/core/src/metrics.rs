@@ -35,6 +35,8 @@ pub struct Metrics {
     pub workers_lost_total: AtomicU64,
     pub jobs_not_started_total: AtomicU64,
     pub worker_updates_total: AtomicU64,
+    pub recovery_found_total: AtomicU64,
+    pub recovered_total: AtomicU64,
     management: [[AtomicU64; MANAGEMENT_STATUSES.len() + 1]; MANAGEMENT_METHODS.len()],
     jobs: [AtomicU64; Status::ALL.len()],
 }
@@ -97,9 +99,11 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 21] = [
             ("jobcast_workers_lost_total", "Jobs ended failed worker_lost: no update or heartbeat within the heartbeat timeout.", &self.workers_lost_total),
             ("jobcast_jobs_not_started_total", "Jobs ended failed not_started: no worker reported within the start timeout of the hand-over.", &self.jobs_not_started_total),
+            ("jobcast_recovery_found_total", "Jobs a previous run left unfinished, found by this process at start.", &self.recovery_found_total),
+            ("jobcast_recovered_total", "Jobs a previous run left unfinished that this process has settled at start: resumed, handed over, webhook delivered, or left to the process running them.", &self.recovered_total),
             ("jobcast_worker_updates_total", "Updates and heartbeats accepted from workers on POST /jobs/{id}/updates.", &self.worker_updates_total),
             ("jobcast_connects_total", "WebSocket connections accepted by $connect.", &self.connects_total),
             ("jobcast_connects_refused_total", "WebSocket handshakes refused (auth, limits, bad requests).", &self.connects_refused_total),

@@ -4,8 +4,8 @@
 //! Replies to messages go out through the `Pusher` (the management API), so
 //! the same code answers clients in Lambda and in `jobcast serve`.
 
-use super::replies::{post, reply, reply_error, reply_unavailable};
 use super::Deps;
+use super::replies::{post, reply, reply_error, reply_unavailable};
 use crate::protocol::{ActionError, ClientAction, ErrorCode, ServerMessage};
 use crate::publish::{chunk_payloads, snapshot_payload};
 use crate::token::TokenError;
@@ -70,7 +70,10 @@ pub async fn connect(
         tracing::info!(connection_id = conn, job_id, "refusing $connect: no token");
         return ws_response(401, "a jobId needs the token issued by POST /jobs");
     };
-    if let Err(e) = deps.tokens.verify(job_id, token, deps.clock.now().timestamp()) {
+    if let Err(e) = deps
+        .tokens
+        .verify(job_id, token, deps.clock.now().timestamp())
+    {
         tracing::info!(connection_id = conn, job_id, reason = %e, "refusing $connect");
         return ws_response(403, &e.to_string());
     }
@@ -210,7 +213,10 @@ async fn subscribe(
     at: DateTime<Utc>,
     streams: &BTreeMap<String, u64>,
 ) {
-    if let Err(e) = deps.tokens.verify(job_id, token, deps.clock.now().timestamp()) {
+    if let Err(e) = deps
+        .tokens
+        .verify(job_id, token, deps.clock.now().timestamp())
+    {
         let msg = match e {
             TokenError::Expired => "token has expired; ask the jobs API for a new one",
             _ => "token is not valid for this job",
@@ -333,7 +339,11 @@ async fn replay(
             return;
         }
     };
-    let by_token = token.is_some_and(|t| deps.tokens.verify(job_id, t, deps.clock.now().timestamp()).is_ok());
+    let by_token = token.is_some_and(|t| {
+        deps.tokens
+            .verify(job_id, t, deps.clock.now().timestamp())
+            .is_ok()
+    });
     let allowed = by_token || follows(deps, conn, &job).await;
     if !allowed {
         reply_error(

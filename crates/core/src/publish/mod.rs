@@ -4,10 +4,10 @@
 //! and worker Lambdas. The publisher decides what goes to whom; the
 //! [`Pusher`] decides how (see [`crate::push`]).
 
+use crate::clock::SharedClock;
 use crate::files::FileLinks;
 use crate::metrics::Metrics;
 use crate::protocol::{ServerMessage, Snapshot};
-use crate::clock::SharedClock;
 use crate::push::{PaceOptions, Parcel, Payload, PushError, Pusher};
 use crate::store::streams::{AppendOptions, AppendOutcome, Appended, StreamAppend};
 use crate::store::{JobRecord, JobUpdate, Store, StoreError};
