@@ -203,6 +203,7 @@ fn ws_event(name: &str, vars: &[(&str, &str)]) -> ApiGatewayWebsocketProxyReques
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn websocket_functions_with_fixtures() {
     let rig = rig().await;
     let (status, accepted, _) = rig.post_job("ws-fixture").await;
@@ -277,6 +278,7 @@ async fn websocket_functions_with_fixtures() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn jobs_api_queues_on_sqs_and_worker_runs_the_batch() {
     let rig = rig().await;
     let (status, accepted, event) = rig.post_job("order-1").await;
@@ -378,6 +380,7 @@ async fn jobs_api_queues_on_sqs_and_worker_runs_the_batch() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_retried_key_after_queue_full_is_a_fresh_attempt_never_a_replayed_202() {
     let mut rig = rig().await;
     let good_queue = rig.queue_url.clone();
@@ -477,6 +480,7 @@ async fn counting_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn the_shipped_worker_wiring_delivers_each_webhook_once() {
     let rig = rig().await;
     let wiring = rig
@@ -551,6 +555,7 @@ fn problem_code(res: &aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> Val
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_worker_reports_through_the_function_url_and_nothing_else_gets_in() {
     let rig = rig().await;
     let WorkerJob {
@@ -673,6 +678,7 @@ async fn invoke_receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, Value)>
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
     use jobcast::publish::InvokeFlush;
     let mut rig = rig().await;
@@ -743,6 +749,7 @@ async fn a_held_update_is_pushed_by_the_sweeper_when_its_window_ends() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_workers_chunks_reach_the_stream_subscriber_and_the_polling_endpoint() {
     let rig = rig().await;
     let WorkerJob {
@@ -796,6 +803,7 @@ async fn a_workers_chunks_reach_the_stream_subscriber_and_the_polling_endpoint()
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_worker_uploads_to_the_bucket_and_the_snapshot_links_the_file() {
     let mut rig = rig().await;
     // The bucket, on moto: what the template's FilesBucket is in AWS.
@@ -882,6 +890,7 @@ fn moto_sdk() -> aws_config::SdkConfig {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn the_jobs_function_hands_kinds_to_step_functions_eventbridge_and_ecs() {
     use jobcast::dispatch::{Kinds, ecs, events, states};
     let mut rig = rig().await;
@@ -1041,6 +1050,7 @@ async fn the_jobs_function_hands_kinds_to_step_functions_eventbridge_and_ecs() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn an_unreachable_state_machine_is_retried_then_the_job_ends_dispatch_failed() {
     use jobcast::dispatch::{Kinds, RetryPolicy, states};
     let mut rig = rig().await;

@@ -38,6 +38,7 @@ fn running(p: f64) -> JobUpdate {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn connect_and_disconnect_write_and_remove_subscription_items() {
     let store = dynamo_store().await;
     let mut srv = start_on(Arc::new(store.clone()), |_| {}).await;
@@ -76,6 +77,7 @@ async fn connect_and_disconnect_write_and_remove_subscription_items() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn vanished_connection_is_deleted_on_410() {
     let store = dynamo_store().await;
     let srv = start_on(Arc::new(store.clone()), |c| {
@@ -110,6 +112,7 @@ async fn vanished_connection_is_deleted_on_410() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn throttled_posts_are_retried_and_each_message_arrives_once() {
     let store = dynamo_store().await;
     let srv = start_on(Arc::new(store.clone()), |c| {
@@ -167,6 +170,7 @@ async fn throttled_posts_are_retried_and_each_message_arrives_once() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn concurrent_publishers_never_duplicate_or_skip_a_seq() {
     let store = dynamo_store().await;
     let srv = start_on(Arc::new(store.clone()), |c| {
@@ -223,6 +227,7 @@ async fn concurrent_publishers_never_duplicate_or_skip_a_seq() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn idempotency_holds_across_two_servers_sharing_the_table() {
     let store = dynamo_store().await;
     let a = start_on(Arc::new(store.clone()), |_| {}).await;
@@ -246,6 +251,7 @@ async fn idempotency_holds_across_two_servers_sharing_the_table() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_job_survives_a_restart_of_serve() {
     let store = dynamo_store().await;
     let mut first = start_on(Arc::new(store.clone()), |_| {}).await;
@@ -296,6 +302,7 @@ fn jobcast_cli(store: &DynamoStore, srv: &TestServer) -> std::process::Command {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn jobcast_publish_end_to_end() {
     let store = dynamo_store().await;
     let srv = start_on(Arc::new(store.clone()), |c| {
@@ -388,6 +395,7 @@ async fn jobcast_publish_end_to_end() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn jobcast_publish_reports_an_unreachable_endpoint() {
     let store = dynamo_store().await;
     let srv = start_on(Arc::new(store.clone()), |c| {
@@ -432,6 +440,7 @@ async fn jobcast_publish_reports_an_unreachable_endpoint() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn table_create_is_idempotent() {
     let table = format!("jobcast-cli-{:08x}", rand::random::<u32>());
     let run = || {
@@ -560,6 +569,7 @@ fn serve_process_with(
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn sigterm_under_load_closes_everyone_and_loses_no_job_state() {
     let store = dynamo_store().await;
     let (mut child, addr) = serve_process(&store);
@@ -687,6 +697,7 @@ async fn wait_for_job(
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_job_cut_off_by_a_crash_resumes_when_serve_starts_again() {
     let store = dynamo_store().await;
     let (first, addr) = serve_process(&store);
@@ -743,6 +754,7 @@ async fn a_job_cut_off_by_a_crash_resumes_when_serve_starts_again() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_webhook_owed_when_serve_crashed_is_delivered_by_the_next_run() {
     const HOOK_SECRET: &str = "whsec-restart-0123456789";
     let store = dynamo_store().await;
@@ -813,6 +825,7 @@ fn sqs_client() -> aws_sdk_sqs::Client {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn an_sqs_kind_gets_the_job_message_and_its_worker_reports_through_serve() {
     let sqs = sqs_client();
     let queue = sqs
@@ -875,6 +888,7 @@ async fn an_sqs_kind_gets_the_job_message_and_its_worker_reports_through_serve()
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn two_serves_over_one_table_resume_hand_over_and_expire_each_job_once() {
     use jobcast::store::{JobRecord, Liveness};
     let store = dynamo_store().await;
@@ -946,6 +960,7 @@ async fn two_serves_over_one_table_resume_hand_over_and_expire_each_job_once() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn two_serves_over_one_table_push_to_each_others_clients_and_keep_their_subscriptions() {
     let store = dynamo_store().await;
     let worker = webhook_receiver(vec![200]).await;

@@ -477,6 +477,7 @@ async fn the_directory_store_keeps_the_rules() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn an_s3_bucket_keeps_the_rules() {
     let endpoint = emulators::s3();
     let config = local_sdk(Some(&endpoint));

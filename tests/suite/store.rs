@@ -253,6 +253,7 @@ async fn memory_store_lists_unfinished_jobs() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_lists_unfinished_jobs() {
     unfinished_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -263,6 +264,7 @@ async fn memory_store_semantics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_semantics() {
     suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -507,6 +509,7 @@ async fn memory_store_liveness_and_leases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_liveness_and_leases() {
     liveness_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -612,6 +615,7 @@ async fn memory_store_lists_an_owners_jobs() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_lists_an_owners_jobs() {
     listing_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -622,6 +626,7 @@ async fn memory_store_keeps_owners() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_keeps_owners() {
     owner_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -678,6 +683,7 @@ async fn memory_store_keeps_follows() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_keeps_follows() {
     follow_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -750,6 +756,7 @@ async fn memory_store_limits_owners() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_limits_owners() {
     owner_limit_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -844,6 +851,7 @@ async fn memory_store_keeps_recent_updates() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_keeps_recent_updates() {
     recent_suite(Arc::new(
         crate::common::dynamo_store_with_clock(recent_clock()).await,
@@ -854,6 +862,7 @@ async fn dynamo_store_keeps_recent_updates() {
 /// A job is there until its retention has passed by the store's clock, then
 /// reads as absent (TTL may not have removed the item yet).
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_expires_jobs_by_its_clock() {
     let clock = recent_clock();
     let store = crate::common::dynamo_store_with_clock(clock.clone()).await;
@@ -893,6 +902,7 @@ async fn memory_store_keeps_connection_places() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_keeps_connection_places() {
     place_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -1237,6 +1247,7 @@ async fn memory_store_keeps_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_keeps_streams() {
     streams_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -1348,6 +1359,7 @@ async fn memory_store_keeps_held_marks() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_keeps_held_marks() {
     held_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }
@@ -1407,6 +1419,7 @@ async fn memory_store_keeps_files() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn dynamo_store_keeps_files() {
     files_store_suite(Arc::new(crate::common::dynamo_store().await)).await;
 }

@@ -100,6 +100,7 @@ async fn work_and_check(base: &str, msg: &Value) {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_state_machine_gets_one_execution_per_job_named_by_its_id() {
     let sfn = aws_sdk_sfn::Client::new(&sdk());
     let arn = sfn
@@ -177,6 +178,7 @@ async fn a_state_machine_gets_one_execution_per_job_named_by_its_id() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn an_event_reaches_a_queue_through_a_rule() {
     let config = sdk();
     let events = aws_sdk_eventbridge::Client::new(&config);
@@ -256,6 +258,7 @@ async fn an_event_reaches_a_queue_through_a_rule() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_task_runs_with_the_job_message_in_its_environment() {
     let ecs = aws_sdk_ecs::Client::new(&sdk());
     let cluster = format!("jobs-{:08x}", rand::random::<u32>());
@@ -323,6 +326,7 @@ async fn a_task_runs_with_the_job_message_in_its_environment() {
 }
 
 #[tokio::test]
+#[ignore = "emulators: ./scripts/test.sh runs this tier (DynamoDB Local, moto)"]
 async fn a_target_that_refuses_ends_the_job_dispatch_failed_with_the_services_reason() {
     // A state machine that does not exist: the job is accepted, the
     // hand-over refused, and the job ends with the service's error (a

