@@ -53,13 +53,11 @@ pub enum WebSocketRoute {
     Message,
 }
 
-/// Runs one WebSocket integration: wiring from the environment, each event
-/// handed to its library handler with a pusher for the event's endpoint.
-pub async fn run_websocket(route: WebSocketRoute) -> Result<(), Error> {
+/// Runs one WebSocket integration over `wiring`: each event handed to its
+/// library handler with a pusher for the event's endpoint.
+pub async fn run_websocket(route: WebSocketRoute, wiring: Wiring) -> Result<(), Error> {
     use aws_lambda_events::apigw::ApiGatewayProxyResponse;
     use jobcast_core::handlers::websocket;
-    init_tracing();
-    let wiring = Wiring::from_env().await?;
     // Borrowed by every invocation: `run` only returns when the function stops.
     let wiring = &wiring;
     run(service_fn(
@@ -89,13 +87,12 @@ pub enum JobsDoor {
     Updates,
 }
 
-/// Runs a jobs API function: wiring from the environment, each request
-/// (payload format 2.0) handed to the library handler of its door.
-pub async fn run_jobs_api(door: JobsDoor) -> Result<(), Error> {
+/// Runs a jobs API function over `wiring`: each request (payload format
+/// 2.0) handed to the library handler of its door.
+pub async fn run_jobs_api(door: JobsDoor, wiring: Wiring) -> Result<(), Error> {
     use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
     use jobcast_core::handlers::jobs_api;
-    init_tracing();
-    let deps = Wiring::fixed_deps_from_env().await?;
+    let deps = wiring.deps(&wiring.fixed_endpoint()?);
     let deps = &deps;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
@@ -263,7 +260,11 @@ pub struct Wiring {
 }
 
 impl Wiring {
-    /// Reads the environment and builds the clients.
+    /// Reads the environment and builds what every function shares: the
+    /// store, tokens, links, webhooks, owners, pacing and coalescing. A
+    /// function adds only what it uses ([`Wiring::with_files_from_env`],
+    /// [`Wiring::with_kinds_from_env`]), so its binary links only the AWS
+    /// clients it calls: `$connect` has no S3, Step Functions or ECS in it.
     pub async fn from_env() -> Result<Wiring, Error> {
         let sdk = jobcast_core::aws::sdk_config().await;
         let retention = Duration::from_secs(
@@ -276,10 +277,6 @@ impl Wiring {
             required("JOBCAST_TABLE")?,
             retention,
         ));
-        let queue: Arc<dyn JobQueue> = match var("JOBCAST_QUEUE_URL") {
-            Some(url) => Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url)),
-            None => Arc::new(NoQueue),
-        };
         let tokens = match var("JOBCAST_TOKEN_SECRET") {
             Some(s) => TokenKey::new(s.into_bytes(), Duration::from_secs(24 * 3600))
                 .map_err(|e| Error::from(e.to_string()))?,
@@ -288,36 +285,12 @@ impl Wiring {
                 TokenKey::random(Duration::from_secs(1))
             }
         };
-        let mut wiring = Wiring::new(sdk, store, tokens, queue);
+        let mut wiring = Wiring::new(sdk, store, tokens, Arc::new(NoQueue));
         wiring.parts.links.websocket_url = var("JOBCAST_WEBSOCKET_URL");
         wiring.parts.links.public_url = var("JOBCAST_PUBLIC_URL");
         wiring.parts.links.update_url = var("JOBCAST_UPDATE_URL");
         wiring.management_endpoint = var("JOBCAST_MANAGEMENT_ENDPOINT");
-        if var("JOBCAST_EXTERNAL_KINDS").is_some() {
-            return Err("JOBCAST_EXTERNAL_KINDS was replaced by JOBCAST_KINDS (KIND=TARGET,…): redeploy with the template's Kinds parameter".into());
-        }
-        if let Some(list) = var("JOBCAST_KINDS") {
-            wiring.parts.kinds =
-                Kinds::parse_list(&list).map_err(|e| format!("JOBCAST_KINDS: {e}"))?;
-        }
-        if let Some(bucket) = var("JOBCAST_FILES_BUCKET") {
-            let ttl = seconds_var(
-                "JOBCAST_FILE_URL_TTL_SECONDS",
-                jobcast_core::files::DEFAULT_DOWNLOAD_TTL,
-            )?;
-            if ttl.is_zero() || ttl > jobcast_core::files::MAX_DOWNLOAD_TTL {
-                return Err(format!(
-                    "JOBCAST_FILE_URL_TTL_SECONDS must be 1 to {} (7 days), got {}",
-                    jobcast_core::files::MAX_DOWNLOAD_TTL.as_secs(),
-                    ttl.as_secs()
-                )
-                .into());
-            }
-            let s3 = Arc::new(jobcast_core::files::S3Files::new(&wiring.sdk, &bucket));
-            wiring.parts.files = Some(jobcast_core::files::FileLinks::new(s3, ttl));
-        }
         let secret = var("JOBCAST_WEBHOOK_SECRET");
-        wiring.parts.targets = deliverers(&wiring.parts.kinds, secret.as_deref(), None).await?;
         let parts = &mut wiring.parts;
         parts.heartbeat_timeout =
             seconds_var("JOBCAST_HEARTBEAT_TIMEOUT_SECONDS", parts.heartbeat_timeout)?;
@@ -339,6 +312,47 @@ impl Wiring {
         Ok(wiring)
     }
 
+    /// Job files in `JOBCAST_FILES_BUCKET` (S3), for the functions that
+    /// show snapshots or take uploads.
+    pub fn with_files_from_env(mut self) -> Result<Wiring, Error> {
+        if let Some(bucket) = var("JOBCAST_FILES_BUCKET") {
+            let ttl = seconds_var(
+                "JOBCAST_FILE_URL_TTL_SECONDS",
+                jobcast_core::files::DEFAULT_DOWNLOAD_TTL,
+            )?;
+            if ttl.is_zero() || ttl > jobcast_core::files::MAX_DOWNLOAD_TTL {
+                return Err(format!(
+                    "JOBCAST_FILE_URL_TTL_SECONDS must be 1 to {} (7 days), got {}",
+                    jobcast_core::files::MAX_DOWNLOAD_TTL.as_secs(),
+                    ttl.as_secs()
+                )
+                .into());
+            }
+            let s3 = Arc::new(jobcast_core::files::S3Files::new(&self.sdk, &bucket));
+            self.parts.files = Some(jobcast_core::files::FileLinks::new(s3, ttl));
+        }
+        Ok(self)
+    }
+
+    /// Where jobs go, for the function that creates them: the demo kind's
+    /// queue (`JOBCAST_QUEUE_URL`, SQS) and the user's kinds
+    /// (`JOBCAST_KINDS`) with a client for each target.
+    pub async fn with_kinds_from_env(mut self) -> Result<Wiring, Error> {
+        if var("JOBCAST_EXTERNAL_KINDS").is_some() {
+            return Err("JOBCAST_EXTERNAL_KINDS was replaced by JOBCAST_KINDS (KIND=TARGET,…): redeploy with the template's Kinds parameter".into());
+        }
+        if let Some(url) = var("JOBCAST_QUEUE_URL") {
+            self.queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url));
+        }
+        if let Some(list) = var("JOBCAST_KINDS") {
+            self.parts.kinds =
+                Kinds::parse_list(&list).map_err(|e| format!("JOBCAST_KINDS: {e}"))?;
+        }
+        let secret = var("JOBCAST_WEBHOOK_SECRET");
+        self.parts.targets = deliverers(&self.parts.kinds, secret.as_deref(), None).await?;
+        Ok(self)
+    }
+
     /// Signs and delivers webhooks (and signs `http` hand-overs) with
     /// `secret`, inline: nothing may outlive an invocation. Attempts are
     /// capped, since each is bounded by the function's own timeout.
@@ -356,14 +370,6 @@ impl Wiring {
             .webhooks(Some(secret), options, Delivery::Inline)
             .map_err(Error::from)?;
         Ok(self)
-    }
-
-    /// The handlers' dependencies from the environment, posting through
-    /// `JOBCAST_MANAGEMENT_ENDPOINT` (functions that are not WebSocket
-    /// integrations: jobs API, sweeper).
-    pub async fn fixed_deps_from_env() -> Result<Deps, Error> {
-        let wiring = Wiring::from_env().await?;
-        Ok(wiring.deps(&wiring.fixed_endpoint()?))
     }
 
     /// The worker function: runs each queued job of an SQS batch through

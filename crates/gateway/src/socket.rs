@@ -9,6 +9,7 @@ use super::inbound::{Seen, Watched};
 use super::outbox::{CloseOnDrop, Next, Outbox, Stop};
 use super::ratelimit::Bucket;
 use super::registry::{ConnHandle, SLOW_CONSUMER_CLOSE, Slot};
+use crate::metrics::Metrics;
 use crate::push::Payload;
 use crate::push::Pusher as _;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest as WsEvent;
@@ -83,7 +84,8 @@ fn payload_message(p: Payload) -> Message {
 /// Small, because the socket's write buffer keeps its capacity.
 const BATCH_BYTES: usize = 4096;
 
-/// Writes queued payloads until stopped. Whatever is already queued when a
+/// Writes queued payloads until stopped. It holds only what it needs (the
+/// connection's queue and the counters), not the gateway's shared state. Whatever is already queued when a
 /// message is taken goes out with it in one flush, so a burst of updates
 /// costs one syscall instead of one each. Returns the sink when it is
 /// still usable for a close frame (not stopped in the middle of a write).
@@ -92,7 +94,7 @@ async fn writer(
     mut sink: Sink,
     handle: Arc<ConnHandle>,
     failed: CancellationToken,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 ) -> Option<Sink> {
     let outbox = handle.outbox();
     let _closed = CloseOnDrop(outbox);
@@ -100,7 +102,7 @@ async fn writer(
         let first = match outbox.next().await {
             Next::Send(p) => p,
             Next::Stop(Stop::Now) => return Some(sink),
-            Next::Stop(Stop::AfterQueue) => return write_queued(sink, outbox, &shared).await,
+            Next::Stop(Stop::AfterQueue) => return write_queued(sink, outbox, &metrics).await,
         };
         let mut sent = 0u64;
         let write = async {
@@ -122,7 +124,7 @@ async fn writer(
                     failed.cancel();
                     return None;
                 }
-                shared.metrics.messages_out(sent);
+                metrics.messages_out(sent);
             }
             _ = outbox.stopped_now() => return None,
         }
@@ -130,14 +132,14 @@ async fn writer(
 }
 
 /// Writes what is queued now (not what arrives meanwhile) in one flush.
-async fn write_queued(mut sink: Sink, outbox: &Outbox, shared: &Shared) -> Option<Sink> {
+async fn write_queued(mut sink: Sink, outbox: &Outbox, metrics: &Metrics) -> Option<Sink> {
     let queued = outbox.len();
     for _ in 0..queued {
         let Some(p) = outbox.pop() else { break };
         sink.feed(payload_message(p)).await.ok()?;
     }
     sink.flush().await.ok()?;
-    shared.metrics.messages_out(queued as u64);
+    metrics.messages_out(queued as u64);
     Some(sink)
 }
 
@@ -157,7 +159,7 @@ pub(super) async fn run(
         sink,
         Arc::clone(&handle),
         writer_failed.clone(),
-        Arc::clone(&shared),
+        Arc::clone(&shared.metrics),
     ));
     let ending = read_loop(&shared, &meta, &handle, &mut stream, &writer_failed, &seen).await;
 

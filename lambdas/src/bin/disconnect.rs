@@ -1,8 +1,10 @@
 //! `$disconnect`: removes every subscription of the connection.
 
-use jobcast_lambdas::{Error, WebSocketRoute, run_websocket};
+use jobcast_lambdas::{Error, WebSocketRoute, Wiring, init_tracing, run_websocket};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    run_websocket(WebSocketRoute::Disconnect).await
+    init_tracing();
+    let wiring = Wiring::from_env().await?;
+    run_websocket(WebSocketRoute::Disconnect, wiring).await
 }

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let deps = Wiring::fixed_deps_from_env().await?;
+    let wiring = Wiring::from_env().await?.with_files_from_env()?;
+    let deps = wiring.deps(&wiring.fixed_endpoint()?);
     let deps = &deps;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let flush = coalescing::flush(&deps.publisher, &event.payload);

@@ -3,9 +3,11 @@
 //! request is refused here; the rest of the jobs API stays behind the HTTP
 //! API and its authorizer.
 
-use jobcast_lambdas::{Error, JobsDoor, run_jobs_api};
+use jobcast_lambdas::{Error, JobsDoor, Wiring, init_tracing, run_jobs_api};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    run_jobs_api(JobsDoor::Updates).await
+    init_tracing();
+    let wiring = Wiring::from_env().await?.with_files_from_env()?;
+    run_jobs_api(JobsDoor::Updates, wiring).await
 }

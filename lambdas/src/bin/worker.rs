@@ -12,7 +12,7 @@ use jobcast_lambdas::{
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let wiring = Wiring::from_env().await?;
+    let wiring = Wiring::from_env().await?.with_files_from_env()?;
     // Fails at start, not per event, when the endpoint is missing.
     wiring.fixed_endpoint()?;
     let wiring = &wiring;
