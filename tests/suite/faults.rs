@@ -84,7 +84,10 @@ async fn dynamodb_down_then_back_503_with_retry_after_and_nothing_lost() {
     // A job that is running through the outage.
     let long = srv.create_job(json!({"steps": 40, "stepMs": 150})).await;
     let long_id = long["jobId"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Running when the store goes.
+    while srv.job_view(&long_id).await["seq"].as_u64() < Some(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     db.kill();
 

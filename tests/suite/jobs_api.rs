@@ -103,7 +103,14 @@ async fn cancel_ends_the_job_cancelled_and_then_conflicts() {
         let job = job.clone();
         async move { follow(&job).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Cancelled while it runs.
+    tokio::time::timeout(WAIT, async {
+        while srv.job_view(job["jobId"].as_str().unwrap()).await["seq"].as_u64() < Some(3) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the job runs");
     let token = job["token"].as_str().unwrap();
     // The client token is needed: none is a 401, someone else's a 403.
     let res = srv.http.delete(&url).send().await.unwrap();

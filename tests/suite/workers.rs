@@ -742,10 +742,11 @@ mod rust_client {
         })
     }
 
-    #[tokio::test]
+    /// On paused time: the library's gathering timer and the server share it.
+    #[tokio::test(start_paused = true)]
     async fn a_rust_workers_chunks_are_gathered_and_sent_before_the_end() {
         let inbox = webhook_receiver(vec![200]).await;
-        let srv = http_kind_server(&inbox, |_| {}).await;
+        let srv = start_paused_with(|c| http_kind(c, &inbox)).await;
         let created = create(&srv, json!({"kind": "export", "input": {}})).await;
         job_message(&inbox, 1).await;
         let body = inbox.got.lock().unwrap()[0].body.clone();
@@ -760,7 +761,12 @@ mod rust_client {
             Err(ReportError::BadChunk(_))
         ));
         // Waits out the interval: the timer sends what was gathered.
-        tokio::time::sleep(MS(300)).await;
+        tokio::time::sleep(MS(60)).await;
+        assert_eq!(
+            srv.metric("jobcast_worker_updates_total").await,
+            1.0,
+            "the log line and the 40 words gathered into one request"
+        );
         job.append("tokens", vec![json!("last")]).await.unwrap();
         job.succeed(None, None).await.unwrap();
         assert_eq!(job.streams()["tokens"], 41);
@@ -770,9 +776,10 @@ mod rust_client {
         want.push(json!("last"));
         assert_eq!(page["chunks"], json!(want));
         assert_eq!(page["complete"], true);
-        assert!(
-            srv.metric("jobcast_worker_updates_total").await <= 3.0,
-            "gathered into a few requests"
+        assert_eq!(
+            srv.metric("jobcast_worker_updates_total").await,
+            2.0,
+            "the last word goes with the end"
         );
     }
 
@@ -865,10 +872,11 @@ mod rust_client {
         Job::from_message(&body).unwrap()
     }
 
-    #[tokio::test]
+    /// On paused time: 100 calls 10 ms apart are exactly one second.
+    #[tokio::test(start_paused = true)]
     async fn min_interval_turns_a_tight_loop_into_a_few_updates() {
         let inbox = webhook_receiver(vec![200]).await;
-        let srv = http_kind_server(&inbox, |_| {}).await;
+        let srv = start_paused_with(|c| http_kind(c, &inbox)).await;
         let job = handed_over(&srv, &inbox).await.with_min_interval(MS(250));
         let calls = 100;
         let mut sent_at_once = 0;
@@ -885,21 +893,17 @@ mod rust_client {
             tokio::time::sleep(MS(10)).await;
         }
         // The interval is up: the newest held progress is out.
-        tokio::time::sleep(MS(400)).await;
+        tokio::time::sleep(MS(250)).await;
         let view = srv.job_view(&job.id).await;
         assert_eq!(
             (&view["percent"], &view["message"]),
             (&json!(100.0), &json!("row 100"))
         );
         let updates = view["seq"].as_u64().unwrap() - 1;
-        assert!(
-            (2..=12).contains(&updates),
-            "{calls} calls became {updates} updates"
-        );
-        assert!(
-            sent_at_once >= 1 && sent_at_once < updates,
-            "the rest went out from the timer"
-        );
+        // Calls at 0, 10, … 990 ms: sent at once at 0, 250, 500 and 750 ms,
+        // and the newest (row 100) from the timer at 1 s.
+        assert_eq!(updates, 5, "{calls} calls became {updates} updates");
+        assert_eq!(sent_at_once, 4, "the last went out from the timer");
         let done = job.succeed(None, None).await.unwrap();
         assert_eq!(done.seq, updates + 2);
     }
@@ -967,7 +971,7 @@ mod rust_client {
         let job = quick(Job::from_value(message_for(refused.addr)).unwrap());
         let e = job.progress(Some(1.0), None).await.unwrap_err();
         assert!(matches!(e, ReportError::Refused { status: 422, .. }), "{e}");
-        tokio::time::sleep(MS(100)).await;
+        // The call returns only once its retries are over: one request, no retry.
         assert_eq!(refused.got.lock().unwrap().len(), 1);
 
         let dead = std::net::TcpListener::bind("127.0.0.1:0")

@@ -36,11 +36,17 @@ fn request_time(t: DateTime<Utc>) -> String {
 /// What stays the same for every event of one connection.
 #[derive(Clone, Debug)]
 pub struct ConnectionMeta {
+    /// `requestContext.connectionId`.
     pub connection_id: String,
+    /// `requestContext.connectedAt`.
     pub connected_at: DateTime<Utc>,
+    /// `requestContext.identity.sourceIp`.
     pub source_ip: String,
+    /// `requestContext.identity.userAgent`.
     pub user_agent: Option<String>,
+    /// `requestContext.domainName`: the handshake's `Host`.
     pub domain_name: String,
+    /// `requestContext.stage`.
     pub stage: String,
     /// What the `$connect` authorizer returned, in every later event.
     pub authorizer: HashMap<String, serde_json::Value>,

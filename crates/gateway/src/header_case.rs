@@ -93,6 +93,7 @@ pub struct HeadLog {
 }
 
 impl HeadLog {
+    /// An empty log, ready for one connection's first request head.
     pub fn new() -> Arc<HeadLog> {
         Arc::new(HeadLog {
             read: Mutex::new(Some(Vec::new())),

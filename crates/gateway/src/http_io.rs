@@ -13,6 +13,7 @@ pub type HttpRequest = http::Request<Incoming>;
 /// A response body: whole (most answers) or streamed (a file download).
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// A response as the gateway and its app answer.
 pub type HttpResponse = http::Response<Body>;
 
 /// A whole body.
@@ -23,8 +24,10 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
+    /// Over the limit given (its value).
     #[error("request body is over {0} bytes")]
     TooLarge(usize),
+    /// The connection failed while the body was read.
     #[error("could not read body: {0}")]
     Unreadable(String),
 }

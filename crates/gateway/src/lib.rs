@@ -18,6 +18,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod events;
 pub mod header_case;
@@ -54,9 +56,13 @@ pub const DEFAULT_CLIENT_MESSAGES_PER_SECOND: u32 = 100;
 /// Settings of the transport: what API Gateway itself would enforce.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
+    /// Address to listen on (port 0: any free port).
     pub listen: SocketAddr,
+    /// The stage in `/{stage}` and `/{stage}/@connections`.
     pub stage: String,
+    /// Silence after which a connection closes with 1001 (API Gateway: 10 minutes).
     pub idle_timeout: Duration,
+    /// Age at which a connection closes with 1001 (API Gateway: 2 hours).
     pub max_lifetime: Duration,
     /// Most concurrent WebSocket connections; `None`: as many as the
     /// open-file limit allows, up to `DEFAULT_MAX_CONNECTIONS`.

@@ -20,7 +20,9 @@ const YIELD_EVERY: usize = 4096;
 /// Close code and reason requested for a connection by someone other than its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseRequest {
+    /// The close frame's code (1000 for a `DELETE`, 1001 at shutdown, …).
     pub code: u16,
+    /// The close frame's reason, and `$disconnect`'s `disconnectReason`.
     pub reason: String,
 }
 
@@ -32,9 +34,12 @@ pub struct ConnHandle {
     /// token's lock on every post.
     closing: AtomicBool,
     close_request: Mutex<Option<CloseRequest>>,
+    /// When the handshake completed (`GET @connections` `connectedAt`).
     pub connected_at: DateTime<Utc>,
     last_active_ms: AtomicI64,
+    /// The client's address (`identity.sourceIp`).
     pub source_ip: String,
+    /// The client's `User-Agent` (`identity.userAgent`).
     pub user_agent: Option<String>,
 }
 
@@ -98,6 +103,7 @@ impl ConnHandle {
             .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
 
+    /// When the client last sent anything (`GET @connections` `lastActiveAt`).
     pub fn last_active_at(&self) -> DateTime<Utc> {
         Utc.timestamp_millis_opt(self.last_active_ms.load(Ordering::Relaxed))
             .single()
@@ -154,6 +160,8 @@ impl Registry {
         self.max_connections
     }
 
+    /// An empty registry admitting `max_connections` at once, counting
+    /// into `metrics`.
     pub fn new(max_connections: usize, metrics: Arc<Metrics>) -> Registry {
         Registry {
             conns: DashMap::with_hasher(foldhash::fast::RandomState::default()),
@@ -204,6 +212,7 @@ impl Registry {
         true
     }
 
+    /// Forgets a connection (its socket is done).
     pub fn remove(&self, id: &str) {
         if let Some(key) = Key::of(id)
             && self.conns.remove(&key).is_some()
@@ -214,6 +223,7 @@ impl Registry {
         }
     }
 
+    /// The live connection with this id, if any.
     pub fn handle(&self, id: &str) -> Option<Arc<ConnHandle>> {
         self.conns.get(&Key::of(id)?).map(|h| Arc::clone(&h))
     }
@@ -240,10 +250,12 @@ impl Registry {
         }
     }
 
+    /// Connections open now.
     pub fn len(&self) -> usize {
         self.conns.len()
     }
 
+    /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }

@@ -82,6 +82,7 @@ fn parse_amz_date(v: &str) -> Option<SystemTime> {
 }
 
 impl Verifier {
+    /// A verifier accepting requests signed with this key pair.
     pub fn new(access_key_id: String, secret_access_key: String) -> Verifier {
         let identity = Credentials::new(
             access_key_id.clone(),
@@ -97,6 +98,7 @@ impl Verifier {
         }
     }
 
+    /// The key id callers must sign with (logged at start).
     pub fn access_key_id(&self) -> &str {
         &self.access_key_id
     }

@@ -5,6 +5,8 @@
 //! This crate is the floor every other part of jobcast stands on, the
 //! worker library included: it holds no AWS SDK, no server and no store.
 
+#![warn(missing_docs)]
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -44,10 +46,12 @@ pub mod rfc3339_serde {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `t` as RFC 3339 with milliseconds.
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         super::ser_rfc3339(t, s)
     }
 
+    /// Reads any RFC 3339 timestamp, as UTC.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)
@@ -56,6 +60,7 @@ pub mod rfc3339_serde {
     }
 }
 
+/// Writes a timestamp as [`rfc3339`] does (a `serialize_with` helper).
 pub fn ser_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*t))
 }
@@ -64,10 +69,15 @@ pub fn ser_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::E
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Accepted, not started (seq 1).
     Queued,
+    /// A worker reported on it.
     Running,
+    /// Ended with a `result` (terminal).
     Succeeded,
+    /// Ended with an `error` (terminal).
     Failed,
+    /// Ended by its client's `DELETE` (terminal).
     Cancelled,
 }
 
@@ -106,7 +116,9 @@ impl Status {
 /// Why a job failed, carried in the `error` field of a `failed` snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobError {
+    /// A stable, machine-readable reason (`worker_lost`, `dispatch_failed`, …).
     pub code: String,
+    /// What a person reads.
     pub message: String,
 }
 
@@ -115,13 +127,21 @@ pub struct JobError {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
+    /// The job's id (`job_…`).
     pub job_id: String,
+    /// Grows by one per accepted update, from 1 for `queued`.
     pub seq: u64,
+    /// Where the job is in its lifecycle.
     pub status: Status,
+    /// 0 to 100; never goes down.
     pub percent: f64,
+    /// The latest update's message (an update without one clears it).
     pub message: Option<String>,
+    /// Any JSON, set with `succeeded`.
     pub result: Option<Value>,
+    /// Set with `failed`.
     pub error: Option<JobError>,
+    /// When this `seq` was stored.
     #[serde(serialize_with = "ser_rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Each stream's length when the snapshot was read (CONTRACT section
@@ -144,9 +164,11 @@ pub const MAX_FILES: usize = 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobFile {
+    /// The file's name within the job.
     pub name: String,
     /// Its size as stored (not as announced).
     pub size: u64,
+    /// The content type it was uploaded with, if one was named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
 }
@@ -156,11 +178,16 @@ pub struct JobFile {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShownFile {
+    /// The file's name within the job.
     pub name: String,
+    /// Its size as stored.
     pub size: u64,
+    /// The content type it was uploaded with, if one was named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// A GET URL, presigned when the snapshot was sent or read.
     pub url: String,
+    /// When `url` stops working.
     #[serde(serialize_with = "ser_rfc3339")]
     pub expires_at: DateTime<Utc>,
 }
@@ -212,21 +239,18 @@ pub const MAX_TAG_CHARS: usize = 64;
 /// Messages the server pushes to a WebSocket client.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
+#[allow(missing_docs)] // each variant's fields are its message's, as CONTRACT section 3 names them
 pub enum ServerMessage<'a> {
+    /// A job's whole state (`"type":"progress"`).
     Progress(&'a Snapshot),
+    /// The answer to `ping`, naming the connection for `@connections`.
     #[serde(rename_all = "camelCase")]
-    Pong {
-        connection_id: &'a str,
-    },
+    Pong { connection_id: &'a str },
+    /// The answer to `unsubscribe`.
     #[serde(rename_all = "camelCase")]
-    Unsubscribed {
-        job_id: &'a str,
-    },
+    Unsubscribed { job_id: &'a str },
     /// The answer to following an owner's jobs (`tag` null for all of them).
-    Subscribed {
-        owner: bool,
-        tag: Option<&'a str>,
-    },
+    Subscribed { owner: bool, tag: Option<&'a str> },
     /// Chunks `from` … `from + n - 1` of one of a job's streams.
     #[serde(rename_all = "camelCase")]
     Chunks {
@@ -235,6 +259,7 @@ pub enum ServerMessage<'a> {
         from: u64,
         chunks: &'a [Value],
     },
+    /// A refused or unroutable client message; the connection stays open.
     #[serde(rename_all = "camelCase")]
     Error {
         code: ErrorCode,
@@ -257,17 +282,25 @@ impl ServerMessage<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// Not JSON, not an object, no `action`, or bad fields.
     BadRequest,
+    /// An `action` no route answers (the `$default` route).
     UnknownAction,
+    /// A wrong or expired token for the job.
     Forbidden,
+    /// No such job.
     NotFound,
+    /// Following an owner's jobs without a signed-in identity.
     Unauthorized,
+    /// The store failed; the client may retry.
     Internal,
 }
 
 /// A parsed client message, after route selection on `$request.body.action`.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)] // the fields are the message's, as CONTRACT sections 3 and 10 name them
 pub enum ClientAction {
+    /// Follow a job with its token (and, optionally, some of its streams).
     Subscribe {
         job_id: String,
         token: String,
@@ -284,21 +317,22 @@ pub enum ClientAction {
     },
     /// `{"action":"subscribe","owner":true}`: every job of the connection's
     /// owner (with `tag`, those carrying it), present and future.
-    FollowOwner {
-        tag: Option<String>,
-    },
-    Unsubscribe {
-        job_id: String,
-    },
+    FollowOwner { tag: Option<String> },
+    /// Stop following a job.
+    Unsubscribe { job_id: String },
+    /// The current snapshot of every job followed.
     Sync,
+    /// Answered with `pong` and the connection id.
     Ping,
 }
 
 /// Why a client message could not be routed to an action.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ActionError {
+    /// The message is not one a route can read.
     #[error("{0}")]
     BadRequest(String),
+    /// An `action` no route answers.
     #[error("unknown action '{0}'; expected subscribe, unsubscribe, sync, replay or ping")]
     UnknownAction(String),
 }

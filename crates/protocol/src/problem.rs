@@ -7,9 +7,13 @@ use serde_json::{Value, json};
 /// A problem document (RFC 9457) with the status it is answered with.
 #[derive(Debug)]
 pub struct Problem {
+    /// The HTTP status, also the document's `status`.
     pub status: u16,
+    /// A stable, machine-readable reason (`not_found`, `terminal`, …).
     pub code: &'static str,
+    /// What went wrong and what to do, for a person.
     pub detail: String,
+    /// Headers answered with it (`Retry-After`, `WWW-Authenticate`).
     pub headers: Vec<(header::HeaderName, String)>,
     /// More members of the document (the final `snapshot` of a 409, the
     /// `stream` and `limit` of a full stream).
@@ -17,6 +21,7 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem with no extra headers or members.
     pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Problem {
         Problem {
             status,

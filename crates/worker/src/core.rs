@@ -5,7 +5,7 @@ use super::{Accepted, ReportError, RetryOptions};
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use tokio::time::Instant;
 
 const RETRYABLE: [u16; 5] = [429, 500, 502, 503, 504];
 
@@ -146,7 +146,7 @@ impl Core {
     pub(super) fn arm(self: &Arc<Core>, generation: u64, due: Instant) {
         let core = Arc::clone(self);
         tokio::spawn(async move {
-            tokio::time::sleep_until(due.into()).await;
+            tokio::time::sleep_until(due).await;
             let body = {
                 let mut h = core.held();
                 if h.generation != generation {

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 /// What to upload: bytes in memory, or a file streamed from disk.
 #[derive(Clone, Debug)]
 pub enum Upload {
+    /// These bytes.
     Bytes(bytes::Bytes),
+    /// The file at this path, read a piece at a time.
     Path(PathBuf),
 }
 
@@ -40,8 +42,11 @@ impl From<&std::path::Path> for Upload {
 /// A file uploaded for the job, ready to attach by its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Uploaded {
+    /// The name to attach it by.
     pub name: String,
+    /// The bytes sent.
     pub size: u64,
+    /// The content type it was sent with.
     pub content_type: String,
 }
 

@@ -19,11 +19,14 @@
 //! every call fails with [`ReportError::Ended`], carrying the final snapshot:
 //! the signal to stop.
 
+#![warn(missing_docs)]
+
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 mod core;
 mod files;
@@ -40,19 +43,32 @@ pub enum ReportError {
     BadMessage(String),
     /// The job has already ended (`409 terminal`); stop working on it.
     #[error("job {job_id} already ended {}", snapshot["status"].as_str().unwrap_or("?"))]
-    Ended { job_id: String, snapshot: Value },
+    Ended {
+        /// The job.
+        job_id: String,
+        /// Its final snapshot, as jobcast answered it.
+        snapshot: Value,
+    },
     /// jobcast refused the update (a 4xx, or a 429/5xx after every retry).
     #[error("update of job {job_id} refused ({status}): {detail}")]
     Refused {
+        /// The job.
         job_id: String,
+        /// The HTTP status.
         status: u16,
         /// The problem document (RFC 9457) jobcast answered with.
         problem: Value,
+        /// The problem's `detail`: what to fix.
         detail: String,
     },
     /// jobcast could not be reached after every retry.
     #[error("could not reach jobcast for job {job_id}: {reason}")]
-    Unreachable { job_id: String, reason: String },
+    Unreachable {
+        /// The job.
+        job_id: String,
+        /// The last error, with its causes.
+        reason: String,
+    },
     /// A chunk the job's streams cannot take (a bad stream name, too large).
     #[error("{0}")]
     BadChunk(String),
@@ -74,8 +90,11 @@ impl ReportError {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
+    /// The job.
     pub job_id: String,
+    /// The job's `seq` after the update (unchanged by a heartbeat or an append alone).
     pub seq: u64,
+    /// The job's status after the update.
     pub status: String,
     /// With chunks: each of their streams' length after them.
     #[serde(default)]
@@ -87,6 +106,7 @@ pub struct Accepted {
 pub struct RetryOptions {
     /// Retries after the first try (of 429, 5xx and connection errors).
     pub retries: u32,
+    /// The first wait between tries; each later one may double it.
     pub base_backoff: Duration,
     /// Longest wait between tries, `Retry-After` included.
     pub max_backoff: Duration,
@@ -125,13 +145,19 @@ struct Message {
 
 /// One job handed to this worker, and the calls that report on it.
 pub struct Job {
+    /// The job's id.
     pub id: String,
+    /// Its kind, as the client created it.
     pub kind: Option<String>,
+    /// The client's input.
     pub input: Value,
     /// 1, then one more each time the same job is handed over again.
     pub attempt: u32,
+    /// Longest silence before jobcast ends the job `worker_lost` (zero: never).
     pub heartbeat_timeout: Duration,
+    /// When the client created the job (RFC 3339).
     pub created_at: Option<String>,
+    /// Where updates go: `POST {update_url}`.
     pub update_url: String,
     /// Shortest time between two progress updates sent (zero: every call).
     pub min_interval: Duration,
