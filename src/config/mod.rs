@@ -357,6 +357,7 @@ impl ServeArgs {
                     None
                 },
                 management_latency: self.management_latency,
+                clock: crate::clock::system(),
             },
             workers: self.workers,
             public_url: self.public_url.clone(),

@@ -50,7 +50,7 @@ impl JobcastApp {
             }
             Err(e) => return problem(Problem::new(400, "bad_request", e.to_string())),
         };
-        let event = http_event(&parts, &bytes, peer, job_id);
+        let event = http_event(&parts, &bytes, peer, job_id, self.deps.clock.now());
         let out = jobs_api::handle(&self.deps, event).await;
         let mut r = Response::new(full(match out.body {
             Some(LambdaBody::Text(t)) => bytes::Bytes::from(t),

@@ -177,7 +177,11 @@ impl Serve {
         store: Arc<dyn Store>,
         tokens: TokenKey,
     ) -> std::io::Result<Serve> {
-        let gateway = Gateway::bind(config.gateway.clone()).await?;
+        let gateway = Gateway::bind(GatewayConfig {
+            clock: Arc::clone(&config.clock),
+            ..config.gateway.clone()
+        })
+        .await?;
         let addr = gateway.local_addr()?;
         let registry = gateway.registry();
         let mut parts = DepsBuilder::new(store, gateway.metrics())

@@ -6,6 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayWebsocketProxy
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method};
+use jobcast_core::clock::SharedClock;
 use rand::RngCore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,11 +51,13 @@ pub struct ConnectionMeta {
     pub stage: String,
     /// What the `$connect` authorizer returned, in every later event.
     pub authorizer: HashMap<String, serde_json::Value>,
+    /// Where each event's time (`requestTimeEpoch`) comes from.
+    pub clock: SharedClock,
 }
 
 impl ConnectionMeta {
     fn base(&self, event_type: &str, route_key: &str) -> ApiGatewayWebsocketProxyRequest {
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut e = ApiGatewayWebsocketProxyRequest::default();
         let c = &mut e.request_context;
         c.route_key = Some(route_key.to_string());
@@ -173,8 +176,8 @@ pub fn http_event(
     body: &[u8],
     peer: SocketAddr,
     job_id: Option<&str>,
+    now: DateTime<Utc>,
 ) -> ApiGatewayV2httpRequest {
-    let now = Utc::now();
     let path = parts.uri.path().to_string();
     let mut e = ApiGatewayV2httpRequest::default();
     e.version = Some("2.0".into());
@@ -245,6 +248,7 @@ mod tests {
         ConnectionMeta {
             connection_id: new_connection_id(),
             connected_at: Utc::now(),
+            clock: jobcast_core::clock::system(),
             source_ip: "127.0.0.1".into(),
             user_agent: Some("test".into()),
             domain_name: "localhost:8080".into(),

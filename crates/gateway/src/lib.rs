@@ -85,6 +85,9 @@ pub struct GatewayConfig {
     /// would be (zero: answer at once). An app posting in process adds it
     /// itself.
     pub management_latency: Duration,
+    /// Where connection and event times come from (`connectedAt`,
+    /// `lastActiveAt`, `requestTimeEpoch`); the timers are tokio's.
+    pub clock: jobcast_core::clock::SharedClock,
 }
 
 impl Default for GatewayConfig {
@@ -102,6 +105,7 @@ impl Default for GatewayConfig {
             client_messages_per_second: Some(DEFAULT_CLIENT_MESSAGES_PER_SECOND),
             require_sigv4: None,
             management_latency: Duration::ZERO,
+            clock: jobcast_core::clock::system(),
         }
     }
 }

@@ -97,10 +97,10 @@ impl ConnHandle {
         &self.outbox
     }
 
-    /// Records client activity now.
-    pub fn touch(&self) {
+    /// Records client activity at `now`.
+    pub fn touch(&self, now: DateTime<Utc>) {
         self.last_active_ms
-            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+            .store(now.timestamp_millis(), Ordering::Relaxed);
     }
 
     /// When the client last sent anything (`GET @connections` `lastActiveAt`).

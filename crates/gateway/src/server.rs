@@ -10,7 +10,6 @@ use super::{Shared, socket};
 use crate::protocol::problem::Problem;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use aws_lambda_events::encodings::Body as LambdaBody;
-use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -240,7 +239,8 @@ fn check_handshake(
 fn connection_meta(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> ConnectionMeta {
     ConnectionMeta {
         connection_id: new_connection_id(),
-        connected_at: Utc::now(),
+        connected_at: shared.config.clock.now(),
+        clock: Arc::clone(&shared.config.clock),
         source_ip: peer.ip().to_string(),
         user_agent: headers
             .get(header::USER_AGENT)

@@ -312,7 +312,7 @@ async fn read_loop(
             Some(Ok(m)) => m,
             Some(Err(e)) => return error_ending(e, seen),
         };
-        handle.touch();
+        handle.touch(meta.clock.now());
         idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
         if matches!(msg, Message::Text(_) | Message::Binary(_))
             && let Some(b) = budget.as_mut()

@@ -210,6 +210,7 @@ fn jobs_event(
         body.to_string().as_bytes(),
         peer,
         job_id,
+        chrono::Utc::now(),
     ))
 }
 
@@ -447,6 +448,7 @@ async fn lifecycle(
             domain_name: "ws.example.com".into(),
             stage: "dev".into(),
             authorizer: Default::default(),
+            clock: crate::clock::system(),
         };
         let query = [
             ("jobId".to_string(), vec![job_id.to_string()]),
