@@ -9,6 +9,7 @@ mod conditions;
 mod intrinsics;
 pub mod invoke;
 pub mod metrics;
+pub mod runner;
 pub mod template;
 mod unmodelled;
 
