@@ -228,7 +228,11 @@ async fn emulate(args: EmulateArgs) -> Result<(), String> {
             read: Box::new(move || args.api(&region)),
         }
     });
-    jobcast::emulate::serve(api, reload, config, &sdk, shutdown)
+    let runner = jobcast::emulate::runner::RunnerOptions {
+        interpreters: args.runtimes.iter().cloned().collect(),
+        max_concurrency: args.max_concurrency.map(usize::from),
+    };
+    jobcast::emulate::serve(api, reload, config, &sdk, runner, shutdown)
         .await
         .map_err(|e| match e {
             jobcast::emulate::StartError::Bind(e) => bind_error(e, args.listen),

@@ -39,6 +39,16 @@ pub struct EmulateArgs {
     #[arg(long = "parameter", value_name = "NAME=VALUE", value_parser = parse_parameter)]
     pub parameters: Vec<(String, String)>,
 
+    /// The program a runtime's functions run with, when emulate runs them
+    /// itself: RUNTIME=PATH (like python3.12=/usr/bin/python3.12; repeatable).
+    #[arg(long = "runtime", value_name = "RUNTIME=PATH", value_parser = parse_parameter)]
+    pub runtimes: Vec<(String, String)>,
+
+    /// Concurrent invocations per function run here, unless the function
+    /// sets ReservedConcurrentExecutions.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_concurrency: Option<u16>,
+
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
@@ -140,6 +150,7 @@ impl EmulateArgs {
             stage: None,
             authorizer: None,
             warnings: Vec::new(),
+            functions: BTreeMap::new(),
         })
     }
 }

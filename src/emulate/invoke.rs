@@ -2,6 +2,9 @@
 //! local runner: `cargo lambda watch`, `sam local start-lambda`,
 //! serverless-offline's Lambda port, LocalStack), or an HTTP endpoint.
 
+use super::runner::api::Outcome;
+use super::runner::pool::Function;
+use super::runner::sandbox::Failure;
 use super::template::Target;
 use aws_sdk_lambda::primitives::Blob;
 use serde_json::Value;
@@ -29,11 +32,43 @@ pub struct Answer {
     pub latency: Duration,
 }
 
+/// One invocation of a function run here, answered as the Invoke API
+/// would: its result, or a function error in Lambda's shape.
+async fn run_here(f: &Function, event: &Value) -> Result<Value, InvokeError> {
+    let (_, answered) = f.invoke(bytes::Bytes::from(event.to_string())).await;
+    match answered {
+        Ok(Outcome::Response(body)) if body.is_empty() => Ok(Value::Null),
+        Ok(Outcome::Response(body)) => serde_json::from_slice(&body).map_err(|e| {
+            InvokeError::Function(format!("{} answered no JSON ({e})", f.logical_id()))
+        }),
+        Ok(Outcome::Error(body) | Outcome::InitError(body)) => Err(InvokeError::Function(
+            String::from_utf8_lossy(&body).into_owned(),
+        )),
+        Err(Failure::TimedOut(t)) => Err(InvokeError::Function(
+            serde_json::json!({
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": format!("Task timed out after {:.2} seconds", t.as_secs_f64()),
+            })
+            .to_string(),
+        )),
+        Err(Failure::Exited(why)) => Err(InvokeError::Function(
+            serde_json::json!({
+                "errorType": "Runtime.ExitError",
+                "errorMessage": format!("Runtime exited: {why}"),
+            })
+            .to_string(),
+        )),
+    }
+}
+
 /// The clients integrations are called with, built once.
 #[derive(Clone)]
 pub struct Invoker {
     lambda: aws_sdk_lambda::Client,
     http: reqwest::Client,
+    /// Functions run here, by local name (none: every call goes to the
+    /// Invoke API).
+    local: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<Function>>>,
 }
 
 impl Invoker {
@@ -41,7 +76,17 @@ impl Invoker {
         Invoker {
             lambda: aws_sdk_lambda::Client::new(sdk),
             http: reqwest::Client::new(),
+            local: Default::default(),
         }
+    }
+
+    /// The same, running these functions itself (CONTRACT section 12).
+    pub fn with_local(
+        mut self,
+        functions: std::collections::HashMap<String, std::sync::Arc<Function>>,
+    ) -> Invoker {
+        self.local = std::sync::Arc::new(functions);
+        self
     }
 
     /// Calls `target` with `event` (the Lambda event; an HTTP endpoint gets
@@ -55,7 +100,10 @@ impl Invoker {
         let started = Instant::now();
         let call = async {
             match target {
-                Target::Lambda(function) => self.lambda(function, event).await,
+                Target::Lambda(function) => match self.local.get(function) {
+                    Some(f) => run_here(f, event).await,
+                    None => self.lambda(function, event).await,
+                },
                 Target::Http(url) => self.http(url, event).await,
             }
         };

@@ -35,6 +35,9 @@ pub enum StartError {
         "set AWS_ENDPOINT_URL_LAMBDA to your local Lambda runner's Invoke API (cargo lambda watch: http://127.0.0.1:9000, sam local start-lambda: http://127.0.0.1:3001)"
     )]
     NoLambdaEndpoint,
+    /// A function `emulate` would run itself cannot be started.
+    #[error("{function}: {problem}")]
+    Function { function: String, problem: String },
     #[error("cannot start: {0}")]
     Bind(std::io::Error),
     #[error("server error: {0}")]
@@ -56,6 +59,7 @@ pub async fn serve(
     reload: Option<Reload>,
     mut config: GatewayConfig,
     sdk: &aws_config::SdkConfig,
+    options: runner::RunnerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     for warning in &api.warnings {
@@ -68,7 +72,12 @@ pub async fn serve(
                 Some(template::Target::Lambda(_))
             )
         });
-    if uses_lambda && std::env::var_os("AWS_ENDPOINT_URL_LAMBDA").is_none() {
+    // Without an Invoke API to call, the template's functions run here.
+    let run_locally = uses_lambda && std::env::var_os("AWS_ENDPOINT_URL_LAMBDA").is_none();
+    let template_dir = reload
+        .as_ref()
+        .and_then(|r| r.path.parent().map(std::path::Path::to_path_buf));
+    if run_locally && (api.functions.is_empty() || template_dir.is_none()) {
         return Err(StartError::NoLambdaEndpoint);
     }
     if config.stage.is_empty() {
@@ -86,11 +95,92 @@ pub async fn serve(
         .region()
         .map(|r| r.to_string())
         .unwrap_or_else(|| crate::aws::FALLBACK_REGION.to_string());
-    let app = Arc::new(Emulator::new(api, Invoker::new(sdk), region));
+    let mut invoker = Invoker::new(sdk);
+    if run_locally && let Some(dir) = &template_dir {
+        let manage = format!("http://{}/{stage}", public_addr(addr));
+        invoker = invoker.with_local(local_functions(&api, dir, &region, &manage, &options)?);
+    }
+    let app = Arc::new(Emulator::new(api, invoker, region));
     if let Some(reload) = reload {
         tokio::spawn(watch(reload, Arc::clone(&app), stage.clone()));
     }
     gateway.run(app, shutdown).await.map_err(StartError::Serve)
+}
+
+/// Where the functions reach the emulator: loopback for an unspecified address.
+fn public_addr(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+/// The template's functions as local processes: each with Lambda's
+/// environment, the template's variables, and `@connections` at `manage`.
+fn local_functions(
+    api: &WebSocketApi,
+    template_dir: &std::path::Path,
+    region: &str,
+    manage: &str,
+    options: &runner::RunnerOptions,
+) -> Result<HashMap<String, Arc<runner::pool::Function>>, StartError> {
+    let bootstraps = runner::Bootstraps::write().map_err(StartError::Bind)?;
+    let mut out = HashMap::new();
+    for (name, spec) in &api.functions {
+        let fail = |problem: String| StartError::Function {
+            function: spec.logical_id.clone(),
+            problem,
+        };
+        let runtime = spec.runtime.clone().ok_or_else(|| {
+            fail("no Runtime (set it on the function or in Globals.Function)".into())
+        })?;
+        let code_dir = template_dir.join(spec.code_uri.as_deref().unwrap_or("."));
+        let code_dir = code_dir.canonicalize().map_err(|e| {
+            fail(format!(
+                "CodeUri {} cannot be read: {e}",
+                code_dir.display()
+            ))
+        })?;
+        let handler = spec.handler.clone().unwrap_or_default();
+        let (program, args) =
+            runner::command(&runtime, &code_dir, &bootstraps, &options.interpreters)
+                .map_err(fail)?;
+        let mut env = runner::lambda_environment(name, spec.memory_mb, region, &code_dir, &handler);
+        env.insert(
+            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(),
+            manage.to_string(),
+        );
+        env.extend(spec.environment.clone());
+        let launch = runner::sandbox::Launch {
+            logical_id: spec.logical_id.clone(),
+            program,
+            args,
+            dir: code_dir.clone(),
+            env,
+            function_arn: runner::function_arn(name, region),
+        };
+        let concurrency = spec.reserved_concurrency.unwrap_or(
+            options
+                .max_concurrency
+                .unwrap_or(runner::pool::DEFAULT_MAX_CONCURRENCY),
+        );
+        tracing::info!(
+            "function {} ({runtime}, {handler}) runs here: {}",
+            spec.logical_id,
+            code_dir.display()
+        );
+        out.insert(
+            name.clone(),
+            Arc::new(runner::pool::Function::new(
+                launch,
+                spec.timeout,
+                spec.memory_mb,
+                concurrency,
+            )),
+        );
+    }
+    Ok(out)
 }
 
 fn describe(route: &Route) -> String {

@@ -78,6 +78,88 @@ pub struct WebSocketApi {
     /// What the template has that the emulator does not model, one line each
     /// with the logical id.
     pub warnings: Vec<String>,
+    /// The template's functions by local name, as `emulate` runs them
+    /// itself when no Invoke API is named (CONTRACT section 12).
+    pub functions: BTreeMap<String, FunctionSpec>,
+}
+
+/// A function of the template (`AWS::Serverless::Function`, with SAM's
+/// `Globals.Function` under it, or `AWS::Lambda::Function`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    /// `nodejs20.x`, `python3.12`, `provided.al2023`, …
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    /// As written, relative to the template's folder.
+    pub code_uri: Option<String>,
+    /// `Timeout` (default 3 s).
+    pub timeout: Duration,
+    /// `MemorySize` (default 128 MB).
+    pub memory_mb: u32,
+    /// `Environment.Variables`, intrinsics resolved.
+    pub environment: BTreeMap<String, String>,
+    /// `ReservedConcurrentExecutions`.
+    pub reserved_concurrency: Option<usize>,
+}
+
+/// Lambda's `Timeout` when a function sets none.
+pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn read_functions(cx: &Resolver, template: &Value) -> BTreeMap<String, FunctionSpec> {
+    let globals = &template["Globals"]["Function"];
+    let mut out = BTreeMap::new();
+    for (id, r) in cx.resources {
+        let kind = r["Type"].as_str().unwrap_or_default();
+        let serverless = kind == "AWS::Serverless::Function";
+        if !serverless && kind != "AWS::Lambda::Function" {
+            continue;
+        }
+        let p = &r["Properties"];
+        let prop = |name: &str| -> Option<&Value> {
+            p.get(name)
+                .filter(|v| !v.is_null())
+                .or_else(|| serverless.then(|| globals.get(name)).flatten())
+        };
+        let string = |name: &str| prop(name).and_then(|v| cx.string(v));
+        let number = |name: &str| string(name).and_then(|s| s.parse::<u64>().ok());
+        let mut environment = BTreeMap::new();
+        for source in [
+            serverless.then(|| &globals["Environment"]["Variables"]),
+            Some(&p["Environment"]["Variables"]),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(vars) = source.as_object() {
+                for (k, v) in vars {
+                    environment.insert(k.clone(), cx.string(v).unwrap_or_default());
+                }
+            }
+        }
+        let name = cx
+            .names
+            .functions
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.clone());
+        out.insert(
+            name,
+            FunctionSpec {
+                logical_id: id.clone(),
+                runtime: string("Runtime"),
+                handler: string("Handler"),
+                code_uri: string(if serverless { "CodeUri" } else { "Code" }),
+                timeout: number("Timeout")
+                    .map(Duration::from_secs)
+                    .unwrap_or(DEFAULT_FUNCTION_TIMEOUT),
+                memory_mb: number("MemorySize").map(|n| n as u32).unwrap_or(128),
+                environment,
+                reserved_concurrency: number("ReservedConcurrentExecutions").map(|n| n as usize),
+            },
+        );
+    }
+    out
 }
 
 impl WebSocketApi {
@@ -134,7 +216,9 @@ pub fn read_api(
         stage: None,
         authorizer: None,
         warnings: Vec::new(),
+        functions: BTreeMap::new(),
     };
+    out.functions = read_functions(&cx, template);
     let belongs = |p: &Value| cx.string(&p["ApiId"]).as_deref() == Some(api_id);
     let integrations = read_integrations(&cx, resources, &belongs)?;
     let two_way: Vec<String> = of_type(resources, "AWS::ApiGatewayV2::RouteResponse")

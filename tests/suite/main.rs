@@ -18,6 +18,7 @@ mod cli;
 mod coalesce;
 mod cors;
 mod dynamo;
+mod emulate_local;
 mod faults;
 mod files;
 mod fuzz;

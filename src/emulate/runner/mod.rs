@@ -11,6 +11,16 @@ pub mod sandbox;
 
 use std::collections::BTreeMap;
 
+/// How `emulate` runs functions itself.
+#[derive(Clone, Debug, Default)]
+pub struct RunnerOptions {
+    /// Runtime → the program to run it with (`--runtime RUNTIME=PATH`).
+    pub interpreters: BTreeMap<String, String>,
+    /// Concurrent invocations per function without
+    /// `ReservedConcurrentExecutions` (`--max-concurrency`, default 10).
+    pub max_concurrency: Option<usize>,
+}
+
 /// What Lambda puts in a function's environment, for a function known
 /// locally as `name` with `memory_mb` of memory in `region`, whose code is
 /// at `task_root` and whose handler is `handler`. The template's
@@ -55,4 +65,78 @@ pub fn lambda_environment(
 /// The ARN an invocation of `name` carries, in `region`.
 pub fn function_arn(name: &str, region: &str) -> String {
     format!("arn:aws:lambda:{region}:000000000000:function:{name}")
+}
+
+/// The Node and Python bootstraps, shipped inside jobcast and written to a
+/// folder of their own when `emulate` starts.
+pub struct Bootstraps {
+    dir: std::path::PathBuf,
+}
+
+const NODE_BOOTSTRAP: &str = include_str!("bootstrap/node.mjs");
+const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap/python.py");
+
+impl Bootstraps {
+    /// Writes the bootstraps under the system temp folder.
+    pub fn write() -> std::io::Result<Bootstraps> {
+        let dir = std::env::temp_dir().join(format!(
+            "jobcast-emulate-runtime-{}",
+            env!("CARGO_PKG_VERSION")
+        ));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("node.mjs"), NODE_BOOTSTRAP)?;
+        std::fs::write(dir.join("python.py"), PYTHON_BOOTSTRAP)?;
+        Ok(Bootstraps { dir })
+    }
+
+    fn node(&self) -> std::path::PathBuf {
+        self.dir.join("node.mjs")
+    }
+
+    fn python(&self) -> std::path::PathBuf {
+        self.dir.join("python.py")
+    }
+}
+
+/// The program and arguments a function of `runtime` starts with, its
+/// code in `code_dir`; `interpreters` maps a runtime to another program
+/// (`--runtime RUNTIME=PATH`). An unknown runtime, or a `provided` one
+/// without its `bootstrap`, is a start-up error saying what to do.
+pub fn command(
+    runtime: &str,
+    code_dir: &std::path::Path,
+    bootstraps: &Bootstraps,
+    interpreters: &BTreeMap<String, String>,
+) -> Result<(std::path::PathBuf, Vec<String>), String> {
+    let program = |default: &str| {
+        std::path::PathBuf::from(interpreters.get(runtime).map_or(default, String::as_str))
+    };
+    if runtime.starts_with("nodejs") {
+        return Ok((
+            program("node"),
+            vec![bootstraps.node().display().to_string()],
+        ));
+    }
+    if runtime.starts_with("python3") {
+        return Ok((
+            program("python3"),
+            vec!["-u".into(), bootstraps.python().display().to_string()],
+        ));
+    }
+    if runtime.starts_with("provided") {
+        let bootstrap = code_dir.join("bootstrap");
+        if let Some(p) = interpreters.get(runtime) {
+            return Ok((p.into(), vec![bootstrap.display().to_string()]));
+        }
+        if !bootstrap.is_file() {
+            return Err(format!(
+                "{} has no bootstrap: build the function first (for Rust: cargo lambda build, then point CodeUri at target/lambda/NAME)",
+                code_dir.display()
+            ));
+        }
+        return Ok((bootstrap, Vec::new()));
+    }
+    Err(format!(
+        "runtime {runtime} is not one emulate runs (nodejs18.x-22.x, python3.9-3.13, provided.al2/al2023); name a program for it with --runtime {runtime}=PATH, or run it elsewhere and set AWS_ENDPOINT_URL_LAMBDA"
+    ))
 }

@@ -1,0 +1,25 @@
+"""A Python handler: module state survives between invocations."""
+import json
+import os
+import time
+
+CALLS = 0
+
+
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    body = json.loads(event["body"])
+    print("python got", event["body"])
+    if body.get("hang"):
+        time.sleep(5)
+    return {
+        "statusCode": 200,
+        "body": json.dumps({
+            "lang": "python",
+            "calls": CALLS,
+            "greeting": os.environ.get("GREETING"),
+            "requestId": context.aws_request_id,
+            "remaining": context.get_remaining_time_in_millis(),
+        }),
+    }

@@ -1,0 +1,86 @@
+//! `jobcast emulate` running a template's Node and Python functions itself
+//! (CONTRACT section 12), with nothing but `node` and `python3`: real
+//! WebSocket clients, the real executable, tests/emulate/local/template.yaml.
+
+use crate::common::emulators::{free_port, wait_port};
+use crate::common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `emulate` over the test template, without an Invoke API to call.
+fn emulate() -> (Process, u16) {
+    let port = free_port();
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/emulate/local/template.yaml"
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobcast"))
+        .args(["emulate", "--template", template, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("AWS_ENDPOINT_URL_LAMBDA")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("jobcast emulate");
+    let process = Process::new(child);
+    wait_port(port, "jobcast emulate");
+    (process, port)
+}
+
+/// Sends `message` and reads the route's answer: the function's `body`.
+async fn ask(c: &mut Client, message: Value) -> Value {
+    c.send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(WAIT, c.next())
+        .await
+        .expect("an answer in time")
+        .expect("open")
+        .expect("a frame");
+    serde_json::from_str(m.to_text().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn node_and_python_functions_run_here_warm_with_their_environment() {
+    let (mut emulator, port) = emulate();
+    let (mut c, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/local"))
+        .await
+        .unwrap();
+
+    // An ES module, twice: the second call finds the module's state.
+    let first = ask(&mut c, json!({"action": "node"})).await;
+    assert_eq!(first["lang"], "node");
+    assert_eq!(first["calls"], 1);
+    assert_eq!(first["greeting"], "hello from Globals");
+    assert_eq!(first["manage"], format!("http://127.0.0.1:{port}/local"));
+    assert!(first["remaining"].as_u64().unwrap() <= 5000, "{first}");
+    let second = ask(&mut c, json!({"action": "node"})).await;
+    assert_eq!(second["calls"], 2, "the same process, warm");
+    assert_ne!(second["requestId"], first["requestId"]);
+
+    // CommonJS with a callback.
+    let cjs = ask(&mut c, json!({"action": "cjs"})).await;
+    assert_eq!(cjs, json!({"lang": "cjs", "fn": "CjsFunction"}));
+
+    // Python, with its own Environment over Globals.
+    let py = ask(&mut c, json!({"action": "py"})).await;
+    assert_eq!(py["lang"], "python");
+    assert_eq!(py["greeting"], "hello from the function");
+    assert!(py["remaining"].as_u64().unwrap() <= 1000, "{py}");
+
+    // A thrown error and a handler past its 1 s Timeout: API Gateway's
+    // own answer, and the connection stays open.
+    for failing in [
+        json!({"action": "node", "throw": true}),
+        json!({"action": "py", "hang": true}),
+    ] {
+        let answer = ask(&mut c, failing).await;
+        assert_eq!(answer["message"], "Internal server error", "{answer}");
+    }
+    // The timed-out process was replaced: the next call is a new one.
+    let after = ask(&mut c, json!({"action": "py"})).await;
+    assert_eq!(after["calls"], 1, "a new process after the timeout");
+    drop(c);
+    emulator.terminate();
+}
