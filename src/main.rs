@@ -228,9 +228,14 @@ async fn emulate(args: EmulateArgs) -> Result<(), String> {
             read: Box::new(move || args.api(&region)),
         }
     });
+    let env_vars = match &args.env_vars {
+        Some(path) => jobcast::emulate::runner::EnvVars::read(path).map_err(|e| e.to_string())?,
+        None => Default::default(),
+    };
     let runner = jobcast::emulate::runner::RunnerOptions {
         interpreters: args.runtimes.iter().cloned().collect(),
         max_concurrency: args.max_concurrency.map(usize::from),
+        env_vars,
     };
     jobcast::emulate::serve(api, reload, config, &sdk, runner, shutdown)
         .await

@@ -49,6 +49,12 @@ pub struct EmulateArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub max_concurrency: Option<u16>,
 
+    /// Environment overrides in SAM's format (`sam local --env-vars`): a
+    /// JSON object whose `Parameters` apply to every function and whose
+    /// logical ids apply to one; only variables the template declares.
+    #[arg(long, value_name = "FILE")]
+    pub env_vars: Option<std::path::PathBuf>,
+
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,

@@ -151,7 +151,7 @@ fn local_functions(
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(),
             manage.to_string(),
         );
-        env.extend(spec.environment.clone());
+        env.extend(options.env_vars.apply(&spec.logical_id, &spec.environment));
         let launch = runner::sandbox::Launch {
             logical_id: spec.logical_id.clone(),
             program,

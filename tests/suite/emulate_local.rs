@@ -8,16 +8,26 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// `emulate` over the test template, without an Invoke API to call.
+/// `emulate` over the test template, without an Invoke API to call, with
+/// `--env-vars` overriding one declared variable for all and one for the
+/// Python function (and naming one no function declares).
 fn emulate() -> (Process, u16) {
     let port = free_port();
     let template = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/emulate/local/template.yaml"
     );
+    let env_vars = std::env::temp_dir().join(format!("jobcast-env-vars-{port}.json"));
+    let overrides = json!({
+        "Parameters": {"GREETING": "hello from --env-vars"},
+        "PyFunction": {"GREETING": "hello to Python from --env-vars", "UNDECLARED": "not declared"},
+    });
+    std::fs::write(&env_vars, overrides.to_string()).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobcast"))
         .args(["emulate", "--template", template, "--listen"])
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--env-vars")
+        .arg(&env_vars)
         .env_remove("AWS_ENDPOINT_URL_LAMBDA")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -52,7 +62,7 @@ async fn node_and_python_functions_run_here_warm_with_their_environment() {
     let first = ask(&mut c, json!({"action": "node"})).await;
     assert_eq!(first["lang"], "node");
     assert_eq!(first["calls"], 1);
-    assert_eq!(first["greeting"], "hello from Globals");
+    assert_eq!(first["greeting"], "hello from --env-vars");
     assert_eq!(first["manage"], format!("http://127.0.0.1:{port}/local"));
     assert!(first["remaining"].as_u64().unwrap() <= 5000, "{first}");
     let second = ask(&mut c, json!({"action": "node"})).await;
@@ -63,17 +73,19 @@ async fn node_and_python_functions_run_here_warm_with_their_environment() {
     let cjs = ask(&mut c, json!({"action": "cjs"})).await;
     assert_eq!(cjs, json!({"lang": "cjs", "fn": "CjsFunction"}));
 
-    // Python, with its own Environment over Globals.
+    // Python: its own --env-vars entry wins; an undeclared variable is not set.
     let py = ask(&mut c, json!({"action": "py"})).await;
     assert_eq!(py["lang"], "python");
-    assert_eq!(py["greeting"], "hello from the function");
+    assert_eq!(py["greeting"], "hello to Python from --env-vars");
+    assert_eq!(py["undeclared"], Value::Null);
     assert!(py["remaining"].as_u64().unwrap() <= 1000, "{py}");
 
-    // A thrown error and a handler past its 1 s Timeout: API Gateway's
-    // own answer, and the connection stays open.
+    // A thrown error, a handler past its 1 s Timeout and a handler that
+    // is not exported: API Gateway's own answer, the connection kept.
     for failing in [
         json!({"action": "node", "throw": true}),
         json!({"action": "py", "hang": true}),
+        json!({"action": "broken"}),
     ] {
         let answer = ask(&mut c, failing).await;
         assert_eq!(answer["message"], "Internal server error", "{answer}");

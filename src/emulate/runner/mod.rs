@@ -19,6 +19,68 @@ pub struct RunnerOptions {
     /// Concurrent invocations per function without
     /// `ReservedConcurrentExecutions` (`--max-concurrency`, default 10).
     pub max_concurrency: Option<usize>,
+    /// `--env-vars`.
+    pub env_vars: EnvVars,
+}
+
+/// Environment overrides in SAM's `--env-vars` format.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnvVars(BTreeMap<String, BTreeMap<String, String>>);
+
+impl EnvVars {
+    /// Reads the file; a missing file or another shape is an error that
+    /// says what the file must look like.
+    pub fn read(path: &std::path::Path) -> Result<EnvVars, String> {
+        let shape = "expected a JSON object like {\"Parameters\": {\"TABLE\": \"chat\"}, \"OnConnectFunction\": {\"DEBUG\": \"1\"}}";
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--env-vars {}: {e}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("--env-vars {}: {e}; {shape}", path.display()))?;
+        let mut out = BTreeMap::new();
+        for (scope, vars) in v
+            .as_object()
+            .ok_or_else(|| format!("--env-vars {}: {shape}", path.display()))?
+        {
+            let vars = vars.as_object().ok_or_else(|| {
+                format!(
+                    "--env-vars {}: {scope} is not an object; {shape}",
+                    path.display()
+                )
+            })?;
+            let mut scoped = BTreeMap::new();
+            for (k, v) in vars {
+                let value = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                scoped.insert(k.clone(), value);
+            }
+            out.insert(scope.clone(), scoped);
+        }
+        Ok(EnvVars(out))
+    }
+
+    /// `declared` (a function's template variables) with the overrides for
+    /// `logical_id` applied: its own entry wins over `Parameters`, and a
+    /// variable the template does not declare is left out, as in SAM.
+    pub fn apply(
+        &self,
+        logical_id: &str,
+        declared: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let mut out = declared.clone();
+        for scope in ["Parameters", logical_id] {
+            if let Some(vars) = self.0.get(scope) {
+                for (k, v) in vars {
+                    if let Some(slot) = out.get_mut(k) {
+                        *slot = v.clone();
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 /// What Lambda puts in a function's environment, for a function known
@@ -139,4 +201,32 @@ pub fn command(
     Err(format!(
         "runtime {runtime} is not one emulate runs (nodejs18.x-22.x, python3.9-3.13, provided.al2/al2023); name a program for it with --runtime {runtime}=PATH, or run it elsewhere and set AWS_ENDPOINT_URL_LAMBDA"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_override_only_what_the_template_declares() {
+        let path = std::env::temp_dir().join(format!("env-vars-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"Parameters": {"A": "all", "B": "all"}, "F": {"B": "mine", "C": "new", "N": 5}}"#,
+        )
+        .unwrap();
+        let vars = EnvVars::read(&path).unwrap();
+        let declared: BTreeMap<String, String> = [("A", "a"), ("B", "b"), ("N", "0")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let got = vars.apply("F", &declared);
+        assert_eq!(got["A"], "all");
+        assert_eq!(got["B"], "mine", "a function's own entry wins");
+        assert_eq!(got["N"], "5");
+        assert!(!got.contains_key("C"), "not declared: left out");
+        assert_eq!(vars.apply("G", &declared)["B"], "all");
+        std::fs::write(&path, "[1]").unwrap();
+        assert!(EnvVars::read(&path).unwrap_err().contains("Parameters"));
+        let _ = std::fs::remove_file(&path);
+    }
 }

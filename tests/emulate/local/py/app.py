@@ -19,6 +19,7 @@ def handler(event, context):
             "lang": "python",
             "calls": CALLS,
             "greeting": os.environ.get("GREETING"),
+            "undeclared": os.environ.get("UNDECLARED"),
             "requestId": context.aws_request_id,
             "remaining": context.get_remaining_time_in_millis(),
         }),
