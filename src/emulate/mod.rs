@@ -98,7 +98,11 @@ pub async fn serve(
     let mut invoker = Invoker::new(sdk);
     if run_locally && let Some(dir) = &template_dir {
         let manage = format!("http://{}/{stage}", public_addr(addr));
-        invoker = invoker.with_local(local_functions(&api, dir, &region, &manage, &options)?);
+        let functions = local_functions(&api, dir, &region, &manage, &options)?;
+        for f in functions.values() {
+            tokio::spawn(runner::watch::reload_on_change(Arc::clone(f)));
+        }
+        invoker = invoker.with_local(functions);
     }
     let app = Arc::new(Emulator::new(api, invoker, region));
     if let Some(reload) = reload {

@@ -12,11 +12,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// `--env-vars` overriding one declared variable for all and one for the
 /// Python function (and naming one no function declares).
 fn emulate() -> (Process, u16) {
-    let port = free_port();
-    let template = concat!(
+    emulate_at(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/emulate/local/template.yaml"
-    );
+    ))
+}
+
+fn emulate_at(template: &str) -> (Process, u16) {
+    let port = free_port();
     let env_vars = std::env::temp_dir().join(format!("jobcast-env-vars-{port}.json"));
     let overrides = json!({
         "Parameters": {"GREETING": "hello from --env-vars"},
@@ -95,4 +98,47 @@ async fn node_and_python_functions_run_here_warm_with_their_environment() {
     assert_eq!(after["calls"], 1, "a new process after the timeout");
     drop(c);
     emulator.terminate();
+}
+
+#[tokio::test]
+async fn a_code_change_applies_without_reconnecting() {
+    // A copy of the functions, to edit.
+    let dir = std::env::temp_dir().join(format!("jobcast-reload-{}", free_port()));
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/emulate/local"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let template = dir.join("template.yaml");
+    let (mut emulator, port) = emulate_at(template.to_str().unwrap());
+    let (mut c, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/local"))
+        .await
+        .unwrap();
+    assert_eq!(ask(&mut c, json!({"action": "node"})).await["lang"], "node");
+
+    let code = dir.join("node/index.mjs");
+    let text = std::fs::read_to_string(&code).unwrap();
+    std::fs::write(
+        &code,
+        text.replace(r#"lang: "node""#, r#"lang: "node, edited""#),
+    )
+    .unwrap();
+    // The same connection, until the new code answers.
+    let edited = tokio::time::timeout(WAIT, async {
+        loop {
+            let answer = ask(&mut c, json!({"action": "node"})).await;
+            if answer["lang"] == "node, edited" {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the edited handler answers");
+    assert_eq!(edited["calls"], 1, "a new process runs the new code");
+    drop(c);
+    emulator.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod pool;
 pub mod sandbox;
+pub mod watch;
 
 use std::collections::BTreeMap;
 

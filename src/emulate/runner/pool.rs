@@ -6,6 +6,7 @@
 use super::api::Outcome;
 use super::sandbox::{Answered, Failure, Launch, Sandbox};
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -20,8 +21,12 @@ pub struct Function {
     timeout: Duration,
     /// `MemorySize`, reported in `REPORT` lines.
     memory_mb: u32,
-    idle: Mutex<Vec<Sandbox>>,
+    /// Warm processes, each with the code generation it started on.
+    idle: Mutex<Vec<(u64, Sandbox)>>,
     permits: Semaphore,
+    /// Bumped when the code changes: a process of an older generation
+    /// finishes its invocation and is then retired.
+    generation: AtomicU64,
 }
 
 /// A new request id, shaped as Lambda's (a UUID v4).
@@ -55,7 +60,13 @@ impl Function {
             memory_mb,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(max_concurrency.max(1)),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The folder its code is in.
+    pub fn code_dir(&self) -> &std::path::Path {
+        &self.launch.dir
     }
 
     /// The function's logical id.
@@ -86,10 +97,10 @@ impl Function {
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         let started = Instant::now();
-        let (mut sandbox, init) = match warm {
-            Some(s) => (s, None),
+        let (generation, mut sandbox, init) = match warm {
+            Some((g, s)) => (g, s, None),
             None => match Sandbox::start(&self.launch).await {
-                Ok(s) => (s, Some(started)),
+                Ok(s) => (self.generation.load(Ordering::SeqCst), s, Some(started)),
                 Err(e) => {
                     tracing::error!(function = %logical_id, error = %e, "could not start the function's process");
                     return (id, Err(Failure::Exited(format!("could not start: {e}"))));
@@ -122,11 +133,13 @@ impl Function {
             ms.ceil() as u64,
             self.memory_mb
         );
-        if sandbox.healthy() {
+        if sandbox.healthy() && generation == self.generation.load(Ordering::SeqCst) {
             self.idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(sandbox);
+                .push((generation, sandbox));
+        } else {
+            sandbox.stop().await;
         }
         (id, answered)
     }
@@ -134,8 +147,15 @@ impl Function {
     /// Stops every warm process (at shutdown, or when the code changed).
     pub async fn retire(&self) {
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
-        for mut s in idle {
+        for (_, mut s) in idle {
             s.stop().await;
         }
+    }
+
+    /// The code changed: warm processes stop now, those in an invocation
+    /// once it is answered, and the next invocation starts on the new code.
+    pub async fn code_changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.retire().await;
     }
 }
