@@ -105,3 +105,94 @@ async fn a_function_that_exits_at_start_fails_the_invocation_and_is_not_kept() {
     }
     assert_eq!(f.warm(), 0);
 }
+
+/// A `provided.al2023` function of a template, built as `cargo lambda
+/// build` lays it out (`target/lambda/NAME/bootstrap` above `CodeUri`),
+/// served by `emulate` and reached by a WebSocket client.
+#[tokio::test]
+async fn emulate_finds_a_cargo_lambda_build_and_serves_it() {
+    use futures_util::{SinkExt, StreamExt};
+    use jobcast::emulate::template::{Names, parse_text, read_api};
+    let root = std::env::temp_dir().join(format!("jobcast-provided-{}", std::process::id()));
+    let built = root.join("target/lambda/edges");
+    std::fs::create_dir_all(&built).unwrap();
+    std::fs::create_dir_all(root.join("crate")).unwrap();
+    let _ = std::fs::remove_file(built.join("bootstrap"));
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_emulate_edges"), built.join("bootstrap"))
+        .unwrap();
+    let template = r#"
+Resources:
+  Edges:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildMethod: rust-cargolambda, BuildProperties: { Binary: edges } }
+    Properties: { CodeUri: crate, Handler: bootstrap, Runtime: provided.al2023 }
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: { ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.action }
+  Integ:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties: { ApiId: !Ref Api, IntegrationType: AWS_PROXY, IntegrationUri: !GetAtt Edges.Arn }
+  Echo:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: { ApiId: !Ref Api, RouteKey: echo, Target: !Sub "integrations/${Integ}" }
+  EchoResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties: { ApiId: !Ref Api, RouteId: !Ref Echo, RouteResponseKey: $default }
+"#;
+    let path = root.join("template.yaml");
+    std::fs::write(&path, template).unwrap();
+    let names = Names {
+        functions: Default::default(),
+        parameters: Default::default(),
+        region: "us-east-1".into(),
+    };
+    let api = read_api(&parse_text(template).unwrap(), None, &names).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = jobcast::gateway::GatewayConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        ..Default::default()
+    };
+    let reload = jobcast::emulate::Reload {
+        path: path.clone(),
+        read: Box::new(move || read_api(&parse_text(template)?, None, &names)),
+    };
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        jobcast::emulate::serve(api, Some(reload), config, &sdk, Default::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let url = format!("ws://127.0.0.1:{port}/dev");
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok((c, _)) = tokio_tungstenite::connect_async(&url).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = client.expect("emulate listening");
+    c.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"action":"echo","n":1}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("an answer")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.to_text().unwrap(), r#"{"action":"echo","n":1}"#);
+    drop(c);
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+}

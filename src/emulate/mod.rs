@@ -147,9 +147,14 @@ fn local_functions(
             ))
         })?;
         let handler = spec.handler.clone().unwrap_or_default();
-        let (program, args) =
-            runner::command(&runtime, &code_dir, &bootstraps, &options.interpreters)
-                .map_err(fail)?;
+        let (program, args) = runner::command(
+            &runtime,
+            &code_dir,
+            spec.cargo_lambda_binary.as_deref(),
+            &bootstraps,
+            &options.interpreters,
+        )
+        .map_err(fail)?;
         let mut env = runner::lambda_environment(name, spec.memory_mb, region, &code_dir, &handler);
         env.insert(
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(),

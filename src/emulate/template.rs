@@ -101,6 +101,9 @@ pub struct FunctionSpec {
     pub environment: BTreeMap<String, String>,
     /// `ReservedConcurrentExecutions`.
     pub reserved_concurrency: Option<usize>,
+    /// With `Metadata.BuildMethod: rust-cargolambda`: the binary `cargo
+    /// lambda build` writes (`BuildProperties.Binary`, else the logical id).
+    pub cargo_lambda_binary: Option<String>,
 }
 
 /// Lambda's `Timeout` when a function sets none.
@@ -156,6 +159,12 @@ fn read_functions(cx: &Resolver, template: &Value) -> BTreeMap<String, FunctionS
                 memory_mb: number("MemorySize").map(|n| n as u32).unwrap_or(128),
                 environment,
                 reserved_concurrency: number("ReservedConcurrentExecutions").map(|n| n as usize),
+                cargo_lambda_binary: (r["Metadata"]["BuildMethod"] == "rust-cargolambda").then(
+                    || {
+                        cx.string(&r["Metadata"]["BuildProperties"]["Binary"])
+                            .unwrap_or_else(|| id.clone())
+                    },
+                ),
             },
         );
     }

@@ -168,6 +168,7 @@ impl Bootstraps {
 pub fn command(
     runtime: &str,
     code_dir: &std::path::Path,
+    cargo_lambda_binary: Option<&str>,
     bootstraps: &Bootstraps,
     interpreters: &BTreeMap<String, String>,
 ) -> Result<(std::path::PathBuf, Vec<String>), String> {
@@ -187,13 +188,28 @@ pub fn command(
         ));
     }
     if runtime.starts_with("provided") {
-        let bootstrap = code_dir.join("bootstrap");
+        let bootstrap = match cargo_lambda_binary {
+            // `cargo lambda build` writes target/lambda/NAME/bootstrap in
+            // the workspace the crate belongs to.
+            Some(bin) => code_dir
+                .ancestors()
+                .map(|d| d.join("target/lambda").join(bin).join("bootstrap"))
+                .find(|p| p.is_file())
+                .ok_or_else(|| {
+                    format!(
+                        "no target/lambda/{bin}/bootstrap above {}: build it first with `cargo lambda build --bin {bin}` (in {})",
+                        code_dir.display(),
+                        code_dir.display()
+                    )
+                })?,
+            None => code_dir.join("bootstrap"),
+        };
         if let Some(p) = interpreters.get(runtime) {
             return Ok((p.into(), vec![bootstrap.display().to_string()]));
         }
         if !bootstrap.is_file() {
             return Err(format!(
-                "{} has no bootstrap: build the function first (for Rust: cargo lambda build, then point CodeUri at target/lambda/NAME)",
+                "{} has no bootstrap: build the function first, or point CodeUri at the folder holding it",
                 code_dir.display()
             ));
         }
