@@ -27,6 +27,7 @@ fn launch(env_overrides: &[(&str, Option<&str>)]) -> Launch {
         dir,
         env,
         function_arn: function_arn("EdgesFunction", "us-east-1"),
+        init_limit: jobcast::emulate::runner::sandbox::INIT_LIMIT,
     }
 }
 
@@ -87,6 +88,21 @@ async fn past_its_timeout_the_process_is_replaced() {
     // The next invocation runs on a new process.
     let (_, answer) = f.invoke(message("echo")).await;
     assert_eq!(response(&answer)["statusCode"], 200);
+}
+
+#[tokio::test]
+async fn a_process_that_never_asks_for_work_fails_at_its_init_limit() {
+    let mut never = launch(&[]);
+    never.program = "sleep".into();
+    never.args = vec!["30".into()];
+    never.init_limit = Duration::from_millis(300);
+    let f = Function::new(never, Duration::from_secs(5), 128, 1);
+    let (_, answer) = f.invoke(message("echo")).await;
+    assert_eq!(
+        answer,
+        Err(Failure::InitTimedOut(Duration::from_millis(300)))
+    );
+    assert_eq!(f.warm(), 0);
 }
 
 #[tokio::test]

@@ -44,6 +44,13 @@ async fn run_here(f: &Function, event: &Value) -> Result<Value, InvokeError> {
         Ok(Outcome::Error(body) | Outcome::InitError(body)) => Err(InvokeError::Function(
             String::from_utf8_lossy(&body).into_owned(),
         )),
+        Err(Failure::InitTimedOut(t)) => Err(InvokeError::Function(
+            serde_json::json!({
+                "errorType": "Runtime.InitTimeout",
+                "errorMessage": format!("INIT_REPORT Init Duration: {:.2} ms Phase: init Status: timeout", t.as_secs_f64() * 1000.0),
+            })
+            .to_string(),
+        )),
         Err(Failure::TimedOut(t)) => Err(InvokeError::Function(
             serde_json::json!({
                 "errorType": "Sandbox.Timedout",

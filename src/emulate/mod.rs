@@ -168,6 +168,7 @@ fn local_functions(
             dir: code_dir.clone(),
             env,
             function_arn: runner::function_arn(name, region),
+            init_limit: runner::sandbox::INIT_LIMIT,
         };
         let concurrency = spec.reserved_concurrency.unwrap_or(
             options

@@ -33,11 +33,14 @@ const PREFIX: &str = "/2018-06-01/runtime";
 /// One event for the process, and where its answer goes.
 pub struct Invocation {
     pub request_id: String,
-    /// Epoch milliseconds by which the function must answer.
-    pub deadline_ms: i64,
+    /// The function's `Timeout`: its deadline is counted from when the
+    /// process takes the event.
+    pub timeout: std::time::Duration,
     pub function_arn: String,
     pub event: Bytes,
     pub reply: oneshot::Sender<Outcome>,
+    /// Told when the process has taken the event.
+    pub taken: oneshot::Sender<()>,
 }
 
 /// How the process answered an invocation.
@@ -225,6 +228,8 @@ async fn next(state: &State) -> Response<Full<Bytes>> {
         }
         notified.await;
     };
+    let deadline_ms = chrono::Utc::now().timestamp_millis()
+        + i64::try_from(invocation.timeout.as_millis()).unwrap_or(i64::MAX / 2);
     let mut r = Response::new(Full::new(invocation.event.clone()));
     let h = r.headers_mut();
     let header = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
@@ -234,7 +239,7 @@ async fn next(state: &State) -> Response<Full<Bytes>> {
     );
     h.insert(
         "lambda-runtime-deadline-ms",
-        header(&invocation.deadline_ms.to_string()),
+        header(&deadline_ms.to_string()),
     );
     h.insert(
         "lambda-runtime-invoked-function-arn",
@@ -250,7 +255,7 @@ async fn next(state: &State) -> Response<Full<Bytes>> {
         "lambda-runtime-trace-id",
         header(&format!(
             "Root=1-{:08x}-{hex};Sampled=0",
-            invocation.deadline_ms / 1000
+            deadline_ms / 1000
         )),
     );
     h.insert(
@@ -258,6 +263,7 @@ async fn next(state: &State) -> Response<Full<Bytes>> {
         HeaderValue::from_static("application/json"),
     );
     state.slots().current = Some((invocation.request_id, invocation.reply));
+    let _ = invocation.taken.send(());
     r
 }
 
@@ -301,12 +307,14 @@ mod tests {
 
     fn invocation(id: &str) -> (Invocation, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
+        let (taken, _) = oneshot::channel();
         let i = Invocation {
             request_id: id.into(),
-            deadline_ms: 1_900_000_000_000,
+            timeout: std::time::Duration::from_secs(3),
             function_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
             event: Bytes::from_static(br#"{"hello":"world"}"#),
             reply: tx,
+            taken,
         };
         (i, rx)
     }
@@ -329,7 +337,16 @@ mod tests {
             h["lambda-runtime-aws-request-id"],
             "8476a536-e9f4-11e8-9739-2dfe598c3fcd"
         );
-        assert_eq!(h["lambda-runtime-deadline-ms"], "1900000000000");
+        let deadline: i64 = h["lambda-runtime-deadline-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!(
+            deadline > now && deadline <= now + 3000,
+            "{deadline} vs {now}"
+        );
         assert_eq!(
             h["lambda-runtime-invoked-function-arn"],
             "arn:aws:lambda:us-east-1:000000000000:function:f"

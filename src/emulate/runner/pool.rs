@@ -112,6 +112,9 @@ impl Function {
             .invoke(&id, &self.launch.function_arn, event, self.timeout)
             .await;
         let took = started.elapsed();
+        if let Err(Failure::InitTimedOut(t)) = &answered {
+            tracing::warn!(target: "function", function = %logical_id, request_id = %id, "INIT_REPORT Init Duration: {:.2} ms Phase: init Status: timeout", t.as_secs_f64() * 1000.0);
+        }
         if let Err(Failure::TimedOut(t)) = &answered {
             tracing::warn!(target: "function", function = %logical_id, request_id = %id, "Task timed out after {:.2} seconds", t.as_secs_f64());
         }

@@ -31,13 +31,20 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     /// The ARN an invocation names.
     pub function_arn: String,
+    /// How long a new process has to ask for work ([`INIT_LIMIT`]).
+    pub init_limit: Duration,
 }
+
+/// How long a new process has to load its handler and ask for work.
+pub const INIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why an invocation has no answer from the function itself.
 #[derive(Debug, PartialEq)]
 pub enum Failure {
     /// Past the function's `Timeout`: the process was stopped.
     TimedOut(Duration),
+    /// A new process did not ask for work within the init limit.
+    InitTimedOut(Duration),
     /// The process ended during the invocation (or before taking it).
     Exited(String),
 }
@@ -49,6 +56,7 @@ pub type Answered = Result<Outcome, Failure>;
 pub struct Sandbox {
     api: RuntimeApi,
     child: Child,
+    init_limit: Duration,
     /// The request id lines are printed under (none between invocations).
     current: Arc<Mutex<Option<String>>>,
     /// Whether it may take another invocation.
@@ -125,6 +133,7 @@ impl Sandbox {
         Ok(Sandbox {
             api,
             child,
+            init_limit: launch.init_limit,
             current,
             healthy: true,
         })
@@ -136,8 +145,8 @@ impl Sandbox {
     }
 
     /// Runs one invocation: `event` in, the function's answer out, within
-    /// `timeout` (counted from now; a process still starting spends its
-    /// invocation's time, as a cold start does).
+    /// `timeout` counted from when the process takes the event. A process
+    /// still starting has [`INIT_LIMIT`] to take it, as Lambda's init phase.
     pub async fn invoke(
         &mut self,
         request_id: &str,
@@ -145,27 +154,38 @@ impl Sandbox {
         event: Bytes,
         timeout: Duration,
     ) -> Answered {
-        let (tx, rx) = oneshot::channel();
-        let deadline = chrono::Utc::now()
-            + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX);
+        let (tx, mut rx) = oneshot::channel();
+        let (taken_tx, taken) = oneshot::channel();
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(request_id.to_string());
         self.api.invoke(Invocation {
             request_id: request_id.to_string(),
-            deadline_ms: deadline.timestamp_millis(),
+            timeout,
             function_arn: function_arn.to_string(),
             event,
             reply: tx,
+            taken: taken_tx,
         });
-        let answered = tokio::select! {
-            r = rx => match r {
-                Ok(outcome) => Ok(outcome),
-                Err(_) => Err(Failure::Exited("the Runtime API closed".into())),
-            },
-            status = self.child.wait() => Err(Failure::Exited(match status {
+        let exited = |status: std::io::Result<std::process::ExitStatus>| {
+            Failure::Exited(match status {
                 Ok(s) => describe_exit(s),
                 Err(e) => e.to_string(),
-            })),
-            _ = tokio::time::sleep(timeout) => Err(Failure::TimedOut(timeout)),
+            })
+        };
+        // First the process takes the event (at once when warm) ...
+        let early = tokio::select! {
+            _ = taken => None,
+            r = &mut rx => Some(r.map_err(|_| Failure::Exited("the Runtime API closed".into()))),
+            status = self.child.wait() => Some(Err(exited(status))),
+            _ = tokio::time::sleep(self.init_limit) => Some(Err(Failure::InitTimedOut(self.init_limit))),
+        };
+        // ... then it has its Timeout to answer.
+        let answered = match early {
+            Some(done) => done,
+            None => tokio::select! {
+                r = rx => r.map_err(|_| Failure::Exited("the Runtime API closed".into())),
+                status = self.child.wait() => Err(exited(status)),
+                _ = tokio::time::sleep(timeout) => Err(Failure::TimedOut(timeout)),
+            },
         };
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         match &answered {
