@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A chat app in the shape `sam init` users deploy (Node handlers using
 # @aws-sdk/client-apigatewaymanagementapi and @aws-sdk/client-dynamodb,
-# tests/emulate/chat) run by serverless-offline's Lambda port, with
-# `jobcast emulate --template` as its API Gateway; two WebSocket clients chat.
+# tests/emulate/chat), with `jobcast emulate --template` as its API Gateway;
+# two WebSocket clients chat. Twice: the functions run by serverless-offline's
+# Lambda port (AWS_ENDPOINT_URL_LAMBDA), then by emulate itself.
 #
 # Needs JOBCAST_TEST_DYNAMODB (./scripts/test.sh sets it) and the Python
 # venv test.sh makes (target/py-venv, with websockets).
@@ -38,4 +39,18 @@ wait_port "$CHAT_LAMBDA_PORT" 120 || fail "serverless-offline did not start; see
 
 target/py-venv/bin/python tests/emulate/chat_client.py "ws://127.0.0.1:$port/Prod" \
   || fail "the chat failed; see $work/*.log"
-echo "emulate chat: ok"
+echo "emulate chat, functions under serverless-offline: ok"
+kill $emulate_pid 2>/dev/null; kill -- -$runner_pid 2>/dev/null || kill $runner_pid 2>/dev/null || true
+
+# The same app with nothing but node: emulate runs the functions itself.
+port=$(free_port)
+env -u AWS_ENDPOINT_URL_LAMBDA -u AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI target/debug/jobcast emulate \
+  --template tests/emulate/chat/template.yaml --listen "127.0.0.1:$port" \
+  --parameter "TableName=$CHAT_TABLE" >"$work/emulate-builtin.log" 2>&1 &
+emulate_pid=$!
+trap 'kill $emulate_pid 2>/dev/null || true' EXIT
+wait_port "$port" 60 || fail "emulate did not start; see $work/emulate-builtin.log"
+target/py-venv/bin/python tests/emulate/chat_client.py "ws://127.0.0.1:$port/Prod" \
+  || fail "the chat under emulate's own runner failed; see $work/emulate-builtin.log"
+grep -q "REPORT RequestId" "$work/emulate-builtin.log" || fail "no REPORT lines in $work/emulate-builtin.log"
+echo "emulate chat, functions run by emulate itself: ok"
