@@ -442,6 +442,10 @@ async fn main() -> ExitCode {
             init_cli_tracing();
             jobcast::bench::commands::chunks(args).await
         }
+        Some(Command::Bench(BenchCommand::Runtimes(args))) => {
+            init_cli_tracing();
+            jobcast::bench::runtimes::run(args).await
+        }
         Some(Command::Bench(BenchCommand::Files(args))) => {
             init_cli_tracing();
             jobcast::bench::commands::files(args).await

@@ -22,6 +22,10 @@ pub enum BenchCommand {
     /// One file through a running serve: upload and download MiB/s, the
     /// server's memory during both, the same bytes back.
     Files(crate::bench::files::FilesOptions),
+    /// What emulate adds to a function: cold start and warm invocation of
+    /// a hello-world handler per runtime, and a warm process's memory
+    /// against its interpreter's own.
+    Runtimes(crate::bench::runtimes::RuntimesOptions),
     /// What a job costs in AWS: DynamoDB units (DynamoDB Local), Lambda
     /// invocations and time, API Gateway requests and messages, priced.
     Cost(CostOptions),

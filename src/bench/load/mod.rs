@@ -25,7 +25,7 @@
 mod clients;
 mod in_process;
 mod phases;
-mod proc;
+pub(crate) mod proc;
 mod report;
 
 use clients::*;

@@ -74,6 +74,12 @@ impl Function {
         &self.launch.logical_id
     }
 
+    /// The ids of the processes kept warm now.
+    pub fn warm_pids(&self) -> Vec<u32> {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.iter().filter_map(|(_, s)| s.pid()).collect()
+    }
+
     /// Processes kept warm now.
     pub fn warm(&self) -> usize {
         self.idle

@@ -139,6 +139,11 @@ impl Sandbox {
         })
     }
 
+    /// The process's id (for its memory, in `jobcast bench runtimes`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Whether the sandbox may take another invocation.
     pub fn healthy(&self) -> bool {
         self.healthy

@@ -4,10 +4,31 @@
 // time, as Lambda's Node runtime does. No dependency but Node itself.
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
-const api = `http://${process.env.AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime`;
+const [apiHost, apiPort] = (process.env.AWS_LAMBDA_RUNTIME_API || "127.0.0.1:9001").split(":");
+const base = "/2018-06-01/runtime";
+// One kept-alive connection to the Runtime API; node:http rather than
+// fetch, whose client costs the process tens of megabytes.
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function request(method, path, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: apiHost, port: Number(apiPort), method, path: base + path, agent, headers },
+      (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
 const root = process.env.LAMBDA_TASK_ROOT || process.cwd();
 const handlerName = process.env._HANDLER || "index.handler";
 
@@ -20,19 +41,15 @@ function errorShape(err, type) {
   };
 }
 
-async function post(url, body, headers = {}) {
-  const res = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
-  await res.arrayBuffer();
+async function post(path, body, headers = {}) {
+  const text = typeof body === "string" ? body : JSON.stringify(body);
+  await request("POST", path, text, { "content-type": "application/json", ...headers });
 }
 
 async function initError(err, type) {
   const shape = errorShape(err, type);
   console.error(`${shape.errorType}: ${shape.errorMessage}`);
-  await post(`${api}/init/error`, shape, { "lambda-runtime-function-error-type": shape.errorType });
+  await post("/init/error", shape, { "lambda-runtime-function-error-type": shape.errorType });
   process.exit(1);
 }
 
@@ -68,8 +85,8 @@ async function load() {
 
 function context(headers, deadline) {
   return {
-    awsRequestId: headers.get("lambda-runtime-aws-request-id"),
-    invokedFunctionArn: headers.get("lambda-runtime-invoked-function-arn"),
+    awsRequestId: headers["lambda-runtime-aws-request-id"],
+    invokedFunctionArn: headers["lambda-runtime-invoked-function-arn"],
     functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
     functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
     memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
@@ -105,16 +122,16 @@ function run(fn, event, ctx) {
 
 const fn = await load();
 for (;;) {
-  const res = await fetch(`${api}/invocation/next`);
-  const id = res.headers.get("lambda-runtime-aws-request-id");
-  const deadline = Number(res.headers.get("lambda-runtime-deadline-ms"));
-  const event = await res.json();
+  const res = await request("GET", "/invocation/next");
+  const id = res.headers["lambda-runtime-aws-request-id"];
+  const deadline = Number(res.headers["lambda-runtime-deadline-ms"]);
+  const event = JSON.parse(res.body.toString("utf8") || "null");
   try {
     const value = await run(fn, event, context(res.headers, deadline));
-    await post(`${api}/invocation/${id}/response`, JSON.stringify(value === undefined ? null : value));
+    await post(`/invocation/${id}/response`, JSON.stringify(value === undefined ? null : value));
   } catch (err) {
     const shape = errorShape(err);
     console.error(`${shape.errorType}: ${shape.errorMessage}`);
-    await post(`${api}/invocation/${id}/error`, shape, { "lambda-runtime-function-error-type": shape.errorType });
+    await post(`/invocation/${id}/error`, shape, { "lambda-runtime-function-error-type": shape.errorType });
   }
 }

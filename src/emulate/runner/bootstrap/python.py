@@ -2,27 +2,34 @@
 # _HANDLER (package.module.function) from LAMBDA_TASK_ROOT and serves
 # invocations from AWS_LAMBDA_RUNTIME_API, one at a time, as Lambda's
 # Python runtime does. Standard library only.
+import http.client
 import importlib
 import json
 import os
 import sys
 import time
 import traceback
-import urllib.request
 
-API = "http://%s/2018-06-01/runtime" % os.environ["AWS_LAMBDA_RUNTIME_API"]
+HOST, _, PORT = os.environ["AWS_LAMBDA_RUNTIME_API"].partition(":")
+BASE = "/2018-06-01/runtime"
+# One kept-alive connection to the Runtime API.
+CONNECTION = http.client.HTTPConnection(HOST, int(PORT or 80))
+
+
+def request(method, path, body=None, headers=None):
+    CONNECTION.request(method, BASE + path, body=body, headers=headers or {})
+    res = CONNECTION.getresponse()
+    return res.headers, res.read()
 ROOT = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
 HANDLER = os.environ.get("_HANDLER", "app.handler")
 
 
 def post(path, body, error_type=None):
     data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-    req = urllib.request.Request(API + path, data=data, method="POST")
-    req.add_header("Content-Type", "application/json")
+    headers = {"Content-Type": "application/json"}
     if error_type:
-        req.add_header("Lambda-Runtime-Function-Error-Type", error_type)
-    with urllib.request.urlopen(req) as res:
-        res.read()
+        headers["Lambda-Runtime-Function-Error-Type"] = error_type
+    request("POST", path, data, headers)
 
 
 def shape(exc, error_type=None):
@@ -79,9 +86,8 @@ class Context:
 def main():
     fn = load()
     while True:
-        with urllib.request.urlopen(API + "/invocation/next") as res:
-            headers = res.headers
-            event = json.loads(res.read() or b"null")
+        headers, body = request("GET", "/invocation/next")
+        event = json.loads(body or b"null")
         request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
         context = Context(headers, int(headers.get("Lambda-Runtime-Deadline-Ms", "0")))
         try:
