@@ -23,8 +23,10 @@ pub struct RuntimesOptions {
     pub cold: usize,
 }
 
-const NODE_HELLO: &str = "export const handler = async () => ({ statusCode: 200, body: 'hello' });\n";
-const PYTHON_HELLO: &str = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'hello'}\n";
+const NODE_HELLO: &str =
+    "export const handler = async () => ({ statusCode: 200, body: 'hello' });\n";
+const PYTHON_HELLO: &str =
+    "def handler(event, context):\n    return {'statusCode': 200, 'body': 'hello'}\n";
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -52,11 +54,21 @@ pub async fn run(opts: RuntimesOptions) -> Result<(), String> {
     std::fs::write(dir.join("index.mjs"), NODE_HELLO).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("app.py"), PYTHON_HELLO).map_err(|e| e.to_string())?;
     let bootstraps = Bootstraps::write().map_err(|e| e.to_string())?;
-    println!("| runtime | cold start p50 | cold p90 | warm invoke p50 | warm p99 | warm process RSS | bare interpreter RSS |");
+    println!(
+        "| runtime | cold start p50 | cold p90 | warm invoke p50 | warm p99 | warm process RSS | bare interpreter RSS |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (runtime, handler, bare) in [
-        ("nodejs20.x", "index.handler", ("node", vec!["-e", "setInterval(() => {}, 1000)"])),
-        ("python3.12", "app.handler", ("python3", vec!["-c", "import time; time.sleep(60)"])),
+        (
+            "nodejs20.x",
+            "index.handler",
+            ("node", vec!["-e", "setInterval(() => {}, 1000)"]),
+        ),
+        (
+            "python3.12",
+            "app.handler",
+            ("python3", vec!["-c", "import time; time.sleep(60)"]),
+        ),
     ] {
         let (program, args) = command(runtime, &dir, None, &bootstraps, &BTreeMap::new())?;
         let launch = Launch {
@@ -69,21 +81,23 @@ pub async fn run(opts: RuntimesOptions) -> Result<(), String> {
             init_limit: INIT_LIMIT,
         };
         let event = bytes::Bytes::from_static(b"{}");
+        let answered = |a: crate::emulate::runner::sandbox::Answered| {
+            a.map(drop).map_err(|e| format!("{runtime}: {e:?}"))
+        };
         let mut cold = Vec::new();
         for _ in 0..opts.cold {
             let f = Function::new(launch.clone(), Duration::from_secs(3), 128, 1);
             let t = Instant::now();
-            let (_, answer) = f.invoke(event.clone()).await;
-            answer.map_err(|e| format!("{runtime}: {e:?}"))?;
+            answered(f.invoke(event.clone()).await.1)?;
             cold.push(t.elapsed().as_secs_f64() * 1000.0);
             f.retire().await;
         }
         let f = Function::new(launch, Duration::from_secs(3), 128, 1);
-        f.invoke(event.clone()).await.1.map_err(|e| format!("{runtime}: {e:?}"))?;
+        answered(f.invoke(event.clone()).await.1)?;
         let mut warm = Vec::new();
         for _ in 0..opts.warm {
             let t = Instant::now();
-            f.invoke(event.clone()).await.1.map_err(|e| format!("{runtime}: {e:?}"))?;
+            answered(f.invoke(event.clone()).await.1)?;
             warm.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let rss = f.warm_pids().first().and_then(|p| rss_kib(*p));
@@ -91,7 +105,8 @@ pub async fn run(opts: RuntimesOptions) -> Result<(), String> {
         let bare_rss = bare_rss(bare.0, &bare.1).await;
         cold.sort_by(f64::total_cmp);
         warm.sort_by(f64::total_cmp);
-        let kib = |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let kib =
+            |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         println!(
             "| {runtime} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {} | {} |",
             quantile(&cold, 0.5),
