@@ -96,6 +96,16 @@ async fn node_and_python_functions_run_here_warm_with_their_environment() {
     // The timed-out process was replaced: the next call is a new one.
     let after = ask(&mut c, json!({"action": "py"})).await;
     assert_eq!(after["calls"], 1, "a new process after the timeout");
+
+    // A handler that floods its output with binary garbage and a 4 MiB
+    // line is answered as usual; one that exits mid-invocation fails it
+    // as Lambda does, and the next call gets a new process.
+    let flooded = ask(&mut c, json!({"action": "py", "flood": true})).await;
+    assert_eq!(flooded["calls"], 2, "{flooded}");
+    let exited = ask(&mut c, json!({"action": "py", "exit": true})).await;
+    assert_eq!(exited["message"], "Internal server error", "{exited}");
+    let again = ask(&mut c, json!({"action": "py"})).await;
+    assert_eq!(again["calls"], 1, "a new process after the exit");
     drop(c);
     emulator.terminate();
 }
@@ -141,4 +151,36 @@ async fn a_code_change_applies_without_reconnecting() {
     drop(c);
     emulator.terminate();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The handshake's status, with `auth` as the `Auth` header if any.
+async fn handshake(port: u16, auth: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://127.0.0.1:{port}/guarded")
+        .into_client_request()
+        .unwrap();
+    if let Some(a) = auth {
+        req.headers_mut().insert("Auth", a.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_python_authorizer_run_here_guards_connect() {
+    let (mut emulator, port) = emulate_at(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/emulate/local/guarded.yaml"
+    ));
+    assert_eq!(handshake(port, Some("allow")).await, 101);
+    assert_eq!(handshake(port, Some("deny")).await, 403);
+    assert_eq!(
+        handshake(port, None).await,
+        401,
+        "no identity source: not even asked"
+    );
+    emulator.terminate();
 }

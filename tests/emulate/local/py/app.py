@@ -1,6 +1,7 @@
 """A Python handler: module state survives between invocations."""
 import json
 import os
+import sys
 import time
 
 CALLS = 0
@@ -13,6 +14,14 @@ def handler(event, context):
     print("python got", event["body"])
     if body.get("hang"):
         time.sleep(5)
+    if body.get("flood"):
+        # Binary garbage and 4 MiB without a newline, on both streams.
+        sys.stdout.buffer.write(bytes(range(256)) * 64)
+        sys.stdout.write("x" * (4 * 1024 * 1024))
+        sys.stderr.write("\xff\xfe not text\n")
+        sys.stdout.flush()
+    if body.get("exit"):
+        os._exit(3)
     return {
         "statusCode": 200,
         "body": json.dumps({
