@@ -394,7 +394,6 @@ impl ServeArgs {
                 bucket: self.files_bucket.clone(),
                 url_ttl: self.file_url_ttl,
             },
-            clock: crate::clock::system(),
         })
     }
 }

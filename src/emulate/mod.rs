@@ -97,7 +97,7 @@ pub async fn serve(
         .unwrap_or_else(|| crate::aws::FALLBACK_REGION.to_string());
     let mut invoker = Invoker::new(sdk);
     if run_locally && let Some(dir) = &template_dir {
-        let manage = format!("http://{}/{stage}", public_addr(addr));
+        let manage = format!("{}/{stage}", crate::gateway::public_base(None, addr));
         let functions = local_functions(&api, dir, &region, &manage, &options)?;
         for f in functions.values() {
             tokio::spawn(runner::watch::reload_on_change(Arc::clone(f)));
@@ -109,15 +109,6 @@ pub async fn serve(
         tokio::spawn(watch(reload, Arc::clone(&app), stage.clone()));
     }
     gateway.run(app, shutdown).await.map_err(StartError::Serve)
-}
-
-/// Where the functions reach the emulator: loopback for an unspecified address.
-fn public_addr(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    addr
 }
 
 /// The template's functions as local processes: each with Lambda's

@@ -63,8 +63,6 @@ pub struct ServeConfig {
     pub owner_limit: Option<u32>,
     /// Where job files are kept (CONTRACT section 11).
     pub files: FilesConfig,
-    /// Where "now" comes from (the wall clock outside tests).
-    pub clock: crate::clock::SharedClock,
 }
 
 impl Default for ServeConfig {
@@ -86,7 +84,6 @@ impl Default for ServeConfig {
             identity: None,
             owner_limit: None,
             files: FilesConfig::default(),
-            clock: crate::clock::system(),
         }
     }
 }
@@ -177,11 +174,8 @@ impl Serve {
         store: Arc<dyn Store>,
         tokens: TokenKey,
     ) -> std::io::Result<Serve> {
-        let gateway = Gateway::bind(GatewayConfig {
-            clock: Arc::clone(&config.clock),
-            ..config.gateway.clone()
-        })
-        .await?;
+        // One clock for the transport and the application: the gateway's.
+        let gateway = Gateway::bind(config.gateway.clone()).await?;
         let addr = gateway.local_addr()?;
         let registry = gateway.registry();
         let mut parts = DepsBuilder::new(store, gateway.metrics())
@@ -194,7 +188,7 @@ impl Serve {
         let (files, local_files) = file_storage(&config, addr, &tokens).await?;
         parts.files = Some(files);
         parts.tokens = tokens;
-        parts.clock = Arc::clone(&config.clock);
+        parts.clock = Arc::clone(&config.gateway.clock);
         parts.publish = config.publish.clone();
         parts.flusher = Some(Arc::new(crate::publish::InProcess));
         parts.heartbeat_timeout = config.heartbeat_timeout;

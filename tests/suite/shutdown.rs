@@ -78,7 +78,7 @@ async fn a_job_left_running_is_taken_up_only_when_resume_is_on() {
         store.update_job(id, step, clock.now()).await.unwrap();
 
         let mut srv = start_on(store.clone(), |c| {
-            c.clock = Arc::clone(&clock);
+            c.gateway.clock = Arc::clone(&clock);
             c.resume = resume;
         })
         .await;

@@ -55,7 +55,7 @@ pub async fn start_paused_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestServ
     let clock: jobcast::clock::SharedClock = jobcast::clock::TokioClock::starting_at(start);
     let store = MemoryStore::new().with_clock(Arc::clone(&clock));
     start_on(Arc::new(store), |c| {
-        c.clock = clock;
+        c.gateway.clock = clock;
         tweak(c);
     })
     .await
