@@ -72,6 +72,9 @@ step "infrastructure template"
 pip_install cfn-lint "cfn-lint>=1.20"
 pip_install sam "aws-sam-cli>=1.130"
 cfn-lint infra/template.yaml
+# The examples name managed runtimes, whose deprecation warning (W2531)
+# depends on the day the check runs: everything else must be clean.
+cfn-lint --ignore-checks W2531 -- examples/chat-node/template.yaml examples/chat-python/template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint --template infra/template.yaml --region us-east-1
 
 step "Lambda builds"
@@ -132,7 +135,16 @@ scripts/autobahn.sh target/debug/jobcast 2>&1 | tee target/autobahn-output.txt
 ab_passed=$(sed -n 's/^  OK: \([0-9]*\) of.*/\1/p' target/autobahn-output.txt | tail -1)
 fi
 
-step "web demo in chromium"
+# The Python the tests use: pytest and websockets for the test clients,
+# boto3 for the Python chat example (Lambda's Python runtimes have it).
+make_venv() {
+  if [ ! -x target/py-venv/bin/pytest ] || ! target/py-venv/bin/python -c 'import boto3' 2>/dev/null; then
+    python3 -m venv target/py-venv
+    target/py-venv/bin/pip install --quiet --disable-pip-version-check pytest==8.3.4 websockets==14.1 boto3==1.35.99
+  fi
+}
+
+step "web demo and the chat examples in chromium"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
@@ -143,14 +155,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 (cd web-demo && npm ci --no-audit --no-fund --loglevel=error)
+# The chat examples run as a user runs them: the Node one's own packages, the
+# Python one's boto3 in the venv.
+(cd examples/chat-node/src && npm ci --no-audit --no-fund --loglevel=error)
+make_venv
 (cd web-demo && JOBCAST_BIN="$PWD/../target/debug/jobcast" node --test tests/) 2>&1 | tee target/web-test-output.txt
 web_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/web-test-output.txt | tail -1)
 
 step "against a live serve: worker libraries (Python, Node), close frames through asyncio clients"
-if [ ! -x target/py-venv/bin/pytest ]; then
-  python3 -m venv target/py-venv
-  target/py-venv/bin/pip install --quiet --disable-pip-version-check pytest==8.3.4 websockets==14.1
-fi
 # Installed as a user would: pip install ./clients/python.
 target/py-venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 JOBCAST_BIN="$PWD/target/debug/jobcast" target/py-venv/bin/pytest -q -p no:cacheprovider clients/python \

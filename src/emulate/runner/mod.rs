@@ -111,6 +111,9 @@ pub fn lambda_environment(
     set("AWS_REGION", region.to_string());
     set("AWS_DEFAULT_REGION", region.to_string());
     set("AWS_EXECUTION_ENV", "jobcast_emulate".to_string());
+    // What `sam local` sets, so code that finds its local resources that way
+    // under SAM finds them the same way here.
+    set("AWS_SAM_LOCAL", "true".to_string());
     set("_HANDLER", handler.to_string());
     set("LAMBDA_TASK_ROOT", task_root.display().to_string());
     set("TZ", ":UTC".to_string());
