@@ -54,6 +54,7 @@ target/py-venv/bin/python tests/emulate/chat_client.py "ws://127.0.0.1:$port/Pro
   || fail "the chat under emulate's own runner failed; see $work/emulate-builtin.log"
 grep -q "REPORT RequestId" "$work/emulate-builtin.log" || fail "no REPORT lines in $work/emulate-builtin.log"
 echo "emulate chat, functions run by emulate itself: ok"
+kill $emulate_pid 2>/dev/null || true
 
 # The Python example (boto3) with its connections in DynamoDB, as in AWS:
 # given a DynamoDB endpoint it uses the table, not its local files.

@@ -197,6 +197,8 @@ scripts/soak.sh --ci 2>&1 | tee target/soak-output.txt
 step "benchmark tooling (short run, jobcast and serverless-offline; no timing asserted)"
 scripts/bench.sh --quick 2>&1 | tee target/bench-quick-output.txt
 bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)
+scripts/bench-emulate.sh --quick 2>&1 | tee target/bench-emulate-quick-output.txt
+bench_checks=$((bench_checks + $(grep -c '^| jobcast emulate\|^| serverless-offline' target/bench-emulate-quick-output.txt || true)))
 echo "benchmark report rows checked: ${bench_checks:-0}"
 fi
 

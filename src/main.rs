@@ -446,6 +446,10 @@ async fn main() -> ExitCode {
             init_cli_tracing();
             jobcast::bench::runtimes::run(args).await
         }
+        Some(Command::Bench(BenchCommand::Roundtrip(args))) => {
+            init_cli_tracing();
+            jobcast::bench::roundtrip::run(args).await
+        }
         Some(Command::Bench(BenchCommand::Files(args))) => {
             init_cli_tracing();
             jobcast::bench::commands::files(args).await

@@ -5,8 +5,12 @@
 // other action with an error.
 const fs = require('node:fs');
 
+// `@connections`: jobcast emulate's (it sets AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI
+// for the functions it runs), else serverless-offline's.
 const management = () =>
-  process.env.PEER_MANAGEMENT_URL || `http://127.0.0.1:${process.env.PEER_WS_PORT || '3001'}`;
+  process.env.AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI ||
+  process.env.PEER_MANAGEMENT_URL ||
+  `http://127.0.0.1:${process.env.PEER_WS_PORT || '3001'}`;
 
 exports.connect = async () => ({ statusCode: 200 });
 

@@ -26,6 +26,9 @@ pub enum BenchCommand {
     /// a hello-world handler per runtime, and a warm process's memory
     /// against its interpreter's own.
     Runtimes(crate::bench::runtimes::RuntimesOptions),
+    /// A message's round trip through gateways whose handler answers
+    /// through `@connections` (emulate beside serverless-offline), side by side.
+    Roundtrip(crate::bench::roundtrip::RoundtripOptions),
     /// What a job costs in AWS: DynamoDB units (DynamoDB Local), Lambda
     /// invocations and time, API Gateway requests and messages, priced.
     Cost(CostOptions),

@@ -19,6 +19,7 @@ pub mod cost;
 pub mod fanout;
 pub mod files;
 pub mod load;
+pub mod roundtrip;
 pub mod runtimes;
 pub mod soak;
 pub mod tokens;

@@ -4,7 +4,8 @@
 //! from spawn to answer) and warm invocations (the Runtime API round trip),
 //! and a warm process's resident memory beside its bare interpreter's.
 
-use crate::bench::load::proc::rss_kib;
+use crate::bench::load::proc::{anon_kib, rss_kib};
+use crate::bench::percentile;
 use crate::emulate::runner::pool::Function;
 use crate::emulate::runner::sandbox::{INIT_LIMIT, Launch};
 use crate::emulate::runner::{Bootstraps, command, function_arn, lambda_environment};
@@ -28,24 +29,42 @@ const NODE_HELLO: &str =
 const PYTHON_HELLO: &str =
     "def handler(event, context):\n    return {'statusCode': 200, 'body': 'hello'}\n";
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-/// The bare interpreter's resident memory, idle.
-async fn bare_rss(program: &str, args: &[&str]) -> Option<u64> {
+/// Resident memory (all, and its own) of a program left running half a
+/// second: an idle interpreter, or one that called the handler itself.
+async fn memory_of(program: &str, args: &[&str]) -> Option<Memory> {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .kill_on_drop(true)
         .spawn()
         .ok()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = rss_kib(child.id()?);
+    let memory = Memory::of(child.id()?);
     let _ = child.kill().await;
-    rss
+    memory
+}
+
+/// A process's resident memory in KiB: all of it, and the anonymous part
+/// (what each more process costs; file pages are shared).
+#[derive(Clone, Copy)]
+struct Memory {
+    rss: u64,
+    anon: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Option<Memory> {
+        Some(Memory {
+            rss: rss_kib(pid)?,
+            anon: anon_kib(pid)?,
+        })
+    }
+
+    fn show(m: Option<Memory>) -> String {
+        let mib = |k: u64| k as f64 / 1024.0;
+        m.map_or("?".to_string(), |m| {
+            format!("{:.1} MiB ({:.1} MiB own)", mib(m.rss), mib(m.anon))
+        })
+    }
 }
 
 pub async fn run(opts: RuntimesOptions) -> Result<(), String> {
@@ -55,19 +74,37 @@ pub async fn run(opts: RuntimesOptions) -> Result<(), String> {
     std::fs::write(dir.join("app.py"), PYTHON_HELLO).map_err(|e| e.to_string())?;
     let bootstraps = Bootstraps::write().map_err(|e| e.to_string())?;
     println!(
-        "| runtime | cold start p50 | cold p90 | warm invoke p50 | warm p99 | warm process RSS | bare interpreter RSS |"
+        "| runtime | cold start p50 | cold p90 | warm invoke p50 | warm p99 | warm process RSS (own) | the handler alone, as often | bare interpreter |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (runtime, handler, bare) in [
+    println!("|---|---|---|---|---|---|---|---|");
+    // The same handler called as often by the interpreter alone, each call
+    // parsing its event and serializing its answer as any runtime must:
+    // what the interpreter itself needs for this function.
+    let node_alone = format!(
+        "const {{ handler }} = await import({:?}); for (let i = 0; i < {}; i++) JSON.stringify(await handler(JSON.parse('{{}}'), {{}})); setInterval(() => {{}}, 1000);",
+        dir.join("index.mjs").display().to_string(),
+        opts.warm + 1
+    );
+    let python_alone = format!(
+        "import json, sys, time; sys.path.insert(0, {:?}); from app import handler\nfor _ in range({}): json.dumps(handler(json.loads('{{}}'), None))\ntime.sleep(60)",
+        dir.display().to_string(),
+        opts.warm + 1
+    );
+    for (runtime, handler, bare, alone) in [
         (
             "nodejs20.x",
             "index.handler",
             ("node", vec!["-e", "setInterval(() => {}, 1000)"]),
+            (
+                "node",
+                vec!["--input-type=module", "-e", node_alone.as_str()],
+            ),
         ),
         (
             "python3.12",
             "app.handler",
             ("python3", vec!["-c", "import time; time.sleep(60)"]),
+            ("python3", vec!["-c", python_alone.as_str()]),
         ),
     ] {
         let (program, args) = command(runtime, &dir, None, &bootstraps, &BTreeMap::new())?;
@@ -100,21 +137,21 @@ pub async fn run(opts: RuntimesOptions) -> Result<(), String> {
             answered(f.invoke(event.clone()).await.1)?;
             warm.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let rss = f.warm_pids().first().and_then(|p| rss_kib(*p));
+        let warm_memory = f.warm_pids().first().and_then(|p| Memory::of(*p));
         f.retire().await;
-        let bare_rss = bare_rss(bare.0, &bare.1).await;
+        let bare_memory = memory_of(bare.0, &bare.1).await;
+        let alone_memory = memory_of(alone.0, &alone.1).await;
         cold.sort_by(f64::total_cmp);
         warm.sort_by(f64::total_cmp);
-        let kib =
-            |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         println!(
-            "| {runtime} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {} | {} |",
-            quantile(&cold, 0.5),
-            quantile(&cold, 0.9),
-            quantile(&warm, 0.5),
-            quantile(&warm, 0.99),
-            kib(rss),
-            kib(bare_rss),
+            "| {runtime} | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms | {} | {} | {} |",
+            percentile(&cold, 0.5),
+            percentile(&cold, 0.9),
+            percentile(&warm, 0.5),
+            percentile(&warm, 0.99),
+            Memory::show(warm_memory),
+            Memory::show(alone_memory),
+            Memory::show(bare_memory),
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

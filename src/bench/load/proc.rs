@@ -21,7 +21,19 @@ pub fn cpu_micros_per(pid: Option<u32>, before: Option<f64>, messages: u64) -> O
 
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The part of a process's resident memory that is its own (`RssAnon`:
+/// heap, stacks, JIT code), in KiB. The rest is files mapped from disk (an
+/// interpreter's own binary and libraries), shared by every process
+/// running them.
+pub fn anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -4,29 +4,65 @@
 // time, as Lambda's Node runtime does. No dependency but Node itself.
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
-import http from "node:http";
+import net from "node:net";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
 const [apiHost, apiPort] = (process.env.AWS_LAMBDA_RUNTIME_API || "127.0.0.1:9001").split(":");
 const base = "/2018-06-01/runtime";
-// One kept-alive connection to the Runtime API; node:http rather than
-// fetch, whose client costs the process tens of megabytes.
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+// One kept-alive connection to the Runtime API, spoken over a plain socket:
+// the runtime sends one request at a time and the API (emulate's own)
+// answers each with a Content-Length, so a few lines replace node:http and
+// its per-request objects, which cost a warm process megabytes.
+let socket = null;
+let pending = null; // { resolve, reject } of the request in flight
+let buffered = Buffer.alloc(0);
 
-function request(method, path, body, headers = {}) {
+function connect() {
+  socket = net.connect({ host: apiHost, port: Number(apiPort), noDelay: true });
+  socket.on("data", (chunk) => {
+    buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+    settle();
+  });
+  const fail = (err) => {
+    socket = null;
+    buffered = Buffer.alloc(0);
+    const p = pending;
+    pending = null;
+    p?.reject(err ?? new Error("the Runtime API closed the connection"));
+  };
+  socket.on("error", fail);
+  socket.on("close", () => fail());
+}
+
+// Resolves the request in flight once its whole response is buffered.
+function settle() {
+  const end = buffered.indexOf("\r\n\r\n");
+  if (!pending || end < 0) return;
+  const lines = buffered.subarray(0, end).toString("latin1").split("\r\n");
+  const headers = {};
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  const length = Number(headers["content-length"] ?? 0);
+  if (buffered.length < end + 4 + length) return;
+  const body = buffered.subarray(end + 4, end + 4 + length);
+  buffered = buffered.subarray(end + 4 + length);
+  const p = pending;
+  pending = null;
+  p.resolve({ status: Number(lines[0].split(" ")[1]), headers, body });
+}
+
+function request(method, path, body = "", headers = {}) {
+  if (!socket) connect();
   return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: apiHost, port: Number(apiPort), method, path: base + path, agent, headers },
-      (res) => {
-        const chunks = [];
-        res.on("data", (c) => chunks.push(c));
-        res.on("end", () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on("error", reject);
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
+    pending = { resolve, reject };
+    const payload = Buffer.from(body);
+    let head = `${method} ${base}${path} HTTP/1.1\r\nhost: ${apiHost}:${apiPort}\r\ncontent-length: ${payload.length}\r\n`;
+    for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+    socket.write(head + "\r\n");
+    if (payload.length) socket.write(payload);
   });
 }
 const root = process.env.LAMBDA_TASK_ROOT || process.cwd();

@@ -2,24 +2,62 @@
 # _HANDLER (package.module.function) from LAMBDA_TASK_ROOT and serves
 # invocations from AWS_LAMBDA_RUNTIME_API, one at a time, as Lambda's
 # Python runtime does. Standard library only.
-import http.client
 import importlib
 import json
 import os
+import _socket  # the C module: socket.py would add enum, selectors and more
 import sys
 import time
-import traceback
 
 HOST, _, PORT = os.environ["AWS_LAMBDA_RUNTIME_API"].partition(":")
 BASE = "/2018-06-01/runtime"
-# One kept-alive connection to the Runtime API.
-CONNECTION = http.client.HTTPConnection(HOST, int(PORT or 80))
+# One kept-alive connection to the Runtime API, spoken over a plain socket:
+# the runtime sends one request at a time and the API (emulate's own)
+# answers each with a Content-Length. http.client (and the email package it
+# imports) would cost a warm process about 6 MiB, socket.py half of one.
+_sock = None
+_buffered = b""
 
 
-def request(method, path, body=None, headers=None):
-    CONNECTION.request(method, BASE + path, body=body, headers=headers or {})
-    res = CONNECTION.getresponse()
-    return res.headers, res.read()
+def _recv_until(predicate):
+    global _buffered
+    while not predicate():
+        chunk = _sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the Runtime API closed the connection")
+        _buffered += chunk
+
+
+def request(method, path, body=b"", headers=None):
+    """One request; the response's headers (lower-case names) and body."""
+    global _sock, _buffered
+    if _sock is None:
+        _sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        _sock.connect((HOST, int(PORT or 80)))
+        _sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        _buffered = b""
+    head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n" % (method, BASE, path, HOST, len(body))
+    for name, value in (headers or {}).items():
+        head += "%s: %s\r\n" % (name, value)
+    try:
+        _sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+        _recv_until(lambda: b"\r\n\r\n" in _buffered)
+        end = _buffered.index(b"\r\n\r\n")
+        lines = _buffered[:end].decode("latin-1").split("\r\n")
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+        size = end + 4 + int(fields.get("content-length", "0"))
+        _recv_until(lambda: len(_buffered) >= size)
+    except OSError:
+        _sock.close()
+        _sock = None
+        raise
+    data, _buffered = _buffered[end + 4:size], _buffered[size:]
+    return fields, data
+
+
 ROOT = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
 HANDLER = os.environ.get("_HANDLER", "app.handler")
 
@@ -33,6 +71,8 @@ def post(path, body, error_type=None):
 
 
 def shape(exc, error_type=None):
+    import traceback  # only when something failed
+
     return {
         "errorType": error_type or type(exc).__name__,
         "errorMessage": str(exc),
@@ -70,8 +110,8 @@ def load():
 
 class Context:
     def __init__(self, headers, deadline_ms):
-        self.aws_request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
-        self.invoked_function_arn = headers.get("Lambda-Runtime-Invoked-Function-Arn")
+        self.aws_request_id = headers.get("lambda-runtime-aws-request-id")
+        self.invoked_function_arn = headers.get("lambda-runtime-invoked-function-arn")
         self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
         self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
         self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
@@ -88,8 +128,8 @@ def main():
     while True:
         headers, body = request("GET", "/invocation/next")
         event = json.loads(body or b"null")
-        request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
-        context = Context(headers, int(headers.get("Lambda-Runtime-Deadline-Ms", "0")))
+        request_id = headers.get("lambda-runtime-aws-request-id")
+        context = Context(headers, int(headers.get("lambda-runtime-deadline-ms", "0")))
         try:
             value = fn(event, context)
         except Exception as exc:  # the handler's own error
