@@ -106,6 +106,18 @@ async fn node_and_python_functions_run_here_warm_with_their_environment() {
     assert_eq!(exited["message"], "Internal server error", "{exited}");
     let again = ask(&mut c, json!({"action": "py"})).await;
     assert_eq!(again["calls"], 1, "a new process after the exit");
+
+    // An answer over 6 MB fails the invocation as Lambda does; the
+    // runtime goes on, warm, in both languages.
+    for (action, calls) in [("node", 5), ("py", 3)] {
+        let big = ask(&mut c, json!({"action": action, "big": true})).await;
+        assert_eq!(big["message"], "Internal server error", "{big}");
+        let next = ask(&mut c, json!({"action": action})).await;
+        assert_eq!(
+            next["calls"], calls,
+            "{action}: the same process after a refused answer"
+        );
+    }
     drop(c);
     emulator.terminate();
 }

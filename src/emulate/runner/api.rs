@@ -190,7 +190,11 @@ async fn route(state: &State, req: http::Request<Incoming>) -> Response<Full<Byt
                         Outcome::Response(b)
                     },
                 ),
-                Err(r) => r,
+                Err(r) => {
+                    // Lambda fails the invocation and keeps the runtime.
+                    let _ = answer(state, &id, Outcome::Error(Bytes::from_static(TOO_LARGE)));
+                    r
+                }
             }
         }
         (Method::POST, ["init", "error"]) => match body(req).await {
@@ -204,6 +208,9 @@ async fn route(state: &State, req: http::Request<Incoming>) -> Response<Full<Byt
         ),
     }
 }
+
+/// Lambda's error for an answer over its 6 MB limit.
+const TOO_LARGE: &[u8] = br#"{"errorMessage":"Response payload size exceeded maximum allowed payload size (6291556 bytes).","errorType":"Function.ResponseSizeTooLarge"}"#;
 
 async fn body(req: http::Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
     match Limited::new(req.into_body(), MAX_RESPONSE_BYTES)
@@ -402,11 +409,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_response_over_six_megabytes_is_refused() {
+    async fn a_response_over_six_megabytes_is_refused_and_fails_the_invocation() {
         let api = RuntimeApi::start().await.unwrap();
         let base = format!("http://{}/2018-06-01/runtime", api.address());
         let http = reqwest::Client::new();
-        let (i, _rx) = invocation("big");
+        let (i, rx) = invocation("big");
         api.invoke(i);
         http.get(format!("{base}/invocation/next"))
             .send()
@@ -419,5 +426,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), 413);
+        let Outcome::Error(e) = rx.await.unwrap() else {
+            panic!("the invocation did not fail")
+        };
+        let e: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(e["errorType"], "Function.ResponseSizeTooLarge");
     }
 }

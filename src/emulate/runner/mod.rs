@@ -143,15 +143,46 @@ const NODE_BOOTSTRAP: &str = include_str!("bootstrap/node.mjs");
 const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap/python.py");
 
 impl Bootstraps {
-    /// Writes the bootstraps under the system temp folder.
+    /// Writes the bootstraps under the system temp folder, in a folder
+    /// named by this user and the bootstraps' contents: private to the
+    /// user (0700, refused if someone else owns it), shared by every
+    /// `emulate` of the same build, and never rewritten under a running
+    /// one by another build.
     pub fn write() -> std::io::Result<Bootstraps> {
-        let dir = std::env::temp_dir().join(format!(
-            "jobcast-emulate-runtime-{}",
-            env!("CARGO_PKG_VERSION")
-        ));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("node.mjs"), NODE_BOOTSTRAP)?;
-        std::fs::write(dir.join("python.py"), PYTHON_BOOTSTRAP)?;
+        use std::hash::{Hash, Hasher};
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let mut h = std::hash::DefaultHasher::new();
+        (NODE_BOOTSTRAP, PYTHON_BOOTSTRAP).hash(&mut h);
+        // SAFETY: getuid only reads the calling process's user id.
+        let uid = unsafe { libc::getuid() };
+        let dir =
+            std::env::temp_dir().join(format!("jobcast-emulate-runtime-{uid}-{:016x}", h.finish()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let meta = std::fs::symlink_metadata(&dir)?;
+        if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a folder of this user's alone; remove it",
+                dir.display()
+            )));
+        }
+        for (name, text) in [
+            ("node.mjs", NODE_BOOTSTRAP),
+            ("python.py", PYTHON_BOOTSTRAP),
+        ] {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+                continue;
+            }
+            // Written aside and renamed, so a process starting meanwhile
+            // reads the whole file or none.
+            let part = dir.join(format!("{name}.{}", std::process::id()));
+            std::fs::write(&part, text)?;
+            std::fs::rename(&part, &path)?;
+        }
         Ok(Bootstraps { dir })
     }
 

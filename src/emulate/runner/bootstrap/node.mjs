@@ -19,20 +19,24 @@ let pending = null; // { resolve, reject } of the request in flight
 let buffered = Buffer.alloc(0);
 
 function connect() {
-  socket = net.connect({ host: apiHost, port: Number(apiPort), noDelay: true });
-  socket.on("data", (chunk) => {
+  const s = net.connect({ host: apiHost, port: Number(apiPort), noDelay: true });
+  socket = s;
+  // Events of a connection already given up (a refused answer's) are ignored.
+  s.on("data", (chunk) => {
+    if (s !== socket) return;
     buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
     settle();
   });
   const fail = (err) => {
+    if (s !== socket) return;
     socket = null;
     buffered = Buffer.alloc(0);
     const p = pending;
     pending = null;
     p?.reject(err ?? new Error("the Runtime API closed the connection"));
   };
-  socket.on("error", fail);
-  socket.on("close", () => fail());
+  s.on("error", fail);
+  s.on("close", () => fail());
 }
 
 // Resolves the request in flight once its whole response is buffered.
@@ -49,9 +53,17 @@ function settle() {
   if (buffered.length < end + 4 + length) return;
   const body = buffered.subarray(end + 4, end + 4 + length);
   buffered = buffered.subarray(end + 4 + length);
+  const status = Number(lines[0].split(" ")[1]);
   const p = pending;
   pending = null;
-  p.resolve({ status: Number(lines[0].split(" ")[1]), headers, body });
+  // A refused body (413) is left unread, so the API ends the connection:
+  // the next request starts a new one.
+  if (status === 413 || headers.connection === "close") {
+    socket.destroy();
+    socket = null;
+    buffered = Buffer.alloc(0);
+  }
+  p.resolve({ status, headers, body });
 }
 
 function request(method, path, body = "", headers = {}) {
@@ -77,9 +89,9 @@ function errorShape(err, type) {
   };
 }
 
-async function post(path, body, headers = {}) {
+function post(path, body, headers = {}) {
   const text = typeof body === "string" ? body : JSON.stringify(body);
-  await request("POST", path, text, { "content-type": "application/json", ...headers });
+  return request("POST", path, text, { "content-type": "application/json", ...headers });
 }
 
 async function initError(err, type) {
@@ -156,18 +168,33 @@ function run(fn, event, ctx) {
   });
 }
 
+// Sends an invocation's answer. The API may refuse one (over 6 MB) and drop
+// the connection while it is still being written; it has then failed the
+// invocation itself, and the next request opens a new connection.
+async function answer(id, kind, body, headers) {
+  try {
+    const res = await post(`/invocation/${id}/${kind}`, body, headers);
+    if (res.status >= 400) console.error(`the Runtime API refused the ${kind}: ${res.body.toString("utf8")}`);
+  } catch (err) {
+    console.error(`the Runtime API refused the ${kind}: ${err.message}`);
+  }
+}
+
 const fn = await load();
 for (;;) {
   const res = await request("GET", "/invocation/next");
   const id = res.headers["lambda-runtime-aws-request-id"];
   const deadline = Number(res.headers["lambda-runtime-deadline-ms"]);
   const event = JSON.parse(res.body.toString("utf8") || "null");
+  let text;
   try {
     const value = await run(fn, event, context(res.headers, deadline));
-    await post(`/invocation/${id}/response`, JSON.stringify(value === undefined ? null : value));
+    text = JSON.stringify(value === undefined ? null : value);
   } catch (err) {
     const shape = errorShape(err);
     console.error(`${shape.errorType}: ${shape.errorMessage}`);
-    await post(`/invocation/${id}/error`, shape, { "lambda-runtime-function-error-type": shape.errorType });
+    await answer(id, "error", shape, { "lambda-runtime-function-error-type": shape.errorType });
+    continue;
   }
+  await answer(id, "response", text);
 }

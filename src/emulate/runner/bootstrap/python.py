@@ -55,6 +55,11 @@ def request(method, path, body=b"", headers=None):
         _sock = None
         raise
     data, _buffered = _buffered[end + 4:size], _buffered[size:]
+    # A refused body (413) is left unread, so the API ends the connection:
+    # the next request starts a new one.
+    if lines[0].split(" ")[1:2] == ["413"] or fields.get("connection") == "close":
+        _sock.close()
+        _sock = None
     return fields, data
 
 
@@ -68,6 +73,16 @@ def post(path, body, error_type=None):
     if error_type:
         headers["Lambda-Runtime-Function-Error-Type"] = error_type
     request("POST", path, data, headers)
+
+
+def answer(path, body, error_type=None):
+    """Sends an invocation's answer. The API may refuse one (over 6 MB) and
+    drop the connection while it is still being written; it has then failed
+    the invocation itself, and the next request opens a new connection."""
+    try:
+        post(path, body, error_type)
+    except OSError as exc:
+        print("the Runtime API refused the answer: %s" % exc, file=sys.stderr)
 
 
 def shape(exc, error_type=None):
@@ -131,13 +146,13 @@ def main():
         request_id = headers.get("lambda-runtime-aws-request-id")
         context = Context(headers, int(headers.get("lambda-runtime-deadline-ms", "0")))
         try:
-            value = fn(event, context)
-        except Exception as exc:  # the handler's own error
+            data = json.dumps(fn(event, context)).encode()
+        except Exception as exc:  # the handler's own error, or an answer JSON cannot hold
             body = shape(exc)
             print("[ERROR] %s: %s" % (body["errorType"], body["errorMessage"]), file=sys.stderr)
-            post("/invocation/%s/error" % request_id, body, body["errorType"])
+            answer("/invocation/%s/error" % request_id, body, body["errorType"])
             continue
-        post("/invocation/%s/response" % request_id, json.dumps(value).encode())
+        answer("/invocation/%s/response" % request_id, data)
 
 
 main()

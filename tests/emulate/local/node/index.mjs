@@ -5,6 +5,8 @@ export const handler = async (event, context) => {
   console.log(`node got ${event.body}`);
   const body = JSON.parse(event.body);
   if (body.throw) throw new TypeError("thrown on purpose");
+  // An answer over Lambda's 6 MB limit.
+  if (body.big) return { statusCode: 200, body: "x".repeat(7 * 1024 * 1024) };
   return {
     statusCode: 200,
     body: JSON.stringify({

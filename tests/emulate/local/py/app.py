@@ -22,6 +22,9 @@ def handler(event, context):
         sys.stdout.flush()
     if body.get("exit"):
         os._exit(3)
+    if body.get("big"):
+        # An answer over Lambda's 6 MB limit.
+        return {"statusCode": 200, "body": "x" * (7 * 1024 * 1024)}
     return {
         "statusCode": 200,
         "body": json.dumps({
