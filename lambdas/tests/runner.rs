@@ -154,6 +154,12 @@ Resources:
   EchoResponse:
     Type: AWS::ApiGatewayV2::RouteResponse
     Properties: { ApiId: !Ref Api, RouteId: !Ref Echo, RouteResponseKey: $default }
+  Post:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: { ApiId: !Ref Api, RouteKey: post, Target: !Sub "integrations/${Integ}" }
+  PostResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties: { ApiId: !Ref Api, RouteId: !Ref Post, RouteResponseKey: $default }
 "#;
     let path = root.join("template.yaml");
     std::fs::write(&path, template).unwrap();
@@ -207,6 +213,24 @@ Resources:
         .unwrap()
         .unwrap();
     assert_eq!(answer.to_text().unwrap(), r#"{"action":"echo","n":1}"#);
+
+    // The function posts to its own connection with the AWS SDK for Rust,
+    // through emulate's @connections, then answers the route.
+    c.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"action":"post"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let mut frames = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .expect("a frame")
+            .unwrap()
+            .unwrap();
+        frames.push(m.to_text().unwrap().to_string());
+    }
+    assert_eq!(frames, ["hello", "posted 200"]);
     drop(c);
     let _ = stop.send(());
     served.await.unwrap().unwrap();

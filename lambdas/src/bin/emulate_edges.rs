@@ -1,14 +1,17 @@
 //! A WebSocket handler and a `REQUEST` authorizer that misbehave on
 //! demand, for checking that `jobcast emulate` answers each case as API
-//! Gateway does (tests/emulate/edges.yaml wires them). Built only with
-//! `--features emulate-edges`; never deployed.
+//! Gateway does (tests/emulate/edges.yaml wires them, and
+//! lambdas/tests/runner.rs runs it under emulate's own runner). Built with
+//! the other binaries; no template deploys it.
 //!
 //! `$connect` reads its query: `status=N` answers N, `protocol=P` selects
 //! subprotocol P, `fail=1` fails the invocation, `post=1` posts to its own
 //! connection through `@connections` (at `http://` + domainName + stage)
 //! and answers that post's status (410 while `$connect` runs, as in AWS). Messages by `action`:
 //! `echo` answers the body, `slow` sleeps past the route's timeout, `boom`
-//! fails, `whoami` answers `requestContext.authorizer`. As the authorizer
+//! fails, `whoami` answers `requestContext.authorizer`, `post` posts
+//! `hello` to its own connection (the AWS SDK's management client) and
+//! answers `posted N` with that post's status. As the authorizer
 //! (an event with `"type": "REQUEST"`), the `Auth` header decides: `allow`
 //! (principal `alice`, context `{"plan": "pro"}`), `deny`, anything else
 //! fails with `Unauthorized`.
@@ -92,6 +95,10 @@ async fn message(event: &Value) -> Result<Value, Error> {
             Ok(json!({ "statusCode": 200, "body": "too late" }))
         }
         Some("boom") => Err("boom on purpose".into()),
+        Some("post") => Ok(json!({
+            "statusCode": 200,
+            "body": format!("posted {}", post_to_self(event).await),
+        })),
         Some("whoami") => Ok(json!({
             "statusCode": 200,
             "body": event["requestContext"]["authorizer"].to_string(),
