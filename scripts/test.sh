@@ -162,6 +162,11 @@ make_venv
 (cd web-demo && JOBCAST_BIN="$PWD/../target/debug/jobcast" node --test tests/) 2>&1 | tee target/web-test-output.txt
 web_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/web-test-output.txt | tail -1)
 
+step "@jobcast/client: the browser client, its types, and its React hooks in chromium"
+(cd clients/browser && npm ci --no-audit --no-fund --loglevel=error)
+(cd clients/browser && JOBCAST_BIN="$PWD/../../target/debug/jobcast" node --test tests/) 2>&1 | tee target/browser-client-output.txt
+browser_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/browser-client-output.txt | tail -1)
+
 step "against a live serve: worker libraries (Python, Node), close frames through asyncio clients"
 # Installed as a user would: pip install ./clients/python.
 target/py-venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./clients/python
@@ -204,7 +209,7 @@ fi
 
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
-passed=$((passed + ${web_passed:-0} + ${py_passed:-0} + ${node_passed:-0} + ${ab_passed:-0}))
+passed=$((passed + ${web_passed:-0} + ${browser_passed:-0} + ${py_passed:-0} + ${node_passed:-0} + ${ab_passed:-0}))
 if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2
   exit 1

@@ -18,7 +18,7 @@ const FILES: [(&str, &str, &str); 4] = [
     (
         "jobcast-client.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../web-demo/jobcast-client.js"),
+        include_str!("../../clients/browser/index.js"),
     ),
     (
         "style.css",

@@ -1,8 +1,8 @@
-// jobcast-client.js without a browser: backoff, seq ordering, Retry-After,
+// @jobcast/client without a browser: backoff, seq ordering, Retry-After,
 // and following an owner over a stand-in WebSocket.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffDelay, JobcastClient, SnapshotTracker, retryAfterMs, isTerminal } from '../jobcast-client.js';
+import { backoffDelay, JobcastClient, SnapshotTracker, retryAfterMs, isTerminal } from '../index.js';
 
 test('backoff is full jitter under an exponential, capped ceiling', () => {
   assert.equal(backoffDelay(0, { baseMs: 500, capMs: 30000, random: () => 0.999 }), 499);

@@ -1,4 +1,4 @@
-// jobcast-client.js: follow long-running jobs from a browser, live.
+// @jobcast/client (served by jobcast serve as /jobcast-client.js): follow long-running jobs from a browser, live.
 //
 // A dependency-free ES module. It keeps a WebSocket to the jobcast WebSocket
 // API, subscribes and syncs after every (re)connect, never applies a snapshot
@@ -148,9 +148,14 @@ export class JobcastClient {
   /**
    * Starts following a job; connects if needed. `streams` maps a stream
    * name to its handler, called with each run of new chunks and the index
-   * of the first.
+   * of the first. `onComplete` is called once, with the terminal snapshot,
+   * after every followed stream was handed over up to its final length;
+   * the job is then let go. `onError` hears the server's refusal of the
+   * job (`forbidden`: a wrong or expired token; `not_found`), after which
+   * it is no longer followed.
    * @param {{jobId: string, token: string, statusUrl?: string, onUpdate: (s: Snapshot) => void,
-   *   streams?: Record<string, (chunks: unknown[], from: number) => void>}} job
+   *   streams?: Record<string, (chunks: unknown[], from: number) => void>,
+   *   onComplete?: (s: Snapshot) => void, onError?: (e: {code: string, message: string}) => void}} job
    */
   follow(job) {
     const next = {};
@@ -290,6 +295,7 @@ export class JobcastClient {
       }
       if (msg.type === 'progress') this.deliver(msg);
       else if (msg.type === 'chunks') this.chunks(msg);
+      else if (msg.type === 'error' && msg.jobId && this.jobs.has(msg.jobId)) this.refused(msg);
       else if (msg.type === 'error' && msg.code === 'unauthorized' && this.owner) this.owner.onError?.(msg);
     };
     ws.onclose = () => {
@@ -300,6 +306,34 @@ export class JobcastClient {
       this.scheduleReconnect();
     };
     ws.onerror = () => {};
+  }
+
+  /** The server refused a job (its token, or no such job): it is let go. */
+  refused(msg) {
+    const job = this.jobs.get(msg.jobId);
+    if (!job || !['forbidden', 'not_found', 'unauthorized'].includes(msg.code)) return;
+    clearTimeout(job.pollTimer);
+    this.jobs.delete(msg.jobId);
+    job.onError?.({ code: msg.code, message: msg.message ?? msg.code });
+    if (!this.following()) this.close();
+  }
+
+  /**
+   * Catches up now: a socket waiting to reconnect connects at once (with a
+   * fresh backoff), a live one asks for the current state. For when a
+   * hidden tab is shown again (browsers slow its timers) or the network
+   * comes back.
+   */
+  resume() {
+    if (this.stopped) return;
+    if (this.state === 'live') {
+      this.send({ action: 'sync' });
+      return;
+    }
+    if (this.ws) return; // a connection attempt is under way
+    this.clearTimers();
+    this.failures = 0;
+    this.connect();
   }
 
   /** Reconnects now, on purpose (lifetime limit). */
@@ -407,6 +441,7 @@ export class JobcastClient {
     clearTimeout(job.pollTimer);
     this.jobs.delete(job.jobId);
     if (this.state === 'live') this.send({ action: 'unsubscribe', jobId: job.jobId });
+    job.onComplete?.(job.final);
     if (!this.following()) this.close();
   }
 
@@ -462,7 +497,8 @@ export class JobcastClient {
  *
  * @param {{jobId: string, token: string, websocketUrl: string, statusUrl?: string,
  *   onUpdate: (s: Snapshot) => void, onStateChange?: (s: ConnectionState) => void,
- *   streams?: Record<string, (chunks: unknown[], from: number) => void>}} opts
+ *   streams?: Record<string, (chunks: unknown[], from: number) => void>,
+ *   onComplete?: (s: Snapshot) => void, onError?: (e: {code: string, message: string}) => void}} opts
  */
 export function watchJob(opts) {
   const client = new JobcastClient({ websocketUrl: opts.websocketUrl, onStateChange: opts.onStateChange });
@@ -472,6 +508,8 @@ export function watchJob(opts) {
     statusUrl: opts.statusUrl,
     onUpdate: opts.onUpdate,
     streams: opts.streams,
+    onComplete: opts.onComplete,
+    onError: opts.onError,
   });
   return () => client.close();
 }
