@@ -191,6 +191,11 @@ scripts/emulate-smoke.sh 2>&1 | tee target/emulate-smoke-output.txt
 step "jobcast emulate: a SAM chat app (Node, AWS SDK v3) under serverless-offline's Lambda port"
 scripts/emulate-chat.sh 2>&1 | tee target/emulate-chat-output.txt
 
+step "CDK construct: synth offline, cfn-lint, the same deployment as the SAM template, emulate on cdk.out"
+(cd infra/cdk && npm ci --no-audit --no-fund --loglevel=error)
+(cd infra/cdk && JOBCAST_BIN="$PWD/../../target/debug/jobcast" npm test --silent) 2>&1 | tee target/cdk-output.txt
+cdk_passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' target/cdk-output.txt | tail -1)
+
 step "jobs API against docs/openapi.yaml (schemathesis)"
 scripts/schemathesis.sh target/debug/jobcast 40 2>&1 | tee target/schemathesis-output.txt
 st_passed=$(sed -n 's/^ *\([0-9]*\) generated, \1 passed.*/\1/p' target/schemathesis-output.txt | tail -1)
@@ -209,7 +214,7 @@ fi
 
 # A run that executed no test is a failure, not a pass.
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
-passed=$((passed + ${web_passed:-0} + ${browser_passed:-0} + ${py_passed:-0} + ${node_passed:-0} + ${ab_passed:-0}))
+passed=$((passed + ${web_passed:-0} + ${browser_passed:-0} + ${cdk_passed:-0} + ${py_passed:-0} + ${node_passed:-0} + ${ab_passed:-0}))
 if [ "$passed" -eq 0 ]; then
   echo "no test ran" >&2
   exit 1

@@ -152,7 +152,16 @@ fn read_functions(cx: &Resolver, template: &Value) -> BTreeMap<String, FunctionS
                 logical_id: id.clone(),
                 runtime: string("Runtime"),
                 handler: string("Handler"),
-                code_uri: string(if serverless { "CodeUri" } else { "Code" }),
+                // A CDK app's function: the asset folder the CDK wrote
+                // beside the template (as `sam local` reads it).
+                code_uri: if serverless {
+                    string("CodeUri")
+                } else {
+                    r["Metadata"]["aws:asset:path"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| string("Code"))
+                },
                 timeout: number("Timeout")
                     .map(Duration::from_secs)
                     .unwrap_or(DEFAULT_FUNCTION_TIMEOUT),
@@ -602,6 +611,25 @@ Resources:
             auth.identity_sources,
             vec![IdentitySource::Header("Host".into())]
         );
+    }
+
+    #[test]
+    fn a_cdk_function_runs_from_its_asset_folder() {
+        let t = parse_text(
+            r#"{"Resources": {
+              "Api": {"Type": "AWS::ApiGatewayV2::Api", "Properties": {"ProtocolType": "WEBSOCKET", "RouteSelectionExpression": "$request.body.action"}},
+              "ProgressConnectFunction1A2B3C4D": {
+                "Type": "AWS::Lambda::Function",
+                "Metadata": {"aws:asset:path": "asset.0cc22cb4e651", "aws:asset:property": "Code"},
+                "Properties": {"Code": {"S3Bucket": "cdk-assets", "S3Key": "0cc2.zip"}, "Handler": "bootstrap",
+                  "Runtime": "provided.al2023", "Timeout": 10, "MemorySize": 256}}}}"#,
+        )
+        .expect("parses");
+        let api = read_api(&t, None, &names()).expect("reads");
+        let f = &api.functions["ProgressConnectFunction1A2B3C4D"];
+        assert_eq!(f.code_uri.as_deref(), Some("asset.0cc22cb4e651"));
+        assert_eq!(f.timeout, Duration::from_secs(10));
+        assert_eq!(f.memory_mb, 256);
     }
 
     #[test]
