@@ -136,11 +136,13 @@ ab_passed=$(sed -n 's/^  OK: \([0-9]*\) of.*/\1/p' target/autobahn-output.txt | 
 fi
 
 # The Python the tests use: pytest and websockets for the test clients,
-# boto3 for the Python chat example (Lambda's Python runtimes have it).
+# boto3 for the Python chat example (Lambda's Python runtimes have it), and
+# the OpenTelemetry project's protobuf classes for the OTLP receiver.
 make_venv() {
-  if [ ! -x target/py-venv/bin/pytest ] || ! target/py-venv/bin/python -c 'import boto3' 2>/dev/null; then
+  if [ ! -x target/py-venv/bin/pytest ] || ! target/py-venv/bin/python -c 'import boto3, opentelemetry.proto' 2>/dev/null; then
     python3 -m venv target/py-venv
-    target/py-venv/bin/pip install --quiet --disable-pip-version-check pytest==8.3.4 websockets==14.1 boto3==1.35.99
+    target/py-venv/bin/pip install --quiet --disable-pip-version-check pytest==8.3.4 websockets==14.1 boto3==1.35.99 \
+      opentelemetry-proto==1.29.0
   fi
 }
 
@@ -208,6 +210,7 @@ step "benchmark tooling (short run, jobcast and serverless-offline; no timing as
 scripts/bench.sh --quick 2>&1 | tee target/bench-quick-output.txt
 bench_checks=$(grep -c '^| ' target/bench/BENCHMARKS.quick.md || true)
 scripts/bench-emulate.sh --quick 2>&1 | tee target/bench-emulate-quick-output.txt
+scripts/bench-tracing.sh --quick 2>&1 | tee target/bench-tracing-quick-output.txt
 bench_checks=$((bench_checks + $(grep -c '^| jobcast emulate\|^| serverless-offline' target/bench-emulate-quick-output.txt || true)))
 echo "benchmark report rows checked: ${bench_checks:-0}"
 fi

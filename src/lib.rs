@@ -18,8 +18,8 @@
 //! `jobcast::store` is `jobcast_core::store`.
 
 pub use jobcast_core::{
-    auth, aws, clock, dispatch, files, handlers, metrics, publish, push, store, token, webhook,
-    wiring,
+    auth, aws, clock, dispatch, files, handlers, metrics, publish, push, store, telemetry, token,
+    webhook, wiring,
 };
 pub use jobcast_gateway as gateway;
 pub use jobcast_protocol as protocol;

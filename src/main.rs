@@ -163,6 +163,7 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     init_tracing(args.log_format);
     let shutdown = shutdown_signal();
+    jobcast::telemetry::install_from_env(args.otlp_endpoint.as_deref(), "jobcast")?;
     let tokens = token_key(&args)?;
     let mut config = args.serve_config().map_err(|e| e.to_string())?;
     config.identity = identity(&args).await?;
@@ -187,10 +188,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!("WebSocket API:  ws://{addr}/{stage}");
     tracing::info!("@connections:   http://{addr}/{stage}/@connections/{{connectionId}}");
     tracing::info!("jobs API:       http://{addr}/jobs");
-    serve
+    let served = serve
         .run(shutdown)
         .await
-        .map_err(|e| format!("server error: {e}"))
+        .map_err(|e| format!("server error: {e}"));
+    // The spans of the last requests.
+    jobcast::telemetry::flush().await;
+    served
 }
 
 /// Why the gateway could not start, with the fix when it is the address.

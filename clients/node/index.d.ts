@@ -9,6 +9,8 @@ export interface JobMessage {
   workerToken: string;
   updateUrl: string;
   heartbeatTimeoutSeconds: number;
+  /** W3C trace context of the hand-over, when jobcast's traces are on. */
+  traceparent?: string;
 }
 
 /** What jobcast answers to an accepted update. */
@@ -83,6 +85,8 @@ export class Job {
   readonly heartbeatTimeoutSeconds: number;
   readonly createdAt: string | null;
   readonly updateUrl: string;
+  /** The W3C trace context of the hand-over (jobcast's traces on); sent back with every update. */
+  readonly traceparent: string | null;
   last: Accepted | Snapshot | null;
   /** True once a call learned that the job had ended. */
   ended: boolean;

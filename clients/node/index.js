@@ -109,6 +109,12 @@ export class Job {
     this.ended = false;
     this.cancelled = false;
     Object.defineProperty(this, 'token', { value: message.workerToken, enumerable: false });
+    /**
+     * The W3C trace context jobcast handed the job over in (when its traces
+     * are on). Every update carries it back, so they join the trace its
+     * POST /jobs began; start your own spans under it to join too.
+     */
+    this.traceparent = typeof message.traceparent === 'string' ? message.traceparent : null;
   }
 
   /**
@@ -394,6 +400,7 @@ export class Job {
           headers: {
             ...headers,
             ...(auth ? { authorization: `Bearer ${this.token}` } : {}),
+            ...(auth && this.traceparent ? { traceparent: this.traceparent } : {}),
             'user-agent': `jobcast-worker-node/${VERSION}`,
           },
           body: payload,
@@ -444,6 +451,7 @@ export class Job {
           authorization: `Bearer ${this.token}`,
           'content-type': 'application/json',
           'user-agent': `jobcast-worker-node/${VERSION}`,
+          ...(this.traceparent ? { traceparent: this.traceparent } : {}),
         },
         body: data,
         signal: AbortSignal.timeout(this.timeoutMs),

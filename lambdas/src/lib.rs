@@ -121,6 +121,12 @@ pub fn init_tracing() {
         .without_time()
         .with_current_span(false)
         .init();
+    // Traces, when OTEL_EXPORTER_OTLP_ENDPOINT is set (the ADOT layer's
+    // collector, or any OTLP/HTTP endpoint); each invocation flushes them.
+    let service = var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "jobcast".into());
+    if let Err(e) = jobcast_core::telemetry::install_from_env(None, &service) {
+        tracing::error!(error = %e, "traces are off: fix the OTEL_ settings");
+    }
 }
 
 /// Runs `fut` with the invocation's end as the deadline of every publish
@@ -134,7 +140,10 @@ pub async fn within_invocation<F: std::future::Future>(
         .deadline()
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
-    jobcast_core::push::pace::within(std::time::Instant::now() + left, fut).await
+    let out = jobcast_core::push::pace::within(std::time::Instant::now() + left, fut).await;
+    // A sandbox is frozen between invocations: send the spans now.
+    jobcast_core::telemetry::flush().await;
+    out
 }
 
 /// A positive whole number from the environment, or `default` when unset.

@@ -194,6 +194,13 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBCAST_COALESCE", default_value = "0", value_parser = parse_coalesce_window, value_name = "DURATION")]
     pub coalesce: Duration,
 
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans go to /v1/traces). Off by default; the
+    /// standard OTEL_EXPORTER_OTLP_ENDPOINT (and OTEL_SERVICE_NAME,
+    /// OTEL_EXPORTER_OTLP_HEADERS, …) work too.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Keep job files (uploaded by workers, downloaded by browsers) in this
     /// directory, served by serve itself through URLs it signs. Default: a
     /// `jobcast-files` folder under the system temp directory.

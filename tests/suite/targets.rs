@@ -158,6 +158,7 @@ async fn a_state_machine_gets_one_execution_per_job_named_by_its_id() {
         worker_token: msg["workerToken"].as_str().unwrap().into(),
         update_url: msg["updateUrl"].as_str().unwrap().into(),
         heartbeat_timeout_seconds: 300,
+        traceparent: None,
     };
     use jobcast::dispatch::Deliver;
     again

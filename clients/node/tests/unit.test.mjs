@@ -173,3 +173,19 @@ test('an error met by held progress rejects the next call', async (t) => {
   await assert.rejects(job.progress({ percent: 60 }), (e) => e instanceof JobcastError && e.code === 'invalid_update');
   assert.equal(r.requests.length, 2, 'the call that rejected sent nothing');
 });
+
+test("the job message's traceparent goes back with every call, and none without one", async (t) => {
+  const r = await recorder([ok]);
+  t.after(r.close);
+  const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const job = Job.fromMessage(message(`${r.url}/jobs/job_1/updates`, { traceparent }));
+  assert.equal(job.traceparent, traceparent);
+  await job.progress({ percent: 5 });
+  await job.heartbeat();
+  await job.succeed();
+  assert.deepEqual(r.requests.map((q) => q.headers.traceparent), [traceparent, traceparent, traceparent]);
+  const untraced = Job.fromMessage(message(`${r.url}/jobs/job_1/updates`));
+  assert.equal(untraced.traceparent, null);
+  await untraced.progress({ percent: 5 });
+  assert.equal(r.requests.at(-1).headers.traceparent, undefined);
+});

@@ -101,7 +101,7 @@ class Job:
     def __init__(self, job_id: str, update_url: str, worker_token: str, *,
                  kind: Optional[str] = None, input: Any = None, attempt: int = 1,
                  heartbeat_timeout_seconds: int = 0, created_at: Optional[str] = None,
-                 retries: int = 6, timeout: float = 30.0,
+                 traceparent: Optional[str] = None, retries: int = 6, timeout: float = 30.0,
                  backoff: float = 0.5, max_backoff: float = 30.0,
                  min_interval: float = 0.0, chunk_interval: float = 0.1) -> None:
         self.id = job_id
@@ -111,6 +111,10 @@ class Job:
         self.attempt = attempt
         self.heartbeat_timeout_seconds = heartbeat_timeout_seconds
         self.created_at = created_at
+        #: The W3C trace context jobcast handed the job over in (when its traces
+        #: are on). Every update carries it back, so they join the trace its
+        #: ``POST /jobs`` began; start your own spans under it to join too.
+        self.traceparent = traceparent
         self.retries = retries
         self.timeout = timeout
         self.backoff = backoff
@@ -165,7 +169,9 @@ class Job:
             kind=message.get("kind"), input=message.get("input"),
             attempt=int(message.get("attempt") or 1),
             heartbeat_timeout_seconds=int(message.get("heartbeatTimeoutSeconds") or 0),
-            created_at=message.get("createdAt"), **options)
+            created_at=message.get("createdAt"),
+            traceparent=message.get("traceparent") if isinstance(message.get("traceparent"), str) else None,
+            **options)
 
     @classmethod
     def from_env(cls, **options: Any) -> "Job":
@@ -491,6 +497,8 @@ class Job:
         headers["User-Agent"] = f"jobcast-worker-python/{__version__}"
         if auth:
             headers["Authorization"] = f"Bearer {self._token}"
+            if self.traceparent:
+                headers["traceparent"] = self.traceparent
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as res:

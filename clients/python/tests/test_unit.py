@@ -176,3 +176,18 @@ def test_an_error_met_by_held_progress_is_raised_by_the_next_call(recorder):
         job.progress(percent=60)
     assert e.value.code == "invalid_update"
     assert len(r.requests) == 2, "the call that raised sent nothing"
+
+
+def test_the_job_messages_traceparent_goes_back_with_every_call(recorder):
+    r = recorder([(200, {}, {"jobId": "job_1", "seq": 2, "status": "running"})])
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job = Job.from_message(message(r.url + "/jobs/job_1/updates", traceparent=traceparent))
+    assert job.traceparent == traceparent
+    job.progress(percent=5)
+    job.heartbeat()
+    job.succeed()
+    assert [q["headers"].get("traceparent") for q in r.wait_for(3)] == [traceparent] * 3
+    untraced = Job.from_message(message(r.url + "/jobs/job_1/updates"))
+    assert untraced.traceparent is None
+    untraced.progress(percent=5)
+    assert "traceparent" not in r.wait_for(4)[-1]["headers"]

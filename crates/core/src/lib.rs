@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod publish;
 pub mod push;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 pub mod webhook;
 pub mod wiring;

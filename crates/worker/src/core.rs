@@ -62,6 +62,9 @@ pub(super) struct Core {
     pub(super) job_id: String,
     pub(super) update_url: String,
     pub(super) token: String,
+    /// The job's W3C trace context, sent back with every request so the
+    /// updates join the trace of the job's creation.
+    pub(super) traceparent: Option<String>,
     pub(super) http: reqwest::Client,
     pub(super) retry: Mutex<RetryOptions>,
     pub(super) ended: AtomicBool,
@@ -79,11 +82,17 @@ pub(super) struct Core {
 }
 
 impl Core {
-    pub(super) fn new(job_id: String, update_url: String, token: String) -> Core {
+    pub(super) fn new(
+        job_id: String,
+        update_url: String,
+        token: String,
+        traceparent: Option<String>,
+    ) -> Core {
         Core {
             job_id,
             update_url,
             token,
+            traceparent,
             http: reqwest::Client::new(),
             retry: Mutex::new(RetryOptions::default()),
             ended: AtomicBool::new(false),
@@ -249,11 +258,18 @@ impl Core {
             attempt += 1;
         }
     }
+    /// `req` with the job's `traceparent`, when it has one.
+    pub(super) fn traced(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.traceparent {
+            Some(t) => req.header("traceparent", t.as_str()),
+            None => req,
+        }
+    }
+
     /// One POST of `body` to the update endpoint.
     async fn post_once(&self, body: &str, retry: &RetryOptions) -> Answer {
         let sent = self
-            .http
-            .post(&self.update_url)
+            .traced(self.http.post(&self.update_url))
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(

@@ -81,8 +81,7 @@ impl Job {
         let answer = core
             .call(|| async {
                 Ok(core
-                    .http
-                    .post(&files_url)
+                    .traced(core.http.post(&files_url))
                     .bearer_auth(&core.token)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(ask.clone()))

@@ -141,6 +141,8 @@ struct Message {
     heartbeat_timeout_seconds: Option<u64>,
     #[serde(default)]
     created_at: Option<String>,
+    #[serde(default)]
+    traceparent: Option<String>,
 }
 
 /// One job handed to this worker, and the calls that report on it.
@@ -157,6 +159,10 @@ pub struct Job {
     pub heartbeat_timeout: Duration,
     /// When the client created the job (RFC 3339).
     pub created_at: Option<String>,
+    /// The W3C trace context jobcast handed the job over in, when its
+    /// traces are on: every update carries it back (so they join the trace
+    /// `POST /jobs` began); start your own spans under it to join too.
+    pub traceparent: Option<String>,
     /// Where updates go: `POST {update_url}`.
     pub update_url: String,
     /// Shortest time between two progress updates sent (zero: every call).
@@ -215,7 +221,13 @@ impl Job {
             attempt: m.attempt.unwrap_or(1),
             heartbeat_timeout: Duration::from_secs(m.heartbeat_timeout_seconds.unwrap_or(0)),
             created_at: m.created_at,
-            core: Arc::new(Core::new(m.job_id, m.update_url.clone(), m.worker_token)),
+            core: Arc::new(Core::new(
+                m.job_id,
+                m.update_url.clone(),
+                m.worker_token,
+                m.traceparent.clone(),
+            )),
+            traceparent: m.traceparent,
             update_url: m.update_url,
             min_interval: Duration::ZERO,
             chunk_interval: DEFAULT_CHUNK_INTERVAL,
@@ -468,5 +480,87 @@ mod tests {
         assert!(e.to_string().contains("workerToken, updateUrl"), "{e}");
         assert!(Job::from_message("{nope").is_err());
         assert!(Job::from_value(json!([1])).is_err());
+    }
+
+    /// A stand-in for jobcast: answers each request as an accepted update
+    /// and keeps every request's head.
+    async fn stand_in() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/jobs/job_1/updates",
+            listener.local_addr().unwrap()
+        );
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = text[..end].to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + length {
+                            continue;
+                        }
+                        seen.lock().unwrap().push(head);
+                        buf.drain(..end + 4 + length);
+                        let body = r#"{"jobId":"job_1","seq":2,"status":"running"}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, heads)
+    }
+
+    #[tokio::test]
+    async fn the_job_messages_traceparent_goes_back_with_every_update() {
+        let (url, heads) = stand_in().await;
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let job = Job::from_value(
+            json!({"jobId": "job_1", "workerToken": "wt", "updateUrl": url,
+                                         "traceparent": traceparent}),
+        )
+        .unwrap();
+        assert_eq!(job.traceparent.as_deref(), Some(traceparent));
+        job.progress(Some(10.0), None).await.unwrap();
+        job.heartbeat().await.unwrap();
+        let untraced =
+            Job::from_value(json!({"jobId": "job_1", "workerToken": "wt", "updateUrl": url}))
+                .unwrap();
+        assert_eq!(untraced.traceparent, None);
+        untraced.heartbeat().await.unwrap();
+        let heads = heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 3);
+        let line = format!("traceparent: {traceparent}");
+        assert!(
+            heads[0].contains(&line) && heads[1].contains(&line),
+            "{heads:?}"
+        );
+        assert!(!heads[2].contains("traceparent"), "{heads:?}");
     }
 }

@@ -85,6 +85,8 @@ export interface JobcastGatewayProps {
   readonly heartbeatTimeout?: Duration;
   /** A job no worker reported on this long after hand-over ends not_started (0: off). Default 1 hour. */
   readonly startTimeout?: Duration;
+  /** Traces: the OTLP/HTTP endpoint every function exports spans to (e.g. the ADOT collector layer's http://localhost:4318). Default: none. */
+  readonly otlpEndpoint?: string;
   /**
    * Each function's code, by binary name (connect, disconnect, message,
    * jobs_api, updates, worker, authorizer, sweeper). Default: what `cargo
@@ -284,6 +286,7 @@ export class JobcastGateway extends Construct {
       JOBCAST_PUBLISH_MAX_CONCURRENCY: String(props.publishMaxConcurrency ?? 256),
       JOBCAST_FILES_BUCKET: this.filesBucket.ref,
       JOBCAST_FILE_URL_TTL_SECONDS: String(seconds(props.fileUrlTtl, 900)),
+      OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint ?? '',
       RUST_LOG: 'info',
     };
     const fn = (id: string, binary: string, opts: { timeout?: number; env?: Record<string, string>; statements?: iam.PolicyStatement[] }) => {

@@ -31,6 +31,7 @@ const configs = {
         taskRoleArns: ['arn:aws:iam::123456789012:role/encode-task'],
       },
       jwt: { issuer: 'https://issuer.example.com', audience: 'app-client', jwksUrl: 'https://issuer.example.com/keys', maxActiveJobsPerOwner: 5 },
+      otlpEndpoint: 'http://localhost:4318',
     },
     sam: {
       StageName: 'live',
@@ -55,6 +56,7 @@ const configs = {
       JwtAudience: 'app-client',
       JwksUrl: 'https://issuer.example.com/keys',
       MaxActiveJobsPerOwner: 5,
+      OtlpEndpoint: 'http://localhost:4318',
     },
   },
   // No sweeper: liveness, start deadline and coalescing all off.

@@ -48,6 +48,11 @@ pub struct JobMessage {
     pub worker_token: String,
     pub update_url: String,
     pub heartbeat_timeout_seconds: u64,
+    /// The W3C trace context of the hand-over, when traces are on: the
+    /// worker libraries send it back with each update, so the job's work
+    /// joins the trace its `POST /jobs` began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// How long a handed-over job waits for its worker's first report by
@@ -273,6 +278,7 @@ impl Dispatcher {
             created_at: rfc3339(job.created_at),
             attempt: job.attempt.max(1),
             heartbeat_timeout_seconds: self.settings.heartbeat_timeout.as_secs(),
+            traceparent: crate::telemetry::current_traceparent(),
             job_id,
         }
     }
@@ -296,6 +302,25 @@ impl Dispatcher {
     }
 
     async fn hand_over(&self, job: &JobRecord, base_url: &str) -> Result<(), QueueError> {
+        let mut span = crate::telemetry::child(
+            format!("dispatch {}", job.kind),
+            crate::telemetry::SpanKind::Producer,
+        );
+        span.set("jobcast.job.id", job.snapshot.job_id.as_str());
+        span.set("jobcast.job.kind", job.kind.as_str());
+        span.set("jobcast.job.attempt", u64::from(job.attempt.max(1)));
+        if let Some(scheme) = self.kinds.0.get(job.kind.as_str()).map(Target::scheme) {
+            span.set("jobcast.target", scheme);
+        }
+        let done = crate::telemetry::within(&span, self.hand_over_traced(job, base_url)).await;
+        if let Err(e) = &done {
+            span.fail(e.to_string());
+        }
+        span.end();
+        done
+    }
+
+    async fn hand_over_traced(&self, job: &JobRecord, base_url: &str) -> Result<(), QueueError> {
         let kind = job.kind.as_str();
         let Some(target) = self.targets.get(kind).cloned() else {
             return Err(QueueError::Unavailable(format!(

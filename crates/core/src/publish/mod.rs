@@ -242,6 +242,8 @@ impl Publisher {
         snapshot: bool,
     ) -> Result<PublishReport, StoreError> {
         let job_id = job.snapshot.job_id.as_str();
+        // One span per fan-out (not per message), inside a traced request.
+        let mut span = crate::telemetry::child("fan-out", crate::telemetry::SpanKind::Producer);
         let (mut parcels, pushed) = self.chunk_parcels(job, own).await?;
         if snapshot {
             parcels.push(Parcel {
@@ -250,6 +252,27 @@ impl Publisher {
             });
         }
         let report = self.deliver(job_id, &parcels).await;
+        if span.context().is_some() {
+            span.set("jobcast.job.id", job_id);
+            span.set("jobcast.job.seq", job.snapshot.seq);
+            span.set("jobcast.job.status", job.snapshot.status.as_str());
+            let subscribers = parcels
+                .iter()
+                .map(|p| p.connections.len())
+                .max()
+                .unwrap_or(0);
+            span.set("jobcast.subscribers", subscribers);
+            span.set(
+                "jobcast.chunks",
+                own.iter().map(|a| a.chunks.len()).sum::<usize>(),
+            );
+            span.set("jobcast.messages.delivered", report.delivered);
+            span.set("jobcast.connections.gone", report.gone);
+            if !report.failed.is_empty() {
+                span.fail(format!("{} deliveries failed", report.failed.len()));
+            }
+        }
+        span.end();
         if !job.held.is_empty()
             && !job.snapshot.status.is_terminal()
             && let Err(e) = self.store.release_held(job_id, &pushed).await

@@ -90,6 +90,76 @@ fn stream_name(path: &str) -> Option<&str> {
 
 /// Handles one jobs API request.
 pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    traced(req, |req| handle_untraced(deps, req)).await
+}
+
+/// The route's name in a span: its template, not the path (ids are attributes).
+fn route_name(route: Option<&Route>) -> &'static str {
+    match route {
+        None => "(unknown route)",
+        Some(Route::Collection) => "/jobs",
+        Some(Route::Item(_)) => "/jobs/{jobId}",
+        Some(Route::Updates(_)) => "/jobs/{jobId}/updates",
+        Some(Route::Files(_)) => "/jobs/{jobId}/files",
+        Some(Route::Stream(..)) => "/jobs/{jobId}/streams/{name}",
+    }
+}
+
+/// Runs a request's handling as a server span: a child of the caller's
+/// `traceparent` when it sends one (a worker library sends the job's),
+/// the current span of everything the handling does.
+async fn traced<F, Fut>(req: ApiGatewayV2httpRequest, handle: F) -> ApiGatewayV2httpResponse
+where
+    F: FnOnce(ApiGatewayV2httpRequest) -> Fut,
+    Fut: std::future::Future<Output = ApiGatewayV2httpResponse>,
+{
+    use crate::telemetry::{self, SpanContext, SpanKind};
+    if !telemetry::enabled() {
+        return handle(req).await;
+    }
+    let method = req.request_context.http.method.clone();
+    let parent = header_str(&req.headers, "traceparent").and_then(SpanContext::from_traceparent);
+    let route = route(&req);
+    let mut span = telemetry::start(
+        format!("{method} {}", route_name(route.as_ref())),
+        SpanKind::Server,
+        parent,
+    );
+    span.set("http.request.method", method.as_str().to_string());
+    span.set("http.route", route_name(route.as_ref()));
+    match route {
+        Some(Route::Item(id) | Route::Updates(id) | Route::Files(id) | Route::Stream(id, _)) => {
+            span.set("jobcast.job.id", id.to_string())
+        }
+        Some(Route::Collection) if method == Method::POST => {
+            let kind = body_bytes(&req)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["kind"].as_str().map(str::to_string));
+            if let Some(kind) = kind {
+                span.set("jobcast.job.kind", kind);
+            }
+        }
+        _ => {}
+    }
+    let res = telemetry::within(&span, handle(req)).await;
+    span.set("http.response.status_code", res.status_code);
+    if let Some(id) = res
+        .headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.rsplit('/').next())
+    {
+        span.set("jobcast.job.id", id.to_string());
+    }
+    if res.status_code >= 500 {
+        span.fail(format!("answered {}", res.status_code));
+    }
+    span.end();
+    res
+}
+
+async fn handle_untraced(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     let method = req.request_context.http.method.clone();
     let result = match route(&req) {
         None => Err(Problem::new(404, "not_found", "no such resource")),
@@ -116,6 +186,13 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
 /// and `POST /jobs/{jobId}/files`, nothing else. The rest of the jobs API is refused here, so this door
 /// never bypasses what the HTTP API checks first (its JWT authorizer).
 pub async fn handle_updates(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    traced(req, |req| handle_updates_untraced(deps, req)).await
+}
+
+async fn handle_updates_untraced(
+    deps: &Deps,
+    req: ApiGatewayV2httpRequest,
+) -> ApiGatewayV2httpResponse {
     let method = req.request_context.http.method.clone();
     let result = match route(&req) {
         Some(Route::Updates(id)) if method == Method::POST => updates::update(deps, &req, id).await,
