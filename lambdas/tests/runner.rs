@@ -1,7 +1,9 @@
 //! `jobcast emulate`'s own Lambda Runtime API, driven by a real
 //! `lambda_runtime` function (lambdas/src/bin/emulate_edges.rs) that runs
 //! against it unchanged: answers, thrown errors, warm reuse, a timeout that
-//! replaces the process, and a process that dies before it can take work.
+//! replaces the process, and a process that dies before it can take work;
+//! and a jobcast function run that way exporting its spans before its
+//! invocation ends.
 
 use bytes::Bytes;
 use jobcast::emulate::runner::api::Outcome;
@@ -235,4 +237,123 @@ Resources:
     let _ = stop.send(());
     served.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// An OTLP/HTTP receiver for one test: answers 200 to every POST and keeps
+/// each body.
+async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let kept = std::sync::Arc::clone(&kept);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + length {
+                        continue;
+                    }
+                    kept.lock()
+                        .unwrap()
+                        .push(buf[end + 4..end + 4 + length].to_vec());
+                    buf.drain(..end + 4 + length);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// A Lambda function of jobcast's exports its spans before its invocation
+/// ends (a frozen sandbox sends nothing): the updates function, run by the
+/// Runtime API as Lambda runs it, with OTEL_EXPORTER_OTLP_ENDPOINT set.
+#[tokio::test]
+async fn a_function_exports_its_spans_before_the_invocation_ends() {
+    let (endpoint, bodies) = otlp_receiver().await;
+    let dir = std::env::temp_dir();
+    let mut env = lambda_environment("UpdatesFunction", 256, "us-east-1", &dir, "bootstrap");
+    for (k, v) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "updates-under-test"),
+        // Long, so only the invocation's own flush can send them in time.
+        ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ("JOBCAST_TABLE", "not-read"),
+        (
+            "JOBCAST_TOKEN_SECRET",
+            "runner-test-secret-0123456789abcdef",
+        ),
+        ("JOBCAST_MANAGEMENT_ENDPOINT", "http://127.0.0.1:9/prod"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let f = Function::new(
+        Launch {
+            logical_id: "UpdatesFunction".into(),
+            program: env!("CARGO_BIN_EXE_updates").into(),
+            args: Vec::new(),
+            dir,
+            env,
+            function_arn: function_arn("UpdatesFunction", "us-east-1"),
+            init_limit: jobcast::emulate::runner::sandbox::INIT_LIMIT,
+        },
+        Duration::from_secs(10),
+        256,
+        1,
+    );
+    // An update without a worker token: answered 401, traced all the same,
+    // under the caller's traceparent.
+    let event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/jobs/job_x/updates", "rawQueryString": "",
+        "headers": {"host": "abc.lambda-url.us-east-1.on.aws", "content-type": "application/json",
+                    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        "requestContext": {"accountId": "123456789012", "apiId": "abc", "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "http": {"method": "POST", "path": "/jobs/job_x/updates", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
+            "requestId": "r1", "routeKey": "$default", "stage": "$default", "time": "07/Dec/2026:10:00:00 +0000", "timeEpoch": 0},
+        "body": "{}", "isBase64Encoded": false
+    });
+    let (_, answer) = f.invoke(Bytes::from(event.to_string())).await;
+    assert_eq!(response(&answer)["statusCode"], 401, "{answer:?}");
+    // The answer came after the flush: the span is already at the receiver.
+    let bodies = bodies.lock().unwrap().clone();
+    let all: Vec<u8> = bodies.concat();
+    let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"POST /jobs/{jobId}/updates"),
+        "no span exported: {} bodies",
+        bodies.len()
+    );
+    assert!(has(b"updates-under-test"), "service.name");
+    let trace_id = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    assert!(has(&trace_id), "the caller's trace continues");
+    assert!(has(b"job_x"), "jobcast.job.id");
+    f.retire().await;
 }
