@@ -7,6 +7,7 @@ use crate::dispatch::Dispatcher;
 use crate::handlers::{JobQueue, QueueError, worker};
 use crate::publish::Publisher;
 use crate::store::JobRecord;
+use crate::telemetry;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -20,9 +21,12 @@ pub const QUEUE_CAPACITY: usize = 10_000;
 
 /// The queue side handed to the jobs API.
 pub struct LocalQueue {
-    tx: mpsc::Sender<JobRecord>,
+    tx: mpsc::Sender<Queued>,
     cancels: DashMap<String, CancellationToken>,
 }
+
+/// A demo job waiting for a worker, and the trace it was queued in.
+type Queued = (JobRecord, Option<telemetry::SpanContext>);
 
 #[async_trait]
 impl JobQueue for LocalQueue {
@@ -35,15 +39,17 @@ impl JobQueue for LocalQueue {
         }
         self.cancels
             .insert(job.snapshot.job_id.clone(), CancellationToken::new());
-        self.tx.try_send(job.clone()).map_err(|e| {
-            self.cancels.remove(&job.snapshot.job_id);
-            match e {
-                mpsc::error::TrySendError::Full(_) => QueueError::Full,
-                mpsc::error::TrySendError::Closed(_) => {
-                    QueueError::Unavailable("the server is shutting down".into())
+        self.tx
+            .try_send((job.clone(), telemetry::current()))
+            .map_err(|e| {
+                self.cancels.remove(&job.snapshot.job_id);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => QueueError::Full,
+                    mpsc::error::TrySendError::Closed(_) => {
+                        QueueError::Unavailable("the server is shutting down".into())
+                    }
                 }
-            }
-        })
+            })
     }
 
     fn cancel_hint(&self, job_id: &str) {
@@ -63,7 +69,7 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// Starts the dispatcher; at most `concurrency` jobs run at once.
     pub fn new(publisher: Publisher, concurrency: usize) -> WorkerPool {
-        let (tx, mut rx) = mpsc::channel::<JobRecord>(QUEUE_CAPACITY);
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE_CAPACITY);
         let queue = Arc::new(LocalQueue {
             tx,
             cancels: DashMap::new(),
@@ -76,7 +82,7 @@ impl WorkerPool {
         let s = stop.clone();
         tracker.spawn(async move {
             loop {
-                let job = tokio::select! {
+                let (job, trace) = tokio::select! {
                     _ = s.cancelled() => break,
                     j = rx.recv() => match j { Some(j) => j, None => break },
                 };
@@ -103,14 +109,23 @@ impl WorkerPool {
                             job
                         }
                     };
+                    // The job's run joins the trace of the request that queued it.
+                    let mut span = match trace {
+                        Some(parent) => telemetry::start(format!("run {}", current.kind), telemetry::SpanKind::Internal, Some(parent)),
+                        None => telemetry::Span::none(),
+                    };
+                    span.set("jobcast.job.id", job_id.as_str());
+                    span.set("jobcast.job.kind", current.kind.as_str());
                     tokio::select! {
-                        r = worker::run_job(&publisher, &current, &cancel) => {
+                        r = telemetry::within(&span, worker::run_job(&publisher, &current, &cancel)) => {
                             if let Err(e) = r {
+                                span.fail(e.to_string());
                                 tracing::error!(job_id, error = %e, "job ended with an error");
                             }
                         }
                         _ = s2.cancelled() => {}
                     }
+                    span.end();
                     q2.cancels.remove(&job_id);
                     drop(permit);
                 });

@@ -188,3 +188,65 @@ def test_one_trace_from_post_jobs_through_a_python_worker_to_the_fan_outs(tmp_pa
         except subprocess.TimeoutExpired:
             serve.kill()
         receiver.close()
+
+
+def test_a_demo_job_runs_and_fans_out_in_the_trace_of_its_post(tmp_path):
+    receiver = Receiver()
+    port = free_port()
+    env = dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100")
+    serve = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--otlp-endpoint", receiver.url],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        # The caller's own trace: POST /jobs continues it.
+        caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+        async def follow():
+            async with websockets.connect(f"ws://127.0.0.1:{port}/dev") as ws:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/jobs", method="POST",
+                    data=json.dumps({"kind": "demo", "input": {"steps": 3, "stepMs": 50}}).encode(),
+                    headers={"Content-Type": "application/json", "traceparent": caller})
+                created = json.loads(urllib.request.urlopen(req).read())
+                await ws.send(json.dumps({"action": "subscribe", "jobId": created["jobId"], "token": created["token"]}))
+                while True:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    if m.get("type") == "progress" and m["status"] == "succeeded":
+                        return created["jobId"]
+
+        job_id = asyncio.run(follow())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(s.name == "run demo" for s in receiver.spans):
+            time.sleep(0.1)
+        spans = [s for s in receiver.spans if s.trace_id == bytes.fromhex("0af7651916cd43dd8448eb211c80319c")]
+        names = [s.name for s in spans]
+        create = next(s for s in spans if s.name == "POST /jobs")
+        assert create.parent_span_id == bytes.fromhex("b7ad6b7169203331"), "the caller's span is its parent"
+        run = [s for s in spans if s.name == "run demo"]
+        assert len(run) == 1, names
+        assert attrs(run[0])["jobcast.job.id"] == job_id
+        # The run is under the request that queued it (directly or through its hand-over).
+        ancestors, at = set(), run[0]
+        while at.parent_span_id:
+            ancestors.add(at.parent_span_id)
+            at = next((s for s in spans if s.span_id == at.parent_span_id), None)
+            if at is None:
+                break
+        assert create.span_id in ancestors, names
+        fanouts = [s for s in spans if s.name == "fan-out"]
+        assert fanouts and all(f.parent_span_id == run[0].span_id for f in fanouts), names
+        assert attrs(fanouts[-1])["jobcast.subscribers"] == 1
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        receiver.close()
