@@ -259,7 +259,15 @@ pub fn read_api(
                 .push(format!("{id}: a second stage; serving only the first"));
         }
     }
-    out.warnings.extend(unmodelled(resources));
+    // Only what this API is made of: another API of the template (the jobs
+    // HTTP API beside a WebSocket API, say) and its parts are not served.
+    out.warnings.extend(unmodelled(resources, |id, r| {
+        if r["Type"] == "AWS::ApiGatewayV2::Api" {
+            id == api_id
+        } else {
+            r["Properties"].get("ApiId").is_none() || belongs(&r["Properties"])
+        }
+    }));
     Ok(out)
 }
 
@@ -610,6 +618,26 @@ Resources:
         assert_eq!(
             auth.identity_sources,
             vec![IdentitySource::Header("Host".into())]
+        );
+    }
+
+    #[test]
+    fn another_api_of_the_template_is_not_warned_about() {
+        let t = parse_text(
+            r#"{"Resources": {
+              "Ws": {"Type": "AWS::ApiGatewayV2::Api", "Properties": {"ProtocolType": "WEBSOCKET", "RouteSelectionExpression": "$request.body.action"}},
+              "WsStage": {"Type": "AWS::ApiGatewayV2::Stage", "Properties": {"ApiId": {"Ref": "Ws"}, "StageName": "prod", "AccessLogSettings": {}}},
+              "Http": {"Type": "AWS::ApiGatewayV2::Api", "Properties": {"ProtocolType": "HTTP", "CorsConfiguration": {}}},
+              "HttpStage": {"Type": "AWS::ApiGatewayV2::Stage", "Properties": {"ApiId": {"Ref": "Http"}, "StageName": "$default", "AccessLogSettings": {}}}}}"#,
+        )
+        .expect("parses");
+        let api = read_api(&t, None, &names()).expect("reads the WebSocket API");
+        assert_eq!(
+            api.warnings,
+            vec![
+                "WsStage: property AccessLogSettings of AWS::ApiGatewayV2::Stage is not modelled"
+                    .to_string()
+            ]
         );
     }
 

@@ -59,12 +59,16 @@ fn known_properties(kind: &str) -> &'static [&'static str] {
 }
 
 /// One warning per `AWS::ApiGatewayV2` resource type not modelled, and per
-/// property of a modelled one that is neither modelled nor without effect.
-pub(super) fn unmodelled(resources: &Map<String, Value>) -> Vec<String> {
+/// property of a modelled one that is neither modelled nor without effect,
+/// among the resources `served` keeps (those of the API being served).
+pub(super) fn unmodelled(
+    resources: &Map<String, Value>,
+    served: impl Fn(&str, &Value) -> bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for (id, r) in resources {
         let kind = r["Type"].as_str().unwrap_or_default();
-        if !kind.starts_with("AWS::ApiGatewayV2::") {
+        if !kind.starts_with("AWS::ApiGatewayV2::") || !served(id, r) {
             continue;
         }
         let known = known_properties(kind);
