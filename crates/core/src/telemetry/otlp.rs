@@ -46,19 +46,30 @@ impl OtlpConfig {
         {
             return Ok(None);
         }
-        let traces_url = match (
+        let (setting, given, traces_url) = match (
             endpoint,
             var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             var("OTEL_EXPORTER_OTLP_ENDPOINT"),
         ) {
-            (Some(e), _, _) => format!("{}/v1/traces", e.trim_end_matches('/')),
-            (None, Some(full), _) => full,
-            (None, None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (Some(e), _, _) => (
+                "--otlp-endpoint",
+                e.to_string(),
+                format!("{}/v1/traces", e.trim_end_matches('/')),
+            ),
+            (None, Some(full), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", full.clone(), full),
+            (None, None, Some(base)) => (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                base.clone(),
+                format!("{}/v1/traces", base.trim_end_matches('/')),
+            ),
             (None, None, None) => return Ok(None),
         };
-        if !(traces_url.starts_with("http://") || traces_url.starts_with("https://")) {
+        if reqwest::Url::parse(&traces_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https") || u.host().is_none())
+            .unwrap_or(true)
+        {
             return Err(format!(
-                "OTLP endpoint {traces_url}: expected an http:// or https:// URL"
+                "{setting}={given}: expected the collector's http:// or https:// URL, e.g. http://127.0.0.1:4318"
             ));
         }
         let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -92,8 +103,10 @@ impl OtlpConfig {
                 Some(v) => v
                     .trim()
                     .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
                     .map(Duration::from_millis)
-                    .map_err(|_| format!("{k}={v}: expected milliseconds")),
+                    .ok_or_else(|| format!("{k}={v}: expected milliseconds, above 0")),
             }
         };
         let count = |k: &str, default: usize| -> Result<usize, String> {
@@ -321,6 +334,22 @@ pub fn encode_request(service: &str, resource: &[(String, String)], spans: &[Spa
 mod tests {
     use super::super::{SpanContext, SpanKind};
     use super::*;
+
+    #[test]
+    fn settings_are_checked_with_the_fix_named() {
+        let e = OtlpConfig::from_env(Some("notaurl"), "jobcast").unwrap_err();
+        assert!(
+            e.contains("--otlp-endpoint=notaurl") && e.contains("http://"),
+            "{e}"
+        );
+        let c = OtlpConfig::from_env(Some("http://127.0.0.1:4318/"), "svc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.traces_url, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(c.service_name, "svc");
+        assert!(c.delay > Duration::ZERO && c.batch > 0 && c.queue > 0);
+        assert!(c.timeout > Duration::ZERO);
+    }
 
     #[test]
     fn varints_and_a_span_encode_as_protobuf_does() {
