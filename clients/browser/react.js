@@ -51,6 +51,40 @@ function onPageReturn(fn) {
 }
 
 /**
+ * One connection's view, keyed by what it connects to. A new key resets the
+ * view in that very render (nothing of the previous key is ever shown) and
+ * replaces the connection; unmounting closes it. `connect(update, alive)`
+ * makes and starts the client: `update(patch)` merges `patch(view)` into the
+ * view while this key is still the current one, and `alive()` says whether
+ * it is. An empty key connects nothing.
+ */
+function useConnection(key, fresh, connect) {
+  const [view, setView] = useState(fresh);
+  let current = view;
+  if (view.key !== key) {
+    current = fresh();
+    setView(current);
+  }
+  useEffect(() => {
+    if (!key) return undefined;
+    let alive = true;
+    const update = (patch) => {
+      if (alive) setView((v) => (v.key === key ? { ...v, ...patch(v) } : v));
+    };
+    const client = connect(update, () => alive);
+    const stopWatching = onPageReturn(() => client.resume());
+    return () => {
+      alive = false;
+      stopWatching();
+      client.close();
+    };
+    // Everything `connect` reads is in `key`, or read through a ref.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [key]);
+  return current;
+}
+
+/**
  * Follows one job: `job` is what `POST /jobs` answered plus the WebSocket
  * URL (`{jobId, token, websocketUrl, statusUrl?}`), or null for none yet.
  *
@@ -61,30 +95,15 @@ function onPageReturn(fn) {
  * @returns {{snapshot: Snapshot|null, state: JobState, streams: Record<string, unknown[]>, error: {code: string, message: string}|null, done: boolean}}
  */
 export function useJob(job, options = {}) {
-  const key = jobKey(job);
   const streamNames = options.streams ?? [];
-  const streamsKey = streamNames.join('\u0000');
-  const [view, setView] = useState(() => freshView(key, streamNames));
+  // Other streams are another connection, as another job is.
+  const key = jobKey(job) && `${jobKey(job)}\u0000${streamNames.join('\u0000')}`;
   // The latest options, read by the connection without reconnecting when
   // an inline callback changes identity on every render.
   const latest = useRef(options);
   latest.current = options;
 
-  // A new job (or new streams) resets the view in this very render, so the
-  // previous job's data is never shown under the new one.
-  let current = view;
-  if (view.key !== key || Object.keys(view.streams).join('\u0000') !== streamsKey) {
-    current = freshView(key, streamNames);
-    setView(current);
-  }
-
-  useEffect(() => {
-    if (!key) return undefined;
-    let alive = true;
-    const update = (patch) => {
-      if (alive) setView((v) => (v.key === key ? { ...v, ...patch(v) } : v));
-    };
-    const names = streamsKey ? streamsKey.split('\u0000') : [];
+  return useConnection(key, () => freshView(key, streamNames), (update, alive) => {
     const client = new JobcastClient({
       ...latest.current.client,
       websocketUrl: job.websocketUrl,
@@ -97,7 +116,7 @@ export function useJob(job, options = {}) {
     // gets a copy with each run.
     const collected = {};
     const streams = {};
-    for (const name of names) {
+    for (const name of streamNames) {
       collected[name] = [];
       streams[name] = (chunks, from) => {
         collected[name] = [...collected[name].slice(0, from), ...chunks];
@@ -113,21 +132,12 @@ export function useJob(job, options = {}) {
       onUpdate: (snapshot) => update(() => ({ snapshot })),
       onComplete: (snapshot) => {
         update(() => ({ snapshot, done: true, state: 'done' }));
-        if (alive) latest.current.onComplete?.(snapshot, { ...collected });
+        if (alive()) latest.current.onComplete?.(snapshot, { ...collected });
       },
       onError: (error) => update(() => ({ error, state: 'error' })),
     });
-    const stopWatching = onPageReturn(() => client.resume());
-    return () => {
-      alive = false;
-      stopWatching();
-      client.close();
-    };
-    // `job`'s fields are all in `key`.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [key, streamsKey]);
-
-  return current;
+    return client;
+  });
 }
 
 /**
@@ -143,22 +153,10 @@ export function useJobs(opts) {
   const key = opts?.websocketUrl && opts?.accessToken
     ? JSON.stringify([opts.websocketUrl, opts.accessToken, opts.tag ?? null, opts.jobsUrl ?? null])
     : '';
-  const fresh = () => ({ key, byId: new Map(), state: key ? 'connecting' : 'idle', error: null });
-  const [view, setView] = useState(fresh);
   const latest = useRef(opts);
   latest.current = opts;
-  let current = view;
-  if (view.key !== key) {
-    current = fresh();
-    setView(current);
-  }
-
-  useEffect(() => {
-    if (!key) return undefined;
-    let alive = true;
-    const update = (patch) => {
-      if (alive) setView((v) => (v.key === key ? { ...v, ...patch(v) } : v));
-    };
+  const fresh = () => ({ key, byId: new Map(), state: key ? 'connecting' : 'idle', error: null });
+  const current = useConnection(key, fresh, (update) => {
     const o = latest.current;
     const client = new JobcastClient({
       websocketUrl: o.websocketUrl,
@@ -179,14 +177,8 @@ export function useJobs(opts) {
         }),
       onError: (error) => update(() => ({ error, state: 'error' })),
     });
-    const stopWatching = onPageReturn(() => client.resume());
-    return () => {
-      alive = false;
-      stopWatching();
-      client.close();
-    };
-  }, [key]);
-
+    return client;
+  });
   const jobs = useJobsList(current.byId);
   return { jobs, state: current.state, error: current.error };
 }
