@@ -84,6 +84,47 @@ def attrs(span):
     return out
 
 
+def start_serve(*args, env=None):
+    """`jobcast serve` with `args` on a free port; its process and port once it listens."""
+    port = free_port()
+    serve = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return serve, port
+        except OSError:
+            assert time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+
+
+def stop(serve, receiver):
+    serve.send_signal(signal.SIGTERM)
+    try:
+        serve.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+    receiver.close()
+
+
+def run_job(port, body, headers=None):
+    """Creates a job and follows it over a WebSocket until it succeeds; its id."""
+    async def follow():
+        async with websockets.connect(f"ws://127.0.0.1:{port}/dev") as ws:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/jobs", method="POST", data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", **(headers or {})})
+            created = json.loads(urllib.request.urlopen(req).read())
+            await ws.send(json.dumps({"action": "subscribe", "jobId": created["jobId"], "token": created["token"]}))
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if m.get("type") == "progress" and m["status"] == "succeeded":
+                    return created["jobId"]
+
+    return asyncio.run(follow())
+
+
 WORKER = """
 import sys, time
 from jobcast_worker import Job
@@ -100,37 +141,12 @@ def test_one_trace_from_post_jobs_through_a_python_worker_to_the_fan_outs(tmp_pa
     receiver = Receiver()
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    port = free_port()
     env = dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", OTEL_SERVICE_NAME="jobcast-test",
                PYTHONPATH=os.path.join(ROOT, "clients/python"))
-    serve = subprocess.Popen(
-        [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--otlp-endpoint", receiver.url,
-         "--kind", f"report=command:{sys.executable} {worker}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    serve, port = start_serve("--otlp-endpoint", receiver.url,
+                              "--kind", f"report=command:{sys.executable} {worker}", env=env)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.05)
-
-        async def follow():
-            async with websockets.connect(f"ws://127.0.0.1:{port}/dev") as ws:
-                req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/jobs", method="POST",
-                    data=json.dumps({"kind": "report", "input": {}}).encode(),
-                    headers={"Content-Type": "application/json"})
-                created = json.loads(urllib.request.urlopen(req).read())
-                await ws.send(json.dumps({"action": "subscribe", "jobId": created["jobId"], "token": created["token"]}))
-                while True:
-                    m = json.loads(await asyncio.wait_for(ws.recv(), 20))
-                    if m.get("type") == "progress" and m["status"] == "succeeded":
-                        return created["jobId"]
-
-        job_id = asyncio.run(follow())
+        job_id = run_job(port, {"kind": "report", "input": {}})
 
         # The exporter sends every 100 ms here; wait for the last fan-out.
         deadline = time.monotonic() + 10
@@ -182,46 +198,17 @@ def test_one_trace_from_post_jobs_through_a_python_worker_to_the_fan_outs(tmp_pa
         assert all(s.end_time_unix_nano >= s.start_time_unix_nano > 0 for s in spans)
         assert all(by_id.get(s.parent_span_id) is not None for s in spans if s.parent_span_id)
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-        receiver.close()
+        stop(serve, receiver)
 
 
 def test_a_demo_job_runs_and_fans_out_in_the_trace_of_its_post(tmp_path):
     receiver = Receiver()
-    port = free_port()
-    env = dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100")
-    serve = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--otlp-endpoint", receiver.url],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    serve, port = start_serve("--otlp-endpoint", receiver.url,
+                              env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100"))
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.05)
         # The caller's own trace: POST /jobs continues it.
         caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-        async def follow():
-            async with websockets.connect(f"ws://127.0.0.1:{port}/dev") as ws:
-                req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/jobs", method="POST",
-                    data=json.dumps({"kind": "demo", "input": {"steps": 3, "stepMs": 50}}).encode(),
-                    headers={"Content-Type": "application/json", "traceparent": caller})
-                created = json.loads(urllib.request.urlopen(req).read())
-                await ws.send(json.dumps({"action": "subscribe", "jobId": created["jobId"], "token": created["token"]}))
-                while True:
-                    m = json.loads(await asyncio.wait_for(ws.recv(), 20))
-                    if m.get("type") == "progress" and m["status"] == "succeeded":
-                        return created["jobId"]
-
-        job_id = asyncio.run(follow())
+        job_id = run_job(port, {"kind": "demo", "input": {"steps": 3, "stepMs": 50}}, {"traceparent": caller})
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(s.name == "run demo" for s in receiver.spans):
             time.sleep(0.1)
@@ -244,9 +231,4 @@ def test_a_demo_job_runs_and_fans_out_in_the_trace_of_its_post(tmp_path):
         assert fanouts and all(f.parent_span_id == run[0].span_id for f in fanouts), names
         assert attrs(fanouts[-1])["jobcast.subscribers"] == 1
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-        receiver.close()
+        stop(serve, receiver)
