@@ -198,14 +198,11 @@ def sam_model(path, parameters):
 def cdk_model(path):
     template = json.load(open(path))
     def canonical(logical):
-        # The construct's path (Progress…) and the hash the CDK appends.
+        # STACK/Progress/CHILD[/Resource]: the construct's child id, which
+        # is the SAM template's logical id.
         r = template["Resources"].get(logical, {})
-        path_ = r.get("Metadata", {}).get("aws:cdk:path", "")
-        parts = path_.split("/")
-        if len(parts) >= 3:
-            child = parts[2]
-            return child
-        return logical
+        parts = r.get("Metadata", {}).get("aws:cdk:path", "").split("/")
+        return parts[2] if len(parts) >= 3 else logical
     m = Model(template, {"TokenSecret": "{TokenSecret}", "WebhookSecret": "{WebhookSecret}"}, canonical)
     model = empty_model()
     binary_of = {}
@@ -269,11 +266,6 @@ def normalize_stmt(s, name):
     return (effect, actions, tuple(sorted(normalize_env(r, name) for r in resources)), cond)
 
 
-def integration_target(m, integration_ref, name):
-    integ = m.value(m.t["Resources"][integration_ref]["Properties"]) if integration_ref in m.t["Resources"] else None
-    return integ
-
-
 def add_common(model, kind, p, name, m, r):
     if kind == "AWS::ApiGatewayV2::Route":
         target = p["Target"]  # integrations/{Integration}
@@ -302,10 +294,6 @@ def add_common(model, kind, p, name, m, r):
     else:
         if kind == "AWS::DynamoDB::Table":
             p = dict(p, _retain=(r.get("DeletionPolicy"), r.get("UpdateReplacePolicy")))
-        if kind == "AWS::SQS::Queue":
-            p = dict(p)
-            if "RedrivePolicy" in p:
-                p["RedrivePolicy"] = {k: v for k, v in p["RedrivePolicy"].items()}
         if kind == "AWS::Lambda::Url":
             p = dict(p, TargetFunctionArn=normalize_env(p["TargetFunctionArn"], name))
         model["other"].setdefault(kind, []).append(p)
